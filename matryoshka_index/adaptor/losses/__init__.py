@@ -1,0 +1,15 @@
+"""The Matryoshka-Adaptor's training losses, one per module (formulas in each docstring)."""
+
+from .listwise import listwise_loss
+from .pairwise import pairwise_similarity_loss
+from .ranking import ranking_loss
+from .reconstruction import reconstruction_loss
+from .topk import topk_similarity_loss
+
+__all__ = [
+    "listwise_loss",
+    "pairwise_similarity_loss",
+    "ranking_loss",
+    "reconstruction_loss",
+    "topk_similarity_loss",
+]

@@ -1,0 +1,35 @@
+"""Supervised ranking loss (Matryoshka-Adaptor, Yoon et al. 2024, eq. 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ._similarity import cosine_matrix
+
+
+def ranking_loss(
+    queries: torch.Tensor, documents: torch.Tensor, dims: Sequence[int], temperature: float = 0.05
+) -> torch.Tensor:
+    r"""Pairwise logistic ranking loss over (query, relevant document) pairs with in-batch negatives.
+
+    The paper's loss, for relevance labels :math:`y`:
+
+    .. math::
+        L_{rank} = \sum_{m \in M} \sum_i \sum_{j,k} \mathbb{1}[y_{ij} > y_{ik}] (y_{ij} - y_{ik})
+        \log\left(1 + \exp\left(\frac{s_{ik}^{(m)} - s_{ij}^{(m)}}{\tau}\right)\right)
+
+    with :math:`s_{ij}^{(m)} = \cos(f(q_i)_{:m}, f(d_j)_{:m})`. Here ``documents[i]`` is relevant to
+    ``queries[i]`` (:math:`y_{ii} = 1`) and every other document of the batch is a negative
+    (:math:`y_{ik} = 0`), so the sum runs over :math:`j = i, k \neq i`. Averaged over pairs and over m.
+    The temperature :math:`\tau` scales cosines in [-1, 1] to useful logits.
+    """
+    n = queries.shape[0]
+    losses = []
+    for m in dims:
+        sim = cosine_matrix(queries[:, :m], documents[:, :m]) / temperature
+        terms = F.softplus(sim - sim.diagonal().unsqueeze(1))
+        losses.append((terms.sum() - terms.diagonal().sum()) / (n * (n - 1)))
+    return torch.stack(losses).mean()

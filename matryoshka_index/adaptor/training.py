@@ -1,0 +1,258 @@
+"""The fit loop: neighbour-aware batches, weighted losses, validation, early stopping.
+
+Batches are built around anchors: each anchor brings a few of its nearest neighbours (precomputed
+once on the training rows), so the top-k and listwise terms see real neighbours instead of the
+random strangers a uniformly sampled batch would hold.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..progress import progress
+from .losses import (
+    listwise_loss,
+    pairwise_similarity_loss,
+    ranking_loss,
+    reconstruction_loss,
+    topk_similarity_loss,
+)
+from .model import ResidualAdaptor
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the training terms; a weight of 0 switches its term off."""
+
+    pairwise: float = 1.0
+    topk: float = 1.0
+    reconstruction: float = 0.1
+    listwise: float = 1.0
+    ranking: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dims: tuple[int, ...]
+    weights: LossWeights
+    k: int = 10
+    temperature: float = 0.05
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 1024
+    neighbours_per_anchor: int = 3
+    epochs: int = 10
+    patience: int = 2
+    pair_batch_size: int = 256
+
+
+@dataclass
+class TrainHistory:
+    """What happened during fit: per-epoch losses, the epoch kept, and time spent."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    steps: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "train_loss": [round(v, 6) for v in self.train_loss],
+            "val_loss": [round(v, 6) for v in self.val_loss],
+            "best_epoch": self.best_epoch,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 3),
+            "stopped_early": self.stopped_early,
+        }
+
+
+def nearest_neighbours(
+    pool: torch.Tensor, queries: torch.Tensor, k: int, *, exclude_self: bool, chunk: int = 4096
+) -> torch.Tensor:
+    """Indices ``(len(queries), k)`` into ``pool`` of each query's k most similar rows (cosine).
+
+    With ``exclude_self`` the queries are the pool itself and row i never lists i.
+    """
+    pool_n = torch.nn.functional.normalize(pool, dim=1)
+    out = []
+    for start in range(0, len(queries), chunk):
+        q = torch.nn.functional.normalize(queries[start : start + chunk], dim=1)
+        sim = q @ pool_n.T
+        if exclude_self:
+            rows = torch.arange(len(q))
+            sim[rows, rows + start] = float("-inf")
+        out.append(sim.topk(min(k, pool.shape[0] - int(exclude_self)), dim=1).indices)
+    return torch.cat(out)
+
+
+def _anchor_batches(
+    n_anchors: int, anchors_per_batch: int, neighbours: torch.Tensor, per_anchor: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """One epoch of batches: each a set of anchors plus ``per_anchor`` random neighbours of each."""
+    order = rng.permutation(n_anchors)
+    nb = neighbours.numpy()
+    batches = []
+    for start in range(0, n_anchors - anchors_per_batch + 1, anchors_per_batch):
+        anchors = order[start : start + anchors_per_batch]
+        pick = rng.integers(0, nb.shape[1], size=(len(anchors), per_anchor))
+        friends = nb[anchors[:, None], pick].ravel()
+        batch = np.unique(np.concatenate([anchors, friends]))
+        batches.append(batch)
+    return batches
+
+
+class _Objective:
+    """The weighted sum of the enabled terms for one batch (and optionally one batch of pairs)."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def unsupervised(self, model: ResidualAdaptor, e: torch.Tensor) -> torch.Tensor:
+        cfg, w = self.cfg, self.cfg.weights
+        adapted = model(e)
+        total = adapted.new_zeros(())
+        if w.pairwise:
+            total = total + w.pairwise * pairwise_similarity_loss(e, adapted, cfg.dims)
+        if w.topk:
+            total = total + w.topk * topk_similarity_loss(e, adapted, cfg.dims, cfg.k)
+        if w.listwise:
+            total = total + w.listwise * listwise_loss(e, adapted, cfg.dims, cfg.temperature)
+        if w.reconstruction:
+            total = total + w.reconstruction * reconstruction_loss(model.start(e), adapted)
+        return total
+
+    def supervised(self, model: ResidualAdaptor, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return self.cfg.weights.ranking * ranking_loss(model(q), model(d), self.cfg.dims, self.cfg.temperature)
+
+
+def train(
+    model: ResidualAdaptor,
+    train_rows: torch.Tensor,
+    val_rows: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    train_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    val_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    neighbour_space: torch.Tensor | None = None,
+    quiet: bool | None = None,
+) -> TrainHistory:
+    """Train ``model`` in place; on return it holds the weights of the best validation epoch.
+
+    ``neighbour_space`` (``d x r``), when given, projects rows before the neighbour search (a PCA
+    basis makes that search several times cheaper at the same neighbour quality); the losses always
+    use the exact full-dimension similarities.
+    """
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    objective = _Objective(cfg)
+    history = TrainHistory()
+    model.to(device)
+
+    proj = (lambda x: x @ neighbour_space) if neighbour_space is not None else (lambda x: x)
+    train_proj = proj(train_rows)
+    k_nb = max(cfg.k, cfg.neighbours_per_anchor)
+    neighbours = nearest_neighbours(train_proj, train_proj, k_nb, exclude_self=True)
+    per_anchor = cfg.neighbours_per_anchor
+    anchors_per_batch = max(2, min(len(train_rows), cfg.batch_size // (1 + per_anchor)))
+
+    # Validation: held-out anchors with their neighbours among the training rows, fixed once.
+    val_batches: list[torch.Tensor] = []
+    if len(val_rows):
+        val_nb = nearest_neighbours(train_proj, proj(val_rows), k_nb, exclude_self=False)
+        vrng = np.random.default_rng(seed + 1)
+        for start in range(0, len(val_rows), anchors_per_batch):
+            sl = slice(start, start + anchors_per_batch)
+            pick = vrng.integers(0, val_nb.shape[1], size=(val_nb[sl].shape[0], per_anchor))
+            friends = np.unique(val_nb[sl].numpy()[np.arange(val_nb[sl].shape[0])[:, None], pick].ravel())
+            val_batches.append(torch.cat([val_rows[sl], train_rows[friends]]))
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(train_rows) // anchors_per_batch)
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.1, anneal_strategy="cos"
+    )
+    n_pairs = len(train_pairs[0]) if train_pairs is not None else 0
+    pair_bs = min(cfg.pair_batch_size, n_pairs) if n_pairs else 0
+
+    best_val, best_state, bad_epochs = math.inf, copy.deepcopy(model.state_dict()), 0
+    bar = progress(total=total_steps, desc="training adaptor", unit="step", quiet=quiet)
+    try:
+        for epoch in range(cfg.epochs):
+            model.train()
+            running, count = 0.0, 0
+            pair_order = rng.permutation(n_pairs) if n_pairs else None
+            pair_pos = 0
+            for batch_idx in _anchor_batches(len(train_rows), anchors_per_batch, neighbours, per_anchor, rng):
+                e = train_rows[torch.from_numpy(batch_idx)].to(device, non_blocking=True)
+                loss = objective.unsupervised(model, e)
+                if n_pairs and pair_bs >= 2:
+                    if pair_pos + pair_bs > n_pairs:
+                        pair_order, pair_pos = rng.permutation(n_pairs), 0
+                    sel = torch.from_numpy(pair_order[pair_pos : pair_pos + pair_bs])
+                    pair_pos += pair_bs
+                    loss = loss + objective.supervised(
+                        model, train_pairs[0][sel].to(device), train_pairs[1][sel].to(device)
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if history.steps < total_steps:
+                    sched.step()
+                history.steps += 1
+                running += float(loss.detach())
+                count += 1
+                bar.update(1)
+            history.train_loss.append(running / max(1, count))
+
+            val = _validation_loss(model, objective, val_batches, val_pairs, device, pair_bs)
+            history.val_loss.append(val)
+            bar.set_postfix(val=f"{val:.4f}")
+            if val < best_val - 1e-6:
+                best_val, best_state, bad_epochs = val, copy.deepcopy(model.state_dict()), 0
+                history.best_epoch = epoch
+            else:
+                bad_epochs += 1
+                if bad_epochs > cfg.patience:
+                    history.stopped_early = True
+                    break
+    finally:
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    history.seconds = time.perf_counter() - t0
+    return history
+
+
+@torch.no_grad()
+def _validation_loss(
+    model: ResidualAdaptor,
+    objective: _Objective,
+    val_batches: Sequence[torch.Tensor],
+    val_pairs: tuple[torch.Tensor, torch.Tensor] | None,
+    device: torch.device,
+    pair_bs: int,
+) -> float:
+    model.eval()
+    losses = [float(objective.unsupervised(model, b.to(device))) for b in val_batches]
+    total = float(np.mean(losses)) if losses else 0.0
+    if val_pairs is not None and len(val_pairs[0]) >= 2:
+        bs = max(2, pair_bs or len(val_pairs[0]))
+        sup = [
+            float(objective.supervised(model, val_pairs[0][s : s + bs].to(device), val_pairs[1][s : s + bs].to(device)))
+            for s in range(0, len(val_pairs[0]) - 1, bs)
+            if len(val_pairs[0][s : s + bs]) >= 2
+        ]
+        total += float(np.mean(sup)) if sup else 0.0
+    return total

@@ -1,0 +1,33 @@
+"""Storage backends behind one protocol (``base.SearchBackend``). Backends never import torch.
+
+Modules are named ``faiss_backend`` / ``qdrant_backend`` rather than ``faiss`` / ``qdrant`` so that
+inside this package ``import faiss`` can never be mistaken for (or shadowed by) our own module.
+"""
+
+from __future__ import annotations
+
+from .base import EMPTY_ID, SearchBackend, empty_results
+
+BACKENDS = ("faiss", "qdrant", "qdrant-edge")
+
+
+def get_backend_class(name: str) -> type:
+    """The backend class registered under ``name`` (imported lazily: FAISS users need no Qdrant)."""
+    from ..errors import InputError
+
+    if name == "faiss":
+        from .faiss_backend import FaissBackend
+
+        return FaissBackend
+    if name == "qdrant":
+        from .qdrant_backend import QdrantBackend
+
+        return QdrantBackend
+    if name == "qdrant-edge":
+        from .qdrant_edge_backend import QdrantEdgeBackend
+
+        return QdrantEdgeBackend
+    raise InputError(f"backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "EMPTY_ID", "SearchBackend", "empty_results", "get_backend_class"]

@@ -1,0 +1,72 @@
+"""``mindex train``: learn a Matryoshka-Adaptor from embeddings."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..adaptor import MatryoshkaAdaptor
+from ._common import quiet_option, read_vectors, user_errors
+
+
+def _parse_dims(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 32,64,128, got {value!r}") from None
+
+
+@click.command("train")
+@click.argument("corpus", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Adaptor directory to write.")
+@click.option("--queries", type=click.Path(dir_okay=False), help="Query embeddings (.npy/.fvecs) for supervised training.")
+@click.option("--positives", type=click.Path(dir_okay=False), help="positives[i]: a relevant document for queries[i].")
+@click.option("--dims", "dims", help="Matryoshka prefix lengths, e.g. 32,64,128 (default: powers of two below the dim).")
+@click.option("--init", type=click.Choice(["pca", "identity"]), default="pca", show_default=True,
+              help="Start from the PCA rotation (better on non-Matryoshka models) or from the identity (the paper).")
+@click.option("--epochs", type=int, default=MatryoshkaAdaptor().epochs, show_default=True)
+@click.option("--batch-size", type=int, default=MatryoshkaAdaptor().batch_size, show_default=True)
+@click.option("--lr", type=float, default=MatryoshkaAdaptor().lr, show_default=True)
+@click.option("--max-samples", type=int, default=100_000, show_default=True, help="Train on at most this many rows.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@quiet_option
+@user_errors
+def train_command(corpus, output, queries, positives, dims, init, epochs, batch_size, lr, max_samples, seed, device, quiet):
+    """Learn a Matryoshka-Adaptor from CORPUS embeddings (.npy or .fvecs) and write it to -o DIR.
+
+    Unsupervised from the corpus alone; supervised when --queries and --positives are given
+    (row i of each is a query and a document relevant to it).
+    """
+    x = read_vectors(corpus, "corpus", min_rows=2)
+    q = p = None
+    if (queries is None) != (positives is None):
+        raise click.UsageError("--queries and --positives go together")
+    if queries is not None:
+        q = read_vectors(queries, "queries", dim=x.shape[1])
+        p = read_vectors(positives, "positives", dim=x.shape[1])
+    adaptor = MatryoshkaAdaptor(
+        matryoshka_dims=_parse_dims(dims), init=init, epochs=epochs, batch_size=batch_size, lr=lr,
+        max_samples=max_samples, seed=seed, device=device, quiet=quiet,
+    )
+    adaptor.fit(x, q, p)
+    adaptor.save(output)
+    t = adaptor.metadata_["training"]
+    summary = {
+        "output": str(output),
+        "input_dim": adaptor.input_dim_,
+        "matryoshka_dims": list(adaptor.matryoshka_dims_),
+        "rows": t["rows"],
+        "supervised": t["supervised"],
+        "best_epoch": t["best_epoch"],
+        "val_loss": t["val_loss"][t["best_epoch"]] if t["val_loss"] else None,
+        "seconds": t["seconds"],
+        "device": t["device"],
+    }
+    click.echo(json.dumps(summary))
+
+
+COMMANDS = [train_command]

@@ -1,0 +1,30 @@
+"""``mindex``: the command group. Each family of commands lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from .._version import __version__
+from . import adaptor_commands, eval_commands, index_commands, migrate_commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mindex")
+def main() -> None:
+    """matryoshka-index: shrink embeddings with a Matryoshka-Adaptor, search a short prefix, rerank at full dimension.
+
+    \b
+    Typical flow:
+      mindex train corpus.npy -o adaptor/              learn the adaptor (optional: build can train)
+      mindex build corpus.npy --coarse-dim 64 -o corpus.mindex --train
+      mindex search corpus.mindex queries.npy -k 10 -o results.jsonl
+      mindex eval corpus.mindex queries.npy            recall@k vs exact search, queries/s, memory
+      mindex migrate --qdrant-url URL --collection docs --alias docs
+
+    Every command takes --help. Bad input gives one line on stderr and exit code 2.
+    """
+
+
+for _module in (adaptor_commands, index_commands, eval_commands, migrate_commands):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

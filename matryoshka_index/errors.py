@@ -1,0 +1,24 @@
+"""User-facing errors.
+
+Every error a user can cause (bad input, a foreign file, an unreachable server) is raised as a
+:class:`MatryoshkaError` whose message is one line: what is wrong and what to do. The CLI prints
+that line and exits with code 2; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class MatryoshkaError(Exception):
+    """Base class of every error caused by the user's input or environment."""
+
+
+class InputError(MatryoshkaError, ValueError):
+    """An argument has the wrong shape, dtype, values or size."""
+
+
+class FormatError(MatryoshkaError):
+    """A file or directory is corrupt, foreign, or of an unsupported format version."""
+
+
+class BackendError(MatryoshkaError):
+    """A storage backend (a Qdrant server, a FAISS index) refused or could not be reached."""
