@@ -221,7 +221,7 @@ class MatryoshkaAdaptor:
             sample = np.asarray(corpus, dtype=np.float32)
 
         perm = rng.permutation(len(sample))
-        n_val = int(round(len(sample) * self.val_fraction))
+        n_val = round(len(sample) * self.val_fraction)
         n_val = min(n_val, 4096)
         val_rows = torch.from_numpy(sample[perm[:n_val]].copy())
         train_rows = torch.from_numpy(sample[perm[n_val:]].copy())
@@ -233,7 +233,7 @@ class MatryoshkaAdaptor:
         train_pairs = val_pairs = None
         if pairs is not None:
             pperm = rng.permutation(len(pairs[0]))
-            n_pval = int(round(len(pperm) * self.val_fraction))
+            n_pval = round(len(pperm) * self.val_fraction)
             tp, vp = pperm[n_pval:], pperm[:n_pval]
             train_pairs = (torch.from_numpy(pairs[0][tp]), torch.from_numpy(pairs[1][tp]))
             val_pairs = (torch.from_numpy(pairs[0][vp]), torch.from_numpy(pairs[1][vp])) if n_pval >= 2 else None
@@ -332,9 +332,7 @@ class MatryoshkaAdaptor:
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in tensors.items()}
         if expected != found:
-            raise FormatError(
-                f"{path}: weights do not match the metadata (expected tensors {expected}, found {found})"
-            )
+            raise FormatError(f"{path}: weights do not match the metadata (expected tensors {expected}, found {found})")
         model.load_state_dict(tensors)
         model.eval()
         params = {k: v for k, v in meta.get("params", {}).items() if k in _DEFAULTS}
@@ -343,7 +341,9 @@ class MatryoshkaAdaptor:
         obj.model_ = model.to(resolve_device(device))
         obj.input_dim_ = dim
         obj.matryoshka_dims_ = dims
-        obj.history_ = TrainHistory(**{k: v for k, v in meta.get("training", {}).items() if k in TrainHistory.__dataclass_fields__})
+        obj.history_ = TrainHistory(
+            **{k: v for k, v in meta.get("training", {}).items() if k in TrainHistory.__dataclass_fields__}
+        )
         obj.metadata_ = meta
         return obj
 

@@ -49,9 +49,9 @@ def user_errors(func: F) -> F:
 
 
 def quiet_option(func: F) -> F:
-    return click.option("--quiet", "-q", is_flag=True, help="No progress bars (they are off anyway when not on a terminal).")(
-        func
-    )
+    return click.option(
+        "--quiet", "-q", is_flag=True, help="No progress bars (they are off anyway when not on a terminal)."
+    )(func)
 
 
 def read_vectors(path: str, name: str, *, dim: int | None = None, min_rows: int = 1) -> np.ndarray:

@@ -22,11 +22,20 @@ def _parse_dims(value: str | None) -> tuple[int, ...] | None:
 @click.command("train")
 @click.argument("corpus", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Adaptor directory to write.")
-@click.option("--queries", type=click.Path(dir_okay=False), help="Query embeddings (.npy/.fvecs) for supervised training.")
+@click.option(
+    "--queries", type=click.Path(dir_okay=False), help="Query embeddings (.npy/.fvecs) for supervised training."
+)
 @click.option("--positives", type=click.Path(dir_okay=False), help="positives[i]: a relevant document for queries[i].")
-@click.option("--dims", "dims", help="Matryoshka prefix lengths, e.g. 32,64,128 (default: powers of two below the dim).")
-@click.option("--init", type=click.Choice(["pca", "identity"]), default="pca", show_default=True,
-              help="Start from the PCA rotation (better on non-Matryoshka models) or from the identity (the paper).")
+@click.option(
+    "--dims", "dims", help="Matryoshka prefix lengths, e.g. 32,64,128 (default: powers of two below the dim)."
+)
+@click.option(
+    "--init",
+    type=click.Choice(["pca", "identity"]),
+    default="pca",
+    show_default=True,
+    help="Start from the PCA rotation (better on non-Matryoshka models) or from the identity (the paper).",
+)
 @click.option("--epochs", type=int, default=MatryoshkaAdaptor().epochs, show_default=True)
 @click.option("--batch-size", type=int, default=MatryoshkaAdaptor().batch_size, show_default=True)
 @click.option("--lr", type=float, default=MatryoshkaAdaptor().lr, show_default=True)
@@ -35,7 +44,9 @@ def _parse_dims(value: str | None) -> tuple[int, ...] | None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @quiet_option
 @user_errors
-def train_command(corpus, output, queries, positives, dims, init, epochs, batch_size, lr, max_samples, seed, device, quiet):
+def train_command(
+    corpus, output, queries, positives, dims, init, epochs, batch_size, lr, max_samples, seed, device, quiet
+):
     """Learn a Matryoshka-Adaptor from CORPUS embeddings (.npy or .fvecs) and write it to -o DIR.
 
     Unsupervised from the corpus alone; supervised when --queries and --positives are given
@@ -49,8 +60,15 @@ def train_command(corpus, output, queries, positives, dims, init, epochs, batch_
         q = read_vectors(queries, "queries", dim=x.shape[1])
         p = read_vectors(positives, "positives", dim=x.shape[1])
     adaptor = MatryoshkaAdaptor(
-        matryoshka_dims=_parse_dims(dims), init=init, epochs=epochs, batch_size=batch_size, lr=lr,
-        max_samples=max_samples, seed=seed, device=device, quiet=quiet,
+        matryoshka_dims=_parse_dims(dims),
+        init=init,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_samples=max_samples,
+        seed=seed,
+        device=device,
+        quiet=quiet,
     )
     adaptor.fit(x, q, p)
     adaptor.save(output)

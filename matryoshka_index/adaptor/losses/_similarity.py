@@ -11,4 +11,3 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tenso
     a = F.normalize(a, dim=-1)
     b = a if b is None else F.normalize(b, dim=-1)
     return a @ b.T
-

@@ -9,9 +9,7 @@ import torch
 from ._similarity import cosine_matrix
 
 
-def pairwise_similarity_loss(
-    original: torch.Tensor, adapted: torch.Tensor, dims: Sequence[int]
-) -> torch.Tensor:
+def pairwise_similarity_loss(original: torch.Tensor, adapted: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
     r"""Mean absolute gap between prefix similarities of the adapted vectors and full similarities of the originals.
 
     .. math::
