@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ from .._version import __version__
 from ..errors import FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_positive_int, iter_row_chunks
-from .io import read_adaptor_dir, write_adaptor_dir
+from .io import read_adaptor_dir, write_adaptor_dir, write_adaptor_files
 from .model import ResidualAdaptor, pca_rotation
 from .training import LossWeights, TrainConfig, TrainHistory, train
 
@@ -317,6 +319,23 @@ class MatryoshkaAdaptor:
         """Write the adaptor to directory ``path`` (safetensors + JSON), atomically."""
         self._check_fitted()
         write_adaptor_dir(path, self.model_.state_dict(), self.metadata_)
+
+    def to_files(self) -> dict[str, bytes]:
+        """The adaptor's files as ``{file name: bytes}`` (for storing it inside another store, e.g. Qdrant)."""
+        self._check_fitted()
+        with tempfile.TemporaryDirectory() as tmp:
+            write_adaptor_files(Path(tmp), self.model_.state_dict(), self.metadata_)
+            return {p.name: p.read_bytes() for p in Path(tmp).iterdir()}
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes], *, device: str = "auto") -> MatryoshkaAdaptor:
+        """Inverse of :meth:`to_files`, with the same checks as :meth:`load`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                if "/" in name or name.startswith("."):
+                    raise FormatError(f"adaptor file name {name!r} is not allowed")
+                (Path(tmp) / name).write_bytes(data)
+            return cls.load(tmp, device=device)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str = "auto") -> MatryoshkaAdaptor:
