@@ -366,6 +366,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def bundle_id(files: dict[str, bytes]) -> str:
+    """Content address of a set of files (names and bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
 class MetadataStore:
     """Records (small JSON) and blobs (adaptor files) kept with a collection; see the module docstring."""
 
@@ -475,10 +483,7 @@ class MetadataStore:
     def write_blobs(self, files: dict[str, bytes]) -> dict[str, Any]:
         """Store files in the companion collection; returns the descriptor a record keeps to find them."""
         self._ensure_companion()
-        digest = hashlib.sha256()
-        for name in sorted(files):
-            digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-        bundle = digest.hexdigest()
+        bundle = bundle_id(files)
         described: dict[str, Any] = {}
         points: list[qm.PointStruct] = []
         for name, data in sorted(files.items()):
@@ -1212,6 +1217,8 @@ class QdrantBackend:
             raise InputError(f"manifest: must be JSON-serialisable ({exc})") from None
         current = self.metadata.read(META_KEY) or {}
         adaptor = current.get("adaptor")
+        if adaptor_files is not None and (adaptor or {}).get("bundle") == bundle_id(adaptor_files):
+            adaptor_files = None  # the same adaptor is stored already (the index re-sends it on every change)
         if adaptor_files is not None:
             adaptor = self.metadata.write_blobs(adaptor_files)
         record = _record(
@@ -1443,14 +1450,16 @@ def open_index_from_qdrant(
                 f"{migration.get('copied', 0)} of {migration.get('source_count', '?')} points copied); "
                 "finish it with mindex migrate --resume"
             )
-        if not record.get("adaptor"):
-            raise FormatError(f"collection {real!r} at {endpoint}: the index metadata names no adaptor")
-        files = store.read_blobs(record["adaptor"])
-        from ..adaptor import MatryoshkaAdaptor  # lazy: the backend itself never imports torch
-
-        adaptor = MatryoshkaAdaptor.from_files(files, device=device)
+        manifest = record.get("manifest") or {}
+        kind = (manifest.get("adaptor") or {}).get("kind", "matryoshka-adaptor")
+        adaptor = _adaptor_from_files(
+            kind, store.read_blobs(record["adaptor"]) if record.get("adaptor") else None, device
+        )
+        if adaptor is None and kind != "none":
+            raise FormatError(f"collection {real!r} at {endpoint}: the index metadata names no adaptor files")
         backend = QdrantBackend.from_collection(qclient, real, owns_client=owns, **backend_options)
         vec = record.get("vectors") or {}
+        input_dim = adaptor.input_dim_ if adaptor is not None else int(manifest.get("input_dim", backend.full_dim))
         problems = []
         if int(vec.get("coarse_dim", backend.coarse_dim)) != backend.coarse_dim:
             problems.append(
@@ -1458,10 +1467,14 @@ def open_index_from_qdrant(
             )
         if int(vec.get("full_dim", backend.full_dim)) != backend.full_dim:
             problems.append(f"'full' has {backend.full_dim} dims but the index metadata says {vec.get('full_dim')}")
-        if adaptor.input_dim_ != backend.full_dim:
-            problems.append(f"'full' has {backend.full_dim} dims but the adaptor expects {adaptor.input_dim_}")
-        if backend.coarse_dim > adaptor.input_dim_:
-            problems.append(f"'coarse' has {backend.coarse_dim} dims, more than the adaptor's {adaptor.input_dim_}")
+        if input_dim != backend.full_dim:
+            problems.append(f"'full' has {backend.full_dim} dims but the adaptor takes {input_dim}-dim embeddings")
+        if int(manifest.get("input_dim", input_dim)) != input_dim:
+            problems.append(
+                f"the index metadata says input_dim {manifest.get('input_dim')}, the adaptor takes {input_dim}"
+            )
+        if backend.coarse_dim > input_dim:
+            problems.append(f"'coarse' has {backend.coarse_dim} dims, more than the adaptor's {input_dim}")
         if record.get("metric") and record["metric"] != backend.metric:
             problems.append(f"the vectors use {backend.metric} but the index metadata says {record['metric']}")
         if problems:
@@ -1471,4 +1484,21 @@ def open_index_from_qdrant(
         if owns:
             _close_quietly(qclient)
         raise
-    return index_cls._from_parts(adaptor, backend, record.get("manifest") or {})
+    return index_cls._from_parts(adaptor, backend, manifest)
+
+
+def _adaptor_from_files(kind: str, files: dict[str, bytes] | None, device: str) -> Any:
+    """The adaptor object of the manifest's kind (imported lazily: the backend itself never imports torch)."""
+    if kind == "none":
+        return None
+    if files is None:
+        return None
+    if kind == "pca":
+        from ..index import PCARotation
+
+        return PCARotation.from_files(files)
+    if kind == "matryoshka-adaptor":
+        from ..adaptor import MatryoshkaAdaptor
+
+        return MatryoshkaAdaptor.from_files(files, device=device)
+    raise FormatError(f"index metadata: unknown adaptor kind {kind!r}; upgrade matryoshka-index")

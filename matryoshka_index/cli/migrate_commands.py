@@ -1,3 +1,133 @@
-"""Placeholder: commands are added by their issue."""
+"""``mindex migrate``: turn an existing Qdrant collection into the matryoshka layout (a thin shell over the API)."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ._common import quiet_option, user_errors
+
+
+@click.command("migrate")
+@click.option("--qdrant-url", metavar="URL", help="Qdrant server, e.g. http://localhost:6333.")
+@click.option(
+    "--qdrant-path", metavar="DIR", type=click.Path(file_okay=False), help="qdrant-client local-mode storage directory."
+)
+@click.option("--api-key", envvar="QDRANT_API_KEY", help="API key of the server (or set QDRANT_API_KEY).")
+@click.option("--timeout", type=int, help="Seconds to wait for each server request.")
+@click.option("--prefer-grpc", is_flag=True, help="Talk gRPC (port 6334) instead of REST.")
+@click.option("--collection", required=True, help="Source collection (or alias). It is never modified.")
+@click.option("--vector", help="Named vector to adapt (default: the unnamed one, or the only dense named one).")
+@click.option(
+    "--coarse-dim", type=int, help="Length of the coarse prefix [default: 64; a resumed target keeps its own]."
+)
+@click.option("--sample", type=int, default=100_000, show_default=True, help="Vectors to train the adaptor on.")
+@click.option(
+    "--adaptor", type=click.Path(file_okay=False), help="A trained adaptor directory instead of training one."
+)
+@click.option("--epochs", type=int, help="Training epochs of the adaptor (default: the adaptor's default).")
+@click.option("--target", help="Target collection [default: <collection>_matryoshka].")
+@click.option("--alias", help="Alias switched atomically to the target once verification passed.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted migration from its checkpoint.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (points, dims, size, time) and write nothing.")
+@click.option("--verify", type=click.Choice(["sample", "full"]), default="sample", show_default=True)
+@click.option(
+    "--verify-sample", type=int, default=1000, show_default=True, help="Points compared with --verify sample."
+)
+@click.option("--recall-queries", type=int, default=100, show_default=True, help="Sampled queries for recall@10.")
+@click.option("--candidates", type=int, default=100, show_default=True, help="Coarse candidates per query.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Points per upsert request.")
+@click.option("--parallel", type=int, default=2, show_default=True, help="Concurrent upserts (server only).")
+@click.option("--shard-number", type=int, help="Shards of the target [default: as the source].")
+@click.option("--replication-factor", type=int, help="Replicas of the target [default: as the source].")
+@click.option("--on-disk/--in-ram", "on_disk", default=None, help="Keep 'full' on disk [default: as the source].")
+@click.option("--coarse-quantization", type=click.Choice(["none", "int8", "binary"]), default="none", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@quiet_option
+@user_errors
+def migrate(
+    qdrant_url,
+    qdrant_path,
+    api_key,
+    timeout,
+    prefer_grpc,
+    collection,
+    vector,
+    coarse_dim,
+    sample,
+    adaptor,
+    epochs,
+    target,
+    alias,
+    resume,
+    dry_run,
+    verify,
+    verify_sample,
+    recall_queries,
+    candidates,
+    batch_size,
+    parallel,
+    shard_number,
+    replication_factor,
+    on_disk,
+    coarse_quantization,
+    as_json,
+    quiet,
+):
+    """Copy Qdrant collection --collection into a matryoshka collection (coarse + full vectors).
+
+    \b
+    Trains an adaptor on a sample (or loads --adaptor), creates --target, copies every point with
+    its id, payload and other vectors (resumable with --resume), verifies counts, payloads and full
+    vectors and reports recall@10, then switches --alias atomically. The source is never modified.
+    Exit code 1 when verification fails (the alias is then left alone).
+    """
+    if (qdrant_url is None) == (qdrant_path is None):
+        raise click.UsageError("give exactly one of --qdrant-url or --qdrant-path")
+    from ..backends.qdrant_backend import connect
+    from ..migrate import migrate_collection
+
+    client, _ = connect(
+        url=qdrant_url,
+        path=qdrant_path,
+        api_key=api_key,
+        timeout=timeout,
+        prefer_grpc=prefer_grpc,
+        must_exist=qdrant_path is not None,
+    )
+    try:
+        report = migrate_collection(
+            client,
+            collection,
+            vector=vector,
+            coarse_dim=coarse_dim,
+            sample=sample,
+            target=target,
+            alias=alias,
+            resume=resume,
+            dry_run=dry_run,
+            verify=verify,
+            verify_sample=verify_sample,
+            recall_queries=recall_queries,
+            candidates=candidates,
+            adaptor=adaptor,
+            adaptor_options={"epochs": epochs} if epochs else None,
+            batch_size=batch_size,
+            parallel=parallel,
+            shard_number=shard_number,
+            replication_factor=replication_factor,
+            on_disk=on_disk,
+            coarse_quantization=None if coarse_quantization == "none" else coarse_quantization,
+            quiet=quiet,
+        )
+    finally:
+        client.close()
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.describe())
+    if not report.ok:
+        click.echo("Error: verification failed; the alias was not switched (see above)", err=True)
+        sys.exit(1)
+
+
+COMMANDS = [migrate]
