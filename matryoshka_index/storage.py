@@ -135,8 +135,12 @@ def load_vectors(path: str | os.PathLike[str], *, mmap: bool = True) -> np.ndarr
     if suffix == ".npy":
         try:
             arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"{path}: not a plain numeric .npy array ({exc})") from None
+        except ValueError:
+            # numpy's own message here suggests allow_pickle; we never load pickled objects.
+            raise InputError(
+                f"{path}: cannot be read as .npy (not written by np.save, or it holds Python objects, "
+                "which are never loaded); save embeddings with np.save(path, array)"
+            ) from None
         except Exception as exc:
             raise InputError(f"{path}: cannot be read as .npy ({exc.__class__.__name__}: {exc})") from None
         return arr

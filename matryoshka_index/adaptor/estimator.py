@@ -100,14 +100,14 @@ class MatryoshkaAdaptor:
         pairwise_weight: float = 1.0,
         topk_weight: float = 1.0,
         reconstruction_weight: float = 0.1,
-        listwise_weight: float = 1.0,
+        listwise_weight: float = 3.0,
         ranking_weight: float = 1.0,
         k: int = 10,
         temperature: float = 0.05,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        batch_size: int = 1024,
-        epochs: int = 10,
+        batch_size: int = 512,
+        epochs: int = 4,
         neighbours_per_anchor: int = 3,
         val_fraction: float = 0.05,
         patience: int = 2,
@@ -307,7 +307,7 @@ class MatryoshkaAdaptor:
         batches = list(iter_row_chunks(x.shape[0], check_positive_int(batch_size, "batch_size")))
         with torch.no_grad():
             for sl in progress(batches, desc="adapting", unit="batch", quiet=self.quiet or len(batches) < 4):
-                chunk = torch.from_numpy(np.asarray(x[sl], dtype=np.float32)).to(device)
+                chunk = torch.from_numpy(np.array(x[sl], dtype=np.float32)).to(device)
                 out[sl] = self.model_(chunk)[:, :out_dim].cpu().numpy()
         return out
 

@@ -34,7 +34,7 @@ class LossWeights:
     pairwise: float = 1.0
     topk: float = 1.0
     reconstruction: float = 0.1
-    listwise: float = 1.0
+    listwise: float = 3.0
     ranking: float = 1.0
 
 
@@ -46,9 +46,9 @@ class TrainConfig:
     temperature: float = 0.05
     lr: float = 1e-3
     weight_decay: float = 0.0
-    batch_size: int = 1024
+    batch_size: int = 512
     neighbours_per_anchor: int = 3
-    epochs: int = 10
+    epochs: int = 4
     patience: int = 2
     pair_batch_size: int = 256
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
-from . import adaptor_commands, eval_commands, index_commands, migrate_commands
+from . import adaptor_commands, data_commands, eval_commands, index_commands, migrate_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -15,6 +15,7 @@ def main() -> None:
 
     \b
     Typical flow:
+      mindex synthetic corpus.npy                      a synthetic corpus to try it on
       mindex train corpus.npy -o adaptor/              learn the adaptor (optional: build can train)
       mindex build corpus.npy --coarse-dim 64 -o corpus.mindex --train
       mindex search corpus.mindex queries.npy -k 10 -o results.jsonl
@@ -25,6 +26,6 @@ def main() -> None:
     """
 
 
-for _module in (adaptor_commands, index_commands, eval_commands, migrate_commands):
+for _module in (data_commands, adaptor_commands, index_commands, eval_commands, migrate_commands):
     for _command in _module.COMMANDS:
         main.add_command(_command)
