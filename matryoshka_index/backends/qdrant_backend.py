@@ -303,7 +303,7 @@ def call(
     retries: int = 0,
     base_delay: float = 0.5,
     max_delay: float = 10.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """Run one qdrant-client call; retry transient failures with exponential backoff and jitter; one-line errors."""
     for attempt in range(retries + 1):
@@ -313,7 +313,7 @@ def call(
             raise
         except Exception as exc:
             if attempt < retries and is_transient(exc):
-                sleep(min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2))
+                (sleep or time.sleep)(min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2))
                 continue
             err = translate_error(exc, endpoint, what)
             if err is None:
@@ -566,6 +566,12 @@ def _check_metric(metric: str) -> str:
     return "ip" if m == "dot" else m
 
 
+def _check_index(index: str) -> str:
+    if index not in ("hnsw", "flat"):
+        raise InputError(f"index: the Qdrant backend supports 'hnsw' and 'flat' (exact coarse stage), got {index!r}")
+    return index
+
+
 def _metric_of(distance: qm.Distance) -> str:
     if distance == qm.Distance.COSINE:
         return "cosine"
@@ -606,6 +612,7 @@ class QdrantBackend:
         full_dim: int,
         metric: str,
         owns_client: bool = False,
+        index: str = "hnsw",
         coarse_quantization: str | None = None,
         rescore: bool = True,
         oversampling: float | None = None,
@@ -623,6 +630,7 @@ class QdrantBackend:
         self.coarse_dim = int(coarse_dim)
         self.full_dim = int(full_dim)
         self.metric = _check_metric(metric)
+        self.index = _check_index(index)
         self.coarse_quantization = coarse_quantization
         self.rescore = rescore
         self.oversampling = oversampling
@@ -653,6 +661,7 @@ class QdrantBackend:
         coarse_dim: int,
         full_dim: int,
         metric: str = "cosine",
+        index: str = "hnsw",
         url: str | None = None,
         api_key: str | None = None,
         https: bool | None = None,
@@ -683,6 +692,8 @@ class QdrantBackend:
     ) -> QdrantBackend:
         """Create a new collection with the ``coarse`` + ``full`` layout (it must not exist yet).
 
+        ``index``: ``"hnsw"`` (an HNSW graph on ``coarse``) or ``"flat"`` (exact coarse stage,
+        ``SearchParams(exact=True)``, no graph: the same results as FAISS ``flat``).
         Connection: ``url`` (+ ``api_key``, ``https``, ``timeout``, ``prefer_grpc``), ``path`` (local
         mode on disk), ``location=":memory:"`` or ``client``; none of them: embedded in memory, saved
         as a snapshot inside the index directory. Cluster options: ``shard_number``,
@@ -701,6 +712,7 @@ class QdrantBackend:
                 raise InputError(f"{name}: must be a positive integer, got {value!r}")
         if coarse_dim > full_dim:
             raise InputError(f"coarse_dim: {coarse_dim} exceeds full_dim {full_dim}")
+        index = _check_index(index)
         quant = _quantization(coarse_quantization, quantization_always_ram)
         for name, value in (("shard_number", shard_number), ("replication_factor", replication_factor)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -730,7 +742,9 @@ class QdrantBackend:
                 )
             distance = _METRICS[metric]
             hnsw = None
-            if hnsw_m is not None or hnsw_ef_construct is not None:
+            if index == "flat":  # exact coarse stage: no graph to build
+                hnsw = qm.HnswConfigDiff(m=0)
+            elif hnsw_m is not None or hnsw_ef_construct is not None:
                 hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
             vectors = {
                 COARSE: qm.VectorParams(
@@ -766,6 +780,7 @@ class QdrantBackend:
             full_dim=int(full_dim),
             metric=metric,
             owns_client=owns,
+            index=index,
             coarse_quantization=coarse_quantization,
             rescore=rescore,
             oversampling=oversampling,
@@ -817,6 +832,9 @@ class QdrantBackend:
             kind = "binary"
         record = MetadataStore(client, real, endpoint).read(META_KEY) or {}
         ids_info = record.get("point_ids") or {}
+        m = coarse.hnsw_config.m if coarse.hnsw_config is not None and coarse.hnsw_config.m is not None else None
+        if m is None:
+            m = info.config.hnsw_config.m
         return cls(
             client,
             real,
@@ -824,6 +842,7 @@ class QdrantBackend:
             full_dim=full.size,
             metric=metric,
             owns_client=owns_client,
+            index="flat" if m == 0 else "hnsw",
             coarse_quantization=kind,
             oversampling=oversampling,
             hnsw_ef=hnsw_ef,
@@ -908,6 +927,7 @@ class QdrantBackend:
             )
         create_opts = {k: options.pop(k) for k in list(options) if k in ("upload_batch_size", "max_retries", "quiet")}
         backend = cls.create(
+            index=meta.get("index", "hnsw"),
             coarse_dim=int(meta["coarse_dim"]),
             full_dim=int(meta["full_dim"]),
             metric=meta["metric"],
@@ -1094,6 +1114,8 @@ class QdrantBackend:
         quant = None
         if self.coarse_quantization:
             quant = qm.QuantizationSearchParams(rescore=self.rescore, oversampling=self.oversampling)
+        if self.index == "flat":
+            return qm.SearchParams(exact=True, quantization=quant)
         return qm.SearchParams(hnsw_ef=max(int(candidates), int(self.hnsw_ef or 0)), quantization=quant)
 
     def _full_params(self) -> qm.SearchParams | None:
@@ -1254,6 +1276,7 @@ class QdrantBackend:
             "coarse_dim": self.coarse_dim,
             "full_dim": self.full_dim,
             "metric": self.metric,
+            "index": self.index,
             "coarse_quantization": self.coarse_quantization,
         }
         if self.mode == "remote":
@@ -1316,6 +1339,7 @@ class QdrantBackend:
                 "coarse_dim": self.coarse_dim,
                 "full_dim": self.full_dim,
                 "metric": self.metric,
+                "index": self.index,
                 "coarse_quantization": self.coarse_quantization,
                 "on_disk": bool(full_params.on_disk),
                 **exported,
@@ -1339,6 +1363,7 @@ class QdrantBackend:
             "coarse_dim": self.coarse_dim,
             "full_dim": self.full_dim,
             "metric": self.metric,
+            "index": self.index,
             "coarse_quantization": self.coarse_quantization,
             "full_on_disk": bool(full_params and full_params.on_disk),
             "shard_number": params.shard_number,
