@@ -35,6 +35,16 @@ class SearchBackend(Protocol):
     coarse_dim: int
     full_dim: int
 
+    @classmethod
+    def create(cls, *, coarse_dim: int, full_dim: int, metric: str, **options: Any) -> SearchBackend:
+        """A new, empty backend. ``options`` are the backend's own (``backend_options`` of the index)."""
+        ...
+
+    @classmethod
+    def open(cls, directory: Path, section: dict[str, Any], **options: Any) -> SearchBackend:
+        """Reopen a backend; ``section`` is what :meth:`save` returned (stored in the index manifest)."""
+        ...
+
     def __len__(self) -> int:
         """Number of stored vectors."""
         ...

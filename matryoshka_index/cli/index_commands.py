@@ -1,3 +1,208 @@
-"""Placeholder: commands are added by their issue."""
+"""``mindex build``, ``mindex search``, ``mindex info``: a thin shell over :class:`MatryoshkaIndex`."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..errors import InputError
+from ..storage import atomic_write_bytes, load_vectors, save_npy
+from ._common import quiet_option, read_vectors, user_errors
+
+
+def _read_ids(path: str, n: int) -> np.ndarray:
+    from ..validation import check_ids
+
+    p = Path(path)
+    if p.suffix.lower() != ".npy":
+        raise InputError(f"--ids ({path}): expected a .npy file of int64 ids")
+    arr = load_vectors(p, mmap=False)
+    return check_ids(arr, n, name=f"--ids ({path})")
+
+
+@click.command("build")
+@click.argument("corpus", type=click.Path(dir_okay=False))
+@click.option("--coarse-dim", type=int, default=64, show_default=True, help="Length of the searched prefix.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Index directory to write (e.g. corpus.mindex).")
+@click.option(
+    "--ids", "ids_path", type=click.Path(dir_okay=False), help="int64 ids, one per row (.npy); default 0..n-1."
+)
+@click.option("--adaptor", "adaptor_dir", type=click.Path(), help="A trained adaptor directory (from mindex train).")
+@click.option("--train", is_flag=True, help="Train an adaptor on a sample of the corpus (library defaults).")
+@click.option("--pca", is_flag=True, help="Use a PCA rotation instead of an adaptor (a training-free baseline).")
+@click.option(
+    "--index",
+    "index_type",
+    type=click.Choice(["flat", "hnsw", "ivf"]),
+    default="flat",
+    show_default=True,
+    help="Coarse index: exact flat, HNSW graph or IVF lists.",
+)
+@click.option(
+    "--target-recall",
+    type=float,
+    default=0.99,
+    show_default=True,
+    help="Calibrate the default candidate count to reach this recall@10 against exact search.",
+)
+@click.option("--metric", type=click.Choice(["cosine", "ip"]), default="cosine", show_default=True)
+@click.option(
+    "--rerank",
+    type=click.Choice(["original", "adapted"]),
+    default="original",
+    show_default=True,
+    help="Rerank with the original vectors (exact scores) or the adapted ones.",
+)
+@click.option(
+    "--sample-size", type=int, default=100_000, show_default=True, help="Rows the adaptor (and IVF) train on."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing index at --output.")
+@quiet_option
+@user_errors
+def build_command(
+    corpus,
+    coarse_dim,
+    output,
+    ids_path,
+    adaptor_dir,
+    train,
+    pca,
+    index_type,
+    target_recall,
+    metric,
+    rerank,
+    sample_size,
+    overwrite,
+    quiet,
+):
+    """Build an index over CORPUS embeddings (.npy, memory-mapped, or .fvecs) and write it to -o DIR.
+
+    Without --adaptor/--train/--pca the coarse vectors are plain truncations of the embeddings
+    (right for Matryoshka-trained models). Prints a JSON summary.
+    """
+    from ..adaptor import MatryoshkaAdaptor
+    from ..index import MatryoshkaIndex
+
+    if sum(bool(v) for v in (adaptor_dir, train, pca)) > 1:
+        raise InputError("--adaptor, --train and --pca: choose at most one")
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise InputError(f"--output ({output}): already exists; pass --overwrite or choose another path")
+    x = read_vectors(corpus, "corpus", min_rows=1)
+    ids = _read_ids(ids_path, len(x)) if ids_path else None
+    adaptor: object = None
+    if adaptor_dir:
+        adaptor = MatryoshkaAdaptor.load(adaptor_dir)
+    elif train:
+        adaptor = "train"
+    elif pca:
+        adaptor = "pca"
+    t0 = time.perf_counter()
+    index = MatryoshkaIndex.build(
+        x,
+        coarse_dim=coarse_dim,
+        ids=ids,
+        adaptor=adaptor,
+        index=index_type,
+        target_recall=target_recall,
+        metric=metric,
+        rerank=rerank,
+        sample_size=sample_size,
+        quiet=quiet,
+    )
+    index.save(out)
+    info = index.info()
+    click.echo(
+        json.dumps(
+            {
+                "output": str(output),
+                "count": info["count"],
+                "input_dim": info["input_dim"],
+                "coarse_dim": info["coarse_dim"],
+                "coarse_index": index_type,
+                "adaptor": info["adaptor"]["kind"],
+                "candidates": info["candidates"]["default"],
+                "calibrated_recall@10": info["candidates"]["calibrated_recall"],
+                "target_recall": info["candidates"]["target_recall"],
+                "ram_bytes_per_vector": info["memory"]["ram_bytes_per_vector"],
+                "disk_bytes_per_vector": info["memory"]["disk_bytes_per_vector"],
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
+    )
+
+
+def _write_results(path: str, scores: np.ndarray, ids: np.ndarray) -> list[str]:
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        scores_path = p.with_name(p.stem + ".scores.npy")
+        save_npy(p, ids)
+        save_npy(scores_path, scores)
+        return [str(p), str(scores_path)]
+    if suffix == ".jsonl":
+        atomic_write_bytes(p, _jsonl(scores, ids).encode())
+        return [str(p)]
+    raise InputError(f"--output ({path}): unknown result file type {suffix!r}; use .npy or .jsonl")
+
+
+def _jsonl(scores: np.ndarray, ids: np.ndarray) -> str:
+    lines = []
+    for i in range(len(ids)):
+        keep = ids[i] >= 0
+        lines.append(
+            json.dumps(
+                {"query": i, "ids": ids[i][keep].tolist(), "scores": [round(float(s), 6) for s in scores[i][keep]]}
+            )
+        )
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+@click.command("search")
+@click.argument("index_path", metavar="INDEX", type=click.Path())
+@click.argument("queries", type=click.Path(dir_okay=False))
+@click.option("-k", type=int, default=10, show_default=True, help="Results per query.")
+@click.option("--candidates", type=int, help="Coarse hits to rerank (default: the calibrated value).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="results.npy (ids; scores go to results.scores.npy) or results.jsonl; default: JSON lines on stdout.",
+)
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the index files (faster on large indexes).")
+@quiet_option
+@user_errors
+def search_command(index_path, queries, k, candidates, output, no_verify, quiet):
+    """Search INDEX with QUERIES embeddings (.npy or .fvecs): the top -k ids and scores per query."""
+    from ..index import MatryoshkaIndex
+
+    if output is not None and Path(output).suffix.lower() not in (".npy", ".jsonl"):
+        raise InputError(f"--output ({output}): unknown result file type {Path(output).suffix!r}; use .npy or .jsonl")
+    index = MatryoshkaIndex.load(index_path, verify=not no_verify)
+    q = read_vectors(queries, "queries", dim=index.input_dim)
+    scores, ids = index.search(q, k=k, candidates=candidates)
+    if output is None:
+        click.echo(_jsonl(scores, ids), nl=False)
+        return
+    written = _write_results(output, scores, ids)
+    if not quiet:
+        click.echo(json.dumps({"queries": len(q), "k": k, "written": written}))
+
+
+@click.command("info")
+@click.argument("index_path", metavar="INDEX", type=click.Path())
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file (faster on large indexes).")
+@user_errors
+def info_command(index_path, no_verify):
+    """Describe INDEX: counts, dims, adaptor, calibrated candidates and recall, device, bytes per vector."""
+    from ..index import MatryoshkaIndex
+
+    index = MatryoshkaIndex.load(index_path, verify=not no_verify)
+    click.echo(json.dumps(index.info(), indent=2))
+
+
+COMMANDS = [build_command, search_command, info_command]

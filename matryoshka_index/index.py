@@ -1,0 +1,1111 @@
+"""``MatryoshkaIndex``: an adaptor composed with a storage backend, and the calibration of candidates.
+
+Search is two-stage. A query ``q`` is adapted like every stored vector: its *coarse* vector is the
+first ``coarse_dim`` columns of ``adaptor.transform(q)``, its *full* vector is ``q`` itself (default,
+``rerank="original"``) or the whole adapted vector (``rerank="adapted"``); with ``metric="cosine"``
+both are L2-normalised (the coarse prefix after truncation). The backend finds the top
+``candidates`` by inner product of coarse vectors, then reranks them by inner product of full
+vectors and returns the best ``k``. With the original vectors in the rerank, every returned score
+is the exact full-dimension score of that item.
+
+Adaptors: ``None`` is the identity (plain truncation of the original vectors: right for models
+trained Matryoshka-style), ``"pca"`` a fitted PCA rotation (:class:`PCARotation`, a strong
+training-free baseline), ``"train"`` or an unfitted :class:`~matryoshka_index.MatryoshkaAdaptor`
+trains on a sample of the corpus, a fitted one is used as it is.
+
+Saved index layout (a directory, written atomically)::
+
+    manifest.json   the manifest below
+    adaptor/        the adaptor's files (absent for the identity)
+    ...             the backend's files (FAISS: coarse.faiss, full.npy, ids.npy)
+
+Manifest keys (``manifest.json``; the same dict is handed to backends that store it themselves and
+to :meth:`MatryoshkaIndex._from_parts`):
+
+* ``format`` ``"matryoshka-index"``, ``format_version`` (1), ``library_version``, ``created`` (UTC);
+* ``metric`` (``"cosine"`` or ``"ip"``), ``input_dim``, ``coarse_dim``, ``full_dim``, ``rerank``;
+* ``adaptor``: ``{"kind": "none" | "pca" | "matryoshka-adaptor", "directory": "adaptor" | null}``;
+* ``count``: stored (live) vectors;
+* ``candidates``: the default candidate count of :meth:`MatryoshkaIndex.search`;
+* ``calibration``: how that default was chosen: ``k``, ``target_recall``, ``recall`` (achieved
+  recall@k), ``reached``, ``queries``, ``knob`` (e.g. ``{"nprobe": 16}`` or null), ``truth``,
+  ``method``, ``steps`` (every ``[candidates, knob, recall]`` measured), ``seconds``;
+* ``backend``: the backend's own section (what ``backend.save`` returned, with ``kind``);
+* ``files``: ``{relative path: sha256}`` of every file of a saved directory, checked on load.
+
+Concurrency: any number of threads may call :meth:`~MatryoshkaIndex.search` at once; ``add``,
+``remove``, ``calibrate`` and ``save`` take an exclusive lock (a readers-writer lock), so a search
+never sees a half-applied mutation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .adaptor import MatryoshkaAdaptor
+from .adaptor.model import pca_rotation
+from .backends import get_backend_class
+from .errors import FormatError, InputError
+from .evaluation import exact_topk, recall_at_k
+from .progress import progress
+from .storage import atomic_directory, atomic_write_bytes, read_versioned_json, sha256_file
+from .validation import (
+    check_embeddings,
+    check_fraction,
+    check_ids,
+    check_positive_int,
+    iter_row_chunks,
+    l2_normalize,
+)
+
+FORMAT = "matryoshka-index"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+ADAPTOR_DIR = "adaptor"
+METRICS = ("cosine", "ip")
+RERANKS = ("original", "adapted")
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+CALIBRATION_K = 10
+_BUILD_CHUNK_ROWS = 16384
+_SEARCH_CHUNK_ROWS = 4096
+_MAX_CANDIDATES = 4096
+
+
+# ---------------------------------------------------------------------- PCA baseline
+class PCARotation:
+    """The PCA baseline adaptor: ``f(x) = x @ R`` with ``R`` the principal directions of the corpus.
+
+    ``R`` is orthogonal, so full-dimension inner products are unchanged and a prefix of ``f(x)`` is the
+    projection onto the top principal components (no centring: centring would change inner
+    products). Same surface as :class:`~matryoshka_index.MatryoshkaAdaptor`: ``fit``, ``transform``,
+    ``save``/``load``, ``to_files``/``from_files``. Files: ``pca.json`` + ``pca_rotation.npy``.
+    """
+
+    FORMAT = "matryoshka-pca"
+    FORMAT_VERSION = 1
+    META_FILE = "pca.json"
+    ROTATION_FILE = "pca_rotation.npy"
+
+    def __init__(self) -> None:
+        self.rotation_: np.ndarray | None = None
+
+    @property
+    def input_dim_(self) -> int:
+        self._check_fitted()
+        assert self.rotation_ is not None
+        return int(self.rotation_.shape[0])
+
+    def _check_fitted(self) -> None:
+        if self.rotation_ is None:
+            raise InputError("adaptor: this PCARotation is not fitted; call fit() or PCARotation.load() first")
+
+    def fit(self, corpus: np.ndarray) -> PCARotation:
+        """Principal directions of ``corpus`` (at least 2 rows), largest variance first."""
+        corpus = check_embeddings(corpus, "corpus", min_rows=2)
+        self.rotation_ = np.ascontiguousarray(pca_rotation(np.asarray(corpus, dtype=np.float32)), dtype=np.float32)
+        return self
+
+    def transform(self, x: np.ndarray, dim: int | None = None, *, batch_size: int = 65536) -> np.ndarray:
+        """``x @ R[:, :dim]`` as float32, in batches of ``batch_size`` rows."""
+        self._check_fitted()
+        assert self.rotation_ is not None
+        x = check_embeddings(x, "x", dim=self.input_dim_, allow_zero_rows=True)
+        out_dim = self.input_dim_ if dim is None else check_positive_int(dim, "dim")
+        if out_dim > self.input_dim_:
+            raise InputError(f"dim: {out_dim} exceeds the rotation's dimension {self.input_dim_}")
+        r = np.ascontiguousarray(self.rotation_[:, :out_dim])
+        out = np.empty((len(x), out_dim), dtype=np.float32)
+        for sl in iter_row_chunks(len(x), check_positive_int(batch_size, "batch_size")):
+            out[sl] = np.asarray(x[sl], dtype=np.float32) @ r
+        return out
+
+    def _write(self, directory: Path) -> None:
+        assert self.rotation_ is not None
+        np.save(directory / self.ROTATION_FILE, self.rotation_, allow_pickle=False)
+        meta = {
+            "format": self.FORMAT,
+            "format_version": self.FORMAT_VERSION,
+            "input_dim": self.input_dim_,
+            "rotation_sha256": sha256_file(directory / self.ROTATION_FILE),
+            "library_version": __version__,
+        }
+        (directory / self.META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ``pca.json`` and ``pca_rotation.npy`` into directory ``path``, atomically."""
+        self._check_fitted()
+        with atomic_directory(path) as tmp:
+            self._write(tmp)
+
+    def to_files(self) -> dict[str, bytes]:
+        """The files as ``{name: bytes}`` (for storing inside another store, e.g. Qdrant)."""
+        self._check_fitted()
+        with tempfile.TemporaryDirectory() as tmp:
+            self._write(Path(tmp))
+            return {p.name: p.read_bytes() for p in Path(tmp).iterdir()}
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes]) -> PCARotation:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                if "/" in name or name.startswith("."):
+                    raise FormatError(f"PCA file name {name!r} is not allowed")
+                (Path(tmp) / name).write_bytes(data)
+            return cls.load(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PCARotation:
+        """Load a rotation written by :meth:`save`; one clear :class:`FormatError` line on a bad one."""
+        path = Path(path)
+        meta = read_versioned_json(path / cls.META_FILE, kind=cls.FORMAT, supported_versions=(cls.FORMAT_VERSION,))
+        rot_path = path / cls.ROTATION_FILE
+        if not rot_path.is_file():
+            raise FormatError(f"{rot_path}: missing; the PCA directory is incomplete")
+        if meta.get("rotation_sha256") != sha256_file(rot_path):
+            raise FormatError(f"{rot_path}: checksum does not match {cls.META_FILE}; the file is corrupt or replaced")
+        try:
+            rot = np.load(rot_path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise FormatError(f"{rot_path}: not a readable .npy ({exc})") from None
+        d = meta.get("input_dim")
+        if rot.dtype != np.float32 or rot.shape != (d, d):
+            raise FormatError(f"{rot_path}: expected a float32 ({d}, {d}) rotation, found {rot.dtype} {rot.shape}")
+        obj = cls()
+        obj.rotation_ = rot
+        return obj
+
+    def __repr__(self) -> str:
+        return f"PCARotation(dim={self.input_dim_})" if self.rotation_ is not None else "PCARotation()"
+
+
+Adaptor = MatryoshkaAdaptor | PCARotation | None
+
+
+def adaptor_kind(adaptor: Adaptor) -> str:
+    """``"none"``, ``"pca"`` or ``"matryoshka-adaptor"`` (as written in the manifest)."""
+    if adaptor is None:
+        return "none"
+    return "pca" if isinstance(adaptor, PCARotation) else "matryoshka-adaptor"
+
+
+def _is_fitted(adaptor: MatryoshkaAdaptor | PCARotation) -> bool:
+    return adaptor.rotation_ is not None if isinstance(adaptor, PCARotation) else hasattr(adaptor, "model_")
+
+
+# ---------------------------------------------------------------------- locking
+class _ReadWriteLock:
+    """Many readers or one writer. Re-entrant for the writer (which may also read); new readers wait
+    while a writer waits, so a stream of searches cannot starve a mutation."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer: int | None = None
+        self._depth = 0
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                self._depth += 1
+                owned = True
+            else:
+                while self._writer is not None or self._writers_waiting:
+                    self._cond.wait()
+                self._readers += 1
+                owned = False
+        try:
+            yield
+        finally:
+            with self._cond:
+                if owned:
+                    self._depth -= 1
+                else:
+                    self._readers -= 1
+                    if not self._readers:
+                        self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                self._depth += 1
+            else:
+                self._writers_waiting += 1
+                try:
+                    while self._writer is not None or self._readers:
+                        self._cond.wait()
+                finally:
+                    self._writers_waiting -= 1
+                self._writer, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cond.notify_all()
+
+
+# ---------------------------------------------------------------------- helpers
+def _candidate_ladder(k: int, cap: int) -> list[int]:
+    """Geometric ladder k, k*2^(1/4), k*2^(2/4), ... (rounded, distinct) up to and including ``cap``."""
+    cap = max(k, cap)
+    out: list[int] = []
+    i = 0
+    while True:
+        v = min(cap, round(k * 2 ** (i / 4)))
+        if not out or v > out[-1]:
+            out.append(v)
+        if v >= cap:
+            return out
+        i += 1
+
+
+def _smallest(ladder: Sequence[int], ok: Callable[[int], bool]) -> int | None:
+    """Smallest ladder value for which ``ok`` holds, by binary search (``ok`` assumed monotone); None if none."""
+    if not ok(ladder[-1]):
+        return None
+    lo, hi = 0, len(ladder) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(ladder[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return ladder[lo]
+
+
+def _drop_self(found: np.ndarray, self_ids: np.ndarray | None, k: int) -> np.ndarray:
+    """From ``(n, k+1)`` results, drop each query's own id (or, when absent, the last column)."""
+    if self_ids is None:
+        return found[:, :k]
+    mask = found == self_ids[:, None]
+    drop = mask & (np.cumsum(mask, axis=1) == 1)  # ids are unique, but be safe: drop one entry per row
+    no_self = ~drop.any(axis=1)
+    drop[no_self, -1] = True
+    return found[~drop].reshape(len(found), found.shape[1] - 1)[:, :k]
+
+
+def _accepts(func: Callable[..., Any], name: str) -> bool:
+    params = inspect.signature(func).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _check_backend_options(func: Callable[..., Any], options: dict[str, Any], backend: str) -> None:
+    params = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        accepted = [n for n in params if n not in ("cls", "self", "coarse_dim", "full_dim", "metric")]
+        raise InputError(
+            f"backend_options: unknown option(s) {', '.join(map(repr, unknown))} for backend {backend!r}; "
+            f"accepted: {', '.join(accepted) or 'none'}"
+        )
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+# ---------------------------------------------------------------------- the index
+class MatryoshkaIndex:
+    """Vector index: coarse search on an adapted low-dim prefix, rerank at full dimension.
+
+    Create with :meth:`build`, reopen with :meth:`load` (or :meth:`from_qdrant`). See the module
+    docstring for the search model, the saved layout and the manifest.
+    """
+
+    def __init__(self) -> None:  # use build(), load() or _from_parts()
+        raise TypeError(
+            "use MatryoshkaIndex.build(...), MatryoshkaIndex.load(path) or MatryoshkaIndex.from_qdrant(...)"
+        )
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        coarse_dim: int = 64,
+        ids: np.ndarray | Sequence[int] | None = None,
+        adaptor: str | MatryoshkaAdaptor | PCARotation | os.PathLike[str] | None = None,
+        backend: str = "faiss",
+        index: str = "flat",
+        target_recall: float = 0.99,
+        metric: str = "cosine",
+        rerank: str = "original",
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        backend_options: dict[str, Any] | None = None,
+        sample_size: int = 100_000,
+        *,
+        candidates: int | None = None,
+        calibration_queries: int = 1000,
+        seed: int = 0,
+        quiet: bool = False,
+    ) -> MatryoshkaIndex:
+        """Build an index over ``vectors`` (``(n, d)`` float16/32/64; a memory map is read in batches).
+
+        Parameters
+        ----------
+        vectors:
+            The corpus embeddings. With ``metric="cosine"`` they need not be normalised.
+        coarse_dim:
+            Length of the adapted prefix searched in stage one (``<= d``).
+        ids:
+            External int64 ids (``>= 0``, unique), one per row; ``None`` means ``0..n-1``.
+        adaptor:
+            ``None``: the identity (coarse = plain truncation of the original vectors).
+            ``"pca"``: a :class:`PCARotation` fitted on the sample. ``"train"``: a
+            :class:`~matryoshka_index.MatryoshkaAdaptor` with the library defaults trained on the
+            sample. A :class:`~matryoshka_index.MatryoshkaAdaptor` or :class:`PCARotation`: used as
+            is when fitted, else fitted on the sample. A path: an adaptor directory to load.
+        backend, backend_options:
+            ``"faiss"`` (default) or ``"qdrant"``; options go to the backend's ``create``
+            (FAISS: ``hnsw_m``, ``ef_construction``, ``ef_search``, ``nlist``, ``nprobe``,
+            ``device``, ``spill_dir``).
+        index:
+            Coarse index type: ``"flat"`` (exact, default), ``"hnsw"`` or ``"ivf"``.
+        target_recall:
+            The default candidate count is calibrated so recall@10 against exact full-dim search
+            reaches this (see :meth:`calibrate`).
+        metric:
+            ``"cosine"`` (default; inner product of L2-normalised vectors) or ``"ip"``.
+        rerank:
+            ``"original"`` (default): rerank with the original vectors, so returned scores are
+            exact full-dim scores. ``"adapted"``: rerank with the adapted full vectors.
+        payloads:
+            Per-row dicts (backends that store payloads only).
+        sample_size:
+            The adaptor (and an IVF quantizer) train on a random sample of at most this many rows;
+            the whole corpus is then transformed in streaming batches.
+        candidates:
+            Fix the default candidate count instead of calibrating it (its recall is still measured).
+        calibration_queries:
+            Corpus rows used as calibration queries (at most; default 1,000).
+        seed:
+            Seeds the sample and the calibration queries.
+        quiet:
+            No progress bars.
+        """
+        if metric not in METRICS:
+            raise InputError(f"metric: unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        if rerank not in RERANKS:
+            raise InputError(f"rerank: unknown rerank {rerank!r}; choose one of {', '.join(RERANKS)}")
+        if not isinstance(index, str):
+            raise InputError(f"index: expected one of {', '.join(INDEX_TYPES)}, got {index!r}")
+        vectors = check_embeddings(vectors, "vectors", allow_zero_rows=metric == "ip")
+        n, dim = vectors.shape
+        coarse_dim = check_positive_int(coarse_dim, "coarse_dim")
+        if coarse_dim > dim:
+            raise InputError(f"coarse_dim: {coarse_dim} exceeds the embedding dimension {dim}; choose at most {dim}")
+        id_arr = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n, "ids")
+        target_recall = check_fraction(target_recall, "target_recall")
+        sample_size = check_positive_int(sample_size, "sample_size")
+        calibration_queries = check_positive_int(calibration_queries, "calibration_queries")
+        if candidates is not None:
+            candidates = check_positive_int(candidates, "candidates")
+        if payloads is not None and len(payloads) != n:
+            raise InputError(f"payloads: has {len(payloads)} entries for {n} vectors; give one per row (or None)")
+        if backend_options is not None and not isinstance(backend_options, dict):
+            raise InputError(f"backend_options: expected a dict, got {type(backend_options).__name__}")
+        backend_cls = get_backend_class(backend) if isinstance(backend, str) else None
+        if backend_cls is None:
+            raise InputError(f"backend: expected a backend name such as 'faiss', got {backend!r}")
+        options = dict(backend_options or {})
+        if _accepts(backend_cls.create, "index"):
+            options.setdefault("index", index)
+        elif index != "flat":
+            raise InputError(f"index: the {backend} backend chooses its own coarse index; leave index='flat'")
+        _check_backend_options(backend_cls.create, options, backend)
+
+        rng = np.random.default_rng(seed)
+        sample_rows = np.sort(rng.choice(n, size=sample_size, replace=False)) if n > sample_size else None
+        sample = np.asarray(vectors if sample_rows is None else vectors[sample_rows], dtype=np.float32)
+        fitted = cls._resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet)
+        del sample  # the rows live on in nothing but the fitted adaptor
+
+        be = backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options)
+        self = cls._new(
+            adaptor=fitted,
+            backend=be,
+            metric=metric,
+            rerank=rerank,
+            input_dim=dim,
+            coarse_dim=coarse_dim,
+            full_dim=dim,
+            candidates=candidates or CALIBRATION_K,
+            calibration={},
+        )
+        if hasattr(be, "train"):  # IVF picks its list count from n and trains on coarse vectors of the sample
+            train_rows = sample_rows if sample_rows is not None else np.arange(n)
+            coarse_sample = np.concatenate(
+                [self._prepare(vectors[train_rows[sl]])[0] for sl in iter_row_chunks(len(train_rows), 65536)]
+            )
+            be.train(coarse_sample, n)
+            del coarse_sample
+        with progress(total=n, desc="indexing", unit="vec", quiet=quiet) as bar:
+            for sl in iter_row_chunks(n, _BUILD_CHUNK_ROWS):
+                coarse, full = self._prepare(vectors[sl])
+                be.add(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
+                bar.update(sl.stop - sl.start)
+
+        q_rows = np.sort(rng.choice(n, size=min(calibration_queries, n), replace=False))
+        self._calibrate_on_corpus(vectors, id_arr, q_rows, target_recall=target_recall, fixed=candidates, quiet=quiet)
+        self._attach_metadata()
+        return self
+
+    @staticmethod
+    def _resolve_adaptor(
+        adaptor: Any, sample: np.ndarray, dim: int, coarse_dim: int, *, seed: int, quiet: bool
+    ) -> MatryoshkaAdaptor | PCARotation | None:
+        if adaptor is None:
+            return None
+        if isinstance(adaptor, str) and adaptor == "pca":
+            if len(sample) < 2:
+                raise InputError("adaptor: 'pca' needs at least 2 vectors; use adaptor=None")
+            return PCARotation().fit(sample)
+        if isinstance(adaptor, str) and adaptor == "train":
+            n_val = min(round(len(sample) * MatryoshkaAdaptor().val_fraction), 4096)
+            batch = min(MatryoshkaAdaptor().batch_size, len(sample) - n_val)
+            if batch < 4:
+                raise InputError(
+                    f"adaptor: 'train' needs at least 5 vectors, got {len(sample)}; use adaptor=None or 'pca'"
+                )
+            adaptor = MatryoshkaAdaptor(batch_size=batch, max_samples=max(2, len(sample)), seed=seed, quiet=quiet)
+        elif isinstance(adaptor, (str, os.PathLike)):
+            if not Path(adaptor).is_dir():
+                raise InputError(
+                    f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or an adaptor directory, got {adaptor!r}"
+                )
+            adaptor = MatryoshkaAdaptor.load(adaptor)
+        if not isinstance(adaptor, (MatryoshkaAdaptor, PCARotation)):
+            raise InputError(
+                f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or PCARotation, got {type(adaptor).__name__}"
+            )
+        if not _is_fitted(adaptor):
+            adaptor.fit(sample)
+        if adaptor.input_dim_ != dim:
+            raise InputError(
+                f"adaptor: was trained on {adaptor.input_dim_}-dimensional embeddings but vectors have {dim}; "
+                "use an adaptor trained on the same model"
+            )
+        if coarse_dim > adaptor.input_dim_:
+            raise InputError(f"coarse_dim: {coarse_dim} exceeds the adaptor's dimension {adaptor.input_dim_}")
+        return adaptor
+
+    @classmethod
+    def _new(
+        cls,
+        *,
+        adaptor: Adaptor,
+        backend: Any,
+        metric: str,
+        rerank: str,
+        input_dim: int,
+        coarse_dim: int,
+        full_dim: int,
+        candidates: int,
+        calibration: dict[str, Any],
+        created: str | None = None,
+        path: Path | None = None,
+    ) -> MatryoshkaIndex:
+        self = object.__new__(cls)
+        self._adaptor = adaptor
+        self._backend = backend
+        self.metric = metric
+        self.rerank = rerank
+        self.input_dim = input_dim
+        self.coarse_dim = coarse_dim
+        self.full_dim = full_dim
+        self._candidates = int(candidates)
+        self._calibration = dict(calibration)
+        self._created = created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._path = path
+        self._modified_since_load = path is None
+        self._lock = _ReadWriteLock()
+        return self
+
+    @classmethod
+    def _from_parts(cls, adaptor: Adaptor, backend: Any, manifest: dict[str, Any]) -> MatryoshkaIndex:
+        """An index around an already-open ``backend`` and ``adaptor`` (or None / a PCARotation), as
+        described by ``manifest`` (the dict documented in the module docstring; ``backend`` and
+        ``files`` keys are optional here). Used by :meth:`load` and by the Qdrant backend."""
+        try:
+            metric, rerank = manifest["metric"], manifest["rerank"]
+            input_dim, coarse_dim, full_dim = (int(manifest[k]) for k in ("input_dim", "coarse_dim", "full_dim"))
+            candidates = int(manifest["candidates"])
+            calibration = dict(manifest.get("calibration") or {})
+            kind = manifest.get("adaptor", {}).get("kind", adaptor_kind(adaptor))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"index manifest is incomplete or malformed ({exc.__class__.__name__}: {exc})") from None
+        if metric not in METRICS or rerank not in RERANKS:
+            raise FormatError(f"index manifest: unknown metric {metric!r} or rerank {rerank!r}")
+        if kind != adaptor_kind(adaptor):
+            raise FormatError(f"index manifest: adaptor kind {kind!r} does not match the adaptor given")
+        if adaptor is not None and adaptor.input_dim_ != input_dim:
+            raise FormatError(f"index manifest: input_dim {input_dim} but the adaptor takes {adaptor.input_dim_}")
+        if backend.coarse_dim != coarse_dim or backend.full_dim != full_dim:
+            raise FormatError(
+                f"index manifest: dims coarse={coarse_dim} full={full_dim} but the backend stores "
+                f"coarse={backend.coarse_dim} full={backend.full_dim}"
+            )
+        return cls._new(
+            adaptor=adaptor,
+            backend=backend,
+            metric=metric,
+            rerank=rerank,
+            input_dim=input_dim,
+            coarse_dim=coarse_dim,
+            full_dim=full_dim,
+            candidates=candidates,
+            calibration=calibration,
+            created=manifest.get("created"),
+        )
+
+    @classmethod
+    def from_qdrant(
+        cls,
+        collection: str,
+        url: str | None = None,
+        path: str | None = None,
+        client: Any | None = None,
+        **kw: Any,
+    ) -> MatryoshkaIndex:
+        """Open an index stored in a Qdrant collection (built with ``backend="qdrant"`` or migrated)."""
+        from .backends.qdrant_backend import open_index_from_qdrant
+
+        return open_index_from_qdrant(cls, collection, url=url, path=path, client=client, **kw)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def adaptor(self) -> Adaptor:
+        return self._adaptor
+
+    @property
+    def backend(self) -> Any:
+        return self._backend
+
+    @property
+    def candidates(self) -> int:
+        """The calibrated default candidate count (for k = 10)."""
+        return self._candidates
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        return dict(self._calibration)
+
+    def __len__(self) -> int:
+        return len(self._backend)
+
+    def ids(self) -> np.ndarray:
+        """All stored ids (int64)."""
+        with self._lock.read():
+            return self._backend.ids()
+
+    def __repr__(self) -> str:
+        return (
+            f"MatryoshkaIndex(count={len(self)}, dims={self.input_dim}->{self.coarse_dim}, metric={self.metric!r}, "
+            f"adaptor={adaptor_kind(self._adaptor)!r}, backend={self._backend.kind!r}, candidates={self._candidates})"
+        )
+
+    # ------------------------------------------------------------------ vectors
+    def _check_vectors(self, x: object, name: str) -> np.ndarray:
+        return check_embeddings(x, name, dim=self.input_dim, allow_zero_rows=self.metric == "ip")
+
+    def _prepare(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(coarse, full) float32 vectors of validated rows ``x``, as stored and as queried."""
+        x = np.asarray(x, dtype=np.float32)
+        cd = self.coarse_dim
+        adapted_full = x
+        if self._adaptor is None:
+            coarse = x[:, :cd]
+        else:
+            need_full = self.rerank == "adapted"
+            a = self._adaptor.transform(x, None if need_full else cd, batch_size=max(1, len(x)))
+            coarse = a[:, :cd]
+            adapted_full = a
+        full = x if self.rerank == "original" else adapted_full
+        if self.metric == "cosine":
+            return l2_normalize(coarse), l2_normalize(full)
+        return np.ascontiguousarray(coarse, dtype=np.float32), np.ascontiguousarray(full, dtype=np.float32)
+
+    def _prepare_full(self, x: np.ndarray) -> np.ndarray:
+        if self.rerank == "adapted" and self._adaptor is not None:
+            return self._prepare(x)[1]
+        x = np.asarray(x, dtype=np.float32)
+        return l2_normalize(x) if self.metric == "cosine" else np.ascontiguousarray(x)
+
+    # ------------------------------------------------------------------ mutation
+    def add(
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray | Sequence[int] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        quiet: bool = False,
+    ) -> np.ndarray:
+        """Add vectors (through the frozen adaptor). ``ids=None`` continues after the largest stored id.
+
+        Returns the ids added. Ids already in the index are an error (remove them first). The
+        calibrated candidate default is kept; call :meth:`calibrate` after large changes.
+        """
+        x = self._check_vectors(vectors, "vectors")
+        if payloads is not None and len(payloads) != len(x):
+            raise InputError(f"payloads: has {len(payloads)} entries for {len(x)} vectors; give one per row (or None)")
+        with self._lock.write():
+            if ids is None:
+                existing = self._backend.ids()
+                start = int(existing.max()) + 1 if len(existing) else 0
+                id_arr = np.arange(start, start + len(x), dtype=np.int64)
+            else:
+                id_arr = check_ids(ids, len(x), "ids")
+            present = self._backend.contains(id_arr)
+            if present.any():
+                raise InputError(
+                    f"ids: {int(present.sum())} id(s) already in the index, e.g. {int(id_arr[present][0])}; "
+                    "remove them first or use new ids"
+                )
+            with progress(
+                total=len(x), desc="adding", unit="vec", quiet=quiet or len(x) < 4 * _BUILD_CHUNK_ROWS
+            ) as bar:
+                for sl in iter_row_chunks(len(x), _BUILD_CHUNK_ROWS):
+                    coarse, full = self._prepare(x[sl])
+                    self._backend.add(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
+                    bar.update(sl.stop - sl.start)
+            self._modified_since_load = True
+            self._attach_metadata()
+        return id_arr
+
+    def remove(self, ids: np.ndarray | Sequence[int], *, missing_ok: bool = False) -> int:
+        """Remove vectors by id; returns how many were removed. Removed ids are never returned again.
+
+        Ids not in the index are an error unless ``missing_ok``.
+        """
+        arr = np.asarray(ids)
+        if arr.ndim == 0:
+            arr = arr[None]
+        id_arr = check_ids(arr, len(arr), "ids")
+        with self._lock.write():
+            present = self._backend.contains(id_arr)
+            if not missing_ok and not present.all():
+                raise InputError(
+                    f"ids: {int((~present).sum())} id(s) not in the index, e.g. {int(id_arr[~present][0])}; "
+                    "pass missing_ok=True to ignore them"
+                )
+            removed = int(self._backend.remove(id_arr[present])) if present.any() else 0
+            self._modified_since_load = True
+            self._attach_metadata()
+        return removed
+
+    def _attach_metadata(self) -> None:
+        attach = getattr(self._backend, "attach_index_metadata", None)
+        if attach is None:
+            return
+        files = self._adaptor.to_files() if self._adaptor is not None else None
+        attach(self._manifest(), files)
+
+    # ------------------------------------------------------------------ search
+    def resolve_candidates(self, k: int, candidates: int | None = None) -> int:
+        """The candidate count a search with this ``k`` uses: ``candidates`` when given (>= k), else
+        the calibrated default, scaled by ``k / 10`` for ``k > 10`` (the default was calibrated for
+        recall@10)."""
+        k = check_positive_int(k, "k")
+        if candidates is None:
+            return max(k, math.ceil(self._candidates * max(1.0, k / CALIBRATION_K)))
+        c = check_positive_int(candidates, "candidates")
+        if c < k:
+            raise InputError(
+                f"candidates: must be >= k (got candidates={c}, k={k}); the rerank can only return what stage one found"
+            )
+        return c
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        candidates: int | None = None,
+        *,
+        query_filter: Any | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` for each query: ``(scores, ids)``, each ``(n_queries, k)``, best first.
+
+        ``candidates``: how many coarse hits to rerank (default: the calibrated value). Missing
+        results (fewer than ``k`` stored vectors) have id ``-1`` and score ``-inf``. Many queries are
+        processed in batches; calls from several threads may run concurrently. ``timings``, when
+        given, accumulates seconds spent under ``"adapt"``, ``"coarse"`` and ``"rerank"``.
+        ``query_filter`` is passed to backends that support filters (Qdrant).
+        """
+        q = self._check_vectors(queries, "queries")
+        k = check_positive_int(k, "k")
+        c = self.resolve_candidates(k, candidates)
+        kw: dict[str, Any] = {}
+        if timings is not None and getattr(self._backend, "supports_timings", False):
+            kw["timings"] = timings
+        if query_filter is not None:
+            kw["query_filter"] = query_filter
+        scores = np.empty((len(q), k), dtype=np.float32)
+        ids = np.empty((len(q), k), dtype=np.int64)
+        with self._lock.read():
+            for sl in iter_row_chunks(len(q), _SEARCH_CHUNK_ROWS):
+                t0 = time.perf_counter()
+                coarse, full = self._prepare(q[sl])
+                if timings is not None:
+                    timings["adapt"] = timings.get("adapt", 0.0) + time.perf_counter() - t0
+                scores[sl], ids[sl] = self._backend.search(coarse, full, k, c, **kw)
+        return scores, ids
+
+    def exact_search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Exact brute-force search over the full (rerank) vectors: the ground truth for recall."""
+        q = self._check_vectors(queries, "queries")
+        k = check_positive_int(k, "k")
+        scores = np.empty((len(q), k), dtype=np.float32)
+        ids = np.empty((len(q), k), dtype=np.int64)
+        with self._lock.read():
+            for sl in iter_row_chunks(len(q), _SEARCH_CHUNK_ROWS):
+                scores[sl], ids[sl] = self._backend.exact_search(self._prepare_full(q[sl]), k)
+        return scores, ids
+
+    # ------------------------------------------------------------------ calibration
+    def calibrate(
+        self,
+        queries: np.ndarray,
+        *,
+        target_recall: float | None = None,
+        max_candidates: int = _MAX_CANDIDATES,
+        quiet: bool = False,
+    ) -> dict[str, Any]:
+        """Re-calibrate the default candidate count on your own queries (e.g. real user queries,
+        which may differ from corpus rows) so recall@10 against exact search reaches
+        ``target_recall`` (default: the build's target). Stores and returns the calibration record;
+        save the index to keep it."""
+        q = self._check_vectors(queries, "queries")
+        target = check_fraction(
+            self._calibration.get("target_recall", 0.99) if target_recall is None else target_recall, "target_recall"
+        )
+        max_candidates = check_positive_int(max_candidates, "max_candidates")
+        with self._lock.write():
+            record = self._calibrate(
+                q,
+                None,
+                target=target,
+                truth=None,
+                fixed=None,
+                max_candidates=max_candidates,
+                truth_note="exact inner-product search over the index's full vectors, for the given queries",
+                quiet=quiet,
+            )
+            self._modified_since_load = True
+            self._attach_metadata()
+        return record
+
+    def _calibrate_on_corpus(
+        self,
+        vectors: np.ndarray,
+        id_arr: np.ndarray,
+        q_rows: np.ndarray,
+        *,
+        target_recall: float,
+        fixed: int | None,
+        quiet: bool,
+    ) -> None:
+        """Build-time calibration with a random sample of corpus rows as queries.
+
+        Honest held-out queries without removing anything from the index: each query row is in the
+        index, so both the exact truth and the two-stage result are asked for k+1 items and the
+        query's own id is dropped from each (the trivial self-match would otherwise fill one of the
+        10 slots and inflate recall; the row also takes one candidate slot, so stage one is asked
+        for candidates + 1). What is measured is then how well the remaining 10 true neighbours of
+        a corpus-like query are found among ``candidates`` coarse hits. Queries unlike the corpus
+        (short questions against long documents) may need more: see :meth:`calibrate`.
+        """
+        n = len(self._backend)
+        if n < 2:
+            self._candidates = CALIBRATION_K
+            self._calibration = {"skipped": f"{n} vector(s) stored; calibration needs at least 2"}
+            return
+        q = np.asarray(vectors[q_rows], dtype=np.float32)
+        k = min(CALIBRATION_K, n - 1)
+        truth = None
+        note = "exact inner-product search over the original full vectors (the rerank vectors)"
+        if self.rerank == "adapted" and self._adaptor is not None:
+            # The backend holds adapted vectors; recall is promised against search over the originals.
+            orig_q = l2_normalize(q) if self.metric == "cosine" else q
+            _, rows = exact_topk(orig_q, vectors, k + 1, normalize=self.metric == "cosine")
+            truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
+            note = "exact inner-product search over the original vectors (rerank uses the adapted ones)"
+        self._calibrate(
+            q,
+            id_arr[q_rows],
+            target=target_recall,
+            truth=truth,
+            fixed=fixed,
+            max_candidates=_MAX_CANDIDATES,
+            truth_note=note,
+            k=k,
+            quiet=quiet,
+        )
+
+    def _calibrate(
+        self,
+        q: np.ndarray,
+        self_ids: np.ndarray | None,
+        *,
+        target: float,
+        truth: np.ndarray | None,
+        fixed: int | None,
+        max_candidates: int,
+        truth_note: str,
+        k: int = CALIBRATION_K,
+        quiet: bool = False,
+    ) -> dict[str, Any]:
+        t_start = time.perf_counter()
+        be = self._backend
+        n = len(be)
+        k = max(1, min(k, n - (1 if self_ids is not None else 0)))
+        extra = 1 if self_ids is not None else 0
+        coarse_q, full_q = self._prepare(q)
+        if truth is None:
+            _, truth = be.exact_search(full_q, k + extra)
+        truth = _drop_self(truth, self_ids, k)
+        knob = be.search_knob() if hasattr(be, "search_knob") else None
+        steps: list[list[Any]] = []
+        cache: dict[tuple[int, int | None], float] = {}
+        bar = progress(desc="calibrating", unit="search", quiet=quiet)
+
+        def recall(c: int, knob_value: int | None = None) -> float:
+            key = (c, knob_value)
+            if key not in cache:
+                if knob_value is not None:
+                    be.set_search_knob(knob_value)
+                _, found = be.search(coarse_q, full_q, k + extra, c + extra)
+                cache[key] = recall_at_k(_drop_self(found, self_ids, k), truth)
+                steps.append([c, knob_value, round(cache[key], 5)])
+                bar.update(1)
+            return cache[key]
+
+        ladder = _candidate_ladder(k, min(n, max_candidates))
+        chosen_knob: int | None = None
+        knob_name = knob[0] if knob else None
+        try:
+            if fixed is not None:
+                chosen = fixed
+                if knob:
+                    chosen_knob = be.get_search_knob() or knob[1][-1]
+                method = "fixed by the caller; recall measured"
+            elif knob is None:
+                found_c = _smallest(ladder, lambda c: recall(c) >= target)
+                chosen = found_c if found_c is not None else ladder[-1]
+                method = "smallest value of a geometric candidates ladder (x2^(1/4)) reaching the target, by bisection"
+            else:
+                exhaustive = knob[1][-1]
+                c0 = _smallest(ladder, lambda c: recall(c, exhaustive) >= target)
+                if c0 is None:
+                    chosen, chosen_knob = ladder[-1], exhaustive
+                else:
+                    # More candidates let a cheaper probe reach the target: try candidates from c0 up to
+                    # 2*c0 and keep the pair the backend's cost model rates cheapest.
+                    best: tuple[float, int, int] | None = None
+                    for c in [v for v in ladder if c0 <= v <= 2 * c0][:5]:
+                        p = _smallest(knob[1], lambda p, c=c: recall(c, p) >= target)
+                        if p is None:
+                            continue
+                        cost = be.search_cost(c, p)
+                        if best is None or cost < best[0]:
+                            best = (cost, c, p)
+                    assert best is not None  # c0 reached the target with the exhaustive probe
+                    _, chosen, chosen_knob = best
+                method = (
+                    f"smallest candidates reaching the target with exhaustive {knob_name}, then the cheapest "
+                    f"({knob_name}, candidates) pair reaching it for candidates up to twice that"
+                )
+            achieved = recall(chosen, chosen_knob)
+        finally:
+            bar.close()
+        if knob is not None and chosen_knob is not None:
+            be.set_search_knob(chosen_knob)
+        self._candidates = int(chosen)
+        self._calibration = {
+            "k": k,
+            "target_recall": target,
+            "recall": round(achieved, 5),
+            "reached": bool(achieved >= target),
+            "queries": len(q),
+            "candidates": int(chosen),
+            "knob": {knob_name: int(chosen_knob)} if knob_name and chosen_knob is not None else None,
+            "truth": truth_note,
+            "method": method,
+            "query_source": "random corpus rows, own id excluded" if self_ids is not None else "caller's queries",
+            "steps": steps,
+            "seconds": round(time.perf_counter() - t_start, 3),
+        }
+        return dict(self._calibration)
+
+    # ------------------------------------------------------------------ persistence
+    def _manifest(self, backend_section: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> dict:
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "library_version": __version__,
+            "created": self._created,
+            "metric": self.metric,
+            "input_dim": self.input_dim,
+            "coarse_dim": self.coarse_dim,
+            "full_dim": self.full_dim,
+            "rerank": self.rerank,
+            "adaptor": {
+                "kind": adaptor_kind(self._adaptor),
+                "directory": ADAPTOR_DIR if self._adaptor is not None else None,
+            },
+            "count": len(self._backend),
+            "candidates": self._candidates,
+            "calibration": self._calibration,
+            "backend": backend_section if backend_section is not None else {"kind": self._backend.kind},
+        }
+        if files is not None:
+            manifest["files"] = files
+        return manifest
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to directory ``path`` atomically: everything goes into a temporary sibling
+        that is renamed into place, so an interrupted save leaves any previous index at ``path`` intact."""
+        path = Path(path)
+        with self._lock.read(), atomic_directory(path) as tmp:
+            section = dict(self._backend.save(tmp))
+            section.setdefault("kind", self._backend.kind)
+            if self._adaptor is not None:
+                self._adaptor.save(tmp / ADAPTOR_DIR)
+            files = {
+                p.relative_to(tmp).as_posix(): sha256_file(p)
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file() and p.name != MANIFEST_FILE
+            }
+            manifest = self._manifest(section, files)
+            atomic_write_bytes(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+            _fsync_tree(tmp)
+        self._path = path.absolute()
+        self._modified_since_load = False
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, verify: bool = True, **backend_options: Any) -> MatryoshkaIndex:
+        """Open an index saved by :meth:`save`.
+
+        ``verify`` (default) checks every file's sha256 against the manifest (reads every byte once;
+        ``verify=False`` only checks the files exist). ``backend_options`` go to the backend's
+        ``open`` (FAISS: ``mmap=True`` to memory-map the full vectors, ``device``, ``spill_dir``).
+        Any missing, corrupt, foreign or newer-format file fails with one :class:`FormatError` line.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FormatError(f"{path}: no index here (not found)")
+        if not path.is_dir():
+            raise FormatError(f"{path}: not an index directory (a matryoshka index is a folder with {MANIFEST_FILE})")
+        manifest = read_versioned_json(path / MANIFEST_FILE, kind=FORMAT, supported_versions=(FORMAT_VERSION,))
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise FormatError(f"{path / MANIFEST_FILE}: has no valid 'files' checksum table; the manifest is corrupt")
+        for rel, digest in files.items():
+            target = (path / rel).resolve()
+            if Path(rel).is_absolute() or ".." in Path(rel).parts or path.resolve() not in target.parents:
+                raise FormatError(f"{path / MANIFEST_FILE}: file entry {rel!r} points outside the index directory")
+            if not target.is_file():
+                raise FormatError(f"{path / rel}: missing; the index directory is incomplete")
+            if verify and sha256_file(target) != digest:
+                raise FormatError(
+                    f"{path / rel}: checksum does not match the manifest; the file is corrupt or replaced"
+                )
+        adaptor_meta = manifest.get("adaptor")
+        kind = adaptor_meta.get("kind") if isinstance(adaptor_meta, dict) else None
+        adaptor: Adaptor
+        if kind == "none":
+            adaptor = None
+        elif kind == "pca":
+            adaptor = PCARotation.load(path / ADAPTOR_DIR)
+        elif kind == "matryoshka-adaptor":
+            adaptor = MatryoshkaAdaptor.load(path / ADAPTOR_DIR)
+        else:
+            raise FormatError(f"{path / MANIFEST_FILE}: unknown adaptor kind {kind!r}")
+        section = manifest.get("backend")
+        if not isinstance(section, dict) or not isinstance(section.get("kind"), str):
+            raise FormatError(f"{path / MANIFEST_FILE}: has no valid 'backend' section")
+        try:
+            backend_cls = get_backend_class(section["kind"])
+        except InputError:
+            raise FormatError(f"{path / MANIFEST_FILE}: names an unknown backend {section['kind']!r}") from None
+        _check_backend_options(backend_cls.open, backend_options, section["kind"])
+        backend = backend_cls.open(path, section, **backend_options)
+        self = cls._from_parts(adaptor, backend, manifest)
+        self._path = path.absolute()
+        self._modified_since_load = False
+        return self
+
+    # ------------------------------------------------------------------ facts
+    def info(self) -> dict[str, Any]:
+        """Facts for ``mindex info``: counts, dims, adaptor, calibration, device, memory per vector."""
+        with self._lock.read():
+            b = self._backend.info()
+            count = len(self._backend)
+        memory = {
+            "ram_bytes_per_vector": b.get("ram_bytes_per_vector"),
+            "disk_bytes_per_vector": b.get("disk_bytes_per_vector"),
+            "full_vectors": b.get("full_vectors"),
+            "exact_search_ram_bytes_per_vector": self.full_dim * 4,
+        }
+        if self._path is not None and not self._modified_since_load and count:
+            disk = sum(p.stat().st_size for p in self._path.rglob("*") if p.is_file())
+            memory["disk_bytes_per_vector"] = round(disk / count, 1)
+            memory["disk_bytes"] = disk
+        adaptor: dict[str, Any] = {"kind": adaptor_kind(self._adaptor)}
+        if isinstance(self._adaptor, MatryoshkaAdaptor):
+            meta = getattr(self._adaptor, "metadata_", {})
+            adaptor["matryoshka_dims"] = list(self._adaptor.matryoshka_dims_)
+            adaptor["trained_rows"] = meta.get("training", {}).get("rows")
+            with contextlib.suppress(StopIteration, AttributeError):
+                adaptor["device"] = str(next(self._adaptor.model_.parameters()).device)
+        cal = self._calibration
+        return {
+            "path": str(self._path) if self._path is not None else None,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "count": count,
+            "input_dim": self.input_dim,
+            "coarse_dim": self.coarse_dim,
+            "full_dim": self.full_dim,
+            "metric": self.metric,
+            "rerank": self.rerank,
+            "adaptor": adaptor,
+            "candidates": {
+                "default": self._candidates,
+                "calibrated_recall": cal.get("recall"),
+                "at_k": cal.get("k"),
+                "target_recall": cal.get("target_recall"),
+                "reached": cal.get("reached"),
+                "knob": cal.get("knob"),
+                "calibration_queries": cal.get("queries"),
+            },
+            "device": b.get("device"),
+            "memory": memory,
+            "backend": b,
+        }
