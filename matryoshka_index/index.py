@@ -323,6 +323,26 @@ def _check_backend_options(func: Callable[..., Any], options: dict[str, Any], ba
         )
 
 
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse to save over anything but nothing, an empty directory or an index (saving replaces the
+    directory whole, so a typo such as ``-o ~/Documents`` must not delete a folder of other files)."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise InputError(f"{path}: exists and is not a directory; choose another output path")
+    if any(path.iterdir()):
+        try:
+            is_index = json.loads((path / MANIFEST_FILE).read_text()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):
+            is_index = False
+        if not is_index:
+            raise InputError(
+                f"{path}: exists and is not a matryoshka index; refusing to replace it, choose another output path"
+            )
+    return path
+
+
 def _fsync_tree(root: Path) -> None:
     for p in root.rglob("*"):
         if p.is_file():
@@ -990,8 +1010,10 @@ class MatryoshkaIndex:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to directory ``path`` atomically: everything goes into a temporary sibling
-        that is renamed into place, so an interrupted save leaves any previous index at ``path`` intact."""
-        path = Path(path)
+        that is renamed into place, so an interrupted save leaves any previous index at ``path`` intact.
+
+        An existing index at ``path`` is replaced; any other existing, non-empty path is an error."""
+        path = check_output_path(path)
         with self._lock.read(), atomic_directory(path) as tmp:
             section = dict(self._backend.save(tmp))
             section.setdefault("kind", self._backend.kind)

@@ -616,3 +616,18 @@ def test_pca_rotation_round_trips_and_keeps_inner_products(tmp_path, corpus):
     (tmp_path / "p" / "pca_rotation.npy").write_bytes(b"x")
     with pytest.raises(FormatError, match="checksum does not match"):
         PCARotation.load(tmp_path / "p")
+
+
+def test_save_refuses_to_replace_a_folder_that_is_not_an_index(tmp_path, corpus):
+    index = build(corpus[:20], coarse_dim=4)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.txt").write_text("irreplaceable")
+    with pytest.raises(InputError, match="is not a matryoshka index; refusing to replace it"):
+        index.save(tmp_path / "docs")
+    assert (tmp_path / "docs" / "thesis.txt").read_text() == "irreplaceable"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="exists and is not a directory"):
+        index.save(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    index.save(tmp_path / "empty")  # an empty folder is fine
+    assert len(MatryoshkaIndex.load(tmp_path / "empty")) == 20

@@ -60,7 +60,6 @@ def _read_ids(path: str, n: int) -> np.ndarray:
 @click.option(
     "--sample-size", type=int, default=100_000, show_default=True, help="Rows the adaptor (and IVF) train on."
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing index at --output.")
 @quiet_option
 @user_errors
 def build_command(
@@ -76,22 +75,20 @@ def build_command(
     metric,
     rerank,
     sample_size,
-    overwrite,
     quiet,
 ):
     """Build an index over CORPUS embeddings (.npy, memory-mapped, or .fvecs) and write it to -o DIR.
 
     Without --adaptor/--train/--pca the coarse vectors are plain truncations of the embeddings
-    (right for Matryoshka-trained models). Prints a JSON summary.
+    (right for Matryoshka-trained models). An existing index at -o is replaced (atomically, once the
+    new one is complete); any other existing folder is refused. Prints a JSON summary.
     """
     from ..adaptor import MatryoshkaAdaptor
-    from ..index import MatryoshkaIndex
+    from ..index import MatryoshkaIndex, check_output_path
 
     if sum(bool(v) for v in (adaptor_dir, train, pca)) > 1:
         raise InputError("--adaptor, --train and --pca: choose at most one")
-    out = Path(output)
-    if out.exists() and not overwrite:
-        raise InputError(f"--output ({output}): already exists; pass --overwrite or choose another path")
+    out = check_output_path(output)  # fail before a long build, not after it
     x = read_vectors(corpus, "corpus", min_rows=1)
     ids = _read_ids(ids_path, len(x)) if ids_path else None
     adaptor: object = None
