@@ -453,3 +453,14 @@ def test_cli_usage_errors(tmp_path):
     res = runner.invoke(main, ["migrate", "--qdrant-path", str(tmp_path / "none"), "--collection", "docs"])
     assert res.exit_code == 2 and "not a Qdrant local-mode storage directory" in res.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_cli_ctrl_c_points_at_resume(monkeypatch, storage):
+    import matryoshka_index.migrate as migrate_mod
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(migrate_mod, "migrate_collection", interrupted)
+    res = CliRunner().invoke(main, ["migrate", "--qdrant-path", str(storage), "--collection", "docs"])
+    assert res.exit_code == 130 and "Rerun with --resume" in res.stderr

@@ -122,6 +122,13 @@ def migrate(
             coarse_quantization=None if coarse_quantization == "none" else coarse_quantization,
             quiet=quiet,
         )
+    except KeyboardInterrupt:
+        # the checkpoint in the target's metadata is written on the way out; --resume also starts
+        # afresh when the interrupt came before the target existed
+        click.echo(
+            "Interrupted; the source is untouched. Rerun with --resume to continue from the checkpoint.", err=True
+        )
+        sys.exit(130)
     finally:
         client.close()
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.describe())
