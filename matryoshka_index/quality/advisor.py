@@ -1,0 +1,162 @@
+"""The dimension advisor: the smallest coarse dimension and candidate count that meet a quality budget.
+
+It reads the ANN sweep of a :class:`~matryoshka_index.quality.LabelledReport` (the two-stage index's
+real searches on the user's test queries) and picks, over every measured method, the smallest prefix
+length m and then the smallest candidate count C whose result meets the budget; ties go to the faster
+method. Budgets: ``max_ndcg_loss`` (nDCG@10 at least ``(1 - loss) x`` the full-dim nDCG@10) or
+``min_recall`` (recall@10 against exact full-dim search). Only measured points are considered: the
+answer is as fine as the report's ``dims`` and candidates ladder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import InputError
+from .evaluate import METHOD_LABELS, LabelledReport
+
+_BUDGET_KEYS = {"ndcg-loss": "max_ndcg_loss", "ndcg_loss": "max_ndcg_loss", "recall": "min_recall"}
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What :func:`advise` found. ``met`` is False when no measured point meets the budget; the
+    other fields then describe the closest point (the one with the best value of the budget's metric)."""
+
+    budget: str
+    met: bool
+    method: str | None
+    coarse_dim: int | None
+    candidates: int | None
+    ndcg_at_10: float | None
+    recall_at_10: float | None
+    full_ndcg_at_10: float
+    qps: float | None
+    exact_qps: float | None
+    full_dim: int
+    coarse_bytes_per_vector: int | None
+    full_bytes_per_vector: int
+
+    @property
+    def memory_saving(self) -> float | None:
+        """Share of the in-RAM search vectors saved: 1 - coarse bytes / full bytes (full vectors can stay on disk)."""
+        if self.coarse_bytes_per_vector is None:
+            return None
+        return 1.0 - self.coarse_bytes_per_vector / self.full_bytes_per_vector
+
+    @property
+    def speedup(self) -> float | None:
+        if self.qps is None or not self.exact_qps:
+            return None
+        return self.qps / self.exact_qps
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "memory_saving": self.memory_saving, "speedup": self.speedup}
+
+    def __str__(self) -> str:
+        if self.method is None:
+            return f"{self.budget}: no two-stage measurement in the report (run the evaluation with ann=True)"
+        head = "meets" if self.met else "NOT met by any measured point; closest"
+        lines = [
+            f"{self.budget}: {head}: coarse dim {self.coarse_dim} with {self.candidates} candidates "
+            f"({METHOD_LABELS.get(self.method, self.method)})",
+            f"  nDCG@10 {self.ndcg_at_10:.4f} ({self.ndcg_at_10 / self.full_ndcg_at_10:.1%} of full-dim "
+            f"{self.full_ndcg_at_10:.4f}), recall@10 vs exact {self.recall_at_10:.3f}",
+            f"  memory: {self.coarse_bytes_per_vector} B/vector in the coarse index instead of "
+            f"{self.full_bytes_per_vector} B/vector at full dim ({self.memory_saving:.0%} less in RAM; the "
+            f"full vectors are only read for the {self.candidates} candidates per query)",
+        ]
+        if self.speedup is not None:
+            lines.append(
+                f"  time: {self.qps:.0f} queries/s vs {self.exact_qps:.0f} for exact full-dim search "
+                f"(x{self.speedup:.2f}; timings are from this run's machine)"
+            )
+        return "\n".join(lines)
+
+
+def parse_budget(text: str) -> dict[str, float]:
+    """``"ndcg-loss=1%"`` -> ``{"max_ndcg_loss": 0.01}``; ``"recall=0.99"`` -> ``{"min_recall": 0.99}``."""
+    key, sep, value = str(text).partition("=")
+    key = key.strip().lower().removesuffix("@10")
+    if not sep or key not in _BUDGET_KEYS:
+        raise InputError(f"advise: expected 'ndcg-loss=1%' or 'recall=0.99', got {text!r}")
+    value = value.strip()
+    try:
+        v = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise InputError(f"advise: {value!r} is not a number (e.g. 1% or 0.01)") from None
+    return {_BUDGET_KEYS[key]: v}
+
+
+def advise(
+    report: LabelledReport,
+    *,
+    max_ndcg_loss: float | None = None,
+    min_recall: float | None = None,
+    methods: Sequence[str] | None = None,
+) -> Advice:
+    """The smallest (coarse dim, candidates) of the two-stage index meeting one budget on this report's data.
+
+    Give exactly one of ``max_ndcg_loss`` (a fraction: 0.01 = lose at most 1% of full-dim nDCG@10)
+    or ``min_recall`` (recall@10 against exact full-dim search, e.g. 0.99). ``methods`` restricts the
+    coarse methods considered (default: all in the report).
+    """
+    if (max_ndcg_loss is None) == (min_recall is None):
+        raise InputError("advise: give exactly one budget, max_ndcg_loss (e.g. 0.01) or min_recall (e.g. 0.99)")
+    full_ndcg = report.full["ndcg@10"]
+    if max_ndcg_loss is not None:
+        loss = float(max_ndcg_loss)
+        if not 0 <= loss < 1:
+            raise InputError(f"max_ndcg_loss: must be a fraction in [0, 1), got {max_ndcg_loss!r} (1% is 0.01)")
+        threshold, key = (1 - loss) * full_ndcg, "ndcg@10"
+        budget = f"nDCG@10 loss <= {loss:.1%} (nDCG@10 >= {threshold:.4f})"
+    else:
+        threshold, key = float(min_recall), "recall@10"  # type: ignore[arg-type]
+        if not 0 < threshold <= 1:
+            raise InputError(f"min_recall: must be in (0, 1], got {min_recall!r}")
+        budget = f"recall@10 >= {threshold:g}"
+    chosen = list(report.ann) if methods is None else list(methods)
+    unknown = [m for m in chosen if m not in report.ann]
+    if unknown:
+        raise InputError(f"methods: {unknown[0]!r} has no ANN measurement in this report; have {list(report.ann)}")
+
+    points = [(method, m, p) for method in chosen for m, curve in report.ann[method].items() for p in curve if curve]
+    if not points:
+        return Advice(
+            budget=budget,
+            met=False,
+            method=None,
+            coarse_dim=None,
+            candidates=None,
+            ndcg_at_10=None,
+            recall_at_10=None,
+            full_ndcg_at_10=full_ndcg,
+            qps=None,
+            exact_qps=report.exact_qps,
+            full_dim=report.dim,
+            coarse_bytes_per_vector=None,
+            full_bytes_per_vector=4 * report.dim,
+        )
+    # A small tolerance keeps a point that meets the budget up to float rounding.
+    ok = [pt for pt in points if pt[2][key] >= threshold - 1e-12]
+    if ok:
+        method, m, p = min(ok, key=lambda t: (t[1], t[2]["candidates"], -t[2]["qps"]))
+    else:
+        method, m, p = max(points, key=lambda t: (t[2][key], -t[1], -t[2]["candidates"]))
+    return Advice(
+        budget=budget,
+        met=bool(ok),
+        method=method,
+        coarse_dim=int(m),
+        candidates=int(p["candidates"]),
+        ndcg_at_10=float(p["ndcg@10"]),
+        recall_at_10=float(p["recall@10"]),
+        full_ndcg_at_10=full_ndcg,
+        qps=float(p["qps"]),
+        exact_qps=report.exact_qps,
+        full_dim=report.dim,
+        coarse_bytes_per_vector=4 * int(m),
+        full_bytes_per_vector=4 * report.dim,
+    )

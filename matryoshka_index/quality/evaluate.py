@@ -1,0 +1,608 @@
+"""Labelled evaluation: nDCG@10, recall@100, MRR@10 at each prefix length, per method, and the ANN view.
+
+Methods (the coarse representation; every metric uses cosine similarity):
+
+* ``full``: the original embeddings at full dimension (the reference);
+* ``truncation``: the first m coordinates of the original embeddings;
+* ``pca``: the first m coordinates after the PCA rotation of the corpus;
+* ``adaptor``: the unsupervised Matryoshka-Adaptor, trained on the corpus embeddings only;
+* ``supervised``: the adaptor trained with (training query, relevant document) pairs as well.
+
+For each method and m two things are measured on the *test* queries: the m-dim prefix alone as a
+retriever (what the paper reports), and the two-stage :class:`~matryoshka_index.MatryoshkaIndex`
+(coarse search on the prefix, rerank with the original full vectors) at its calibrated default
+candidate count. The ANN view sweeps the candidate count: recall@10 against exact full-dim search,
+nDCG@10 and queries/s of the index's real ``search`` (adapting the queries included).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..adaptor import MatryoshkaAdaptor
+from ..adaptor.estimator import default_matryoshka_dims
+from ..adaptor.model import pca_rotation
+from ..errors import InputError
+from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
+from ..storage import atomic_write_json
+from ..validation import check_embeddings, check_positive_int, iter_row_chunks
+from .data import LabelledSet, PathLike, QuerySplit, check_string_ids, read_qrels, split_queries
+
+METHODS = ("truncation", "pca", "adaptor", "supervised")
+METHOD_LABELS = {
+    "full": "full-dim (original)",
+    "truncation": "truncation",
+    "pca": "PCA",
+    "adaptor": "adaptor (unsupervised)",
+    "supervised": "adaptor (supervised)",
+}
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+# Candidate counts of the ANN sweep: a x sqrt(2) ladder, cut at the corpus size.
+DEFAULT_CANDIDATES = (10, 14, 20, 28, 40, 56, 80, 112, 160, 224, 320, 448, 640, 896, 1280)
+# Supervised adaptor settings from the tuning on dev-docstring-qa (benchmarks/paper_table.py); any
+# MatryoshkaAdaptor parameter can be overridden through ``supervised_adaptor``.
+SUPERVISED_DEFAULTS: dict[str, Any] = {"ranking_weight": 10.0}
+
+Log = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------- report
+@dataclass
+class LabelledReport:
+    """Everything :func:`evaluate_labelled` measured; ``to_dict`` is JSON, ``to_markdown`` tables, ``plot`` a PNG.
+
+    Per-dimension dicts are keyed by the int prefix length m. Metric names: ``ndcg@10``,
+    ``recall@100``, ``mrr@10`` (labelled), ``recall@10`` (against exact full-dim search).
+    """
+
+    name: str
+    dim: int
+    dims: list[int]
+    methods: list[str]
+    n_corpus: int
+    n_test_queries: int
+    n_train_queries: int
+    n_train_pairs: int
+    full: dict[str, float]
+    prefix: dict[str, dict[int, dict[str, float]]]
+    two_stage: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    ann: dict[str, dict[int, list[dict[str, float]]]] = field(default_factory=dict)
+    exact_qps: float | None = None
+    training: dict[str, dict[str, Any]] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    # -------------------------------------------------------------- views
+    def ndcg_retention(self, method: str, m: int, *, two_stage: bool = False) -> float:
+        """nDCG@10 of ``method`` at prefix ``m`` as a share of the full-dim nDCG@10."""
+        table = self.two_stage if two_stage else self.prefix
+        return table[method][m]["ndcg@10"] / self.full["ndcg@10"]
+
+    def to_dict(self) -> dict[str, Any]:
+        def by_dim(d: Mapping[int, Any]) -> dict[str, Any]:
+            return {str(m): v for m, v in d.items()}
+
+        return {
+            "format": "matryoshka-labelled-report",
+            "format_version": 1,
+            "name": self.name,
+            "dim": self.dim,
+            "dims": list(self.dims),
+            "methods": list(self.methods),
+            "n_corpus": self.n_corpus,
+            "n_test_queries": self.n_test_queries,
+            "n_train_queries": self.n_train_queries,
+            "n_train_pairs": self.n_train_pairs,
+            "full": dict(self.full),
+            "prefix": {k: by_dim(v) for k, v in self.prefix.items()},
+            "two_stage": {k: by_dim(v) for k, v in self.two_stage.items()},
+            "ann": {k: by_dim(v) for k, v in self.ann.items()},
+            "exact_qps": self.exact_qps,
+            "training": self.training,
+            "environment": self.environment,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelledReport:
+        if data.get("format") != "matryoshka-labelled-report":
+            raise InputError("report: not a labelled report written by matryoshka-index (format field)")
+
+        # JSON writers may sort keys ("16" < "4"): restore the method order and numeric dimension order.
+        def by_dim(d: Mapping[str, Any]) -> dict[int, Any]:
+            return {int(m): d[m] for m in sorted(d, key=int)}
+
+        def by_method(d: Mapping[str, Any]) -> dict[str, dict[int, Any]]:
+            return {
+                k: by_dim(d[k])
+                for k in sorted(d, key=lambda k: (k not in methods, methods.index(k) if k in methods else 0))
+            }
+
+        methods = list(data["methods"])
+
+        return cls(
+            name=data["name"],
+            dim=int(data["dim"]),
+            dims=[int(m) for m in data["dims"]],
+            methods=methods,
+            n_corpus=int(data["n_corpus"]),
+            n_test_queries=int(data["n_test_queries"]),
+            n_train_queries=int(data["n_train_queries"]),
+            n_train_pairs=int(data["n_train_pairs"]),
+            full=dict(data["full"]),
+            prefix=by_method(data["prefix"]),
+            two_stage=by_method(data.get("two_stage", {})),
+            ann=by_method(data.get("ann", {})),
+            exact_qps=data.get("exact_qps"),
+            training=dict(data.get("training", {})),
+            environment=dict(data.get("environment", {})),
+            notes=list(data.get("notes", [])),
+        )
+
+    def save_json(self, path: PathLike) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    def to_markdown(self, advice: Sequence[Any] = (), *, title: str | None = None) -> str:
+        from .report import report_markdown
+
+        return report_markdown(self, advice=advice, title=title)
+
+    def write_markdown(self, path: PathLike, advice: Sequence[Any] = (), *, title: str | None = None) -> None:
+        from ..storage import atomic_write_bytes
+
+        atomic_write_bytes(path, self.to_markdown(advice, title=title).encode())
+
+    def plot(self, path: PathLike, *, ann_dim: int | None = None, title: str | None = None) -> None:
+        """Write the two-panel PNG (needs matplotlib, the ``plot`` extra)."""
+        from ..plots import plot_report
+
+        plot_report(self, path, ann_dim=ann_dim, title=title)
+
+
+# ---------------------------------------------------------------------- helpers
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def ranked_rows(queries: np.ndarray, corpus: np.ndarray, k: int, m: int | None = None) -> np.ndarray:
+    """Row numbers of the top-``k`` corpus rows by cosine of the first ``m`` coordinates, best first.
+
+    The corpus (an array or a memory map) is read in chunks; each chunk's prefix is renormalised,
+    as a coarse index over m-dim vectors would store them.
+    """
+    m = queries.shape[1] if m is None else m
+    q = _normalize(queries[:, :m])
+    k = min(k, len(corpus))
+    best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
+    best_r = np.zeros((len(q), 0), dtype=np.int64)
+    for sl in iter_row_chunks(len(corpus), 32768):
+        x = _normalize(np.asarray(corpus[sl, :m]))
+        s = q @ x.T
+        kk = min(k, s.shape[1])
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        all_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], axis=1)
+        all_r = np.concatenate([best_r, part + sl.start], axis=1)
+        order = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+        best_s, best_r = np.take_along_axis(all_s, order, 1), np.take_along_axis(all_r, order, 1)
+    return best_r
+
+
+def labelled_metrics(
+    ranked: np.ndarray, corpus_ids: Sequence[str], query_ids: Sequence[str], qrels: Qrels
+) -> dict[str, float]:
+    """nDCG@10, recall@100 (when at least 100 columns, else recall@<columns>) and MRR@10 of ranked rows."""
+    ids = np.asarray(corpus_ids, dtype=object)
+    docs = [[ids[r] if r >= 0 else "" for r in row] for row in ranked]
+    out = {"ndcg@10": ndcg_at_k(docs, query_ids, qrels, 10), "mrr@10": mrr_at_k(docs, query_ids, qrels, 10)}
+    if ranked.shape[1] >= 100:
+        out["recall@100"] = recall_at_k(docs, query_ids, qrels, 100)
+    return out
+
+
+def _best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def environment() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import torch
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "matryoshka_index": __version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _check_dims(dims: Sequence[int] | None, d: int) -> list[int]:
+    if dims is None:
+        return list(default_matryoshka_dims(d))
+    if isinstance(dims, (int, np.integer)):
+        dims = [int(dims)]
+    out = sorted({check_positive_int(m, "dims") for m in dims})
+    if not out:
+        raise InputError("dims: give at least one prefix length")
+    if out[-1] > d:
+        raise InputError(f"dims: prefix length {out[-1]} exceeds the embedding dimension {d}")
+    return out
+
+
+def _default_params(corpus: np.ndarray, dims: list[int], seed: int, quiet: bool) -> dict[str, Any]:
+    """Library defaults, with the prefix lengths evaluated and a batch that fits a small corpus."""
+    n, d = corpus.shape
+    default_batch = MatryoshkaAdaptor().batch_size
+    n_train = n - min(round(n * MatryoshkaAdaptor().val_fraction), 4096)
+    return {
+        "matryoshka_dims": [m for m in dims if m < d] or None,
+        "batch_size": max(4, min(default_batch, n_train)),
+        "seed": seed,
+        "quiet": quiet,
+    }
+
+
+def _fit_unsupervised(adaptor: MatryoshkaAdaptor | None, corpus: np.ndarray, dims: list[int], seed: int, quiet: bool):
+    if adaptor is None:
+        adaptor = MatryoshkaAdaptor(**_default_params(corpus, dims, seed, quiet))
+    if not isinstance(adaptor, MatryoshkaAdaptor):
+        raise InputError(f"adaptor: expected a MatryoshkaAdaptor or None, got {type(adaptor).__name__}")
+    if hasattr(adaptor, "model_"):
+        return adaptor, None  # fitted by the caller: used as it is
+    t0 = time.perf_counter()
+    adaptor.fit(corpus)
+    return adaptor, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------- the evaluation
+def evaluate_labelled(
+    corpus: np.ndarray,
+    corpus_ids: Sequence[str],
+    queries: np.ndarray,
+    query_ids: Sequence[str],
+    qrels: Qrels | PathLike,
+    train_qrels: Qrels | PathLike | None = None,
+    *,
+    dims: Sequence[int] | None = None,
+    query_splits: Mapping[str, str] | None = None,
+    methods: Sequence[str] | None = None,
+    adaptor: MatryoshkaAdaptor | None = None,
+    supervised_adaptor: MatryoshkaAdaptor | None = None,
+    train_queries_in_corpus: bool = False,
+    two_stage: bool = True,
+    ann: bool = True,
+    candidates: Sequence[int] | None = None,
+    target_recall: float = 0.99,
+    repeats: int = 3,
+    seed: int = 0,
+    name: str = "",
+    quiet: bool = False,
+    log: Log | None = None,
+) -> LabelledReport:
+    """Evaluate retrieval quality on a labelled set, at each prefix length, for each method.
+
+    Parameters
+    ----------
+    corpus, corpus_ids, queries, query_ids:
+        Embeddings (``(n, d)``, float16/32/64, memory maps are fine) and one string id per row.
+    qrels:
+        Test judgements ``{query_id: {corpus_id: score}}`` or a BEIR/TREC qrels file. The test
+        queries are those with a positive judgement here; only they are evaluated.
+    train_qrels:
+        Training judgements (same forms). Enables the ``supervised`` method: the adaptor is trained
+        on one (query, relevant document) pair per positive judgement, with the unsupervised terms
+        still on and early stopping on a held-out share of the pairs. A query in both is an error.
+    dims:
+        Prefix lengths m (default: 32, 64, 128, 256 below the embedding dimension).
+    query_splits:
+        ``{query_id: "train" | "test"}`` (``queries.jsonl``'s ``split`` field): checked against both qrels.
+    methods:
+        Subset of ``truncation``, ``pca``, ``adaptor``, ``supervised`` (default: all that apply).
+    adaptor:
+        The unsupervised adaptor: ``None`` trains one with the library defaults; an unfitted
+        :class:`MatryoshkaAdaptor` is fitted on the corpus; a fitted one is used as it is.
+    supervised_adaptor:
+        An *unfitted* :class:`MatryoshkaAdaptor` whose parameters the supervised training uses
+        (default: the library defaults with :data:`SUPERVISED_DEFAULTS`). A fitted one is refused:
+        nothing here could prove that it never saw a test query.
+    train_queries_in_corpus:
+        Also feed the training queries' embeddings to the supervised adaptor's unsupervised terms.
+    two_stage, ann:
+        Measure the two-stage index at its default candidates (per method and m), and the
+        candidates sweep (recall@10 vs exact full-dim search, nDCG@10, queries/s).
+    candidates:
+        The sweep's candidate counts (default :data:`DEFAULT_CANDIDATES`, cut at the corpus size;
+        each index's default count is added).
+    target_recall:
+        Calibration target of each index's default candidates (recall@10 against exact search).
+    repeats:
+        Timed searches keep the best of this many runs.
+    seed, name, quiet, log:
+        Seed of every random choice; a name for the report; no progress bars; a callable that
+        receives one line per step (e.g. ``print``).
+    """
+    say: Log = log or (lambda _msg: None)
+    corpus = check_embeddings(corpus, "corpus", min_rows=2)
+    n, d = corpus.shape
+    queries = check_embeddings(queries, "queries", dim=d)
+    corpus_ids = check_string_ids(corpus_ids, n, "corpus_ids")
+    query_ids = check_string_ids(query_ids, len(queries), "query_ids")
+    if isinstance(qrels, (str, os.PathLike)):
+        qrels = read_qrels(qrels, "qrels")
+    if isinstance(train_qrels, (str, os.PathLike)):
+        train_qrels = read_qrels(train_qrels, "train_qrels")
+    dims = _check_dims(dims, d)
+    repeats = check_positive_int(repeats, "repeats")
+    if methods is None:
+        methods = [m for m in METHODS if m != "supervised" or train_qrels is not None]
+    methods = list(dict.fromkeys(methods))
+    for m in methods:
+        if m not in METHODS:
+            raise InputError(f"methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+    if "supervised" in methods and train_qrels is None:
+        raise InputError("methods: 'supervised' needs train_qrels (judgements of training queries)")
+    if supervised_adaptor is not None and (
+        not isinstance(supervised_adaptor, MatryoshkaAdaptor) or hasattr(supervised_adaptor, "model_")
+    ):
+        raise InputError(
+            "supervised_adaptor: pass an unfitted MatryoshkaAdaptor (its parameters are used); it is trained "
+            "here on the training queries only, so that no test query can reach it"
+        )
+
+    split, test_qrels = split_queries(query_ids, corpus_ids, qrels, train_qrels, query_splits)
+    test_q = np.asarray(queries[split.test_rows], dtype=np.float32)
+    test_ids = list(split.test_ids)
+    say(f"{n} documents, {len(test_ids)} test queries, {len(split.train_ids)} training queries, dims {dims}")
+
+    # Reference: exact full-dim search over the original vectors (also the ANN ground truth).
+    k_rank = min(100, n)
+    full_ranked = ranked_rows(test_q, corpus, k_rank)
+    truth10 = full_ranked[:, : min(10, n)]
+    full = labelled_metrics(full_ranked, corpus_ids, test_ids, test_qrels)
+    say(f"full-dim: nDCG@10 {full['ndcg@10']:.4f}")
+
+    # The coarse transforms. Each returns adapted rows; prefixes are taken from them.
+    transforms: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    index_adaptors: dict[str, Any] = {}
+    training: dict[str, dict[str, Any]] = {}
+    if "truncation" in methods:
+        transforms["truncation"] = lambda x: np.asarray(x, dtype=np.float32)
+        index_adaptors["truncation"] = None
+    if "pca" in methods:
+        rng = np.random.default_rng(seed)
+        sample = corpus if n <= 100_000 else corpus[np.sort(rng.choice(n, 100_000, replace=False))]
+        rot = pca_rotation(np.asarray(sample, dtype=np.float32))
+        transforms["pca"] = lambda x: np.asarray(x, dtype=np.float32) @ rot
+        index_adaptors["pca"] = "pca"
+    if "adaptor" in methods:
+        say("training the unsupervised adaptor on the corpus")
+        unsup, secs = _fit_unsupervised(adaptor, corpus, dims, seed, quiet)
+        transforms["adaptor"] = unsup.transform
+        index_adaptors["adaptor"] = unsup
+        training["adaptor"] = {
+            "seconds": secs,
+            "fitted_by_caller": secs is None,
+            "params": _params(unsup),
+            "history": unsup.history_.to_dict() if hasattr(unsup, "history_") else None,
+        }
+    if "supervised" in methods:
+        sup, info = _fit_supervised(
+            supervised_adaptor,
+            corpus,
+            queries,
+            query_ids,
+            corpus_ids,
+            split,
+            dims,
+            train_queries_in_corpus,
+            seed,
+            quiet,
+        )
+        say(f"trained the supervised adaptor on {info['pairs']} pairs in {info['seconds']:.0f} s")
+        transforms["supervised"] = sup.transform
+        index_adaptors["supervised"] = sup
+        training["supervised"] = info
+
+    # The prefix alone, per method and m (no rerank): the paper's measurement.
+    prefix: dict[str, dict[int, dict[str, float]]] = {}
+    for method, fn in transforms.items():
+        top = max(dims)
+        tx = np.concatenate([fn(np.asarray(corpus[sl]))[:, :top] for sl in iter_row_chunks(n, 65536)])
+        tq = fn(test_q)[:, :top]
+        prefix[method] = {}
+        for m in dims:
+            prefix[method][m] = labelled_metrics(ranked_rows(tq, tx, k_rank, m), corpus_ids, test_ids, test_qrels)
+        say(f"{METHOD_LABELS[method]}: nDCG@10 " + ", ".join(f"m={m} {prefix[method][m]['ndcg@10']:.4f}" for m in dims))
+        del tx
+
+    report = LabelledReport(
+        name=name,
+        dim=d,
+        dims=dims,
+        methods=list(transforms),
+        n_corpus=n,
+        n_test_queries=len(test_ids),
+        n_train_queries=len(split.train_ids),
+        n_train_pairs=int(training.get("supervised", {}).get("pairs", 0)),
+        full=full,
+        prefix=prefix,
+        training=training,
+        environment=environment(),
+    )
+    if two_stage or ann:
+        _measure_index(
+            report,
+            corpus,
+            test_q,
+            test_ids,
+            test_qrels,
+            corpus_ids,
+            truth10,
+            index_adaptors,
+            two_stage=two_stage,
+            ann=ann,
+            candidates=candidates,
+            target_recall=target_recall,
+            repeats=repeats,
+            seed=seed,
+            quiet=quiet,
+            say=say,
+        )
+    return report
+
+
+def evaluate_beir(data: LabelledSet, **kwargs: Any) -> LabelledReport:
+    """:func:`evaluate_labelled` on a set from :func:`~matryoshka_index.quality.load_beir`."""
+    kwargs.setdefault("name", data.name)
+    kwargs.setdefault("query_splits", data.query_splits)
+    return evaluate_labelled(
+        data.corpus, data.corpus_ids, data.queries, data.query_ids, data.qrels, data.train_qrels, **kwargs
+    )
+
+
+def _params(adaptor: MatryoshkaAdaptor) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in adaptor.get_params().items()}
+
+
+def _fit_supervised(
+    template: MatryoshkaAdaptor | None,
+    corpus: np.ndarray,
+    queries: np.ndarray,
+    query_ids: Sequence[str],
+    corpus_ids: Sequence[str],
+    split: QuerySplit,
+    dims: list[int],
+    train_queries_in_corpus: bool,
+    seed: int,
+    quiet: bool,
+) -> tuple[MatryoshkaAdaptor, dict[str, Any]]:
+    """Train the supervised adaptor on the training pairs only (never a test query)."""
+    if template is None:
+        params = {**_default_params(corpus, dims, seed, quiet), **SUPERVISED_DEFAULTS}
+    else:
+        params = template.get_params()
+    params["quiet"] = quiet or params.get("quiet", False)
+    sup = MatryoshkaAdaptor(**params)
+    q_rows, d_rows = split.training_pairs(query_ids, corpus_ids)
+    if len(q_rows) < 2:
+        raise InputError(f"train_qrels: {len(q_rows)} (query, relevant document) pair(s); at least 2 are needed")
+    # Belt and braces: the rows handed to fit are training rows, whatever happened above.
+    assert np.isin(q_rows, split.train_rows).all() and not np.isin(q_rows, split.test_rows).any()
+    pair_q = np.asarray(queries[q_rows], dtype=np.float32)
+    pair_d = np.asarray(corpus[d_rows], dtype=np.float32)
+    rows = np.asarray(corpus, dtype=np.float32)
+    if train_queries_in_corpus:
+        rows = np.concatenate([rows, np.asarray(queries[split.train_rows], dtype=np.float32)])
+    t0 = time.perf_counter()
+    sup.fit(rows, pair_q, pair_d)
+    return sup, {
+        "seconds": time.perf_counter() - t0,
+        "pairs": len(q_rows),
+        "train_queries": len(split.train_ids),
+        "train_queries_in_corpus": train_queries_in_corpus,
+        "params": _params(sup),
+        "history": sup.history_.to_dict(),
+        "validation": "fit() holds out val_fraction of the pairs (and of the rows) and keeps the best epoch",
+    }
+
+
+def _measure_index(
+    report: LabelledReport,
+    corpus: np.ndarray,
+    test_q: np.ndarray,
+    test_ids: list[str],
+    test_qrels: Qrels,
+    corpus_ids: list[str],
+    truth10: np.ndarray,
+    index_adaptors: Mapping[str, Any],
+    *,
+    two_stage: bool,
+    ann: bool,
+    candidates: Sequence[int] | None,
+    target_recall: float,
+    repeats: int,
+    seed: int,
+    quiet: bool,
+    say: Log,
+) -> None:
+    from ..index import MatryoshkaIndex  # lazily: the labelled metrics alone need no faiss
+
+    n = len(corpus)
+    ladder = sorted({check_positive_int(c, "candidates") for c in (candidates or DEFAULT_CANDIDATES)})
+    k10 = min(10, n)
+    for method, spec in index_adaptors.items():
+        report.two_stage.setdefault(method, {})
+        report.ann.setdefault(method, {})
+        for m in report.dims:
+            idx = MatryoshkaIndex.build(
+                corpus, coarse_dim=m, adaptor=spec, target_recall=target_recall, seed=seed, quiet=quiet
+            )
+            if report.exact_qps is None:
+                t_exact, _ = _best_time(lambda idx=idx: idx.exact_search(test_q, k=k10), repeats)
+                report.exact_qps = len(test_q) / max(t_exact, 1e-9)
+
+            def run(c: int | None, k: int = k10, idx: Any = idx) -> tuple[float, np.ndarray]:
+                secs, (_, ids) = _best_time(lambda: idx.search(test_q, k=k, candidates=c), repeats)
+                return len(test_q) / max(secs, 1e-9), ids
+
+            default_c = int(idx.candidates)
+            mem = idx.info()["memory"]
+            if two_stage:
+                qps, ids10 = run(None)
+                entry: dict[str, Any] = labelled_metrics(ids10, corpus_ids, test_ids, test_qrels)
+                if n >= 100:
+                    _, ids100 = run(None, 100)
+                    entry["recall@100"] = labelled_metrics(ids100, corpus_ids, test_ids, test_qrels)["recall@100"]
+                entry.update(
+                    {
+                        "recall@10": neighbour_recall(ids10, truth10, k10),
+                        "candidates": default_c,
+                        "calibrated_recall": idx.calibration.get("recall"),
+                        "qps": qps,
+                        "ram_bytes_per_vector": mem.get("ram_bytes_per_vector"),
+                        "coarse_bytes_per_vector": 4 * m,
+                    }
+                )
+                report.two_stage[method][m] = entry
+            if ann:
+                curve = []
+                for c in sorted({c for c in ladder if k10 <= c <= n} | {min(default_c, n)}):
+                    qps, ids = run(c)
+                    curve.append(
+                        {
+                            "candidates": c,
+                            "recall@10": neighbour_recall(ids, truth10, k10),
+                            "ndcg@10": labelled_metrics(ids, corpus_ids, test_ids, test_qrels)["ndcg@10"],
+                            "qps": qps,
+                        }
+                    )
+                report.ann[method][m] = curve
+            if two_stage:
+                e = report.two_stage[method][m]
+                say(
+                    f"two-stage {METHOD_LABELS[method]} m={m}: C={default_c} nDCG@10 {e['ndcg@10']:.4f} "
+                    f"recall@10 {e['recall@10']:.3f} {e['qps']:.0f} q/s"
+                )
+            del idx
