@@ -1505,11 +1505,11 @@ def open_index_from_qdrant(
         if problems:
             raise InputError(f"collection {real!r} at {endpoint} does not match its adaptor: {'; '.join(problems)}")
         backend._has_foreign_ids = bool((record.get("point_ids") or {}).get("foreign"))
+        return index_cls._from_parts(adaptor, backend, manifest)
     except BaseException:
         if owns:
             _close_quietly(qclient)
         raise
-    return index_cls._from_parts(adaptor, backend, manifest)
 
 
 def _adaptor_from_files(kind: str, files: dict[str, bytes] | None, device: str) -> Any:
