@@ -119,7 +119,8 @@ def report_markdown(report: LabelledReport, advice: Sequence[Any] = (), *, title
                 if hist.get("stopped_early"):
                     parts.append("stopped early")
             params = info.get("params") or {}
-            changed = {k: params[k] for k in _SHOWN_PARAMS if k in params}
+            shown = [k for k in _SHOWN_PARAMS if k != "ranking_weight" or method == "supervised"]
+            changed = {k: params[k] for k in shown if k in params}
             lines.append(f"- {METHOD_LABELS[method]}: " + ", ".join(parts) + (f"; {changed}" if changed else ""))
         lines.append("")
     if env:
