@@ -294,17 +294,6 @@ def _smallest(ladder: Sequence[int], ok: Callable[[int], bool]) -> int | None:
     return ladder[lo]
 
 
-def _drop_self(found: np.ndarray, self_ids: np.ndarray | None, k: int) -> np.ndarray:
-    """From ``(n, k+1)`` results, drop each query's own id (or, when absent, the last column)."""
-    if self_ids is None:
-        return found[:, :k]
-    mask = found == self_ids[:, None]
-    drop = mask & (np.cumsum(mask, axis=1) == 1)  # ids are unique, but be safe: drop one entry per row
-    no_self = ~drop.any(axis=1)
-    drop[no_self, -1] = True
-    return found[~drop].reshape(len(found), found.shape[1] - 1)[:, :k]
-
-
 def _accepts(func: Callable[..., Any], name: str) -> bool:
     params = inspect.signature(func).parameters
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -423,7 +412,8 @@ class MatryoshkaIndex:
         candidates:
             Fix the default candidate count instead of calibrating it (its recall is still measured).
         calibration_queries:
-            Corpus rows used as calibration queries (at most; default 1,000).
+            Corpus rows held out as calibration queries: at most this many (default 1,000) and at
+            most a tenth of the corpus. They are added to the index after the calibration.
         seed:
             Seeds the sample and the calibration queries.
         quiet:
@@ -485,16 +475,41 @@ class MatryoshkaIndex:
             )
             be.train(coarse_sample, n)
             del coarse_sample
+        # Calibration queries are held out: corpus rows left out of the index while candidates are
+        # calibrated, then added. Querying rows that are in the index would flatter the search (a
+        # graph index finds its way to the query's own node and its neighbourhood far more easily
+        # than to a new point's), so held-out rows are the honest stand-in for real queries.
+        n_cal = min(calibration_queries, max(1, n // 10)) if n >= 2 else 0
+        held = np.sort(rng.choice(n, size=n_cal, replace=False)) if n_cal else np.empty(0, dtype=np.int64)
+        is_held = np.zeros(n, dtype=bool)
+        is_held[held] = True
         with progress(total=n, desc="indexing", unit="vec", quiet=quiet) as bar:
             for sl in iter_row_chunks(n, _BUILD_CHUNK_ROWS):
-                coarse, full = self._prepare(vectors[sl])
-                be.add(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
+                keep = np.flatnonzero(~is_held[sl]) + sl.start
+                self._add_rows(vectors, id_arr, payloads, keep if len(keep) < sl.stop - sl.start else sl)
                 bar.update(sl.stop - sl.start)
-
-        q_rows = np.sort(rng.choice(n, size=min(calibration_queries, n), replace=False))
-        self._calibrate_on_corpus(vectors, id_arr, q_rows, target_recall=target_recall, fixed=candidates, quiet=quiet)
+            if n_cal:
+                self._calibrate_held_out(
+                    vectors, id_arr, held, ~is_held, target_recall=target_recall, fixed=candidates, quiet=quiet
+                )
+            else:
+                self._calibration = {"skipped": f"{n} vector(s); calibration needs at least 2"}
+            for sl in iter_row_chunks(n_cal, _BUILD_CHUNK_ROWS):
+                self._add_rows(vectors, id_arr, payloads, held[sl])
         self._attach_metadata()
         return self
+
+    def _add_rows(
+        self, vectors: np.ndarray, id_arr: np.ndarray, payloads: Sequence[Any] | None, rows: slice | np.ndarray
+    ) -> None:
+        coarse, full = self._prepare(vectors[rows])
+        if payloads is None:
+            chunk_payloads = None
+        elif isinstance(rows, slice):
+            chunk_payloads = list(payloads[rows])
+        else:
+            chunk_payloads = [payloads[int(r)] for r in rows]
+        self._backend.add(id_arr[rows], coarse, full, chunk_payloads)
 
     @staticmethod
     def _resolve_adaptor(
@@ -829,61 +844,52 @@ class MatryoshkaIndex:
         with self._lock.write():
             record = self._calibrate(
                 q,
-                None,
                 target=target,
                 truth=None,
                 fixed=None,
                 max_candidates=max_candidates,
                 truth_note="exact inner-product search over the index's full vectors, for the given queries",
+                query_source="caller's queries",
                 quiet=quiet,
             )
             self._modified_since_load = True
             self._attach_metadata()
         return record
 
-    def _calibrate_on_corpus(
+    def _calibrate_held_out(
         self,
         vectors: np.ndarray,
         id_arr: np.ndarray,
-        q_rows: np.ndarray,
+        held: np.ndarray,
+        indexed: np.ndarray,
         *,
         target_recall: float,
         fixed: int | None,
         quiet: bool,
     ) -> None:
-        """Build-time calibration with a random sample of corpus rows as queries.
+        """Build-time calibration: the ``held`` rows (not yet in the index) are the queries.
 
-        Honest held-out queries without removing anything from the index: each query row is in the
-        index, so both the exact truth and the two-stage result are asked for k+1 items and the
-        query's own id is dropped from each (the trivial self-match would otherwise fill one of the
-        10 slots and inflate recall; the row also takes one candidate slot, so stage one is asked
-        for candidates + 1). What is measured is then how well the remaining 10 true neighbours of
-        a corpus-like query are found among ``candidates`` coarse hits. Queries unlike the corpus
-        (short questions against long documents) may need more: see :meth:`calibrate`.
+        The ground truth is exact search over the indexed rows; queries unlike the corpus (short
+        questions against long documents) may need more candidates: see :meth:`calibrate`.
         """
-        n = len(self._backend)
-        if n < 2:
-            self._candidates = CALIBRATION_K
-            self._calibration = {"skipped": f"{n} vector(s) stored; calibration needs at least 2"}
-            return
-        q = np.asarray(vectors[q_rows], dtype=np.float32)
-        k = min(CALIBRATION_K, n - 1)
+        q = np.asarray(vectors[held], dtype=np.float32)
         truth = None
         note = "exact inner-product search over the original full vectors (the rerank vectors)"
+        k = min(CALIBRATION_K, len(self._backend))
         if self.rerank == "adapted" and self._adaptor is not None:
             # The backend holds adapted vectors; recall is promised against search over the originals.
             orig_q = l2_normalize(q) if self.metric == "cosine" else q
-            _, rows = exact_topk(orig_q, vectors, k + 1, normalize=self.metric == "cosine")
+            _, rows = exact_topk(orig_q, vectors, k, normalize=self.metric == "cosine", include=indexed)
             truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
             note = "exact inner-product search over the original vectors (rerank uses the adapted ones)"
         self._calibrate(
             q,
-            id_arr[q_rows],
             target=target_recall,
             truth=truth,
             fixed=fixed,
             max_candidates=_MAX_CANDIDATES,
             truth_note=note,
+            query_source="random corpus rows held out of the index while calibrating, then added",
             k=k,
             quiet=quiet,
         )
@@ -891,25 +897,23 @@ class MatryoshkaIndex:
     def _calibrate(
         self,
         q: np.ndarray,
-        self_ids: np.ndarray | None,
         *,
         target: float,
         truth: np.ndarray | None,
         fixed: int | None,
         max_candidates: int,
         truth_note: str,
+        query_source: str,
         k: int = CALIBRATION_K,
         quiet: bool = False,
     ) -> dict[str, Any]:
         t_start = time.perf_counter()
         be = self._backend
         n = len(be)
-        k = max(1, min(k, n - (1 if self_ids is not None else 0)))
-        extra = 1 if self_ids is not None else 0
+        k = max(1, min(k, n))
         coarse_q, full_q = self._prepare(q)
         if truth is None:
-            _, truth = be.exact_search(full_q, k + extra)
-        truth = _drop_self(truth, self_ids, k)
+            _, truth = be.exact_search(full_q, k)
         knob = be.search_knob() if hasattr(be, "search_knob") else None
         steps: list[list[Any]] = []
         cache: dict[tuple[int, int | None], float] = {}
@@ -920,8 +924,8 @@ class MatryoshkaIndex:
             if key not in cache:
                 if knob_value is not None:
                     be.set_search_knob(knob_value)
-                _, found = be.search(coarse_q, full_q, k + extra, c + extra)
-                cache[key] = recall_at_k(_drop_self(found, self_ids, k), truth)
+                _, found = be.search(coarse_q, full_q, k, c)
+                cache[key] = recall_at_k(found, truth)
                 steps.append([c, knob_value, round(cache[key], 5)])
                 bar.update(1)
             return cache[key]
@@ -977,7 +981,7 @@ class MatryoshkaIndex:
             "knob": {knob_name: int(chosen_knob)} if knob_name and chosen_knob is not None else None,
             "truth": truth_note,
             "method": method,
-            "query_source": "random corpus rows, own id excluded" if self_ids is not None else "caller's queries",
+            "query_source": query_source,
             "steps": steps,
             "seconds": round(time.perf_counter() - t_start, 3),
         }

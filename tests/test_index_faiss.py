@@ -16,8 +16,8 @@ from conftest import brute_force, make_corpus, normalize
 from matryoshka_index import FormatError, InputError, MatryoshkaAdaptor, MatryoshkaIndex
 from matryoshka_index.backends import SearchBackend
 from matryoshka_index.backends.faiss_backend import FaissBackend, default_nlist
-from matryoshka_index.evaluation import recall_at_k
-from matryoshka_index.index import PCARotation, _candidate_ladder, _drop_self
+from matryoshka_index.evaluation import exact_topk, recall_at_k
+from matryoshka_index.index import PCARotation, _candidate_ladder
 
 
 def build(x, **kw):
@@ -124,13 +124,30 @@ def test_calibrated_candidates_reach_the_target_and_are_minimal_on_the_ladder(co
     below = [c for c in ladder if c < index.candidates]
     if below:  # the next smaller ladder value was measured and missed the target
         assert measured[below[-1]] < 0.95
-    assert cal["query_source"].startswith("random corpus rows")
+    assert cal["query_source"].startswith("random corpus rows held out of the index")
+    assert cal["queries"] == 40  # a tenth of the corpus, at most 1,000
 
 
-def test_calibration_excludes_the_query_itself():
-    found = np.array([[5, 1, 2, 3], [1, 2, 3, 4]])
-    out = _drop_self(found, np.array([5, 9]), 3)
-    np.testing.assert_array_equal(out, [[1, 2, 3], [1, 2, 3]])
+def test_calibration_queries_are_held_out_of_the_index_then_added(monkeypatch, corpus):
+    sizes = []
+    real_search = FaissBackend.search
+
+    def spy(self, *a, **k):
+        sizes.append(len(self))
+        return real_search(self, *a, **k)
+
+    monkeypatch.setattr(FaissBackend, "search", spy)
+    index = build(corpus, coarse_dim=4)
+    assert sizes and set(sizes) == {360}  # 40 held-out rows were not in the index while calibrating
+    assert len(index) == 400
+    np.testing.assert_array_equal(np.sort(index.ids()), np.arange(400))
+
+
+def test_exact_topk_include_mask(corpus, queries):
+    include = np.arange(400) % 3 != 0
+    _, rows = exact_topk(queries, corpus, 10, normalize=True, include=include, chunk_rows=64)
+    kept = np.flatnonzero(include)
+    np.testing.assert_array_equal(rows, brute_force(corpus[kept], queries, 10, kept)[1])
 
 
 def test_fixed_candidates_skip_the_ladder_but_report_recall(corpus):
@@ -249,7 +266,7 @@ def test_manifest_describes_the_index(tmp_path, corpus):
     assert manifest["backend"]["kind"] == "faiss" and manifest["backend"]["index"] == "flat"
     assert set(manifest["files"]) >= {"coarse.faiss", "full.npy", "ids.npy", "adaptor/pca.json"}
     saved_ids = np.load(tmp_path / "m.mindex" / "ids.npy", allow_pickle=False)
-    np.testing.assert_array_equal(saved_ids, np.arange(400) + 10)
+    np.testing.assert_array_equal(np.sort(saved_ids), np.arange(400) + 10)
 
 
 def test_add_and_remove_after_load_then_save_again(tmp_path, corpus, queries):
