@@ -23,6 +23,7 @@ from matryoshka_index.quality import (
     evaluate_labelled,
     labelled_metrics,
     load_beir,
+    load_labelled_files,
     parse_budget,
     ranked_rows,
     read_qrels,
@@ -175,6 +176,14 @@ def test_load_beir_and_discover(tmp_path):
     assert data.query_splits["q1"] == "train"
     report = evaluate_beir(data, methods=["truncation"], dims=(4,), two_stage=False, ann=False)
     assert report.name == "set-a" and report.n_test_queries == 20
+    d = tmp_path / "set-a"
+    files = load_labelled_files(
+        d / "corpus.npy", d / "queries.npy", d / "qrels" / "test.tsv", d / "qrels" / "train.tsv",
+        ids=d / "ids.json", queries_jsonl=d / "queries.jsonl",
+    )  # fmt: skip
+    assert files.qrels == data.qrels and files.train_qrels == data.train_qrels and files.name == "set-a"
+    with pytest.raises(InputError, match=r"^ids: labelled evaluation needs the ids"):
+        load_labelled_files(d / "corpus.npy", d / "queries.npy", d / "qrels" / "test.tsv")
     (tmp_path / "set-a" / "ids.json").unlink()
     with pytest.raises(InputError, match=r"^directory: .*has no ids.json"):
         load_beir(tmp_path / "set-a")

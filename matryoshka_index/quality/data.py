@@ -308,3 +308,45 @@ def load_beir(
         query_splits=read_query_splits(d / "queries.jsonl") if (d / "queries.jsonl").is_file() else None,
         path=d,
     )
+
+
+def load_labelled_files(
+    corpus: PathLike,
+    queries: PathLike,
+    qrels: PathLike,
+    train_qrels: PathLike | None = None,
+    *,
+    ids: PathLike | None = None,
+    corpus_ids: PathLike | None = None,
+    query_ids: PathLike | None = None,
+    queries_jsonl: PathLike | None = None,
+    name: str | None = None,
+) -> LabelledSet:
+    """A labelled set from separate files (what ``mindex eval --qrels ...`` is given).
+
+    Ids come from ``ids`` (an ``ids.json`` with ``corpus_ids`` and ``query_ids``) or from
+    ``corpus_ids`` and ``query_ids`` (JSON lists or one id per line). ``queries_jsonl`` (BEIR
+    ``queries.jsonl``) supplies the ``split`` field checked against both qrels.
+    """
+    if ids is not None and (corpus_ids is not None or query_ids is not None):
+        raise InputError("ids: give either ids (ids.json) or corpus_ids and query_ids, not both")
+    c = check_embeddings(load_vectors(corpus), "corpus")
+    q = check_embeddings(load_vectors(queries), "queries", dim=c.shape[1])
+    if ids is not None:
+        cids, qids = read_ids_json(ids)
+    elif corpus_ids is not None and query_ids is not None:
+        cids, qids = read_ids(corpus_ids, "corpus_ids"), read_ids(query_ids, "query_ids")
+    else:
+        raise InputError(
+            "ids: labelled evaluation needs the ids of the rows: give ids.json, or corpus_ids and query_ids"
+        )
+    return LabelledSet(
+        name=name if name is not None else Path(corpus).parent.name,
+        corpus=c,
+        corpus_ids=check_string_ids(cids, len(c), "corpus_ids"),
+        queries=q,
+        query_ids=check_string_ids(qids, len(q), "query_ids"),
+        qrels=read_qrels(qrels, "qrels"),
+        train_qrels=read_qrels(train_qrels, "train_qrels") if train_qrels is not None else None,
+        query_splits=read_query_splits(queries_jsonl) if queries_jsonl is not None else None,
+    )

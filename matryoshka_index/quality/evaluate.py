@@ -270,6 +270,11 @@ def _fit_unsupervised(adaptor: MatryoshkaAdaptor | None, corpus: np.ndarray, dim
     if not isinstance(adaptor, MatryoshkaAdaptor):
         raise InputError(f"adaptor: expected a MatryoshkaAdaptor or None, got {type(adaptor).__name__}")
     if hasattr(adaptor, "model_"):
+        if adaptor.input_dim_ != corpus.shape[1]:
+            raise InputError(
+                f"adaptor: was trained on {adaptor.input_dim_}-dimensional embeddings but the corpus has "
+                f"{corpus.shape[1]}; use an adaptor trained on the same model"
+            )
         return adaptor, None  # fitted by the caller: used as it is
     t0 = time.perf_counter()
     adaptor.fit(corpus)
