@@ -64,9 +64,11 @@ def plot_report(
     dims = list(report.dims)
     full = report.full["ndcg@10"]
     ax.axhline(full, color=COLORS["full"], linestyle=":", linewidth=1.5, label=f"{METHOD_LABELS['full']} ({full:.3f})")
+    xs_all = sorted({*dims, report.dim})
     for method in report.methods:
-        ys = [report.prefix[method][m]["ndcg@10"] for m in dims]
-        ax.plot(dims, ys, marker="o", color=COLORS.get(method), label=f"{METHOD_LABELS[method]}, prefix alone")
+        xs = [m for m in xs_all if m in report.prefix[method]]
+        ys = [report.prefix[method][m]["ndcg@10"] for m in xs]
+        ax.plot(xs, ys, marker="o", color=COLORS.get(method), label=f"{METHOD_LABELS[method]}, prefix alone")
     for method, per_dim in report.two_stage.items():
         ms = [m for m in dims if m in per_dim]
         if ms:
@@ -80,8 +82,8 @@ def plot_report(
                 label=f"two-stage index, {METHOD_LABELS[method]} coarse",
             )
     ax.set_xscale("log", base=2)
-    ax.set_xticks(dims)
-    ax.set_xticklabels([str(m) for m in dims])
+    ax.set_xticks(xs_all)
+    ax.set_xticklabels([f"{m} (full)" if m == report.dim else str(m) for m in xs_all])
     ax.set_xlabel("coarse / prefix dimension m (log scale)")
     ax.set_ylabel(f"nDCG@10 on {report.n_test_queries:,} test queries")
     ax.set_title("Retrieval quality vs dimension")

@@ -310,6 +310,9 @@ def test_report_measures_every_method_and_dimension(report):
                 assert 0.0 <= report.prefix[method][m][key] <= 1.0
                 assert 0.0 <= report.two_stage[method][m][key] <= 1.0
             assert report.two_stage[method][m]["candidates"] >= 10
+    # At full dimension truncation is the original search, and an orthogonal rotation keeps every cosine.
+    assert report.prefix["truncation"][32] == report.full
+    assert report.prefix["pca"][32]["ndcg@10"] == pytest.approx(report.full["ndcg@10"], abs=1e-2)
     # Rotating to the principal axes first must help the 4-dim prefix of a low-rank corpus.
     assert report.prefix["pca"][4]["ndcg@10"] > report.prefix["truncation"][4]["ndcg@10"] + 0.05
     # Reranking every document (C = corpus size) is exact search: recall 1 and the full-dim nDCG.

@@ -72,7 +72,7 @@ class LabelledReport:
     n_train_queries: int
     n_train_pairs: int
     full: dict[str, float]
-    prefix: dict[str, dict[int, dict[str, float]]]
+    prefix: dict[str, dict[int, dict[str, float]]]  # also holds m = dim: the method's full-dim vectors
     two_stage: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     ann: dict[str, dict[int, list[dict[str, float]]]] = field(default_factory=dict)
     exact_qps: float | None = None
@@ -433,11 +433,11 @@ def evaluate_labelled(
     # The prefix alone, per method and m (no rerank): the paper's measurement.
     prefix: dict[str, dict[int, dict[str, float]]] = {}
     for method, fn in transforms.items():
-        top = max(dims)
-        tx = np.concatenate([fn(np.asarray(corpus[sl]))[:, :top] for sl in iter_row_chunks(n, 65536)])
-        tq = fn(test_q)[:, :top]
+        # All d columns too: the "full" column of each method (the adaptor changes even full-dim vectors).
+        tx = np.concatenate([fn(np.asarray(corpus[sl])) for sl in iter_row_chunks(n, 65536)])
+        tq = fn(test_q)
         prefix[method] = {}
-        for m in dims:
+        for m in sorted({*dims, d}):
             prefix[method][m] = labelled_metrics(ranked_rows(tq, tx, k_rank, m), corpus_ids, test_ids, test_qrels)
         say(f"{METHOD_LABELS[method]}: nDCG@10 " + ", ".join(f"m={m} {prefix[method][m]['ndcg@10']:.4f}" for m in dims))
         del tx

@@ -35,7 +35,8 @@ def _quality_table(report: LabelledReport, metric: str) -> list[str]:
     show_pct = metric == "ndcg@10"
     for method in report.methods:
         cells = [_fmt(report.prefix[method][m].get(metric), full if show_pct else None) for m in report.dims]
-        lines.append(f"| {METHOD_LABELS[method]}, prefix alone | " + " | ".join(cells) + " | – |")
+        at_full = _fmt(report.prefix[method].get(report.dim, {}).get(metric), full if show_pct else None)
+        lines.append(f"| {METHOD_LABELS[method]}, prefix alone | " + " | ".join(cells) + f" | {at_full} |")
     for method, per_dim in report.two_stage.items():
         cells = []
         for m in report.dims:
