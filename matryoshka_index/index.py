@@ -950,9 +950,9 @@ class MatryoshkaIndex:
                     chosen, chosen_knob = ladder[-1], exhaustive
                 else:
                     # More candidates let a cheaper probe reach the target: try candidates from c0 up to
-                    # 2*c0 and keep the pair the backend's cost model rates cheapest.
+                    # 4*c0 (every other ladder step) and keep the pair the backend's cost model rates cheapest.
                     best: tuple[float, int, int] | None = None
-                    for c in [v for v in ladder if c0 <= v <= 2 * c0][:5]:
+                    for c in [v for v in ladder if c0 <= v <= 4 * c0][::2]:
                         p = _smallest(knob[1], lambda p, c=c: recall(c, p) >= target)
                         if p is None:
                             continue
@@ -963,7 +963,7 @@ class MatryoshkaIndex:
                     _, chosen, chosen_knob = best
                 method = (
                     f"smallest candidates reaching the target with exhaustive {knob_name}, then the cheapest "
-                    f"({knob_name}, candidates) pair reaching it for candidates up to twice that"
+                    f"({knob_name}, candidates) pair reaching it for candidates up to 4x that"
                 )
             achieved = recall(chosen, chosen_knob)
         finally:

@@ -401,7 +401,10 @@ class FaissBackend:
             return
         sample = np.ascontiguousarray(coarse_sample, dtype=np.float32)
         nlist = self._params.get("nlist") or default_nlist(n_total)
-        nlist = int(max(1, min(nlist, len(sample))))
+        # k-means wants at least 39 training points per list (FAISS warns below that): a 100k-row
+        # sample caps nlist at 2,564 (4 sqrt(n) passes that at n = 410k; pass a larger sample_size
+        # to the index build for more lists on larger corpora).
+        nlist = int(max(1, min(nlist, len(sample) // 39 or 1)))
         quantizer = faiss.IndexFlatIP(self.coarse_dim)
         ivf = faiss.IndexIVFFlat(quantizer, self.coarse_dim, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.own_fields = True
@@ -491,15 +494,16 @@ class FaissBackend:
         """Rough relative cost of one query, used to pick the cheapest (nprobe, candidates) pair.
 
         Stage one scans ``nprobe`` lists of ``n / nlist`` coarse vectors plus the ``nlist``
-        centroids; stage two gathers ``candidates`` random full rows, weighted 3x for the random
-        memory access compared with the coarse scan's streaming reads.
+        centroids, costed per coordinate; stage two costs ``0.75 * full_dim`` per candidate. The
+        weight is measured, not guessed: on 2 cores an IVF scan took about 27 ns per 64-dim coarse
+        vector and the rerank about 115 ns per 384-dim candidate (1,000 queries, 49k-1M vectors).
         """
         coarse = float(self._n_alive * self.coarse_dim)
         if self.index_type == "ivf" and self._params.get("nlist"):
             nlist = int(self._params["nlist"])
             probe = knob if knob is not None else int(self._params.get("nprobe") or 1)
             coarse = (probe * self._n_alive / nlist + nlist) * self.coarse_dim
-        return coarse + 3.0 * candidates * self.full_dim
+        return coarse + 0.75 * candidates * self.full_dim
 
     # ------------------------------------------------------------------ search
     def _search_params(self, k: int) -> Any:
