@@ -6,6 +6,11 @@ Layout of a collection this backend owns::
     full     full vector (the original embedding by default), HNSW off (m=0): only used to rerank
     payload  kept as given
 
+The full vector need not be named ``full``: a collection migrated in place (``mindex migrate
+--in-place``) keeps its original vector under its own name (``""`` for an unnamed single vector)
+and only gains ``coarse``. The index record names the full vector (``vectors.full``), and
+:meth:`QdrantBackend.from_collection` reads it from there (or takes ``full_vector=``).
+
 A search is one ``query_points`` request (``query_batch_points`` for many queries): a ``prefetch`` on
 ``coarse`` with ``limit=candidates`` and the final query on ``full`` with ``limit=k``, so both stages
 run inside Qdrant (on every shard of a cluster). Payload filters pass through to both stages.
@@ -624,9 +629,12 @@ class QdrantBackend:
         quiet: bool = False,
         has_foreign_ids: bool = False,
         connection: dict[str, Any] | None = None,
+        full_vector: str = FULL,
     ) -> None:
         self.client = client
         self.collection = collection
+        self.full_vector = full_vector
+        """Name of the full (rerank) vector: ``"full"``, or an in-place-migrated collection's own vector."""
         self.coarse_dim = int(coarse_dim)
         self.full_dim = int(full_dim)
         self.metric = _check_metric(metric)
@@ -805,22 +813,31 @@ class QdrantBackend:
         hnsw_ef: int | None = None,
         oversampling: float | None = None,
         quiet: bool = False,
+        full_vector: str | None = None,
         **unknown: Any,
     ) -> QdrantBackend:
-        """Attach to an existing collection (an alias is resolved) that has ``coarse`` and ``full`` vectors."""
+        """Attach to an existing collection (an alias is resolved) that has ``coarse`` and a full vector.
+
+        ``full_vector``: the name of the full (rerank) vector; default: the one the index record
+        names (``"full"``, or the original vector of a collection migrated in place).
+        """
         if unknown:
             raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(unknown))}")
         endpoint = describe_client(client)
         real = require_collection(client, collection, endpoint)
         info = call(lambda: client.get_collection(real), endpoint, f"reading collection {real!r}", retries=max_retries)
         params = vector_params(info)
-        missing = [v for v in (COARSE, FULL) if v not in params]
+        record = MetadataStore(client, real, endpoint).read(META_KEY) or {}
+        if full_vector is None:
+            named = (record.get("vectors") or {}).get("full", FULL)
+            full_vector = named if isinstance(named, str) else FULL
+        missing = [v for v in (COARSE, full_vector) if v not in params]
         if missing:
             raise InputError(
                 f"collection {real!r} at {endpoint} has no {' and '.join(repr(m) for m in missing)} vector; "
                 "it is not a matryoshka-index collection (migrate it with mindex migrate)"
             )
-        coarse, full = params[COARSE], params[FULL]
+        coarse, full = params[COARSE], params[full_vector]
         if coarse.distance != full.distance:
             raise InputError(f"collection {real!r}: 'coarse' and 'full' use different distances")
         metric = _metric_of(full.distance)
@@ -830,7 +847,6 @@ class QdrantBackend:
             kind = "int8"
         elif isinstance(quant, qm.BinaryQuantization):
             kind = "binary"
-        record = MetadataStore(client, real, endpoint).read(META_KEY) or {}
         ids_info = record.get("point_ids") or {}
         m = coarse.hnsw_config.m if coarse.hnsw_config is not None and coarse.hnsw_config.m is not None else None
         if m is None:
@@ -852,6 +868,7 @@ class QdrantBackend:
             max_retries=max_retries,
             quiet=quiet,
             has_foreign_ids=bool(ids_info.get("foreign", 0)),
+            full_vector=full_vector,
         )
 
     @classmethod
@@ -946,6 +963,8 @@ class QdrantBackend:
         files = meta.get("adaptor_files")
         if META_KEY in records:
             rec = dict(records[META_KEY])
+            # the snapshot restores the full vector as `full`, whatever the collection called it
+            rec["vectors"] = {**(rec.get("vectors") or {}), "full": FULL}
             if files:
                 rec["adaptor"] = backend.metadata.write_blobs({k: base64.b64decode(v) for k, v in files.items()})
             backend.metadata.write(rec, META_KEY)
@@ -1076,7 +1095,7 @@ class QdrantBackend:
             sl = slice(start, min(start + bs, n))
             return qm.Batch(
                 ids=list(point_ids[sl]),
-                vectors={COARSE: coarse[sl].tolist(), FULL: full[sl].tolist()},
+                vectors={COARSE: coarse[sl].tolist(), self.full_vector: full[sl].tolist()},
                 payloads=None if payloads is None else [p or {} for p in payloads[sl]],
             )
 
@@ -1117,6 +1136,11 @@ class QdrantBackend:
         if self.index == "flat":
             return qm.SearchParams(exact=True, quantization=quant)
         return qm.SearchParams(hnsw_ef=max(int(candidates), int(self.hnsw_ef or 0)), quantization=quant)
+
+    @property
+    def _full_using(self) -> str | None:
+        """``using=`` of the full vector (None addresses the unnamed default vector)."""
+        return self.full_vector or None
 
     def _full_params(self) -> qm.SearchParams | None:
         if self._local or not self.full_quantized:
@@ -1165,7 +1189,7 @@ class QdrantBackend:
                     query=cq.tolist(), using=COARSE, limit=candidates, filter=query_filter, params=coarse_params
                 ),
                 query=fq.tolist(),
-                using=FULL,
+                using=self._full_using,
                 limit=int(k),
                 filter=query_filter,
                 params=full_params,
@@ -1221,7 +1245,7 @@ class QdrantBackend:
             None if self._local else qm.SearchParams(exact=True, quantization=qm.QuantizationSearchParams(ignore=True))
         )
         requests = [
-            qm.QueryRequest(query=q.tolist(), using=FULL, limit=int(k), params=params)
+            qm.QueryRequest(query=q.tolist(), using=self._full_using, limit=int(k), params=params)
             for q in np.asarray(full_queries, dtype=np.float32)
         ]
         return self._results(self._run_queries(requests, "an exact search"), int(k))
@@ -1250,6 +1274,7 @@ class QdrantBackend:
             manifest=manifest,
             adaptor=adaptor,
             point_ids=current.get("point_ids"),
+            full_vector=self.full_vector,
         )
         self.metadata.write(record, META_KEY)
         if adaptor_files is not None:
@@ -1290,7 +1315,9 @@ class QdrantBackend:
 
     def _write_snapshot(self, snap: Path) -> None:
         info = self._call(lambda: self.client.get_collection(self.collection), "reading the collection")
-        extra = sorted(set(vector_params(info)) - {COARSE, FULL}) + sorted(info.config.params.sparse_vectors or {})
+        extra = sorted(set(vector_params(info)) - {COARSE, self.full_vector}) + sorted(
+            info.config.params.sparse_vectors or {}
+        )
         if extra:
             raise InputError(
                 f"collection {self.collection!r} lives in an in-memory Qdrant client and has other vectors "
@@ -1306,7 +1333,7 @@ class QdrantBackend:
         while True:
             records, offset = self._call(
                 lambda o=offset: self.client.scroll(
-                    self.collection, limit=1024, offset=o, with_payload=True, with_vectors=[COARSE, FULL]
+                    self.collection, limit=1024, offset=o, with_payload=True, with_vectors=[COARSE, self.full_vector]
                 ),
                 "reading points",
             )
@@ -1315,7 +1342,7 @@ class QdrantBackend:
                     raise BackendError(f"collection {self.collection!r} changed while it was being saved")
                 ids.append(r.id)
                 coarse[row] = r.vector[COARSE]
-                full[row] = r.vector[FULL]
+                full[row] = r.vector[self.full_vector]
                 lines.append(json.dumps(r.payload or None, sort_keys=True))
                 row += 1
             if offset is None:
@@ -1329,7 +1356,7 @@ class QdrantBackend:
         save_npy(snap / "full.npy", full[:row])
         (snap / "payloads.jsonl").write_text("".join(line + "\n" for line in lines))
         exported = self.metadata.export()
-        full_params = vector_params(info)[FULL]
+        full_params = vector_params(info)[self.full_vector]
         atomic_write_json(
             snap / "collection.json",
             {
@@ -1349,7 +1376,7 @@ class QdrantBackend:
     def info(self) -> dict[str, Any]:
         info = self._call(lambda: self.client.get_collection(self.collection), "reading the collection")
         params = info.config.params
-        full_params = vector_params(info).get(FULL)
+        full_params = vector_params(info).get(self.full_vector)
         coarse_bytes = self.coarse_dim * 4
         quant_bytes = {"int8": self.coarse_dim, "binary": (self.coarse_dim + 7) // 8}.get(
             self.coarse_quantization or "", 0
@@ -1365,6 +1392,7 @@ class QdrantBackend:
             "metric": self.metric,
             "index": self.index,
             "coarse_quantization": self.coarse_quantization,
+            "full_vector": self.full_vector,
             "full_on_disk": bool(full_params and full_params.on_disk),
             "shard_number": params.shard_number,
             "replication_factor": params.replication_factor,
@@ -1389,11 +1417,12 @@ def _record(
     manifest: dict[str, Any] | None,
     adaptor: dict[str, Any] | None,
     point_ids: dict[str, Any] | None = None,
+    full_vector: str = FULL,
 ) -> dict[str, Any]:
     return {
         "format": RECORD_FORMAT,
         "format_version": RECORD_VERSION,
-        "vectors": {"coarse": COARSE, "full": FULL, "coarse_dim": int(coarse_dim), "full_dim": int(full_dim)},
+        "vectors": {"coarse": COARSE, "full": full_vector, "coarse_dim": int(coarse_dim), "full_dim": int(full_dim)},
         "metric": metric,
         "manifest": manifest,
         "adaptor": adaptor,
@@ -1470,6 +1499,13 @@ def open_index_from_qdrant(
         _check_record(record, real)
         migration = store.read(MIGRATION_KEY)
         if migration and migration.get("state") not in ("verified", "complete") and not allow_unverified:
+            if migration.get("mode") == "in_place":
+                raise InputError(
+                    f"collection {real!r} at {endpoint} is an unfinished in-place migration (state "
+                    f"{migration.get('state')!r}, {migration.get('coarse_added', 0)} of {migration.get('source_count', '?')} "
+                    "points given a coarse vector); finish it with mindex migrate --in-place --resume, or undo it "
+                    "with mindex migrate --rollback"
+                )
             raise InputError(
                 f"collection {real!r} at {endpoint} is an unfinished migration (state {migration.get('state')!r}, "
                 f"{migration.get('copied', 0)} of {migration.get('source_count', '?')} points copied); "
@@ -1490,10 +1526,13 @@ def open_index_from_qdrant(
             problems.append(
                 f"'coarse' has {backend.coarse_dim} dims but the index metadata says {vec.get('coarse_dim')}"
             )
+        full_name = repr(backend.full_vector) if backend.full_vector else "the unnamed vector"
         if int(vec.get("full_dim", backend.full_dim)) != backend.full_dim:
-            problems.append(f"'full' has {backend.full_dim} dims but the index metadata says {vec.get('full_dim')}")
+            problems.append(
+                f"{full_name} has {backend.full_dim} dims but the index metadata says {vec.get('full_dim')}"
+            )
         if input_dim != backend.full_dim:
-            problems.append(f"'full' has {backend.full_dim} dims but the adaptor takes {input_dim}-dim embeddings")
+            problems.append(f"{full_name} has {backend.full_dim} dims but the adaptor takes {input_dim}-dim embeddings")
         if int(manifest.get("input_dim", input_dim)) != input_dim:
             problems.append(
                 f"the index metadata says input_dim {manifest.get('input_dim')}, the adaptor takes {input_dim}"
