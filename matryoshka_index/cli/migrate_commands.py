@@ -1,4 +1,8 @@
-"""``mindex migrate``: turn an existing Qdrant collection into the matryoshka layout (a thin shell over the API)."""
+"""``mindex migrate``: turn an existing Qdrant collection into the matryoshka layout (a thin shell over the API).
+
+Copy mode (default) writes a new collection; ``--in-place`` adds only the ``coarse`` vector to the
+collection itself (Qdrant >= 1.18); ``--rollback`` undoes an in-place migration.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,11 @@ from ._common import quiet_option, user_errors
 @click.option("--api-key", envvar="QDRANT_API_KEY", help="API key of the server (or set QDRANT_API_KEY).")
 @click.option("--timeout", type=int, help="Seconds to wait for each server request.")
 @click.option("--prefer-grpc", is_flag=True, help="Talk gRPC (port 6334) instead of REST.")
-@click.option("--collection", required=True, help="Source collection (or alias). It is never modified.")
+@click.option(
+    "--collection",
+    required=True,
+    help="Source collection (or alias). Copy mode never modifies it; --in-place only adds the 'coarse' vector.",
+)
 @click.option("--vector", help="Named vector to adapt (default: the unnamed one, or the only dense named one).")
 @click.option(
     "--coarse-dim", type=int, help="Length of the coarse prefix [default: 64; a resumed target keeps its own]."
@@ -30,6 +38,17 @@ from ._common import quiet_option, user_errors
 @click.option("--epochs", type=int, help="Training epochs of the adaptor (default: the adaptor's default).")
 @click.option("--target", help="Target collection [default: <collection>_matryoshka].")
 @click.option("--alias", help="Alias switched atomically to the target once verification passed.")
+@click.option(
+    "--in-place",
+    "in_place",
+    is_flag=True,
+    help="Add only the 'coarse' vector to --collection itself (Qdrant >= 1.18): no second copy of the data.",
+)
+@click.option(
+    "--rollback",
+    is_flag=True,
+    help="Undo an in-place migration: remove the 'coarse' vector and the index metadata it added.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted migration from its checkpoint.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (points, dims, size, time) and write nothing.")
 @click.option("--verify", type=click.Choice(["sample", "full"]), default="sample", show_default=True)
@@ -61,6 +80,8 @@ def migrate(
     epochs,
     target,
     alias,
+    in_place,
+    rollback,
     resume,
     dry_run,
     verify,
@@ -82,12 +103,29 @@ def migrate(
     Trains an adaptor on a sample (or loads --adaptor), creates --target, copies every point with
     its id, payload and other vectors (resumable with --resume), verifies counts, payloads and full
     vectors and reports recall@10, then switches --alias atomically. The source is never modified.
-    Exit code 1 when verification fails (the alias is then left alone).
+    With --in-place (Qdrant >= 1.18) the collection itself gains only the 'coarse' vector, its own
+    vector serves for the rerank, and verification checks that nothing else changed; --rollback
+    removes what an in-place migration added. Exit code 1 when verification fails (the alias is
+    then left alone).
     """
     if (qdrant_url is None) == (qdrant_path is None):
         raise click.UsageError("give exactly one of --qdrant-url or --qdrant-path")
+    if rollback:
+        clash = [
+            flag
+            for flag, value in (
+                ("--resume", resume),
+                ("--dry-run", dry_run),
+                ("--target", target),
+                ("--alias", alias),
+                ("--adaptor", adaptor),
+            )
+            if value
+        ]
+        if clash:
+            raise click.UsageError(f"--rollback takes no {clash[0]}")
     from ..backends.qdrant_backend import connect
-    from ..migrate import migrate_collection
+    from ..migrate import migrate_collection, rollback_in_place
 
     client, _ = connect(
         url=qdrant_url,
@@ -98,6 +136,10 @@ def migrate(
         must_exist=qdrant_path is not None,
     )
     try:
+        if rollback:
+            undone = rollback_in_place(client, collection)
+            click.echo(json.dumps(undone.to_dict(), indent=2) if as_json else undone.describe())
+            return
         report = migrate_collection(
             client,
             collection,
@@ -121,13 +163,19 @@ def migrate(
             on_disk=on_disk,
             coarse_quantization=None if coarse_quantization == "none" else coarse_quantization,
             quiet=quiet,
+            in_place=in_place,
         )
     except KeyboardInterrupt:
         # the checkpoint in the target's metadata is written on the way out; --resume also starts
         # afresh when the interrupt came before the target existed
-        click.echo(
-            "Interrupted; the source is untouched. Rerun with --resume to continue from the checkpoint.", err=True
-        )
+        if in_place:
+            message = (
+                "Interrupted; existing vectors and payloads are untouched. Rerun with --in-place --resume to "
+                "continue from the checkpoint, or with --rollback to remove what was added."
+            )
+        else:
+            message = "Interrupted; the source is untouched. Rerun with --resume to continue from the checkpoint."
+        click.echo(message, err=True)
         sys.exit(130)
     finally:
         client.close()
