@@ -98,7 +98,8 @@ def report_markdown(report: LabelledReport, advice: Sequence[Any] = (), *, title
             "## ANN view: recall@10 against exact full-dim search",
             "",
             f"Two-stage search with C candidates; exact full-dim search runs at {exact} queries/s on the same "
-            "queries. 'C for 0.99' is the smallest measured C with recall@10 >= 0.99.",
+            "queries (median of the measurements taken beside each sweep). 'C for 0.99' is the smallest measured "
+            "C with recall@10 >= 0.99.",
             "",
             *_ann_table(report),
             "",
