@@ -92,3 +92,20 @@ def test_train_missing_or_foreign_file(tmp_path):
     txt.write_text("1,2")
     result = CliRunner().invoke(main, ["train", str(txt), "-o", str(tmp_path / "a")])
     assert result.exit_code == 2 and "use .npy or .fvecs" in result.output
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    import os
+    import stat
+
+    from matryoshka_index.storage import atomic_directory, atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.txt", b"x")
+        with atomic_directory(tmp_path / "d") as d:
+            (d / "inner").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
