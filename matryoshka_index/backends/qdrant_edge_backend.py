@@ -253,7 +253,8 @@ def _allocated_bytes(root: Path) -> int:
     for p in root.rglob("*"):
         if p.is_file():
             st = p.stat()
-            total += getattr(st, "st_blocks", 0) * 512 or st.st_size
+            blocks = getattr(st, "st_blocks", None)  # absent on Windows: count the size there
+            total += st.st_size if blocks is None else blocks * 512
     return total
 
 
@@ -716,6 +717,8 @@ class QdrantEdgeBackend:
         }
 
     def info(self) -> dict[str, Any]:
+        """Facts for ``mindex info``; disk bytes are what the working shard occupies now (segments an
+        optimize replaced are deleted at the next flush or save)."""
         si = self._call(lambda s: s.info(), "reading shard info")
         n = int(si.points_count)
         rows = max(1, n)
