@@ -40,3 +40,13 @@ def brute_force(corpus: np.ndarray, queries: np.ndarray, k: int, ids: np.ndarray
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
     ids = np.arange(len(corpus)) if ids is None else np.asarray(ids)
     return np.take_along_axis(s, order, axis=1), ids[order]
+
+
+# The tests' tensors are small: one torch thread is as fast as two on an idle machine, and on a busy
+# one (CI boxes run other jobs) spinning OpenMP threads made the adaptor tests ~10x slower.
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover - torch is a dependency
+    pass
