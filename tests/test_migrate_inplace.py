@@ -395,3 +395,52 @@ def test_cli_in_place_then_rollback_in_path_mode(storage, adaptor, tmp_path):
     again = runner.invoke(main, [*base[:-2], "--rollback"])
     assert again.exit_code == 2 and "holds no in-place migration" in again.stderr
     assert _point_id(1) == 10  # ids as make_source writes them: ints and UUIDs both survived
+
+
+# -------------------------------------------------------------------------------------- real server
+
+
+@pytest.mark.docker
+def test_in_place_on_a_real_server(adaptor):
+    """The same on the pinned Qdrant server (testcontainers); skipped, with the reason, without Docker.
+
+    Written against the server API but never run where it was written (no Docker engine there).
+    """
+    from test_qdrant_server import API_KEY, _docker_or_skip, pinned_image
+
+    _docker_or_skip()
+    from testcontainers.community.qdrant import QdrantContainer
+
+    with QdrantContainer(image=pinned_image(), api_key=API_KEY) as container:
+        client = QdrantClient(
+            url=f"http://{container.rest_host_address}", api_key=API_KEY, check_compatibility=False, timeout=30
+        )
+        make_source(client, "docs", 3000, without_vector=3)
+        before = dump(client, "docs")
+        vectors_before = set(client.get_collection("docs").config.params.vectors)
+        report = migrate_collection(
+            client,
+            "docs",
+            vector="emb",
+            coarse_dim=COARSE,
+            adaptor=adaptor,
+            in_place=True,
+            coarse_quantization="int8",
+            verify="full",
+            recall_queries=20,
+            quiet=True,
+        )
+        assert report.ok, report.describe()
+        assert without_coarse(dump(client, "docs")) == before
+        coarse = client.get_collection("docs").config.params.vectors["coarse"]
+        assert isinstance(coarse.quantization_config, qm.ScalarQuantization)
+        index_mod = pytest.importorskip("matryoshka_index.index")
+        idx = index_mod.MatryoshkaIndex.from_qdrant("docs", client=client, device="cpu")
+        pid, _, vecs = next(p for p in before if "emb" in p[2])
+        _, ids = idx.search(np.asarray([vecs["emb"]], np.float32), k=3)
+        assert idx.backend.point_ids(ids[0])[0] == pid
+        undone = rollback_in_place(client, "docs")
+        assert undone.removed_vector == "coarse"
+        assert set(client.get_collection("docs").config.params.vectors) == vectors_before
+        assert dump(client, "docs") == before  # a server never rewrites stored vectors on search
+        client.close()
