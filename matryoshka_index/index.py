@@ -305,7 +305,8 @@ def _check_backend_options(func: Callable[..., Any], options: dict[str, Any], ba
         return
     unknown = sorted(set(options) - set(params))
     if unknown:
-        accepted = [n for n in params if n not in ("cls", "self", "coarse_dim", "full_dim", "metric")]
+        fixed = ("cls", "self", "coarse_dim", "full_dim", "metric", "directory", "section")
+        accepted = [n for n in params if n not in fixed]
         raise InputError(
             f"backend_options: unknown option(s) {', '.join(map(repr, unknown))} for backend {backend!r}; "
             f"accepted: {', '.join(accepted) or 'none'}"
@@ -454,7 +455,7 @@ class MatryoshkaIndex:
         sample_rows = np.sort(rng.choice(n, size=sample_size, replace=False)) if n > sample_size else None
         sample = np.asarray(vectors if sample_rows is None else vectors[sample_rows], dtype=np.float32)
         fitted = cls._resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet)
-        del sample  # the rows live on in nothing but the fitted adaptor
+        del sample  # not needed any more: free it before the corpus is streamed through
 
         be = backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options)
         self = cls._new(

@@ -648,3 +648,23 @@ def test_save_refuses_to_replace_a_folder_that_is_not_an_index(tmp_path, corpus)
     (tmp_path / "empty").mkdir()
     index.save(tmp_path / "empty")  # an empty folder is fine
     assert len(MatryoshkaIndex.load(tmp_path / "empty")) == 20
+
+
+def test_load_rejects_unknown_backend_options(saved):
+    with pytest.raises(
+        InputError, match=r"backend_options: unknown option\(s\) 'nprobes' for backend 'faiss'; accepted: mmap"
+    ):
+        MatryoshkaIndex.load(saved, nprobes=3)
+
+
+def test_exhaustive_ivf_probe_runs_as_a_flat_search_with_the_same_rows(corpus):
+    index = build(corpus, coarse_dim=8, index="ivf")
+    index.remove(np.arange(0, 400, 5))
+    be = index.backend
+    coarse_q, _ = index._prepare(make_corpus(30, seed=4))
+    nlist = be.search_knob()[1][-1]
+    via_flat = be._ivf_exhaustive_rows(coarse_q, 50)
+    _, via_ivf = be._coarse.search(coarse_q, 50, params=faiss.SearchParametersIVF(nprobe=nlist))
+    np.testing.assert_array_equal(via_flat, via_ivf)
+    be.set_search_knob(nlist)
+    np.testing.assert_array_equal(be._coarse_rows(coarse_q, 50), via_flat)

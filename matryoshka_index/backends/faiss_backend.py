@@ -556,12 +556,32 @@ class FaissBackend:
                     gpu.nprobe = int(self._params.get("nprobe") or 1)
                 _, rows = gpu.search(coarse_queries, n)
             return rows
+        if self.index_type == "ivf" and int(self._params.get("nprobe") or 1) >= int(self._params.get("nlist") or 1):
+            return self._ivf_exhaustive_rows(coarse_queries, n)
         params = self._search_params(n)
         if params is None:
             _, rows = self._coarse.search(coarse_queries, n)
         else:
             _, rows = self._coarse.search(coarse_queries, n, params=params)
         return rows
+
+    def _ivf_exhaustive_rows(self, coarse_queries: np.ndarray, n: int) -> np.ndarray:
+        """Probing every IVF list is an exact coarse search: run it as one BLAS flat search over the
+        lists' vectors instead (the same rows up to float rounding, ~10x faster at 1M vectors; the
+        calibration asks for it to find how many candidates an exact coarse stage needs)."""
+        invlists = faiss.extract_index_ivf(self._coarse).invlists
+        vecs, labels = [], []
+        for lst in range(invlists.nlist):
+            size = invlists.list_size(lst)
+            if size:
+                codes = faiss.rev_swig_ptr(invlists.get_codes(lst), size * invlists.code_size)
+                vecs.append(np.frombuffer(codes, dtype=np.float32).reshape(size, self.coarse_dim).copy())
+                labels.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
+        if not vecs:
+            return np.full((len(coarse_queries), n), -1, dtype=np.int64)
+        _, pos = faiss.knn(coarse_queries, np.concatenate(vecs), n, metric=faiss.METRIC_INNER_PRODUCT)
+        all_labels = np.concatenate(labels)
+        return np.where(pos >= 0, all_labels[np.maximum(pos, 0)], -1)
 
     def coarse_search(self, coarse_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         coarse_queries = np.ascontiguousarray(coarse_queries, dtype=np.float32)
