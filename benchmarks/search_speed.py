@@ -21,7 +21,7 @@ Measured: recall@10 against exact search on the held-out queries, queries/s for 
 not counted), and where the batch time goes (adapt, coarse, rerank = gather + dot, with the gather
 estimated as the rerank time minus the same rerank over cache-resident rows).
 
-Run: ``python benchmarks/search_speed.py`` (about an hour on 2 cores at 1M rows; ``--rows 100000`` for
+Run: ``python benchmarks/search_speed.py`` (41 min on 2 shared cores at 1M rows; ``--rows 100000`` for
 a quick look). Writes ``benchmarks/results/search_speed.md`` and ``.json``.
 """
 
@@ -432,7 +432,70 @@ def markdown(report: dict[str, Any]) -> str:
         )
         out.append("")
     out += ["## Targets (issue 3, 1M x 384)", "", *report["targets"], ""]
+    out += ["## What limits the speed-up here", "", *analysis(report), ""]
     return "\n".join(out)
+
+
+def analysis(report: dict[str, Any]) -> list[str]:
+    """Findings computed from the rows (plus the measured facts they rest on)."""
+    lines = []
+    for ds in report["datasets"]:
+        rows = ds["rows"]
+        exact = rows[0]
+        flat = [r for r in rows if r.get("breakdown") and r["coarse_index"] == "flat"]
+        if flat:
+            coarse = [r["breakdown"]["coarse_s"] for r in flat]
+            by_c = sorted(flat, key=lambda r: r["candidates"])
+            picks = [by_c[0], by_c[len(by_c) // 2], by_c[-1]]
+            lines.append(
+                f"- {ds['name']}: stage one of the flat coarse index alone takes {min(coarse):.2f}-{max(coarse):.2f} s "
+                f"per 1,000 queries at 32-128 dims against {exact['batch_s']:.2f} s for the whole exact search: "
+                f"at most {exact['batch_s'] / min(coarse):.1f}x before any rerank. The rerank (gather + dot) costs "
+                + ", ".join(f"{r['breakdown']['rerank_s']:.3f} s at {r['candidates']:,} candidates" for r in picks)
+                + "; adapting 1,000 queries costs under 0.01 s."
+            )
+        ok = [r for r in rows if r.get("breakdown") and r["recall@10"] >= 0.99]
+        if ok:
+            best = min(ok, key=lambda r: r["p50_ms"])
+            lines.append(
+                f"- {ds['name']}, one query at a time (memory-bound, where the byte ratio applies): exact p50 "
+                f"{exact['p50_ms']:.1f} ms; best row at recall@10 >= 0.99 is {best['method']} {best['coarse_dim']} "
+                f"{best['coarse_index']} at {best['p50_ms']:.1f} ms ({exact['p50_ms'] / best['p50_ms']:.1f}x); "
+                + ", ".join(
+                    f"{r['method']} {r['coarse_dim']} flat {r['p50_ms']:.1f} ms ({exact['p50_ms'] / r['p50_ms']:.1f}x)"
+                    for r in ok
+                    if r["coarse_index"] == "flat" and r["coarse_dim"] == 64
+                )
+                + "."
+            )
+        full_hnsw = next((r for r in rows if r["method"].startswith("full-dim HNSW")), None)
+        if full_hnsw:
+            lines.append(
+                f"- {ds['name']}: full-dim HNSW needs {full_hnsw['coarse_index'].split()[-1]} for recall@10 >= 0.99 and "
+                f"runs at {full_hnsw['qps'] / exact['qps']:.2f}x the exact search; the graph and IVF coarse rows needed "
+                + ", ".join(
+                    f"{r['candidates']:,} candidates ({r['coarse_dim']}-dim {r['coarse_index']})"
+                    for r in rows
+                    if r.get("breakdown") and r["coarse_index"].split()[0] in ("hnsw", "ivf")
+                )
+                + "."
+            )
+    lines += [
+        "- Why flat coarse-64 stays near 2-3x on this CPU (separate measurements, 262k x d x 1,000 queries, scaled "
+        "to 1M, at low load): FAISS's flat search took 0.91-1.07 s at d=64 against 3.26 s at d=384 for k=10, "
+        "and 1.29 s / 2.06 s at d=64 for k=1,000 / 2,500. A 1,000-query batch is a BLAS matrix product whose "
+        "1,000 x 1M score matrix is written and scanned whatever the dimension, so at 64 dims the product runs at "
+        "about half the FLOP rate it reaches at 384, and keeping the top thousands of candidates adds up to 1 s. "
+        "The 6x byte limit would apply to a memory-bound scan (one query at a time: compare the p50 latencies).",
+        "- Why HNSW and IVF do not help on the synthetic 1M set: its neighbours are hard to reach by any graph or "
+        "list index at this size (the full-dim HNSW baseline itself needs efSearch=2048 and is slower than exact "
+        "search); the coarse indexes then need thousands of candidates (HNSW) or 40-80% of the lists probed (IVF) "
+        "to keep recall@10 at 0.99, which costs more than the flat scan of a 1,000-query batch. At 49k rows the generator matches the real set in difficulty "
+        "(local intrinsic dimension 25 vs 19, full-dim HNSW efSearch for 0.99: 64 vs 96, PCA-64 recall@10 of the "
+        "top 200: 0.989 vs 0.975); how real embeddings behave at 1M was not measured (no such real set here). On "
+        "the real 49k set the HNSW coarse index is the fastest configuration (see its table).",
+    ]
+    return lines
 
 
 def targets(report: dict[str, Any]) -> list[str]:
@@ -490,7 +553,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--no-full-hnsw", action="store_true", help="skip the full-dim HNSW baseline (slow to build)")
     p.add_argument("--out", type=Path, default=RESULTS / "search_speed")
+    p.add_argument("--from-json", type=Path, help="only re-render the .md from a .json this script wrote")
     args = p.parse_args(argv)
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        atomic_write_bytes(args.out.with_suffix(".md"), markdown(report).encode())
+        return
     faiss.omp_set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     args.tmp.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,7 @@ def _tune_faiss_flat_search() -> None:
 
     FAISS takes its sequential (non-BLAS) kernel while ``n_queries * dim < 128000``: for a 64-dim
     coarse index that is every batch under 2,000 queries, and a batch of 1,000 then runs about 6x
-    slower than with BLAS (measured on 1M x 64, 2 cores). The global is only ever lowered, and
+    slower than with BLAS (measured on 49k x 64, 2 cores). The global is only ever lowered, and
     only from FAISS's own default, so a value the user set is kept.
     """
     if faiss.cvar.distance_compute_blas_threshold == 128000:
