@@ -58,11 +58,11 @@ import numpy as np
 from ._version import __version__
 from .adaptor import MatryoshkaAdaptor
 from .adaptor.model import pca_rotation
-from .backends import get_backend_class
+from .backends import BACKENDS, get_backend_class
 from .errors import FormatError, InputError
 from .evaluation import exact_topk, recall_at_k
 from .progress import progress
-from .storage import atomic_directory, atomic_write_bytes, read_versioned_json, sha256_file
+from .storage import allocated_bytes, atomic_directory, atomic_write_bytes, read_versioned_json, sha256_file
 from .validation import (
     check_embeddings,
     check_fraction,
@@ -362,7 +362,7 @@ class MatryoshkaIndex:
         ids: np.ndarray | Sequence[int] | None = None,
         adaptor: str | MatryoshkaAdaptor | PCARotation | os.PathLike[str] | None = None,
         backend: str = "faiss",
-        index: str = "flat",
+        index: str | None = None,
         target_recall: float = 0.99,
         metric: str = "cosine",
         rerank: str = "original",
@@ -396,7 +396,9 @@ class MatryoshkaIndex:
             (FAISS: ``hnsw_m``, ``ef_construction``, ``ef_search``, ``nlist``, ``nprobe``,
             ``device``, ``spill_dir``).
         index:
-            Coarse index type: ``"flat"`` (exact, default), ``"hnsw"`` or ``"ivf"``.
+            Coarse index type: ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"``. ``None`` (default): the
+            backend's own default, ``"flat"`` for FAISS and ``"hnsw"`` for the Qdrant backends
+            (whose servers are built for graph search).
         target_recall:
             The default candidate count is calibrated so recall@10 against exact full-dim search
             reaches this (see :meth:`calibrate`).
@@ -424,7 +426,7 @@ class MatryoshkaIndex:
             raise InputError(f"metric: unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
         if rerank not in RERANKS:
             raise InputError(f"rerank: unknown rerank {rerank!r}; choose one of {', '.join(RERANKS)}")
-        if not isinstance(index, str):
+        if index is not None and not isinstance(index, str):
             raise InputError(f"index: expected one of {', '.join(INDEX_TYPES)}, got {index!r}")
         vectors = check_embeddings(vectors, "vectors", allow_zero_rows=metric == "ip")
         n, dim = vectors.shape
@@ -446,8 +448,9 @@ class MatryoshkaIndex:
             raise InputError(f"backend: expected a backend name such as 'faiss', got {backend!r}")
         options = dict(backend_options or {})
         if _accepts(backend_cls.create, "index"):
-            options.setdefault("index", index)
-        elif index != "flat":
+            if index is not None:
+                options.setdefault("index", index)
+        elif index not in (None, "flat"):
             raise InputError(f"index: the {backend} backend chooses its own coarse index; leave index='flat'")
         _check_backend_options(backend_cls.create, options, backend)
 
@@ -1077,10 +1080,9 @@ class MatryoshkaIndex:
         section = manifest.get("backend")
         if not isinstance(section, dict) or not isinstance(section.get("kind"), str):
             raise FormatError(f"{path / MANIFEST_FILE}: has no valid 'backend' section")
-        try:
-            backend_cls = get_backend_class(section["kind"])
-        except InputError:
-            raise FormatError(f"{path / MANIFEST_FILE}: names an unknown backend {section['kind']!r}") from None
+        if section["kind"] not in BACKENDS:
+            raise FormatError(f"{path / MANIFEST_FILE}: names an unknown backend {section['kind']!r}")
+        backend_cls = get_backend_class(section["kind"])  # a missing optional extra says what to install
         _check_backend_options(backend_cls.open, backend_options, section["kind"])
         backend = backend_cls.open(path, section, **backend_options)
         self = cls._from_parts(adaptor, backend, manifest)
@@ -1101,7 +1103,7 @@ class MatryoshkaIndex:
             "exact_search_ram_bytes_per_vector": self.full_dim * 4,
         }
         if self._path is not None and not self._modified_since_load and count:
-            disk = sum(p.stat().st_size for p in self._path.rglob("*") if p.is_file())
+            disk = allocated_bytes(self._path)  # sparse files (qdrant-edge) count what they really use
             memory["disk_bytes_per_vector"] = round(disk / count, 1)
             memory["disk_bytes"] = disk
         adaptor: dict[str, Any] = {"kind": adaptor_kind(self._adaptor)}

@@ -102,6 +102,22 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = True) ->
         raise
 
 
+def allocated_bytes(root: str | os.PathLike[str]) -> int:
+    """Bytes the files under ``root`` really occupy on disk (allocated blocks, not apparent sizes).
+
+    Some stores (qdrant-edge's mmap segments) preallocate large sparse files whose sizes overstate
+    what they use by 100x; ``st_blocks`` counts what is allocated. Where the platform has no
+    ``st_blocks`` (Windows) the apparent size is counted.
+    """
+    total = 0
+    for p in Path(root).rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            st = p.stat()
+            blocks = getattr(st, "st_blocks", None)
+            total += st.st_size if blocks is None else min(st.st_size, blocks * 512)
+    return total
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -86,6 +86,18 @@ def test_missing_package_is_one_line_input_error(monkeypatch):
         MatryoshkaIndex.build(np.ones((4, 8), np.float32), coarse_dim=2, backend="qdrant-edge", quiet=True)
 
 
+def test_loading_an_edge_index_without_the_package_says_what_to_install(qe, tmp_path, monkeypatch):
+    from matryoshka_index import MatryoshkaIndex
+
+    x = _unit(np.random.default_rng(1).standard_normal((60, 8)))
+    MatryoshkaIndex.build(x, coarse_dim=4, backend="qdrant-edge", quiet=True).save(tmp_path / "ix")
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)
+    monkeypatch.delitem(sys.modules, "matryoshka_index.backends.qdrant_edge_backend", raising=False)
+    with pytest.raises(InputError, match=r'pip install "matryoshka-index\[edge\]"') as err:
+        MatryoshkaIndex.load(tmp_path / "ix")
+    assert "unknown backend" not in str(err.value)
+
+
 # ------------------------------------------------------------------------------------------ search
 
 
@@ -120,7 +132,7 @@ def test_matryoshka_index_same_top_k_as_faiss(qe, tmp_path):
     basis = rng.standard_normal((8, 32)).astype(np.float32)
     x = (rng.standard_normal((1500, 8)) @ basis + 0.3 * rng.standard_normal((1500, 32))).astype(np.float32)
     adaptor = MatryoshkaAdaptor(matryoshka_dims=[8], epochs=1, batch_size=128, device="cpu", quiet=True).fit(x)
-    kw = dict(coarse_dim=8, adaptor=adaptor, candidates=60, calibration_queries=50, quiet=True)
+    kw = dict(coarse_dim=8, adaptor=adaptor, index="flat", candidates=60, calibration_queries=50, quiet=True)
     on_faiss = MatryoshkaIndex.build(x, backend="faiss", backend_options={"device": "cpu"}, **kw)
     on_edge = MatryoshkaIndex.build(x, backend="qdrant-edge", **kw)
     queries = x[:25] + 0.05 * rng.standard_normal((25, 32)).astype(np.float32)

@@ -58,6 +58,7 @@ import numpy as np
 
 from ..errors import BackendError, FormatError, InputError, MatryoshkaError
 from ..progress import progress
+from ..storage import allocated_bytes
 from .base import empty_results
 
 try:
@@ -245,17 +246,6 @@ def _copy_sparse(src: str, dst: str) -> None:
 
 def _copy_shard(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK_FILE), copy_function=_copy_sparse)
-
-
-def _allocated_bytes(root: Path) -> int:
-    """Bytes a directory really occupies (its files are sparse: their sizes overstate it)."""
-    total = 0
-    for p in root.rglob("*"):
-        if p.is_file():
-            st = p.stat()
-            blocks = getattr(st, "st_blocks", None)  # absent on Windows: count the size there
-            total += st.st_size if blocks is None else blocks * 512
-    return total
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -726,7 +716,7 @@ class QdrantEdgeBackend:
         graph = 0 if self.index == "flat" else 2 * int(self._params["hnsw_m"]) * 4  # level-0 links
         full_bytes = self.full_dim * 4
         ram = self.coarse_dim * 4 + quant + graph + 8 + (0 if self.on_disk else full_bytes)
-        disk = _allocated_bytes(self.path)
+        disk = allocated_bytes(self.path)
         return {
             "backend": self.kind,
             "qdrant_edge_version": edge_version(),

@@ -35,13 +35,25 @@ def _read_ids(path: str, n: int) -> np.ndarray:
 @click.option("--train", is_flag=True, help="Train an adaptor on a sample of the corpus (library defaults).")
 @click.option("--pca", is_flag=True, help="Use a PCA rotation instead of an adaptor (a training-free baseline).")
 @click.option(
+    "--backend",
+    type=click.Choice(["faiss", "qdrant", "qdrant-edge"]),
+    default="faiss",
+    show_default=True,
+    help="Where the vectors live: FAISS files, a Qdrant collection (local mode, or a server with --url), "
+    "or an embedded qdrant-edge shard (needs the edge extra).",
+)
+@click.option(
     "--index",
     "index_type",
     type=click.Choice(["flat", "hnsw", "ivf"]),
-    default="flat",
-    show_default=True,
-    help="Coarse index: exact flat, HNSW graph or IVF lists.",
+    default=None,
+    help="Coarse index: exact flat, HNSW graph or IVF lists (FAISS only). [default: flat for faiss, hnsw for qdrant]",
 )
+@click.option(
+    "--url", help="Qdrant server URL (with --backend qdrant); default: local mode inside the index directory."
+)
+@click.option("--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key (or set QDRANT_API_KEY).")
+@click.option("--collection", help="Qdrant collection to create (with --backend qdrant).")
 @click.option(
     "--target-recall",
     type=float,
@@ -70,7 +82,11 @@ def build_command(
     adaptor_dir,
     train,
     pca,
+    backend,
     index_type,
+    url,
+    api_key,
+    collection,
     target_recall,
     metric,
     rerank,
@@ -88,6 +104,18 @@ def build_command(
 
     if sum(bool(v) for v in (adaptor_dir, train, pca)) > 1:
         raise InputError("--adaptor, --train and --pca: choose at most one")
+    backend_options: dict[str, object] = {}
+    for flag, value, key in (
+        ("--url", url, "url"),
+        ("--api-key", api_key, "api_key"),
+        ("--collection", collection, "collection"),
+    ):
+        if value is not None:
+            if backend != "qdrant":
+                if flag == "--api-key" and api_key and not url:
+                    continue  # QDRANT_API_KEY set in the environment, no server asked for
+                raise InputError(f"{flag}: only with --backend qdrant (got --backend {backend})")
+            backend_options[key] = value
     out = check_output_path(output)  # fail before a long build, not after it
     x = read_vectors(corpus, "corpus", min_rows=1)
     ids = _read_ids(ids_path, len(x)) if ids_path else None
@@ -104,6 +132,8 @@ def build_command(
         coarse_dim=coarse_dim,
         ids=ids,
         adaptor=adaptor,
+        backend=backend,
+        backend_options=backend_options or None,
         index=index_type,
         target_recall=target_recall,
         metric=metric,
@@ -120,7 +150,8 @@ def build_command(
                 "count": info["count"],
                 "input_dim": info["input_dim"],
                 "coarse_dim": info["coarse_dim"],
-                "coarse_index": index_type,
+                "backend": backend,
+                "coarse_index": info["backend"].get("coarse_index") or info["backend"].get("index"),
                 "adaptor": info["adaptor"]["kind"],
                 "candidates": info["candidates"]["default"],
                 "calibrated_recall@10": info["candidates"]["calibrated_recall"],
