@@ -36,6 +36,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import gc
+import hashlib
 import json
 import platform
 import sys
@@ -277,8 +278,19 @@ def fit_adaptors(ds: Dataset, args) -> dict[str, Any]:
     params: dict[str, Any] = {"quiet": True, "max_samples": len(sample)}
     if args.adaptor_epochs:
         params["epochs"] = args.adaptor_epochs
-    adaptor = MatryoshkaAdaptor(**params).fit(sample)
-    out["adaptor"] = (adaptor, time.perf_counter() - t0)
+    # --reuse-adaptor: a rerun of the same dataset and sample loads the adaptor fitted before and
+    # reports that fit's time (saved beside it), so search rows can be re-measured in minutes.
+    tag = f"{len(ds.corpus)}x{ds.corpus.shape[1]}-s{len(sample)}-e{args.adaptor_epochs or 'default'}"
+    cache = args.tmp / f"adaptor-{hashlib.sha1(ds.source.encode()).hexdigest()[:10]}-{tag}"
+    if args.reuse_adaptor and (cache / "fit_seconds.json").is_file():
+        adaptor = MatryoshkaAdaptor.load(cache)
+        out["adaptor"] = (adaptor, json.loads((cache / "fit_seconds.json").read_text())["seconds"])
+        print(f"  reused the adaptor fitted earlier in {cache}", flush=True)
+    else:
+        adaptor = MatryoshkaAdaptor(**params).fit(sample)
+        out["adaptor"] = (adaptor, time.perf_counter() - t0)
+        adaptor.save(cache)
+        (cache / "fit_seconds.json").write_text(json.dumps({"seconds": out["adaptor"][1]}))
     print(f"  fitted PCA in {out['pca'][1]:.1f} s, adaptor in {out['adaptor'][1]:.1f} s", flush=True)
     return out
 
@@ -576,6 +588,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-queries", type=int, default=200)
     p.add_argument("--sample-size", type=int, default=100_000, help="rows PCA and the adaptor are fitted on")
     p.add_argument("--adaptor-epochs", type=int, default=None, help="override the adaptor's default epochs")
+    p.add_argument(
+        "--reuse-adaptor", action="store_true", help="load the adaptor an earlier run fitted on the same data (see --tmp)"
+    )
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--no-full-hnsw", action="store_true", help="skip the full-dim HNSW baseline (slow to build)")

@@ -68,7 +68,7 @@ def test_rerank_adapted_uses_adapted_full_vectors(corpus, queries):
     assert index.calibration["truth"].startswith("exact inner-product search over the original vectors")
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "pq"])
 def test_hnsw_and_ivf_find_the_exact_neighbours_with_enough_candidates(corpus, queries, kind):
     index = build(corpus, coarse_dim=8, index=kind)
     _, found = index.search(queries, k=10, candidates=len(corpus))
@@ -84,6 +84,23 @@ def test_ivf_chooses_nlist_from_the_corpus_size_and_calibrates_nprobe(corpus):
     cal = index.calibration
     assert cal["knob"] == {"nprobe": params["nprobe"]}
     assert cal["reached"] and cal["recall"] >= 0.99
+
+
+def test_pq_scans_every_vector_from_half_a_byte_per_dimension(corpus, queries):
+    flat = build(corpus, coarse_dim=8, adaptor="pca")
+    pq = build(corpus, coarse_dim=8, adaptor="pca", index="pq")
+    info = pq.info()["backend"]
+    assert info["coarse_index"] == "pq" and info["params"]["pq_m"] == 8
+    # 4 bits a coarse dimension: the coarse index is 8x smaller than flat's float32 (ids aside)
+    assert info["ram_bytes_per_vector"] < flat.info()["backend"]["ram_bytes_per_vector"]
+    # approximate coarse scores: the calibration needs at least as many candidates as exact flat
+    assert pq.candidates >= flat.candidates and pq.calibration["reached"]
+    # the coarse ranking is close to flat's: most of the exact coarse top-20 are in PQ's top-40
+    _, exact_coarse = flat.backend.coarse_search(flat._prepare(queries)[0], 20)
+    _, pq_coarse = pq.backend.coarse_search(pq._prepare(queries)[0], 40)
+    assert recall_at_k(pq_coarse, exact_coarse) >= 0.9
+    with pytest.raises(InputError, match="pq_m: must divide coarse_dim 8, got 3"):
+        build(corpus, coarse_dim=8, index="pq", backend_options={"pq_m": 3})
 
 
 def test_k_larger_than_the_index_pads_with_minus_one(corpus):
@@ -119,10 +136,11 @@ def test_calibrated_candidates_reach_the_target_and_are_minimal_on_the_ladder(co
     cal = index.calibration
     assert cal["reached"] and cal["recall"] >= 0.95
     assert index.candidates == cal["candidates"]
-    measured = {c: r for c, _, r in cal["steps"]}
+    assert cal["recall"] >= cal["recall_lower_bound"] >= 0.95  # the bound, not just the mean, reaches it
+    measured = {c: lower for c, _, _, lower in cal["steps"]}
     ladder = _candidate_ladder(10, len(corpus))
     below = [c for c in ladder if c < index.candidates]
-    if below:  # the next smaller ladder value was measured and missed the target
+    if below:  # the next smaller ladder value was measured and its lower bound missed the target
         assert measured[below[-1]] < 0.95
     assert cal["query_source"].startswith("random corpus rows held out of the index")
     assert cal["queries"] == 40  # a tenth of the corpus, at most 1,000
@@ -197,7 +215,7 @@ def test_add_without_ids_continues_after_the_largest_id(corpus):
     np.testing.assert_array_equal(index.add(corpus[10:13]), [110, 111, 112])
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "pq"])
 def test_removed_ids_are_never_returned(tmp_path, corpus, kind):
     index = build(corpus, coarse_dim=8, index=kind)
     gone = np.arange(0, 400, 3)
@@ -240,7 +258,7 @@ def _save_load(index, path, **kw):
 
 
 @pytest.mark.parametrize(
-    ("kind", "adaptor"), [("flat", None), ("hnsw", "pca"), ("ivf", "pca"), ("flat", "small")], ids=str
+    ("kind", "adaptor"), [("flat", None), ("hnsw", "pca"), ("ivf", "pca"), ("pq", "pca"), ("flat", "small")], ids=str
 )
 def test_save_load_round_trip_gives_identical_results(tmp_path, corpus, queries, kind, adaptor):
     ad = small_adaptor() if adaptor == "small" else adaptor

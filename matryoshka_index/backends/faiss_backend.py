@@ -7,7 +7,11 @@ insertion order and never reused. The coarse FAISS index labels each vector with
 coarse hit indexes the full store directly; ``ids[row]`` is the external int64 id.
 
 * **Coarse index** (``coarse.faiss``, always in RAM): ``flat`` (exact, ``IndexIDMap`` over
-  ``IndexFlatIP``), ``hnsw`` (``IndexHNSWFlat``) or ``ivf`` (``IndexIVFFlat``, trained on a sample).
+  ``IndexFlatIP``), ``hnsw`` (``IndexHNSWFlat``), ``ivf`` (``IndexIVFFlat``, trained on a sample) or
+  ``pq`` (an exhaustive scan of 4-bit product-quantized codes, ``IndexIDMap`` over
+  ``IndexPQFastScan``, trained on a sample: every vector is still scored, as with ``flat``, but from
+  ``coarse_dim / 2`` bytes with SIMD lookup tables instead of ``4 * coarse_dim`` bytes with BLAS;
+  approximate, so it needs more candidates, which the calibration finds).
 * **Full vectors** (``full.npy``): float32 rows, memory-mapped read-only after :meth:`FaissBackend.open`,
   so only the coarse index must fit in RAM. Rows added since (and every row of an index being built)
   go to an append-only spill file in a temporary directory, also memory-mapped: a build never holds
@@ -24,8 +28,8 @@ queries; measured 0.19 s for 1,000 queries x 2,000 candidates x 384 dims on 2 co
 about 2 s for a NumPy gather from the memory map plus a batched matmul).
 
 GPU: with ``device="auto"`` (default), when ``faiss.get_num_gpus() > 0`` and the installed FAISS has
-GPU support, flat and IVF coarse indexes are mirrored on GPU 0 for stage one (HNSW has no FAISS GPU
-implementation and stays on the CPU). Any failure to use the GPU falls back to the CPU silently;
+GPU support, flat and IVF coarse indexes are mirrored on GPU 0 for stage one (HNSW and PQ fast-scan have no FAISS GPU
+implementation and stay on the CPU). Any failure to use the GPU falls back to the CPU silently;
 :meth:`FaissBackend.info` says which device ran. The rerank stays on the CPU: it is bounded by
 gathering rows from the memory-mapped file, which a GPU would not speed up (and backends never
 import torch).
@@ -56,7 +60,7 @@ import numpy as np
 from ..errors import BackendError, FormatError, InputError
 from .base import EMPTY_ID, empty_results
 
-INDEX_TYPES = ("flat", "hnsw", "ivf")
+INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 METRICS = ("cosine", "ip")
 DEVICES = ("auto", "cpu", "gpu")
 COARSE_FILE = "coarse.faiss"
@@ -80,6 +84,16 @@ def _tune_faiss_flat_search() -> None:
     """
     if faiss.cvar.distance_compute_blas_threshold == 128000:
         faiss.cvar.distance_compute_blas_threshold = _BLAS_THRESHOLD
+
+
+def _default_pq_m(coarse_dim: int) -> int:
+    """One 4-bit sub-quantizer per dimension (``coarse_dim / 2`` bytes a vector, 8x less than float32).
+
+    Two dimensions per sub-quantizer halve the bytes again, but on a 32-dim PCA prefix they needed
+    about 5x the candidates for the same recall (761 against 160; flat needed 17), which the rerank
+    pays for.
+    """
+    return coarse_dim
 
 
 def default_nlist(n: int) -> int:
@@ -240,6 +254,7 @@ class FaissBackend:
         ef_search: int = 32,
         nlist: int | None = None,
         nprobe: int | None = None,
+        pq_m: int | None = None,
         device: str = "auto",
         spill_dir: str | None = None,
     ) -> FaissBackend:
@@ -248,7 +263,8 @@ class FaissBackend:
         ``index``: ``"flat"`` (exact coarse search), ``"hnsw"`` (graph; ``hnsw_m`` links per node,
         ``ef_construction``; searches use ``efSearch = max(ef_search, candidates)``) or ``"ivf"``
         (``nlist`` lists, default about 4 sqrt(n) chosen at :meth:`train`; ``nprobe`` lists probed,
-        default calibrated by the index). ``device``: ``"auto"`` (GPU when FAISS has one, else CPU),
+        default calibrated by the index) or ``"pq"`` (exhaustive 4-bit PQ fast-scan with ``pq_m``
+        sub-quantizers, default ``coarse_dim``; trained at :meth:`train`). ``device``: ``"auto"`` (GPU when FAISS has one, else CPU),
         ``"cpu"`` or ``"gpu"`` (still falls back to the CPU when no GPU works). ``spill_dir``: where
         the temporary full-vector file of a build goes (default: the system temp directory).
         """
@@ -264,7 +280,7 @@ class FaissBackend:
         for name, value in (("ef_construction", ef_construction), ("ef_search", ef_search)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InputError(f"{name}: must be a positive integer, got {value!r}")
-        for name, value in (("nlist", nlist), ("nprobe", nprobe)):
+        for name, value in (("nlist", nlist), ("nprobe", nprobe), ("pq_m", pq_m)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise InputError(f"{name}: must be a positive integer or None, got {value!r}")
         params: dict[str, Any] = {}
@@ -276,6 +292,12 @@ class FaissBackend:
             coarse = faiss.IndexHNSWFlat(int(coarse_dim), int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
             coarse.hnsw.efConstruction = int(ef_construction)
             params.update(hnsw_m=int(hnsw_m), ef_construction=int(ef_construction), ef_search=int(ef_search))
+        elif index == "pq":
+            m = int(pq_m) if pq_m is not None else _default_pq_m(int(coarse_dim))
+            if coarse_dim % m:
+                raise InputError(f"pq_m: must divide coarse_dim {coarse_dim}, got {m}")
+            coarse = None  # trained by train() on the build sample
+            params.update(pq_m=m)
         else:
             coarse = None  # built by train() once the list count can be chosen from the corpus size
             params.update(nlist=None if nlist is None else int(nlist), nprobe=None if nprobe is None else int(nprobe))
@@ -395,11 +417,22 @@ class FaissBackend:
     def train(self, coarse_sample: np.ndarray, n_total: int) -> None:
         """Prepare for ``n_total`` vectors: IVF chooses its list count and trains its quantizer on the sample.
 
-        A no-op for flat and HNSW. Called by the index before the first :meth:`add` of a build.
+        PQ trains its codebooks on the sample. A no-op for flat and HNSW. Called by the index before
+        the first :meth:`add` of a build.
         """
-        if self.index_type != "ivf" or self._coarse is not None:
+        if self.index_type not in ("ivf", "pq") or self._coarse is not None:
             return
         sample = np.ascontiguousarray(coarse_sample, dtype=np.float32)
+        if self.index_type == "pq":
+            pq = faiss.IndexPQFastScan(self.coarse_dim, int(self._params["pq_m"]), 4, faiss.METRIC_INNER_PRODUCT)
+            # 16 centroids per sub-quantizer: 64k rows train them as well as the whole corpus would
+            rows = np.random.default_rng(1234).permutation(len(sample))[:65536]
+            pq.train(sample[np.sort(rows)])
+            wrapped = faiss.IndexIDMap(pq)
+            wrapped.own_fields = True
+            pq.this.disown()  # the id map owns (and frees) the PQ index
+            self._coarse = wrapped
+            return
         nlist = self._params.get("nlist") or default_nlist(n_total)
         # k-means wants at least 39 training points per list (FAISS warns below that): a 100k-row
         # sample caps nlist at 2,564 (4 sqrt(n) passes that at n = 410k; pass a larger sample_size
@@ -524,7 +557,7 @@ class FaissBackend:
 
     def _gpu(self) -> Any:
         """The GPU mirror of the coarse index, or None (CPU). Never raises: any failure means CPU."""
-        if self._requested_device == "cpu" or self.index_type == "hnsw" or self._gpu_failed:
+        if self._requested_device == "cpu" or self.index_type in ("hnsw", "pq") or self._gpu_failed:
             return None
         if self._gpu_index is not None:
             return self._gpu_index
@@ -763,6 +796,10 @@ class FaissBackend:
         if self.index_type == "hnsw":
             h = idx.hnsw
             return n * self.coarse_dim * 4 + h.neighbors.size() * 4 + h.levels.size() * 4 + h.offsets.size() * 8
+        if self.index_type == "pq":
+            m = int(self._params["pq_m"])
+            blocks = -(-n // 32)  # fast-scan packs codes in blocks of 32 vectors
+            return blocks * 32 * m // 2 + n * 8 + m * 16 * (self.coarse_dim // m) * 4
         nlist = int(self._params.get("nlist") or 0)
         return n * (self.coarse_dim * 4 + 8) + nlist * self.coarse_dim * 4
 

@@ -45,9 +45,10 @@ def _read_ids(path: str, n: int) -> np.ndarray:
 @click.option(
     "--index",
     "index_type",
-    type=click.Choice(["flat", "hnsw", "ivf"]),
+    type=click.Choice(["flat", "hnsw", "ivf", "pq"]),
     default=None,
-    help="Coarse index: exact flat, HNSW graph or IVF lists (FAISS only). [default: flat for faiss, hnsw for qdrant]",
+    help="Coarse index: exact flat, HNSW graph, IVF lists or pq (exhaustive 4-bit product-quantized scan, "
+    "FAISS only). [default: flat for faiss, hnsw for qdrant]",
 )
 @click.option(
     "--url", help="Qdrant server URL (with --backend qdrant); default: local mode inside the index directory."
