@@ -212,8 +212,15 @@ def test_build_backend_flag_gives_the_same_results_as_faiss(files, tmp_path, bac
     result = run("build", str(d / "corpus.npy"), "--coarse-dim", "8", "-o", str(out), "--backend", backend, "-q")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    # Qdrant builds default to an HNSW coarse index (FAISS to flat)
-    assert (summary["backend"], summary["coarse_index"]) == (backend, "hnsw")
+    # Qdrant builds default to an HNSW coarse index (FAISS to flat); "qdrant" without --url is the
+    # embedded engine (qdrant-edge) when the edge extra is installed, else qdrant-client's local mode
+    try:
+        import qdrant_edge  # noqa: F401
+
+        used = "qdrant-edge"
+    except ImportError:
+        used = backend
+    assert (summary["backend"], summary["coarse_index"]) == (used, "hnsw")
     x, q = np.load(d / "corpus.npy"), np.load(d / "queries.npy")
     result = run("search", str(out), str(d / "queries.npy"), "-k", "5", "--candidates", "300")
     assert result.exit_code == 0, result.output
@@ -221,7 +228,7 @@ def test_build_backend_flag_gives_the_same_results_as_faiss(files, tmp_path, bac
     _, want = brute_force(x, q, 5)
     np.testing.assert_array_equal(np.array(got), want)
     info = json.loads(run("info", str(out)).stdout)
-    assert info["backend"]["backend"] == backend
+    assert info["backend"]["backend"] == used
     # disk use counts allocated blocks: qdrant-edge's preallocated sparse segment files must not
     # inflate it (they once made a 300-row index look like 50 KB per vector)
     assert 0 < info["memory"]["disk_bytes_per_vector"] < 20_000

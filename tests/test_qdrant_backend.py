@@ -424,10 +424,41 @@ def test_matryoshka_index_build_on_qdrant_and_from_qdrant(tiny_adaptor, tmp_path
     reopened = MatryoshkaIndex.from_qdrant("built", client=client, device="cpu")
     assert len(reopened) == 400 and reopened.candidates == idx.candidates
     np.testing.assert_array_equal(idx.search(x[:3], k=5)[1], reopened.search(x[:3], k=5)[1])
-    # the default embedded mode saves a snapshot into the index directory and loads it back
+    # local mode in memory saves a snapshot into the index directory and loads it back
     idx2 = MatryoshkaIndex.build(
-        x, coarse_dim=4, adaptor=tiny_adaptor, backend="qdrant", candidates=50, calibration_queries=20, quiet=True
+        x,
+        coarse_dim=4,
+        adaptor=tiny_adaptor,
+        backend="qdrant",
+        backend_options={"location": ":memory:"},
+        candidates=50,
+        calibration_queries=20,
+        quiet=True,
     )
     idx2.save(tmp_path / "ix")
     loaded = MatryoshkaIndex.load(tmp_path / "ix")
     assert len(loaded) == 400
+
+
+def test_embedded_qdrant_is_qdrant_edge_when_installed_else_local_mode_with_a_warning(monkeypatch):
+    import sys
+
+    from matryoshka_index.index import embedded_qdrant_backend
+
+    # a server, a client or a local-mode location: qdrant-client, whatever is installed
+    for opts in ({"url": "http://h:6333"}, {"location": ":memory:"}, {"path": "/tmp/x"}, {"client": object()}):
+        assert embedded_qdrant_backend(opts) == "qdrant"
+    try:
+        import qdrant_edge  # noqa: F401
+
+        assert embedded_qdrant_backend({}) == "qdrant-edge"
+        assert embedded_qdrant_backend({"hnsw_m": 8, "on_disk": True}) == "qdrant-edge"
+        # an option only qdrant-client has keeps local mode
+        with pytest.warns(UserWarning, match="local mode"):
+            assert embedded_qdrant_backend({"shard_number": 2}) == "qdrant"
+    except ImportError:
+        pass
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # the extra is not installed
+    monkeypatch.delitem(sys.modules, "matryoshka_index.backends.qdrant_edge_backend", raising=False)
+    with pytest.warns(UserWarning, match=r'pip install "matryoshka-index\[edge\]"'):
+        assert embedded_qdrant_backend({}) == "qdrant"

@@ -151,7 +151,7 @@ def build_command(
                 "count": info["count"],
                 "input_dim": info["input_dim"],
                 "coarse_dim": info["coarse_dim"],
-                "backend": backend,
+                "backend": info["backend"].get("backend", backend),  # "qdrant" embedded may mean qdrant-edge
                 "coarse_index": info["backend"].get("coarse_index") or info["backend"].get("index"),
                 "adaptor": info["adaptor"]["kind"],
                 "candidates": info["candidates"]["default"],
