@@ -125,7 +125,8 @@ def test_same_seed_same_weights(corpus):
     np.testing.assert_array_equal(a.transform(corpus[:20]), b.transform(corpus[:20]))
 
 
-def test_supervised_fit_improves_ranking_at_prefix():
+@pytest.mark.parametrize("hard_negatives", [0, 4])
+def test_supervised_fit_improves_ranking_at_prefix(hard_negatives):
     rng = np.random.default_rng(0)
     docs = low_rank_corpus(2000, seed=1)
     # queries: documents seen through a fixed distortion, so only supervision can undo it
@@ -137,7 +138,8 @@ def test_supervised_fit_improves_ranking_at_prefix():
     train, test = np.arange(600), np.arange(600, 800)
     kw = dict(matryoshka_dims=(8, 16), epochs=4, batch_size=256, seed=0, quiet=True)
     unsup = MatryoshkaAdaptor(**kw).fit(docs)
-    sup = MatryoshkaAdaptor(**kw).fit(docs, queries[train], docs[idx[train]])
+    sup = MatryoshkaAdaptor(**kw, hard_negatives=hard_negatives).fit(docs, queries[train], docs[idx[train]])
+    assert sup.metadata_["params"]["hard_negatives"] == hard_negatives
     assert sup.metadata_["training"]["supervised"] and sup.metadata_["training"]["pairs"] > 0
 
     def hit_rate(adaptor):

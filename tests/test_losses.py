@@ -115,3 +115,39 @@ def test_ranking_prefers_the_positive():
     good = ranking_loss(t(q), t(q + 0.01 * rng.standard_normal(q.shape)), DIMS)
     bad = ranking_loss(t(q), t(np.roll(q, 1, axis=0)), DIMS)
     assert float(good) < float(bad)
+
+
+def test_ranking_with_extra_negatives_matches_numpy(pair):
+    q, d = pair
+    rng = np.random.default_rng(5)
+    extra = rng.standard_normal((4, 8))  # rows after the positives are negatives for every query
+    docs = np.concatenate([d, extra])
+    n, tau = len(q), 0.1
+    per_m = []
+    for m in DIMS:
+        terms = [
+            np.log1p(np.exp((cos(q[i, :m], docs[k, :m]) - cos(q[i, :m], docs[i, :m])) / tau))
+            for i in range(n)
+            for k in range(len(docs))
+            if k != i
+        ]
+        per_m.append(np.mean(terms))
+    assert float(ranking_loss(t(q), t(docs), DIMS, temperature=tau)) == pytest.approx(np.mean(per_m), rel=1e-9)
+    with pytest.raises(ValueError, match="positives"):
+        ranking_loss(t(q), t(d[:3]), DIMS)
+
+
+def test_hard_negatives_are_the_nearest_rows_but_never_a_copy_of_the_positive():
+    from matryoshka_index.adaptor.training import mine_hard_negatives
+
+    rng = np.random.default_rng(1)
+    rows = torch.tensor(rng.standard_normal((50, 8)), dtype=torch.float32)
+    queries = rows[:5] + 0.01 * torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    positives = rows[:5].clone()  # each query's positive is its own copy in rows
+    hard = mine_hard_negatives(rows, queries, positives, pool=6)
+    assert hard.shape == (5, 6)
+    for i in range(5):
+        assert i not in hard[i].tolist()  # the positive's copy is skipped
+        sims = torch.nn.functional.cosine_similarity(queries[i : i + 1], rows)
+        sims[i] = -2.0
+        assert set(hard[i].tolist()) == set(sims.topk(6).indices.tolist())

@@ -74,6 +74,11 @@ class MatryoshkaAdaptor:
         AdamW learning rate (one-cycle schedule), weight decay, rows per batch, passes over the training rows.
     neighbours_per_anchor:
         Each batch is anchors plus this many of each anchor's nearest neighbours. Default 3.
+    hard_negatives:
+        Supervised only: per (query, positive) pair, this many extra negatives drawn from the query's
+        30 most similar corpus rows at full dimension (never a copy of its positive), beside the
+        in-batch negatives. Default 0 (in-batch negatives only, as in the paper): on our labelled dev
+        set mined negatives did not help (benchmarks/results/supervised_ablation.md).
     val_fraction, patience:
         Share of rows (and pairs) held out for validation; epochs without improvement before stopping.
         The weights of the best validation epoch are kept.
@@ -109,6 +114,7 @@ class MatryoshkaAdaptor:
         batch_size: int = 512,
         epochs: int = 4,
         neighbours_per_anchor: int = 3,
+        hard_negatives: int = 0,
         val_fraction: float = 0.05,
         patience: int = 2,
         max_samples: int | None = 100_000,
@@ -131,6 +137,7 @@ class MatryoshkaAdaptor:
         self.batch_size = batch_size
         self.epochs = epochs
         self.neighbours_per_anchor = neighbours_per_anchor
+        self.hard_negatives = hard_negatives
         self.val_fraction = val_fraction
         self.patience = patience
         self.max_samples = max_samples
@@ -185,6 +192,7 @@ class MatryoshkaAdaptor:
             neighbours_per_anchor=check_positive_int(self.neighbours_per_anchor, "neighbours_per_anchor"),
             epochs=check_positive_int(self.epochs, "epochs"),
             patience=check_positive_int(self.patience, "patience", minimum=0),
+            hard_negatives=check_positive_int(self.hard_negatives, "hard_negatives", minimum=0),
         )
 
     # ------------------------------------------------------------------ fit

@@ -51,6 +51,8 @@ class TrainConfig:
     epochs: int = 4
     patience: int = 2
     pair_batch_size: int = 256
+    hard_negatives: int = 0
+    hard_negative_pool: int = 30
 
 
 @dataclass
@@ -131,7 +133,24 @@ class _Objective:
         return total
 
     def supervised(self, model: ResidualAdaptor, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """Ranking term; ``d`` holds the ``len(q)`` positives first, then any extra (hard) negatives."""
         return self.cfg.weights.ranking * ranking_loss(model(q), model(d), self.cfg.dims, self.cfg.temperature)
+
+
+def mine_hard_negatives(
+    rows: torch.Tensor, queries: torch.Tensor, positives: torch.Tensor, pool: int, *, duplicate_cos: float = 0.999
+) -> torch.Tensor:
+    """Indices ``(len(queries), pool)`` into ``rows`` of each query's most similar rows at full dimension,
+    skipping rows that are (near-)copies of the query's positive: the documents a short prefix most
+    easily confuses with the positive (in-batch negatives are mostly easy ones)."""
+    pool = min(pool, len(rows) - 1)
+    cand = nearest_neighbours(rows, queries, min(len(rows), pool + 8), exclude_self=False)
+    rows_n = torch.nn.functional.normalize(rows, dim=1)
+    pos_n = torch.nn.functional.normalize(positives, dim=1)
+    dup = torch.einsum("qkd,qd->qk", rows_n[cand], pos_n) > duplicate_cos
+    # a stable sort moves the copies of the positive to the end, keeping the others in similarity order
+    order = torch.sort(dup.to(torch.int8), dim=1, stable=True).indices
+    return torch.gather(cand, 1, order)[:, :pool]
 
 
 def train(
@@ -185,6 +204,13 @@ def train(
     )
     n_pairs = len(train_pairs[0]) if train_pairs is not None else 0
     pair_bs = min(cfg.pair_batch_size, n_pairs) if n_pairs else 0
+    train_hard = val_hard = None
+    if n_pairs and cfg.hard_negatives:
+        train_hard = mine_hard_negatives(train_rows, train_pairs[0], train_pairs[1], cfg.hard_negative_pool)
+        if val_pairs is not None:
+            val_hard = mine_hard_negatives(train_rows, val_pairs[0], val_pairs[1], cfg.hard_negative_pool)
+            # fixed per validation pair, so validation losses compare between epochs
+            val_hard = val_hard[:, : cfg.hard_negatives]
 
     best_val, best_state, bad_epochs = math.inf, copy.deepcopy(model.state_dict()), 0
     bar = progress(total=total_steps, desc="training adaptor", unit="step", quiet=quiet)
@@ -202,9 +228,13 @@ def train(
                         pair_order, pair_pos = rng.permutation(n_pairs), 0
                     sel = torch.from_numpy(pair_order[pair_pos : pair_pos + pair_bs])
                     pair_pos += pair_bs
-                    loss = loss + objective.supervised(
-                        model, train_pairs[0][sel].to(device), train_pairs[1][sel].to(device)
-                    )
+                    docs = train_pairs[1][sel]
+                    if train_hard is not None:
+                        pick = rng.integers(0, train_hard.shape[1], size=(len(sel), cfg.hard_negatives))
+                        docs = torch.cat(
+                            [docs, train_rows[train_hard[sel[:, None], torch.from_numpy(pick)].reshape(-1)]]
+                        )
+                    loss = loss + objective.supervised(model, train_pairs[0][sel].to(device), docs.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -216,7 +246,7 @@ def train(
                 bar.update(1)
             history.train_loss.append(running / max(1, count))
 
-            val = _validation_loss(model, objective, val_batches, val_pairs, device, pair_bs)
+            val = _validation_loss(model, objective, val_batches, val_pairs, device, pair_bs, val_hard, train_rows)
             history.val_loss.append(val)
             bar.set_postfix(val=f"{val:.4f}")
             if val < best_val - 1e-6:
@@ -243,16 +273,21 @@ def _validation_loss(
     val_pairs: tuple[torch.Tensor, torch.Tensor] | None,
     device: torch.device,
     pair_bs: int,
+    val_hard: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> float:
     model.eval()
     losses = [float(objective.unsupervised(model, b.to(device))) for b in val_batches]
     total = float(np.mean(losses)) if losses else 0.0
     if val_pairs is not None and len(val_pairs[0]) >= 2:
         bs = max(2, pair_bs or len(val_pairs[0]))
-        sup = [
-            float(objective.supervised(model, val_pairs[0][s : s + bs].to(device), val_pairs[1][s : s + bs].to(device)))
-            for s in range(0, len(val_pairs[0]) - 1, bs)
-            if len(val_pairs[0][s : s + bs]) >= 2
-        ]
+        sup = []
+        for s in range(0, len(val_pairs[0]) - 1, bs):
+            q, d = val_pairs[0][s : s + bs], val_pairs[1][s : s + bs]
+            if len(q) < 2:
+                continue
+            if val_hard is not None and rows is not None:
+                d = torch.cat([d, rows[val_hard[s : s + bs].reshape(-1)]])
+            sup.append(float(objective.supervised(model, q.to(device), d.to(device))))
         total += float(np.mean(sup)) if sup else 0.0
     return total

@@ -22,14 +22,18 @@ def ranking_loss(
         \log\left(1 + \exp\left(\frac{s_{ik}^{(m)} - s_{ij}^{(m)}}{\tau}\right)\right)
 
     with :math:`s_{ij}^{(m)} = \cos(f(q_i)_{:m}, f(d_j)_{:m})`. Here ``documents[i]`` is relevant to
-    ``queries[i]`` (:math:`y_{ii} = 1`) and every other document of the batch is a negative
-    (:math:`y_{ik} = 0`), so the sum runs over :math:`j = i, k \neq i`. Averaged over pairs and over m.
-    The temperature :math:`\tau` scales cosines in [-1, 1] to useful logits.
+    ``queries[i]`` (:math:`y_{ii} = 1`) for the first ``n = len(queries)`` documents, and every other
+    document is a negative (:math:`y_{ik} = 0`): the other pairs' documents (in-batch negatives) and
+    any rows after the first n (e.g. mined hard negatives). The sum runs over :math:`j = i, k \neq i`,
+    averaged over the terms and over m. The temperature :math:`\tau` scales cosines to useful logits.
     """
-    n = queries.shape[0]
+    n, total = queries.shape[0], documents.shape[0]
+    if total < n:
+        raise ValueError(f"documents: {total} rows for {n} queries; the first len(queries) rows are the positives")
+    rows = torch.arange(n, device=queries.device)
     losses = []
     for m in dims:
         sim = cosine_matrix(queries[:, :m], documents[:, :m]) / temperature
-        terms = F.softplus(sim - sim.diagonal().unsqueeze(1))
-        losses.append((terms.sum() - terms.diagonal().sum()) / (n * (n - 1)))
+        terms = F.softplus(sim - sim[rows, rows].unsqueeze(1))
+        losses.append((terms.sum() - terms[rows, rows].sum()) / (n * (total - 1)))
     return torch.stack(losses).mean()
