@@ -50,9 +50,12 @@ def test_train_supervised(tmp_path):
     p = make(tmp_path, "p.npy", x[:200])
     out = tmp_path / "a"
     args = ["train", make(tmp_path, "c.npy", x), "-o", str(out), "--queries", q, "--positives", p]
-    result = CliRunner().invoke(main, [*args, "--epochs", "1", "--batch-size", "128", "-q"])
+    extra = ["--ranking-weight", "5", "--hard-negatives", "2"]
+    result = CliRunner().invoke(main, [*args, "--epochs", "1", "--batch-size", "128", *extra, "-q"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["supervised"] is True
+    params = json.loads((out / "adaptor.json").read_text())["params"]
+    assert (params["ranking_weight"], params["hard_negatives"]) == (5.0, 2)
 
 
 def run_error(tmp_path, arr, *extra):

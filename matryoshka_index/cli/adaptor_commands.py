@@ -40,12 +40,40 @@ def _parse_dims(value: str | None) -> tuple[int, ...] | None:
 @click.option("--batch-size", type=int, default=MatryoshkaAdaptor().batch_size, show_default=True)
 @click.option("--lr", type=float, default=MatryoshkaAdaptor().lr, show_default=True)
 @click.option("--max-samples", type=int, default=100_000, show_default=True, help="Train on at most this many rows.")
+@click.option(
+    "--ranking-weight",
+    type=float,
+    default=MatryoshkaAdaptor().ranking_weight,
+    show_default=True,
+    help="Supervised only: weight of the ranking loss beside the unsupervised terms.",
+)
+@click.option(
+    "--hard-negatives",
+    type=int,
+    default=MatryoshkaAdaptor().hard_negatives,
+    show_default=True,
+    help="Supervised only: extra negatives per pair, mined from the query's nearest corpus rows.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @quiet_option
 @user_errors
 def train_command(
-    corpus, output, queries, positives, dims, init, epochs, batch_size, lr, max_samples, seed, device, quiet
+    corpus,
+    output,
+    queries,
+    positives,
+    dims,
+    init,
+    epochs,
+    batch_size,
+    lr,
+    max_samples,
+    ranking_weight,
+    hard_negatives,
+    seed,
+    device,
+    quiet,
 ):
     """Learn a Matryoshka-Adaptor from CORPUS embeddings (.npy or .fvecs) and write it to -o DIR.
 
@@ -66,6 +94,8 @@ def train_command(
         batch_size=batch_size,
         lr=lr,
         max_samples=max_samples,
+        ranking_weight=ranking_weight,
+        hard_negatives=hard_negatives,
         seed=seed,
         device=device,
         quiet=quiet,
