@@ -520,16 +520,16 @@ def analysis(report: dict[str, Any]) -> list[str]:
                 + "."
             )
     lines += [
-        "- Why exact flat coarse-64 cannot reach 4x on this CPU (separate measurement at low load, 1M random unit "
-        "vectors, 1,000 queries, 2 threads): FAISS's IndexFlatIP search took 0.78-0.99 s at d=64 for k=100-1,500 "
-        "against 2.66 s at d=384 for k=10, so stage one alone caps the speed-up at about 3.3x before any rerank. "
-        "A 1,000-query batch is a BLAS product whose 1,000 x 1M score matrix is written and scanned whatever the "
-        "dimension; at 64 dims the product runs at about half the FLOP rate it reaches at 384 (164 against 295 "
-        "GFLOP/s here). Smaller or larger BLAS blocks (distance_compute_blas_query_bs/database_bs) changed "
-        "nothing; torch matmul + topk took 2.4 s. The 6x byte limit would apply to a memory-bound scan (one "
-        "query at a time: compare the p50 latencies). The exhaustive 4-bit PQ fast-scan (index='pq') reads 32 "
-        "bytes a vector instead of 256 and selects with SIMD: 0.50-0.57 s for k=100-1,000 in the same measurement "
-        "(0.30-0.38 s with two dimensions per 4-bit code, pq_m=32, which needs several times the candidates).",
+        "- Flat coarse scan vs exact search: each row above is measured once, after the exact baseline, so a "
+        "ratio near a target can move with the machine's state between the two measurements. "
+        "`benchmarks/flat_stage_one.py` times the exact search and the flat coarse stage alone back to back, round "
+        "by round, on the same synthetic corpus ([flat_stage_one.md](flat_stage_one.md)): read the flat rows' "
+        "'x exact' against its ranges. A 1,000-query batch makes a flat scan a BLAS product whose 1,000 x n score "
+        "matrix is produced and scanned whatever the dimension, and at 64 dims the product runs at a lower FLOP "
+        "rate than at 384, so stage one stays under the 384/64 = 6x byte ratio; that ratio applies to a "
+        "memory-bound scan (one query at a time: compare the p50 latencies). The exhaustive 4-bit PQ fast-scan "
+        "(index='pq', 32 bytes a vector instead of 256, SIMD selection) and the graph index (index='hnsw') are "
+        "the ways past it.",
     ]
     return lines
 
