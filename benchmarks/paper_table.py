@@ -146,8 +146,9 @@ def main() -> int:
         f"{(time.perf_counter() - t_all) / 60:.0f} min) on the labelled sets under `../shared/data` (not in this "
         "repository): nDCG@10, recall@100 and MRR@10 on the **test** queries for m in {32, 64, 128, 256, full}. "
         "The supervised adaptor is trained on the train split's (query, relevant document) pairs only, with the "
-        f"unsupervised terms on and early stopping on held-out pairs; its settings: `{SUPERVISED_DEFAULTS}` over the "
-        "library defaults.",
+        "unsupervised terms on and early stopping on held-out pairs; its settings: "
+        + (f"`{SUPERVISED_DEFAULTS}` over the library defaults." if SUPERVISED_DEFAULTS else "the library defaults.")
+        + " The index's default candidates are calibrated on the training queries (never a test query).",
         "",
     ]
     text = "\n".join(header + sections) + "\n" + PAPER

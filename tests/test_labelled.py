@@ -271,6 +271,38 @@ def test_a_test_query_never_reaches_training(monkeypatch):
     assert len(seen_corpus) == len(c) + len(train)  # corpus plus the training queries, nothing else
 
 
+def test_two_stage_index_calibrates_on_training_queries_never_test_ones(monkeypatch):
+    from matryoshka_index.index import MatryoshkaIndex
+
+    c, cids, q, qids, test, train = make_labelled(n=400, nq=60)
+    seen = []
+    real = MatryoshkaIndex.calibrate
+
+    def spy(self, queries, **kw):
+        seen.append(np.array(queries))
+        return real(self, queries, **kw)
+
+    monkeypatch.setattr(MatryoshkaIndex, "calibrate", spy)
+    rep = evaluate_labelled(c, cids, q, qids, test, train, methods=["truncation"], dims=(8,), ann=False, repeats=1)
+    assert len(seen) == 1
+    test_vecs = q[[qids.index(k) for k in test]]
+    train_vecs = q[[qids.index(k) for k in train]]
+    assert len(seen[0]) == len(train)
+    assert not (np.abs(seen[0][:, None, :] - test_vecs[None]).max(axis=2) < 1e-7).any()
+    assert (np.abs(seen[0][:, None, :] - train_vecs[None]).max(axis=2) < 1e-7).any(axis=1).all()
+    assert rep.two_stage["truncation"][8]["calibration_queries"] == "caller's queries"
+    assert any("training queries (never a test query)" in note for note in rep.notes)
+    # without training queries (or when switched off) the build's calibration on corpus rows stands
+    seen.clear()
+    rep = evaluate_labelled(c, cids, q, qids, test, methods=["truncation"], dims=(8,), ann=False, repeats=1)
+    assert not seen and rep.two_stage["truncation"][8]["calibration_queries"].startswith("random corpus rows")
+    evaluate_labelled(
+        c, cids, q, qids, test, train, methods=["truncation"], dims=(8,), ann=False, repeats=1,
+        calibrate_on_train_queries=False,
+    )  # fmt: skip
+    assert not seen
+
+
 def test_bad_inputs_are_one_line_errors():
     c, cids, q, qids, test, train = make_labelled(n=200, nq=20)
     with pytest.raises(InputError, match=r"^queries: has 16 dimensions but 32 are expected"):

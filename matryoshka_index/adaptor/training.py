@@ -35,7 +35,7 @@ class LossWeights:
     topk: float = 1.0
     reconstruction: float = 0.1
     listwise: float = 3.0
-    ranking: float = 1.0
+    ranking: float = 10.0
 
 
 @dataclass(frozen=True)
