@@ -56,6 +56,7 @@ def plot_report(
     from .quality.evaluate import METHOD_LABELS
 
     plt = _pyplot()
+    from matplotlib import ticker
     has_ann = any(report.ann.values())
     fig, axes = plt.subplots(1, 2 if has_ann else 1, figsize=(14 if has_ann else 7.5, 5.6), squeeze=False)
     ax = axes[0][0]
@@ -118,6 +119,11 @@ def plot_report(
         ax.plot([], [], marker="*", markersize=12, color="white", markeredgecolor="black", linestyle="none",
                 label="calibrated default candidates")  # fmt: skip
         ax.set_xscale("log")
+        # plain numbers at 1-2-5 steps: the default minor labels (3x10^3 4x10^3 ...) run into each other
+        plain = ticker.FuncFormatter(lambda v, _pos: f"{v:,.0f}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(plain)
         ax.set_xlabel("queries per second (log scale; more candidates C = slower)")
         ax.set_ylabel("recall@10 vs exact full-dim search")
         ax.set_title(f"Speed vs recall, two-stage index with m = {m}")
