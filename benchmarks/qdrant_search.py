@@ -473,11 +473,11 @@ def render_edge(results: dict) -> list[str]:
         "(`SearchParams(exact=True)`); int8 is scalar quantization of `coarse` with rescoring. Queries/s: best "
         "of 3 runs of the whole batch; ms/query: median of the first 50 queries sent one at a time. "
         "**Threads**: the sweep runs both engines on one thread (qdrant-edge `max_search_threads=1`, FAISS "
-        "`omp_set_num_threads(1)`), a per-core comparison; the last rows use every core. On this shared "
-        "2-core machine (other jobs running) FAISS's OpenMP is slower with both threads than with one (its "
-        "threads spin-wait for a core another job holds; in an earlier run of this script it fell to about "
-        "210 queries/s and 31 ms per single query at every candidate count), while qdrant-edge's own thread "
-        "pool does not suffer that way: read the all-core rows with that in mind.",
+        "`omp_set_num_threads(1)`), a per-core comparison; the last rows use every core. On a machine shared "
+        "with other busy processes, FAISS's OpenMP threads can spin-wait for a core another job holds and make "
+        "the all-core rows slower than the one-thread rows (an earlier run of this script on a loaded machine "
+        "fell to about 210 queries/s); qdrant-edge's own thread pool does not suffer that way. Compare the "
+        "one-thread rows for a per-core verdict.",
         "",
         table(e["rows"], single=True),
         "",
