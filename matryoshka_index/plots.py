@@ -57,6 +57,7 @@ def plot_report(
 
     plt = _pyplot()
     from matplotlib import ticker
+
     has_ann = any(report.ann.values())
     fig, axes = plt.subplots(1, 2 if has_ann else 1, figsize=(14 if has_ann else 7.5, 5.6), squeeze=False)
     ax = axes[0][0]
