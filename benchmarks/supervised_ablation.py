@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from matryoshka_index import MatryoshkaAdaptor, __version__
+from matryoshka_index import MatryoshkaAdaptor
 from matryoshka_index.adaptor.model import pca_rotation
 from matryoshka_index.quality.data import discover_labelled_sets, load_beir, split_queries
 from matryoshka_index.quality.evaluate import labelled_metrics, ranked_rows
 from matryoshka_index.storage import atomic_write_bytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adaptor_quality import machine as adaptor_quality_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DIMS = (32, 64, 128, 256)
@@ -52,25 +53,7 @@ VARIANTS: dict[str, dict] = {
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "matryoshka_index": __version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    return {**adaptor_quality_machine(), "date": time.strftime("%Y-%m-%d")}
 
 
 def run_set(path: Path, seed: int) -> dict:
