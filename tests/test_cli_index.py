@@ -240,3 +240,35 @@ def test_qdrant_only_flags_are_refused_with_faiss(files, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip() == "Error: --url: only with --backend qdrant (got --backend faiss)"
     assert not (tmp_path / "x").exists()
+
+
+def test_calibrate_on_queries_rewrites_the_index_in_place(files, tmp_path):
+    import shutil
+
+    d, _ = files
+    target = tmp_path / "copy.mindex"
+    shutil.copytree(d / "corpus.mindex", target)
+    # queries unlike the corpus rows: a fixed distortion of them, as short questions are of documents
+    rng = np.random.default_rng(0)
+    q = np.load(d / "queries.npy") + 0.6 * rng.standard_normal((20, 32)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    np.save(tmp_path / "q.npy", q)
+    result = run("calibrate", str(target), str(tmp_path / "q.npy"), "--target-recall", "0.999", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    reloaded = MatryoshkaIndex.load(target)  # checksums verified: the rewrite is a whole, valid index
+    assert reloaded.candidates == summary["candidates"]
+    assert reloaded.calibration["query_source"] == "caller's queries"
+    assert reloaded.calibration["target_recall"] == 0.999 and reloaded.calibration["queries"] == 20
+    # the default candidates now reach the target on those queries
+    _, want = brute_force(np.load(d / "corpus.npy"), q, 10)
+    _, got = reloaded.search(q, k=10)
+    want_ids = want * 2 + 1  # the index was built with ids 2 * row + 1
+    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want_ids, strict=True)])
+    assert summary["reached"] and recall >= 0.999
+    # a wrong-dimension query file is one line, exit code 2, and the index is untouched
+    np.save(tmp_path / "bad.npy", q[:, :16])
+    before = (target / "manifest.json").read_bytes()
+    bad = run("calibrate", str(target), str(tmp_path / "bad.npy"))
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert (target / "manifest.json").read_bytes() == before

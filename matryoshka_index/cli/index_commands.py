@@ -1,4 +1,4 @@
-"""``mindex build``, ``mindex search``, ``mindex info``: a thin shell over :class:`MatryoshkaIndex`."""
+"""``mindex build``, ``search``, ``info``, ``calibrate``: a thin shell over :class:`MatryoshkaIndex`."""
 
 from __future__ import annotations
 
@@ -234,4 +234,43 @@ def info_command(index_path, no_verify):
     click.echo(json.dumps(index.info(), indent=2))
 
 
-COMMANDS = [build_command, search_command, info_command]
+@click.command("calibrate")
+@click.argument("index_path", metavar="INDEX", type=click.Path())
+@click.argument("queries", type=click.Path(dir_okay=False))
+@click.option(
+    "--target-recall",
+    type=float,
+    default=None,
+    help="recall@10 against exact search to reach [default: the build's target].",
+)
+@quiet_option
+@user_errors
+def calibrate_command(index_path, queries, target_recall, quiet):
+    """Re-calibrate INDEX's default candidate count on QUERIES (real queries, .npy or .fvecs) and save it.
+
+    The build calibrates on corpus rows; queries unlike the documents (short questions against long
+    passages) can need more candidates for the same recall. The index is rewritten atomically.
+    """
+    from ..index import MatryoshkaIndex
+
+    index = MatryoshkaIndex.load(index_path)
+    q = read_vectors(queries, "queries", dim=index.input_dim)
+    before = index.candidates
+    record = index.calibrate(q, target_recall=target_recall, quiet=quiet)
+    index.save(index_path)
+    click.echo(
+        json.dumps(
+            {
+                "index": str(index_path),
+                "queries": len(q),
+                "candidates_before": before,
+                "candidates": index.candidates,
+                "target_recall": record.get("target_recall"),
+                "calibrated_recall@10": record.get("recall"),
+                "reached": record.get("reached"),
+            }
+        )
+    )
+
+
+COMMANDS = [build_command, search_command, info_command, calibrate_command]

@@ -20,6 +20,7 @@ def main() -> None:
       mindex build corpus.npy --coarse-dim 64 -o corpus.mindex --train
       mindex search corpus.mindex queries.npy -k 10 -o results.jsonl
       mindex eval corpus.mindex queries.npy            recall@k vs exact search, queries/s, memory
+      mindex calibrate corpus.mindex queries.npy       default candidates re-picked on real queries
       mindex migrate --qdrant-url URL --collection docs --alias docs
 
     Every command takes --help. Bad input gives one line on stderr and exit code 2.
