@@ -351,7 +351,7 @@ def embedded_qdrant_backend(options: dict[str, Any]) -> str:
         edge = get_backend_class("qdrant-edge")
     except InputError:
         edge = None
-    if edge is not None and not set(options) - set(inspect.signature(edge.create).parameters):
+    if edge is not None and all(_accepts(edge.create, name) for name in options):
         return "qdrant-edge"
     warnings.warn(
         "backend='qdrant' without a server runs qdrant-client's local mode, a slow Python emulation (about 10 "

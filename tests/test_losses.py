@@ -94,19 +94,23 @@ def test_listwise_zero_when_prefix_keeps_similarities(pair):
     assert float(listwise_loss(t(e), t(e), (8,))) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_ranking_matches_numpy(pair):
-    q, d = pair
-    n, tau = len(q), 0.1
+def numpy_ranking(q: np.ndarray, docs: np.ndarray, tau: float) -> float:
+    """The docstring's formula term by term: docs[i] is queries[i]'s positive, every other row a negative."""
     per_m = []
     for m in DIMS:
         terms = [
-            np.log1p(np.exp((cos(q[i, :m], d[k, :m]) - cos(q[i, :m], d[i, :m])) / tau))
-            for i in range(n)
-            for k in range(n)
+            np.log1p(np.exp((cos(q[i, :m], docs[k, :m]) - cos(q[i, :m], docs[i, :m])) / tau))
+            for i in range(len(q))
+            for k in range(len(docs))
             if k != i
         ]
         per_m.append(np.mean(terms))
-    assert float(ranking_loss(t(q), t(d), DIMS, temperature=tau)) == pytest.approx(np.mean(per_m), rel=1e-9)
+    return float(np.mean(per_m))
+
+
+def test_ranking_matches_numpy(pair):
+    q, d = pair
+    assert float(ranking_loss(t(q), t(d), DIMS, temperature=0.1)) == pytest.approx(numpy_ranking(q, d, 0.1), rel=1e-9)
 
 
 def test_ranking_prefers_the_positive():
@@ -122,17 +126,8 @@ def test_ranking_with_extra_negatives_matches_numpy(pair):
     rng = np.random.default_rng(5)
     extra = rng.standard_normal((4, 8))  # rows after the positives are negatives for every query
     docs = np.concatenate([d, extra])
-    n, tau = len(q), 0.1
-    per_m = []
-    for m in DIMS:
-        terms = [
-            np.log1p(np.exp((cos(q[i, :m], docs[k, :m]) - cos(q[i, :m], docs[i, :m])) / tau))
-            for i in range(n)
-            for k in range(len(docs))
-            if k != i
-        ]
-        per_m.append(np.mean(terms))
-    assert float(ranking_loss(t(q), t(docs), DIMS, temperature=tau)) == pytest.approx(np.mean(per_m), rel=1e-9)
+    want = numpy_ranking(q, docs, 0.1)
+    assert float(ranking_loss(t(q), t(docs), DIMS, temperature=0.1)) == pytest.approx(want, rel=1e-9)
     with pytest.raises(ValueError, match="positives"):
         ranking_loss(t(q), t(d[:3]), DIMS)
 

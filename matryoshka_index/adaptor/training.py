@@ -204,13 +204,13 @@ def train(
     )
     n_pairs = len(train_pairs[0]) if train_pairs is not None else 0
     pair_bs = min(cfg.pair_batch_size, n_pairs) if n_pairs else 0
-    train_hard = val_hard = None
+    train_hard = val_negatives = None
     if n_pairs and cfg.hard_negatives:
         train_hard = mine_hard_negatives(train_rows, train_pairs[0], train_pairs[1], cfg.hard_negative_pool)
         if val_pairs is not None:
             val_hard = mine_hard_negatives(train_rows, val_pairs[0], val_pairs[1], cfg.hard_negative_pool)
-            # fixed per validation pair, so validation losses compare between epochs
-            val_hard = val_hard[:, : cfg.hard_negatives]
+            # fixed per validation pair and gathered once, so validation losses compare between epochs
+            val_negatives = train_rows[val_hard[:, : cfg.hard_negatives]]  # (pairs, hard_negatives, dim)
 
     best_val, best_state, bad_epochs = math.inf, copy.deepcopy(model.state_dict()), 0
     bar = progress(total=total_steps, desc="training adaptor", unit="step", quiet=quiet)
@@ -246,7 +246,7 @@ def train(
                 bar.update(1)
             history.train_loss.append(running / max(1, count))
 
-            val = _validation_loss(model, objective, val_batches, val_pairs, device, pair_bs, val_hard, train_rows)
+            val = _validation_loss(model, objective, val_batches, val_pairs, device, pair_bs, val_negatives)
             history.val_loss.append(val)
             bar.set_postfix(val=f"{val:.4f}")
             if val < best_val - 1e-6:
@@ -273,8 +273,7 @@ def _validation_loss(
     val_pairs: tuple[torch.Tensor, torch.Tensor] | None,
     device: torch.device,
     pair_bs: int,
-    val_hard: torch.Tensor | None = None,
-    rows: torch.Tensor | None = None,
+    val_negatives: torch.Tensor | None = None,
 ) -> float:
     model.eval()
     losses = [float(objective.unsupervised(model, b.to(device))) for b in val_batches]
@@ -286,8 +285,8 @@ def _validation_loss(
             q, d = val_pairs[0][s : s + bs], val_pairs[1][s : s + bs]
             if len(q) < 2:
                 continue
-            if val_hard is not None and rows is not None:
-                d = torch.cat([d, rows[val_hard[s : s + bs].reshape(-1)]])
+            if val_negatives is not None:
+                d = torch.cat([d, val_negatives[s : s + bs].reshape(-1, d.shape[1])])
             sup.append(float(objective.supervised(model, q.to(device), d.to(device))))
         total += float(np.mean(sup)) if sup else 0.0
     return total

@@ -9,6 +9,8 @@ import click
 from ..adaptor import MatryoshkaAdaptor
 from ._common import quiet_option, read_vectors, user_errors
 
+_DEFAULTS = MatryoshkaAdaptor().get_params()  # the library defaults, shown in --help
+
 
 def _parse_dims(value: str | None) -> tuple[int, ...] | None:
     if not value:
@@ -36,21 +38,21 @@ def _parse_dims(value: str | None) -> tuple[int, ...] | None:
     show_default=True,
     help="Start from the PCA rotation (better on non-Matryoshka models) or from the identity (the paper).",
 )
-@click.option("--epochs", type=int, default=MatryoshkaAdaptor().epochs, show_default=True)
-@click.option("--batch-size", type=int, default=MatryoshkaAdaptor().batch_size, show_default=True)
-@click.option("--lr", type=float, default=MatryoshkaAdaptor().lr, show_default=True)
+@click.option("--epochs", type=int, default=_DEFAULTS["epochs"], show_default=True)
+@click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True)
+@click.option("--lr", type=float, default=_DEFAULTS["lr"], show_default=True)
 @click.option("--max-samples", type=int, default=100_000, show_default=True, help="Train on at most this many rows.")
 @click.option(
     "--ranking-weight",
     type=float,
-    default=MatryoshkaAdaptor().ranking_weight,
+    default=_DEFAULTS["ranking_weight"],
     show_default=True,
     help="Supervised only: weight of the ranking loss beside the unsupervised terms.",
 )
 @click.option(
     "--hard-negatives",
     type=int,
-    default=MatryoshkaAdaptor().hard_negatives,
+    default=_DEFAULTS["hard_negatives"],
     show_default=True,
     help="Supervised only: extra negatives per pair, mined from the query's nearest corpus rows.",
 )

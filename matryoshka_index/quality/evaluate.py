@@ -469,6 +469,11 @@ def evaluate_labelled(
         environment=environment(),
     )
     if two_stage or ann:
+        calibration_queries = (
+            np.asarray(queries[split.train_rows], dtype=np.float32)
+            if calibrate_on_train_queries and len(split.train_rows)
+            else None
+        )
         _measure_index(
             report,
             corpus,
@@ -482,11 +487,7 @@ def evaluate_labelled(
             ann=ann,
             candidates=candidates,
             target_recall=target_recall,
-            calibration_queries=(
-                np.asarray(queries[split.train_rows], dtype=np.float32)
-                if calibrate_on_train_queries and len(split.train_rows)
-                else None
-            ),
+            calibration_queries=calibration_queries,
             repeats=repeats,
             seed=seed,
             quiet=quiet,
@@ -495,9 +496,10 @@ def evaluate_labelled(
         report.notes.append(
             "Two-stage index: default candidates calibrated on the "
             + (
-                f"{len(split.train_rows):,} training queries (never a test query)"
-                if calibrate_on_train_queries and len(split.train_rows)
-                else "corpus rows held out of the index at build time (no training queries given)"
+                f"{len(calibration_queries):,} training queries (never a test query)"
+                if calibration_queries is not None
+                else "corpus rows held out of the index at build time ("
+                + ("calibrate_on_train_queries=False)" if len(split.train_rows) else "no training queries given)")
             )
             + f", for recall@10 >= {target_recall} against exact full-dim search."
         )
