@@ -56,7 +56,9 @@ def check_embeddings(
         raise InputError(f"{name}: has 0 columns; embeddings need at least one dimension")
     if n < min_rows:
         what = "is empty" if n == 0 else f"has {n} rows"
-        raise InputError(f"{name}: {what}; at least {min_rows} rows are needed")
+        raise InputError(
+            f"{name}: {what}; at least {min_rows} row{'' if min_rows == 1 else 's'} {'is' if min_rows == 1 else 'are'} needed"
+        )
     if dim is not None and d != dim:
         raise InputError(f"{name}: has {d} dimensions but {dim} are expected; use embeddings from the same model")
     for sl in iter_row_chunks(n):
