@@ -19,7 +19,8 @@ from ..errors import FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_positive_int, iter_row_chunks
 from .io import read_adaptor_dir, write_adaptor_dir, write_adaptor_files
-from .model import ResidualAdaptor, pca_rotation
+from .model import ResidualAdaptor
+from .pca import pca_rotation
 from .training import LossWeights, TrainConfig, TrainHistory, train
 
 _INITS = ("pca", "identity")

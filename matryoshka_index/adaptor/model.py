@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
+
+from .pca import pca_rotation  # re-exported: it lived here before
+
+__all__ = ["ResidualAdaptor", "pca_rotation"]
 
 
 class ResidualAdaptor(nn.Module):
@@ -38,20 +41,3 @@ class ResidualAdaptor(nn.Module):
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         z = self.start(e)
         return z + self.mlp(z)
-
-
-def pca_rotation(x: np.ndarray) -> np.ndarray:
-    """Orthogonal ``d x d`` matrix whose columns are the principal directions of ``x``, largest first.
-
-    Computed from the covariance of the centred rows in float64; the sign of each column is fixed
-    (largest-magnitude entry positive) so the result is deterministic.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    centred = x - x.mean(axis=0, keepdims=True)
-    cov = centred.T @ centred / max(1, len(x) - 1)
-    eigvals, eigvecs = np.linalg.eigh(cov)
-    order = np.argsort(eigvals)[::-1]
-    vecs = eigvecs[:, order]
-    signs = np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(vecs.shape[1])])
-    signs[signs == 0] = 1.0
-    return (vecs * signs).astype(np.float32)

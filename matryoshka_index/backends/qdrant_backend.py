@@ -1558,7 +1558,7 @@ def _adaptor_from_files(kind: str, files: dict[str, bytes] | None, device: str) 
     if files is None:
         return None
     if kind == "pca":
-        from ..index import PCARotation
+        from ..adaptor.pca import PCARotation
 
         return PCARotation.from_files(files)
     if kind == "matryoshka-adaptor":

@@ -29,7 +29,7 @@ import numpy as np
 from .._version import __version__
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.estimator import default_matryoshka_dims
-from ..adaptor.model import pca_rotation
+from ..adaptor.pca import pca_rotation
 from ..errors import InputError
 from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
 from ..storage import atomic_write_json
