@@ -1,0 +1,123 @@
+"""Coarse codes of the FAISS backend: every structure x code pair builds, saves, loads, reranks exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import brute_force, make_corpus, normalize
+
+from matryoshka_index import InputError, MatryoshkaIndex
+from matryoshka_index.backends.faiss_backend import FaissBackend
+from matryoshka_index.backends.faiss_codes import CODES, PAIRS, REFUSED, STRUCTURES
+from matryoshka_index.evaluation import recall_at_k
+
+COARSE = 16
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    x = make_corpus(1225, 32, seed=3)
+    return x[:1200], x[1200:]
+
+
+def build(x: np.ndarray, structure: str, code: str, **kw) -> MatryoshkaIndex:
+    return MatryoshkaIndex.build(
+        x, coarse_dim=COARSE, adaptor="pca", index=structure, backend_options={"code": code}, quiet=True, **kw
+    )
+
+
+def assert_exact_scores(index: MatryoshkaIndex, x: np.ndarray, q: np.ndarray, scores, found) -> None:
+    """Returned scores are the full-dim inner products of the returned ids (rows = ids here), best first."""
+    assert (found >= 0).all()
+    full = np.einsum("qkd,qd->qk", normalize(x)[found], normalize(q))
+    np.testing.assert_allclose(scores, full, rtol=1e-5, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_every_pair_is_listed_once_and_one_is_refused():
+    assert len(PAIRS) == len(STRUCTURES) * len(CODES) - len(REFUSED) == 17
+    assert ("hnsw", "rabitq") in REFUSED
+
+
+@pytest.mark.parametrize(("structure", "code"), PAIRS)
+def test_pair_builds_saves_loads_and_reranks_exactly(data, tmp_path, structure, code):
+    x, q = data
+    index = build(x, structure, code)
+    info = index.info()["backend"]
+    assert (info["structure"], info["code"]) == (structure, code)
+    scores, found = index.search(q, k=10, candidates=300)
+    assert_exact_scores(index, x, q, scores, found)
+    _, truth = brute_force(x, q, 10)
+    # 300 of 1,200 candidates from a 16-dim PCA prefix; 16 sign bits of PCA dims are the weakest code
+    assert recall_at_k(found, truth) >= (0.5 if code == "binary" else 0.8)
+    index.save(tmp_path / "i.mindex")
+    loaded = MatryoshkaIndex.load(tmp_path / "i.mindex")
+    assert (loaded.backend.structure, loaded.backend.code) == (structure, code)
+    s2, f2 = loaded.search(q, k=10, candidates=300)
+    np.testing.assert_array_equal(f2, found)
+    np.testing.assert_allclose(s2, scores, rtol=1e-6, atol=1e-6)
+    mem = loaded.backend.memory()
+    assert mem["bookkeeping_bytes_per_vector"] == 0  # ids memory-mapped, no removals, no lookup built
+    assert mem["page_cache_bytes_per_vector"] == 32 * 4 + 8
+    assert mem["resident_bytes"] == (tmp_path / "i.mindex" / "coarse.faiss").stat().st_size
+
+
+@pytest.mark.parametrize(("structure", "code"), PAIRS)
+def test_removed_rows_are_never_returned_and_scores_stay_exact(data, tmp_path, structure, code):
+    x, q = data
+    index = build(x, structure, code)
+    _, before = index.search(q, k=10, candidates=300)
+    gone = np.unique(before[:, :3])
+    assert index.remove(gone) == len(gone)
+    scores, found = index.search(q, k=10, candidates=300)
+    assert not np.isin(found, gone).any()
+    assert_exact_scores(index, x, q, scores, found)
+    index.save(tmp_path / "r.mindex")
+    s2, f2 = MatryoshkaIndex.load(tmp_path / "r.mindex").search(q, k=10, candidates=300)
+    assert not np.isin(f2, gone).any()
+    assert_exact_scores(index, x, q, s2, f2)
+
+
+def test_flat_codes_with_every_candidate_equal_brute_force(data):
+    x, q = data
+    for code in ("sq8", "binary", "rabitq"):
+        scores, found = build(x, "flat", code).search(q, k=10, candidates=len(x))
+        want_s, want_i = brute_force(x, q, 10)
+        np.testing.assert_array_equal(found, want_i)
+        np.testing.assert_allclose(scores, want_s, rtol=1e-5, atol=1e-5)
+
+
+def test_refused_pair_says_which_pairs_faiss_can_do(data):
+    with pytest.raises(InputError) as err:
+        build(data[0], "hnsw", "rabitq")
+    msg = str(err.value)
+    assert "\n" not in msg and "L2 metric only" in msg and "flat+rabitq" in msg and "hnsw+sq8" in msg
+    with pytest.raises(InputError, match="unknown coarse code 'int3'"):
+        FaissBackend.create(coarse_dim=16, full_dim=32, code="int3")
+    with pytest.raises(InputError, match="multiple of 8"):
+        FaissBackend.create(coarse_dim=12, full_dim=32, code="binary")
+    with pytest.raises(InputError, match="index='pq' means code='pq4'"):
+        FaissBackend.create(coarse_dim=16, full_dim=32, index="pq", code="sq8")
+
+
+def test_pq_alias_is_flat_pq4(data):
+    index = MatryoshkaIndex.build(data[0], coarse_dim=COARSE, adaptor="pca", index="pq", quiet=True)
+    info = index.info()["backend"]
+    assert (info["coarse_index"], info["structure"], info["code"]) == ("pq", "flat", "pq4")
+
+
+def test_measured_resident_bytes_follow_the_code(data, tmp_path):
+    x, _ = data
+    per = {}
+    for code in ("float", "sq8", "sq4", "binary"):
+        build(x, "flat", code).save(tmp_path / code)
+        per[code] = MatryoshkaIndex.load(tmp_path / code).backend.resident_bytes_per_vector()
+    # float: 4 bytes a dim + the IndexIDMap's 8-byte label; sq8 1, sq4 1/2, binary 1/8 byte a dim,
+    # plus a few hundred bytes of header and trained ranges shared by the 1,200 vectors.
+    assert 4 * COARSE + 8 <= per["float"] < 4 * COARSE + 9
+    assert COARSE <= per["sq8"] < COARSE + 1
+    assert COARSE / 2 <= per["sq4"] < COARSE / 2 + 1
+    assert COARSE / 8 <= per["binary"] < COARSE / 8 + 1
+    info = MatryoshkaIndex.load(tmp_path / "binary").info()
+    assert info["backend"]["ram_bytes_per_vector"] == per["binary"]
+    assert info["backend"]["memory"]["measured_as"].startswith("serialised FAISS coarse index")
