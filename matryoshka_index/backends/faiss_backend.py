@@ -61,6 +61,7 @@ from .base import EMPTY_ID, empty_results
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
 from .faiss_codes import default_pq_m as _default_pq_m
 from .faiss_codes import nprobe_ladder as _nprobe_ladder
+from .faiss_codes import tune_faiss_flat_search as _tune_faiss_flat_search
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 METRICS = ("cosine", "ip")
@@ -72,19 +73,6 @@ SECTION_VERSION = 2  # 2: coarse codes (``code``, ``labels``); version-1 section
 
 _CHUNK_ROWS = 65536
 _NO_ROW = np.iinfo(np.int64).max  # sorts last; knn_inner_products_by_idx stops at the first id >= ny
-_BLAS_THRESHOLD = 20 * 64
-
-
-def _tune_faiss_flat_search() -> None:
-    """Let FAISS's exhaustive search use BLAS from about 20 queries of 64 dimensions on.
-
-    FAISS takes its sequential (non-BLAS) kernel while ``n_queries * dim < 128000``: for a 64-dim
-    coarse index that is every batch under 2,000 queries, and a batch of 1,000 then runs about 6x
-    slower than with BLAS (measured on 49k x 64, 2 cores). The global is only ever lowered, and
-    only from FAISS's own default, so a value the user set is kept.
-    """
-    if faiss.cvar.distance_compute_blas_threshold == 128000:
-        faiss.cvar.distance_compute_blas_threshold = _BLAS_THRESHOLD
 
 
 class _SpillFile:
@@ -202,6 +190,8 @@ class FaissBackend:
         code: str = "float",
         labels: str | None = None,
         coarse_file_bytes: int | None = None,
+        balance: str = "none",
+        balance_matrix: np.ndarray | None = None,
     ) -> None:
         self.coarse_dim = coarse_dim
         self.full_dim = full_dim
@@ -231,6 +221,8 @@ class FaissBackend:
         self._gpu_lock = threading.Lock()
         self._measured: tuple[int, int] | None = None if coarse_file_bytes is None else (0, coarse_file_bytes)
         self._version = 0  # bumped by every mutation: the measured coarse size is re-measured after one
+        self.balance = balance  # "itq": prefixes rotated (and stored ones centred) inside the prefix, see faiss_codes
+        self._balance = balance_matrix
 
     def _alive_mask(self) -> np.ndarray:
         return self._alive if self._alive is not None else np.ones(len(self._ids), dtype=bool)
@@ -252,6 +244,7 @@ class FaissBackend:
         nprobe: int | None = None,
         pq_m: int | None = None,
         rabitq_bits: int = 1,
+        balance: str = "none",
         device: str = "auto",
         spill_dir: str | None = None,
     ) -> FaissBackend:
@@ -264,7 +257,8 @@ class FaissBackend:
         ``index="flat", code="pq4"``. ``code`` (how each prefix is stored): ``"float"``, ``"sq8"``,
         ``"sq4"``, ``"pq4"`` (4-bit PQ, ``pq_m`` sub-quantizers, default ``coarse_dim``),
         ``"rabitq"`` (``rabitq_bits`` bits a dimension, default 1) or ``"binary"`` (sign bits,
-        Hamming). Pairs FAISS cannot do are refused (see :mod:`.faiss_codes`). ``device``:
+        Hamming). ``balance="itq"``: an ITQ rotation inside the prefix, learned at :meth:`train`
+        (keeps each query's float coarse order; balances sign bits). Pairs FAISS cannot do are refused (see :mod:`.faiss_codes`). ``device``:
         ``"auto"`` (GPU when FAISS has one, else CPU; float flat / IVF only), ``"cpu"`` or ``"gpu"``
         (still falls back to the CPU when no GPU works). ``spill_dir``: where the temporary
         full-vector file of a build goes (default: the system temp directory).
@@ -291,6 +285,8 @@ class FaissBackend:
         if isinstance(rabitq_bits, bool) or not isinstance(rabitq_bits, (int, np.integer)) or not 1 <= rabitq_bits <= 9:
             raise InputError(f"rabitq_bits: must be an integer from 1 to 9, got {rabitq_bits!r}")
         structure = "flat" if index == "pq" else index
+        if balance not in codes.BALANCES:
+            raise InputError(f"balance: unknown balance {balance!r}; choose one of {', '.join(codes.BALANCES)}")
         if not isinstance(code, str):
             raise InputError(f"code: expected one of {', '.join(CODES)}, got {code!r}")
         codes.check_pair(structure, code, int(coarse_dim))
@@ -321,6 +317,7 @@ class FaissBackend:
             params=params,
             device=device,
             code=code,
+            balance=balance,
         )
 
     @classmethod
@@ -347,6 +344,7 @@ class FaissBackend:
             params = dict(section.get("params", {}))
             code = section.get("code", "pq4" if index_type == "pq" else "float")
             labels = section.get("labels", "rows" if index_type == "hnsw" else "ids")
+            balance = section.get("balance", "none")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"{directory}: backend section of the manifest is incomplete ({exc})") from None
         structure = "flat" if index_type == "pq" else index_type
@@ -354,8 +352,9 @@ class FaissBackend:
             raise FormatError(
                 f"{directory}: unknown coarse index {index_type!r} with code {code!r}, or metric {metric!r}"
             )
-        if labels not in ("ids", "rows"):
-            raise FormatError(f"{directory}: unknown coarse labels {labels!r}")
+        if labels not in ("ids", "rows") or balance not in codes.BALANCES:
+            raise FormatError(f"{directory}: unknown coarse labels {labels!r} or balance {balance!r}")
+        matrix = codes.read_balance(directory, coarse_dim) if balance != "none" else None
         for name in (COARSE_FILE, FULL_FILE, IDS_FILE):
             if not (directory / name).is_file():
                 raise FormatError(f"{directory / name}: missing; the index directory is incomplete")
@@ -398,6 +397,8 @@ class FaissBackend:
             code=code,
             labels=labels,
             coarse_file_bytes=(directory / COARSE_FILE).stat().st_size,
+            balance=balance,
+            balance_matrix=matrix,
         )
 
     # ------------------------------------------------------------------ ids
@@ -441,9 +442,13 @@ class FaissBackend:
         sample; SQ, PQ and RaBitQ train their code on at most 64k rows of it. A no-op for flat /
         HNSW float and binary. Called by the index before the first :meth:`add` of a build.
         """
+        sample = np.ascontiguousarray(coarse_sample, dtype=np.float32)
+        if self.balance == "itq" and self._balance is None and len(sample):
+            self._balance = codes.itq_balance(sample)
+            self._version += 1
         if self._coarse is not None:
             return
-        sample = np.ascontiguousarray(coarse_sample, dtype=np.float32)
+        sample = codes.balance_stored(self._balance, sample)
         nlist = 0
         if self.structure == "ivf":
             nlist = self._params.get("nlist") or default_nlist(n_total)
@@ -479,11 +484,12 @@ class FaissBackend:
             )
         if not len(ids):
             return
-        if self._coarse is None:  # added to without an explicit train(): train on this first batch
+        if self._coarse is None or (self.balance != "none" and self._balance is None):
+            # added to without an explicit train(): train on this first batch
             self.train(coarse, max(len(ids), self._n_alive))
         start = len(self._full)
         rows = np.arange(start, start + len(ids), dtype=np.int64)
-        encoded = np.ascontiguousarray(codes.encode(self.code, coarse))
+        encoded = np.ascontiguousarray(codes.encode(self.code, codes.balance_stored(self._balance, coarse)))
         if self.labels == "rows":
             if self._coarse.ntotal != start:  # labels are insertion positions, which must equal rows
                 raise BackendError(f"coarse index holds {self._coarse.ntotal} vectors but the store {start} rows")
@@ -595,6 +601,7 @@ class FaissBackend:
     def _coarse_hits(self, coarse_queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` live rows from the coarse index with their coarse scores (``-1`` rows where fewer exist)."""
         n = int(min(n, self._n_alive))
+        coarse_queries = codes.balance_queries(self._balance, coarse_queries)
         gpu = self._gpu() if len(coarse_queries) else None
         if gpu is not None:
             with self._gpu_lock:
@@ -776,19 +783,24 @@ class FaissBackend:
         self._measured = (self._version, (directory / COARSE_FILE).stat().st_size)
         self._write_full(directory / FULL_FILE)
         np.save(directory / IDS_FILE, np.asarray(self._ids), allow_pickle=False)
+        files = [COARSE_FILE, FULL_FILE, IDS_FILE]
+        if self._balance is not None:
+            np.save(directory / codes.BALANCE_FILE, self._balance, allow_pickle=False)
+            files.append(codes.BALANCE_FILE)
         return {
             "kind": self.kind,
             "section_version": SECTION_VERSION,
             "index": self.index_type,
             "code": self.code,
             "labels": self.labels,
+            "balance": self.balance,
             "coarse_dim": self.coarse_dim,
             "full_dim": self.full_dim,
             "metric": self.metric,
             "rows": len(self._ids),
             "count": int(self._n_alive),
             "params": dict(self._params),
-            "files": [COARSE_FILE, FULL_FILE, IDS_FILE],
+            "files": files,
         }
 
     def _write_full(self, path: Path) -> None:
@@ -833,7 +845,7 @@ class FaissBackend:
         ids_mapped = isinstance(self._ids, np.memmap)
         if not ids_mapped:
             arrays += int(self._ids.nbytes)
-        for extra in (self._alive, self._alive_bitmap):
+        for extra in (self._alive, self._alive_bitmap, self._balance):
             arrays += int(extra.nbytes) if extra is not None else 0
         if self._lookup is not None:
             arrays += int(self._lookup[0].nbytes + self._lookup[1].nbytes)
@@ -867,6 +879,7 @@ class FaissBackend:
             "coarse_index": self.index_type,
             "structure": self.structure,
             "code": self.code,
+            "balance": self.balance,
             "device": self.device,
             "gpus_visible_to_faiss": gpu_count,
             "count": int(self._n_alive),
