@@ -26,12 +26,10 @@ C++ call (``faiss.knn_inner_products_by_idx``: gather + dot + heap, GIL released
 queries; measured 0.19 s for 1,000 queries x 2,000 candidates x 384 dims on 2 cores, against
 about 2 s for a NumPy gather from the memory map plus a batched matmul).
 
-GPU: with ``device="auto"`` (default), when ``faiss.get_num_gpus() > 0`` and the installed FAISS has
-GPU support, flat and IVF coarse indexes are mirrored on GPU 0 for stage one (HNSW and PQ fast-scan have no FAISS GPU
-implementation and stay on the CPU). Any failure to use the GPU falls back to the CPU silently;
-:meth:`FaissBackend.info` says which device ran. The rerank stays on the CPU: it is bounded by
-gathering rows from the memory-mapped file, which a GPU would not speed up (and backends never
-import torch).
+GPU: with ``device="auto"`` (default) and a FAISS with GPU support, float flat and IVF coarse
+indexes are mirrored on GPU 0 for stage one (HNSW and the codes stay on the CPU); any failure falls
+back to the CPU silently, :meth:`FaissBackend.info` says which device ran. The rerank stays on the
+CPU: it is bounded by gathering rows from the memory map, which a GPU would not speed up.
 
 Concurrency: searches may run concurrently (FAISS CPU searches are read-only and release the GIL;
 GPU searches are serialised by a lock). Mutations (``add``, ``remove``) must not run concurrently
@@ -306,6 +304,7 @@ class FaissBackend:
         coarse = None  # trained (IVF: and sized) by train() on the build sample
         if not codes.needs_training(structure, code):
             coarse = codes.make_index(structure, code, int(coarse_dim), params)
+            params["fixed_coarse_bytes"] = codes.serialized_bytes(coarse)
         return cls(
             coarse_dim=int(coarse_dim),
             full_dim=int(full_dim),
@@ -458,6 +457,7 @@ class FaissBackend:
             nlist = int(max(1, min(nlist, len(sample) // 39 or 1)))
         index = codes.make_index(self.structure, self.code, self.coarse_dim, self._params, nlist)
         codes.train(index, self.code, sample, self.structure)
+        self._params["fixed_coarse_bytes"] = codes.serialized_bytes(index)  # trained, still empty: header + parameters
         if self.structure == "ivf":
             self._params["nlist"] = nlist
             if self._params.get("nprobe") is None:
@@ -550,8 +550,7 @@ class FaissBackend:
         centroids, costed per coordinate; stage two costs ``0.75 * full_dim`` per candidate. The
         weight is measured, not guessed: on 2 cores an IVF scan took about 27 ns per 64-dim coarse
         vector and the rerank about 115 ns per 384-dim candidate (1,000 queries, 49k-1M vectors).
-        Codes are costed like float prefixes (a compact code scans faster, so this leans towards
-        fewer probes and more candidates, which the calibration then measures).
+        Codes are costed like float prefixes (they scan faster: this leans to fewer probes).
         """
         coarse = float(self._n_alive * self.coarse_dim)
         if self.structure == "ivf" and self._params.get("nlist"):
@@ -627,8 +626,7 @@ class FaissBackend:
             scores = np.take_along_axis(scores, order, axis=1)
         return scores, rows
 
-    def _coarse_rows(self, coarse_queries: np.ndarray, n: int) -> np.ndarray:
-        """Top-``n`` rows from the coarse index (``-1`` where fewer exist)."""
+    def _coarse_rows(self, coarse_queries: np.ndarray, n: int) -> np.ndarray:  # top-n rows, -1 where none
         return self._coarse_hits(coarse_queries, n)[1]
 
     def _ivf_exhaustive_hits(self, coarse_queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -832,12 +830,13 @@ class FaissBackend:
     def memory(self) -> dict[str, Any]:
         """What this backend keeps in RAM, measured, and what it leaves to the page cache.
 
-        ``resident_bytes``: the coarse index (:meth:`_coarse_bytes`) plus every NumPy array held in
-        RAM (the ids unless memory-mapped, the alive mask once a row was removed, the id -> row
-        lookup once built by ``contains``/``add``/``remove``, full vectors read with ``mmap=False``).
-        ``page_cache_bytes_per_vector``: the memory-mapped files the search reads from (full vectors
-        for the rerank, ids for the results): the OS caches the pages touched, so they cost RAM
-        only as far as queries touch them and can be evicted, unlike the resident bytes.
+        ``resident_bytes``: the coarse index (:meth:`_coarse_bytes`) plus every in-RAM NumPy array (ids
+        unless memory-mapped, the alive mask once a row was removed, the id -> row lookup once built,
+        full vectors read with ``mmap=False``). ``fixed_bytes``: the part that does not grow with the
+        count (the empty trained coarse index, measured at training: header, SQ ranges, codebooks,
+        centroids; the balance rotation); ``per_vector_bytes``: the rest per vector.
+        ``page_cache_bytes_per_vector``: memory-mapped files the search reads (full vectors, ids),
+        cached by the OS as far as queries touch them and evictable, unlike the resident bytes.
         """
         n = max(1, self._n_alive)
         coarse = self._coarse_bytes()
@@ -852,9 +851,14 @@ class FaissBackend:
         full_ram = self._full.ram_bytes
         resident = coarse + arrays + full_ram
         mapped = (0 if full_ram else self.full_dim * 4) + (8 if ids_mapped else 0)
+        fixed = int(self._params.get("fixed_coarse_bytes", 0)) + (
+            self._balance.nbytes if self._balance is not None else 0
+        )
         return {
             "resident_bytes": int(resident),
             "resident_bytes_per_vector": round(resident / n, 2),
+            "fixed_bytes": fixed,
+            "per_vector_bytes": round((resident - fixed) / n, 2),
             "coarse_index_bytes_per_vector": round(coarse / n, 2),
             "bookkeeping_bytes_per_vector": round(arrays / n, 2),
             "full_vectors_in_ram_bytes_per_vector": round(full_ram / n, 2),
