@@ -13,6 +13,11 @@ trained Matryoshka-style), ``"pca"`` a fitted PCA rotation (:class:`PCARotation`
 training-free baseline), ``"train"`` or an unfitted :class:`~matryoshka_index.MatryoshkaAdaptor`
 trains on a sample of the corpus, a fitted one is used as it is.
 
+The package, by concern: :mod:`.core` (this class: search, add/remove, the lock), :mod:`.build`
+(the named steps of a build, adaptor resolution), :mod:`.persistence` (save/load),
+:mod:`.describe` (``info()``), :mod:`.locking` (the readers-writer lock); the manifest's format is
+:mod:`matryoshka_index.manifest`, the calibration :mod:`matryoshka_index.calibration`.
+
 Saved index layout (a directory, written atomically)::
 
     manifest.json   the manifest below
@@ -41,244 +46,29 @@ never sees a half-applied mutation.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import json
 import math
 import os
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._version import __version__
-from .adaptor import MatryoshkaAdaptor
-from .adaptor.pca import PCARotation
-from .backends import BACKENDS, get_backend_class
-from .errors import FormatError, InputError
-from .evaluation import exact_topk
-from .progress import progress
-from .storage import allocated_bytes, atomic_directory, atomic_write_bytes, read_versioned_json, sha256_file
-from .validation import (
-    check_embeddings,
-    check_fraction,
-    check_ids,
-    check_positive_int,
-    iter_row_chunks,
-    l2_normalize,
-)
+from ..adaptor import MatryoshkaAdaptor
+from ..adaptor.pca import PCARotation
+from ..backends.base import Closeable, ReportsTimings, SearchKnob, StoresIndexMetadata
+from ..calibration import CALIBRATION_K, MAX_CANDIDATES, Calibrator, OperatingPoints, recall_with_lower_bound
+from ..errors import FormatError, InputError
+from ..manifest import ADAPTOR_DIR, make_manifest, now_utc
+from ..progress import progress
+from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
+from .build import BUILD_CHUNK_ROWS, METRICS, RERANKS, Adaptor, adaptor_kind, build_index, resolve_adaptor
+from .describe import describe
+from .locking import ReadWriteLock
+from .persistence import load_index, save_index
 
-FORMAT = "matryoshka-index"
-FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
-ADAPTOR_DIR = "adaptor"
-METRICS = ("cosine", "ip")
-RERANKS = ("original", "adapted")
-INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
-_CONFIDENCE_Z = 1.645  # calibration: one-sided 95% lower confidence bound of the recall must reach the target
-CALIBRATION_K = 10
-_BUILD_CHUNK_ROWS = 16384
 _SEARCH_CHUNK_ROWS = 4096
-_MAX_CANDIDATES = 4096
-
-
-Adaptor = MatryoshkaAdaptor | PCARotation | None
-
-
-def recall_with_lower_bound(found: np.ndarray, truth: np.ndarray, z: float = _CONFIDENCE_Z) -> tuple[float, float]:
-    """Mean recall of ``found`` against ``truth`` (``(n_queries, k)`` ids, ``-1`` = none) and its
-    one-sided lower confidence bound ``mean - z * std / sqrt(n_queries)`` (z = 1.645: 95%)."""
-    valid = truth >= 0
-    hits = ((found[:, :, None] == truth[:, None, :]) & valid[:, None, :] & (found[:, :, None] >= 0)).any(axis=1)
-    sizes = valid.sum(axis=1)
-    keep = sizes > 0
-    if not keep.any():
-        return 1.0, 1.0
-    per_query = (hits & valid).sum(axis=1)[keep] / sizes[keep]
-    mean = float(per_query.mean())
-    if len(per_query) < 2:
-        return mean, mean
-    return mean, mean - z * float(per_query.std(ddof=1)) / float(np.sqrt(len(per_query)))
-
-
-def adaptor_kind(adaptor: Adaptor) -> str:
-    """``"none"``, ``"pca"`` or ``"matryoshka-adaptor"`` (as written in the manifest)."""
-    if adaptor is None:
-        return "none"
-    return "pca" if isinstance(adaptor, PCARotation) else "matryoshka-adaptor"
-
-
-def _is_fitted(adaptor: MatryoshkaAdaptor | PCARotation) -> bool:
-    return adaptor.rotation_ is not None if isinstance(adaptor, PCARotation) else hasattr(adaptor, "model_")
-
-
-# ---------------------------------------------------------------------- locking
-class _ReadWriteLock:
-    """Many readers or one writer. Re-entrant for the writer (which may also read); new readers wait
-    while a writer waits, so a stream of searches cannot starve a mutation."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer: int | None = None
-        self._depth = 0
-        self._writers_waiting = 0
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
-        me = threading.get_ident()
-        with self._cond:
-            if self._writer == me:
-                self._depth += 1
-                owned = True
-            else:
-                while self._writer is not None or self._writers_waiting:
-                    self._cond.wait()
-                self._readers += 1
-                owned = False
-        try:
-            yield
-        finally:
-            with self._cond:
-                if owned:
-                    self._depth -= 1
-                else:
-                    self._readers -= 1
-                    if not self._readers:
-                        self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        me = threading.get_ident()
-        with self._cond:
-            if self._writer == me:
-                self._depth += 1
-            else:
-                self._writers_waiting += 1
-                try:
-                    while self._writer is not None or self._readers:
-                        self._cond.wait()
-                finally:
-                    self._writers_waiting -= 1
-                self._writer, self._depth = me, 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._depth -= 1
-                if not self._depth:
-                    self._writer = None
-                    self._cond.notify_all()
-
-
-# ---------------------------------------------------------------------- helpers
-def _candidate_ladder(k: int, cap: int) -> list[int]:
-    """Geometric ladder k, k*2^(1/4), k*2^(2/4), ... (rounded, distinct) up to and including ``cap``."""
-    cap = max(k, cap)
-    out: list[int] = []
-    i = 0
-    while True:
-        v = min(cap, round(k * 2 ** (i / 4)))
-        if not out or v > out[-1]:
-            out.append(v)
-        if v >= cap:
-            return out
-        i += 1
-
-
-def _smallest(ladder: Sequence[int], ok: Callable[[int], bool]) -> int | None:
-    """Smallest ladder value for which ``ok`` holds, by binary search (``ok`` assumed monotone); None if none."""
-    if not ok(ladder[-1]):
-        return None
-    lo, hi = 0, len(ladder) - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(ladder[mid]):
-            hi = mid
-        else:
-            lo = mid + 1
-    return ladder[lo]
-
-
-def _accepts(func: Callable[..., Any], name: str) -> bool:
-    params = inspect.signature(func).parameters
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _check_backend_options(func: Callable[..., Any], options: dict[str, Any], backend: str) -> None:
-    params = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        fixed = ("cls", "self", "coarse_dim", "full_dim", "metric", "directory", "section")
-        accepted = [n for n in params if n not in fixed]
-        raise InputError(
-            f"backend_options: unknown option(s) {', '.join(map(repr, unknown))} for backend {backend!r}; "
-            f"accepted: {', '.join(accepted) or 'none'}"
-        )
-
-
-_QDRANT_LOCATIONS = ("url", "host", "path", "location", "client")
-
-
-def embedded_qdrant_backend(options: dict[str, Any]) -> str:
-    """Which backend ``backend="qdrant"`` means for these options: ``"qdrant-edge"`` or ``"qdrant"``.
-
-    With no server and no local-mode location (none of ``url``, ``host``, ``path``, ``location``,
-    ``client``), ``"qdrant"`` asks for an embedded Qdrant. Qdrant's own engine in-process
-    (qdrant-edge, the ``edge`` extra) answered the two-stage query about 100x (exact coarse stage) to
-    360x (HNSW coarse stage) faster than qdrant-client's local mode, on 2.5x the points
-    (benchmarks/results/qdrant_search.md), so it is used when installed and when it accepts every
-    option given; otherwise local mode, in memory, with a warning about its speed.
-    """
-    if any(options.get(k) is not None for k in _QDRANT_LOCATIONS):
-        return "qdrant"
-    try:
-        edge = get_backend_class("qdrant-edge")
-    except InputError:
-        edge = None
-    if edge is not None and all(_accepts(edge.create, name) for name in options):
-        return "qdrant-edge"
-    warnings.warn(
-        "backend='qdrant' without a server runs qdrant-client's local mode, a slow Python emulation (about 10 "
-        'queries/s at 20k points); pip install "matryoshka-index[edge]" to embed Qdrant\'s engine instead, '
-        "or pass url=... for a server",
-        stacklevel=3,
-    )
-    return "qdrant"
-
-
-def check_output_path(path: str | os.PathLike[str]) -> Path:
-    """Refuse to save over anything but nothing, an empty directory or an index (saving replaces the
-    directory whole, so a typo such as ``-o ~/Documents`` must not delete a folder of other files)."""
-    path = Path(path)
-    if not path.exists():
-        return path
-    if not path.is_dir():
-        raise InputError(f"{path}: exists and is not a directory; choose another output path")
-    if any(path.iterdir()):
-        try:
-            is_index = json.loads((path / MANIFEST_FILE).read_text()).get("format") == FORMAT
-        except (OSError, ValueError, AttributeError):
-            is_index = False
-        if not is_index:
-            raise InputError(
-                f"{path}: exists and is not a matryoshka index; refusing to replace it, choose another output path"
-            )
-    return path
-
-
-def _fsync_tree(root: Path) -> None:
-    for p in root.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
 
 
 # ---------------------------------------------------------------------- the index
@@ -368,139 +158,27 @@ class MatryoshkaIndex:
         quiet:
             No progress bars.
         """
-        if metric not in METRICS:
-            raise InputError(f"metric: unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-        if rerank not in RERANKS:
-            raise InputError(f"rerank: unknown rerank {rerank!r}; choose one of {', '.join(RERANKS)}")
-        if index is not None and not isinstance(index, str):
-            raise InputError(f"index: expected one of {', '.join(INDEX_TYPES)}, got {index!r}")
-        vectors = check_embeddings(vectors, "vectors", allow_zero_rows=metric == "ip")
-        n, dim = vectors.shape
-        coarse_dim = check_positive_int(coarse_dim, "coarse_dim")
-        if coarse_dim > dim:
-            raise InputError(f"coarse_dim: {coarse_dim} exceeds the embedding dimension {dim}; choose at most {dim}")
-        id_arr = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n, "ids")
-        target_recall = check_fraction(target_recall, "target_recall")
-        sample_size = check_positive_int(sample_size, "sample_size")
-        calibration_queries = check_positive_int(calibration_queries, "calibration_queries")
-        if candidates is not None:
-            candidates = check_positive_int(candidates, "candidates")
-        if payloads is not None and len(payloads) != n:
-            raise InputError(f"payloads: has {len(payloads)} entries for {n} vectors; give one per row (or None)")
-        if backend_options is not None and not isinstance(backend_options, dict):
-            raise InputError(f"backend_options: expected a dict, got {type(backend_options).__name__}")
-        if backend == "qdrant":
-            backend = embedded_qdrant_backend(backend_options or {})
-        backend_cls = get_backend_class(backend) if isinstance(backend, str) else None
-        if backend_cls is None:
-            raise InputError(f"backend: expected a backend name such as 'faiss', got {backend!r}")
-        options = dict(backend_options or {})
-        if _accepts(backend_cls.create, "index"):
-            if index is not None:
-                options.setdefault("index", index)
-        elif index not in (None, "flat"):
-            raise InputError(f"index: the {backend} backend chooses its own coarse index; leave index='flat'")
-        _check_backend_options(backend_cls.create, options, backend)
-
-        rng = np.random.default_rng(seed)
-        sample_rows = np.sort(rng.choice(n, size=sample_size, replace=False)) if n > sample_size else None
-        sample = np.asarray(vectors if sample_rows is None else vectors[sample_rows], dtype=np.float32)
-        fitted = cls._resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet)
-        del sample  # not needed any more: free it before the corpus is streamed through
-
-        be = backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options)
-        self = cls._new(
-            adaptor=fitted,
-            backend=be,
+        return build_index(
+            cls,
+            vectors,
+            coarse_dim=coarse_dim,
+            ids=ids,
+            adaptor=adaptor,
+            backend=backend,
+            index=index,
+            target_recall=target_recall,
             metric=metric,
             rerank=rerank,
-            input_dim=dim,
-            coarse_dim=coarse_dim,
-            full_dim=dim,
-            candidates=candidates or CALIBRATION_K,
-            calibration={},
+            payloads=payloads,
+            backend_options=backend_options,
+            sample_size=sample_size,
+            candidates=candidates,
+            calibration_queries=calibration_queries,
+            seed=seed,
+            quiet=quiet,
         )
-        if hasattr(be, "train"):  # IVF picks its list count from n and trains on coarse vectors of the sample
-            train_rows = sample_rows if sample_rows is not None else np.arange(n)
-            coarse_sample = np.concatenate(
-                [self._prepare(vectors[train_rows[sl]])[0] for sl in iter_row_chunks(len(train_rows), 65536)]
-            )
-            be.train(coarse_sample, n)
-            del coarse_sample
-        # Calibration queries are held out: corpus rows left out of the index while candidates are
-        # calibrated, then added. Querying rows that are in the index would flatter the search (a
-        # graph index finds its way to the query's own node and its neighbourhood far more easily
-        # than to a new point's), so held-out rows are the honest stand-in for real queries.
-        n_cal = min(calibration_queries, max(1, n // 10)) if n >= 2 else 0
-        held = np.sort(rng.choice(n, size=n_cal, replace=False)) if n_cal else np.empty(0, dtype=np.int64)
-        is_held = np.zeros(n, dtype=bool)
-        is_held[held] = True
-        with progress(total=n, desc="indexing", unit="vec", quiet=quiet) as bar:
-            for sl in iter_row_chunks(n, _BUILD_CHUNK_ROWS):
-                keep = np.flatnonzero(~is_held[sl]) + sl.start
-                self._add_rows(vectors, id_arr, payloads, keep if len(keep) < sl.stop - sl.start else sl)
-                bar.update(sl.stop - sl.start)
-            if n_cal:
-                self._calibrate_held_out(
-                    vectors, id_arr, held, ~is_held, target_recall=target_recall, fixed=candidates, quiet=quiet
-                )
-            else:
-                self._calibration = {"skipped": f"{n} vector(s); calibration needs at least 2"}
-            for sl in iter_row_chunks(n_cal, _BUILD_CHUNK_ROWS):
-                self._add_rows(vectors, id_arr, payloads, held[sl])
-        self._attach_metadata()
-        return self
 
-    def _add_rows(
-        self, vectors: np.ndarray, id_arr: np.ndarray, payloads: Sequence[Any] | None, rows: slice | np.ndarray
-    ) -> None:
-        coarse, full = self._prepare(vectors[rows])
-        if payloads is None:
-            chunk_payloads = None
-        elif isinstance(rows, slice):
-            chunk_payloads = list(payloads[rows])
-        else:
-            chunk_payloads = [payloads[int(r)] for r in rows]
-        self._backend.add(id_arr[rows], coarse, full, chunk_payloads)
-
-    @staticmethod
-    def _resolve_adaptor(
-        adaptor: Any, sample: np.ndarray, dim: int, coarse_dim: int, *, seed: int, quiet: bool
-    ) -> MatryoshkaAdaptor | PCARotation | None:
-        if adaptor is None:
-            return None
-        if isinstance(adaptor, str) and adaptor == "pca":
-            if len(sample) < 2:
-                raise InputError("adaptor: 'pca' needs at least 2 vectors; use adaptor=None")
-            return PCARotation().fit(sample)
-        if isinstance(adaptor, str) and adaptor == "train":
-            n_val = min(round(len(sample) * MatryoshkaAdaptor().val_fraction), 4096)
-            batch = min(MatryoshkaAdaptor().batch_size, len(sample) - n_val)
-            if batch < 4:
-                raise InputError(
-                    f"adaptor: 'train' needs at least 5 vectors, got {len(sample)}; use adaptor=None or 'pca'"
-                )
-            adaptor = MatryoshkaAdaptor(batch_size=batch, max_samples=max(2, len(sample)), seed=seed, quiet=quiet)
-        elif isinstance(adaptor, (str, os.PathLike)):
-            if not Path(adaptor).is_dir():
-                raise InputError(
-                    f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or an adaptor directory, got {adaptor!r}"
-                )
-            adaptor = MatryoshkaAdaptor.load(adaptor)
-        if not isinstance(adaptor, (MatryoshkaAdaptor, PCARotation)):
-            raise InputError(
-                f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or PCARotation, got {type(adaptor).__name__}"
-            )
-        if not _is_fitted(adaptor):
-            adaptor.fit(sample)
-        if adaptor.input_dim_ != dim:
-            raise InputError(
-                f"adaptor: was trained on {adaptor.input_dim_}-dimensional embeddings but vectors have {dim}; "
-                "use an adaptor trained on the same model"
-            )
-        if coarse_dim > adaptor.input_dim_:
-            raise InputError(f"coarse_dim: {coarse_dim} exceeds the adaptor's dimension {adaptor.input_dim_}")
-        return adaptor
+    _resolve_adaptor = staticmethod(resolve_adaptor)
 
     @classmethod
     def _new(
@@ -528,10 +206,10 @@ class MatryoshkaIndex:
         self.full_dim = full_dim
         self._candidates = int(candidates)
         self._calibration = dict(calibration)
-        self._created = created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._created = created or now_utc()
         self._path = path
         self._modified_since_load = path is None
-        self._lock = _ReadWriteLock()
+        self._lock = ReadWriteLock()
         return self
 
     @classmethod
@@ -581,7 +259,7 @@ class MatryoshkaIndex:
         **kw: Any,
     ) -> MatryoshkaIndex:
         """Open an index stored in a Qdrant collection (built with ``backend="qdrant"`` or migrated)."""
-        from .backends.qdrant_backend import open_index_from_qdrant
+        from ..backends.qdrant_backend import open_index_from_qdrant
 
         return open_index_from_qdrant(cls, collection, url=url, path=path, client=client, **kw)
 
@@ -674,10 +352,8 @@ class MatryoshkaIndex:
                     f"ids: {int(present.sum())} id(s) already in the index, e.g. {int(id_arr[present][0])}; "
                     "remove them first or use new ids"
                 )
-            with progress(
-                total=len(x), desc="adding", unit="vec", quiet=quiet or len(x) < 4 * _BUILD_CHUNK_ROWS
-            ) as bar:
-                for sl in iter_row_chunks(len(x), _BUILD_CHUNK_ROWS):
+            with progress(total=len(x), desc="adding", unit="vec", quiet=quiet or len(x) < 4 * BUILD_CHUNK_ROWS) as bar:
+                for sl in iter_row_chunks(len(x), BUILD_CHUNK_ROWS):
                     coarse, full = self._prepare(x[sl])
                     self._backend.add(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
                     bar.update(sl.stop - sl.start)
@@ -707,11 +383,10 @@ class MatryoshkaIndex:
         return removed
 
     def _attach_metadata(self) -> None:
-        attach = getattr(self._backend, "attach_index_metadata", None)
-        if attach is None:
+        if not isinstance(self._backend, StoresIndexMetadata):
             return
         files = self._adaptor.to_files() if self._adaptor is not None else None
-        attach(self._manifest(), files)
+        self._backend.attach_index_metadata(self._manifest(), files)
 
     # ------------------------------------------------------------------ search
     def resolve_candidates(self, k: int, candidates: int | None = None) -> int:
@@ -749,7 +424,7 @@ class MatryoshkaIndex:
         k = check_positive_int(k, "k")
         c = self.resolve_candidates(k, candidates)
         kw: dict[str, Any] = {}
-        if timings is not None and getattr(self._backend, "supports_timings", False):
+        if timings is not None and isinstance(self._backend, ReportsTimings) and self._backend.supports_timings:
             kw["timings"] = timings
         if query_filter is not None:
             kw["query_filter"] = query_filter
@@ -781,7 +456,7 @@ class MatryoshkaIndex:
         queries: np.ndarray,
         *,
         target_recall: float | None = None,
-        max_candidates: int = _MAX_CANDIDATES,
+        max_candidates: int = MAX_CANDIDATES,
         quiet: bool = False,
     ) -> dict[str, Any]:
         """Re-calibrate the default candidate count on your own queries (e.g. real user queries,
@@ -808,44 +483,6 @@ class MatryoshkaIndex:
             self._attach_metadata()
         return record
 
-    def _calibrate_held_out(
-        self,
-        vectors: np.ndarray,
-        id_arr: np.ndarray,
-        held: np.ndarray,
-        indexed: np.ndarray,
-        *,
-        target_recall: float,
-        fixed: int | None,
-        quiet: bool,
-    ) -> None:
-        """Build-time calibration: the ``held`` rows (not yet in the index) are the queries.
-
-        The ground truth is exact search over the indexed rows; queries unlike the corpus (short
-        questions against long documents) may need more candidates: see :meth:`calibrate`.
-        """
-        q = np.asarray(vectors[held], dtype=np.float32)
-        truth = None
-        note = "exact inner-product search over the original full vectors (the rerank vectors)"
-        k = min(CALIBRATION_K, len(self._backend))
-        if self.rerank == "adapted" and self._adaptor is not None:
-            # The backend holds adapted vectors; recall is promised against search over the originals.
-            orig_q = l2_normalize(q) if self.metric == "cosine" else q
-            _, rows = exact_topk(orig_q, vectors, k, normalize=self.metric == "cosine", include=indexed)
-            truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
-            note = "exact inner-product search over the original vectors (rerank uses the adapted ones)"
-        self._calibrate(
-            q,
-            target=target_recall,
-            truth=truth,
-            fixed=fixed,
-            max_candidates=_MAX_CANDIDATES,
-            truth_note=note,
-            query_source="random corpus rows held out of the index while calibrating, then added",
-            k=k,
-            quiet=quiet,
-        )
-
     def _calibrate(
         self,
         q: np.ndarray,
@@ -859,6 +496,7 @@ class MatryoshkaIndex:
         k: int = CALIBRATION_K,
         quiet: bool = False,
     ) -> dict[str, Any]:
+        """Choose and store the default candidates (and knob) on queries ``q`` (see :mod:`..calibration`)."""
         t_start = time.perf_counter()
         be = self._backend
         n = len(be)
@@ -866,129 +504,61 @@ class MatryoshkaIndex:
         coarse_q, full_q = self._prepare(q)
         if truth is None:
             _, truth = be.exact_search(full_q, k)
-        knob = be.search_knob() if hasattr(be, "search_knob") else None
-        steps: list[list[Any]] = []
-        cache: dict[tuple[int, int | None], float] = {}
+        knob = be.search_knob() if isinstance(be, SearchKnob) else None
+
+        def measure(c: int, knob_value: int | None) -> tuple[float, float]:
+            if knob_value is not None:
+                be.set_search_knob(knob_value)
+            _, found = be.search(coarse_q, full_q, k, c)
+            return recall_with_lower_bound(found, truth)
+
+        calibrator = Calibrator(k, min(n, max_candidates), knob=knob, cost=be.search_cost if knob else None)
+        fixed_knob = be.get_search_knob() if knob and fixed is not None else None
         bar = progress(desc="calibrating", unit="search", quiet=quiet)
-
-        def measure(c: int, knob_value: int | None = None) -> tuple[float, float]:
-            key = (c, knob_value)
-            if key not in cache:
-                if knob_value is not None:
-                    be.set_search_knob(knob_value)
-                _, found = be.search(coarse_q, full_q, k, c)
-                cache[key] = recall_with_lower_bound(found, truth)
-                steps.append([c, knob_value, round(cache[key][0], 5), round(cache[key][1], 5)])
-                bar.update(1)
-            return cache[key]
-
-        def recall(c: int, knob_value: int | None = None) -> float:
-            # the criterion is the lower confidence bound, so that fresh queries of the same kind
-            # reach the target too (the mean alone lands below it about half the time)
-            return measure(c, knob_value)[1]
-
-        ladder = _candidate_ladder(k, min(n, max_candidates))
-        chosen_knob: int | None = None
-        knob_name = knob[0] if knob else None
+        points = OperatingPoints(measure, on_measure=lambda _: bar.update(1))
         try:
-            if fixed is not None:
-                chosen = fixed
-                if knob:
-                    chosen_knob = be.get_search_knob() or knob[1][-1]
-                method = "fixed by the caller; recall measured"
-            elif knob is None:
-                found_c = _smallest(ladder, lambda c: recall(c) >= target)
-                chosen = found_c if found_c is not None else ladder[-1]
-                method = "smallest value of a geometric candidates ladder (x2^(1/4)) reaching the target, by bisection"
-            else:
-                exhaustive = knob[1][-1]
-                c0 = _smallest(ladder, lambda c: recall(c, exhaustive) >= target)
-                if c0 is None:
-                    chosen, chosen_knob = ladder[-1], exhaustive
-                else:
-                    # More candidates let a cheaper probe reach the target: try candidates from c0 up to
-                    # 4*c0 (every other ladder step) and keep the pair the backend's cost model rates cheapest.
-                    best: tuple[float, int, int] | None = None
-                    for c in [v for v in ladder if c0 <= v <= 4 * c0][::2]:
-                        p = _smallest(knob[1], lambda p, c=c: recall(c, p) >= target)
-                        if p is None:
-                            continue
-                        cost = be.search_cost(c, p)
-                        if best is None or cost < best[0]:
-                            best = (cost, c, p)
-                    assert best is not None  # c0 reached the target with the exhaustive probe
-                    _, chosen, chosen_knob = best
-                method = (
-                    f"smallest candidates reaching the target with exhaustive {knob_name}, then the cheapest "
-                    f"({knob_name}, candidates) pair reaching it for candidates up to 4x that"
-                )
-            achieved, lower = measure(chosen, chosen_knob)
+            choice, record = calibrator.calibrate(
+                points,
+                target,
+                queries=len(q),
+                truth_note=truth_note,
+                query_source=query_source,
+                fixed=fixed,
+                fixed_knob=fixed_knob,
+                started=t_start,
+            )
         finally:
             bar.close()
-        if knob is not None and chosen_knob is not None:
-            be.set_search_knob(chosen_knob)
-        self._candidates = int(chosen)
-        self._calibration = {
-            "k": k,
-            "target_recall": target,
-            "recall": round(achieved, 5),
-            "recall_lower_bound": round(lower, 5),
-            "reached": bool(lower >= target),
-            "queries": len(q),
-            "candidates": int(chosen),
-            "knob": {knob_name: int(chosen_knob)} if knob_name and chosen_knob is not None else None,
-            "truth": truth_note,
-            "method": method,
-            "query_source": query_source,
-            "steps": steps,
-            "seconds": round(time.perf_counter() - t_start, 3),
-        }
+        if knob is not None and choice.knob is not None:
+            be.set_search_knob(choice.knob)
+        self._candidates = int(choice.candidates)
+        self._calibration = record
         return dict(self._calibration)
 
     # ------------------------------------------------------------------ persistence
     def _manifest(self, backend_section: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> dict:
-        manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "library_version": __version__,
-            "created": self._created,
-            "metric": self.metric,
-            "input_dim": self.input_dim,
-            "coarse_dim": self.coarse_dim,
-            "full_dim": self.full_dim,
-            "rerank": self.rerank,
-            "adaptor": {
-                "kind": adaptor_kind(self._adaptor),
-                "directory": ADAPTOR_DIR if self._adaptor is not None else None,
-            },
-            "count": len(self._backend),
-            "candidates": self._candidates,
-            "calibration": self._calibration,
-            "backend": backend_section if backend_section is not None else {"kind": self._backend.kind},
-        }
-        if files is not None:
-            manifest["files"] = files
-        return manifest
+        return make_manifest(
+            created=self._created,
+            metric=self.metric,
+            input_dim=self.input_dim,
+            coarse_dim=self.coarse_dim,
+            full_dim=self.full_dim,
+            rerank=self.rerank,
+            adaptor_kind=adaptor_kind(self._adaptor),
+            adaptor_directory=ADAPTOR_DIR if self._adaptor is not None else None,
+            count=len(self._backend),
+            candidates=self._candidates,
+            calibration=self._calibration,
+            backend=backend_section if backend_section is not None else {"kind": self._backend.kind},
+            files=files,
+        )
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to directory ``path`` atomically: everything goes into a temporary sibling
         that is renamed into place, so an interrupted save leaves any previous index at ``path`` intact.
 
         An existing index at ``path`` is replaced; any other existing, non-empty path is an error."""
-        path = check_output_path(path)
-        with self._lock.read(), atomic_directory(path) as tmp:
-            section = dict(self._backend.save(tmp))
-            section.setdefault("kind", self._backend.kind)
-            if self._adaptor is not None:
-                self._adaptor.save(tmp / ADAPTOR_DIR)
-            files = {
-                p.relative_to(tmp).as_posix(): sha256_file(p)
-                for p in sorted(tmp.rglob("*"))
-                if p.is_file() and p.name != MANIFEST_FILE
-            }
-            manifest = self._manifest(section, files)
-            atomic_write_bytes(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-            _fsync_tree(tmp)
+        path = save_index(self, path)
         self._path = path.absolute()
         self._modified_since_load = False
 
@@ -1001,94 +571,26 @@ class MatryoshkaIndex:
         ``open`` (FAISS: ``mmap=True`` to memory-map the full vectors, ``device``, ``spill_dir``).
         Any missing, corrupt, foreign or newer-format file fails with one :class:`FormatError` line.
         """
-        path = Path(path)
-        if not path.exists():
-            raise FormatError(f"{path}: no index here (not found)")
-        if not path.is_dir():
-            raise FormatError(f"{path}: not an index directory (a matryoshka index is a folder with {MANIFEST_FILE})")
-        manifest = read_versioned_json(path / MANIFEST_FILE, kind=FORMAT, supported_versions=(FORMAT_VERSION,))
-        files = manifest.get("files")
-        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-            raise FormatError(f"{path / MANIFEST_FILE}: has no valid 'files' checksum table; the manifest is corrupt")
-        for rel, digest in files.items():
-            target = (path / rel).resolve()
-            if Path(rel).is_absolute() or ".." in Path(rel).parts or path.resolve() not in target.parents:
-                raise FormatError(f"{path / MANIFEST_FILE}: file entry {rel!r} points outside the index directory")
-            if not target.is_file():
-                raise FormatError(f"{path / rel}: missing; the index directory is incomplete")
-            if verify and sha256_file(target) != digest:
-                raise FormatError(
-                    f"{path / rel}: checksum does not match the manifest; the file is corrupt or replaced"
-                )
-        adaptor_meta = manifest.get("adaptor")
-        kind = adaptor_meta.get("kind") if isinstance(adaptor_meta, dict) else None
-        adaptor: Adaptor
-        if kind == "none":
-            adaptor = None
-        elif kind == "pca":
-            adaptor = PCARotation.load(path / ADAPTOR_DIR)
-        elif kind == "matryoshka-adaptor":
-            adaptor = MatryoshkaAdaptor.load(path / ADAPTOR_DIR)
-        else:
-            raise FormatError(f"{path / MANIFEST_FILE}: unknown adaptor kind {kind!r}")
-        section = manifest.get("backend")
-        if not isinstance(section, dict) or not isinstance(section.get("kind"), str):
-            raise FormatError(f"{path / MANIFEST_FILE}: has no valid 'backend' section")
-        if section["kind"] not in BACKENDS:
-            raise FormatError(f"{path / MANIFEST_FILE}: names an unknown backend {section['kind']!r}")
-        backend_cls = get_backend_class(section["kind"])  # a missing optional extra says what to install
-        _check_backend_options(backend_cls.open, backend_options, section["kind"])
-        backend = backend_cls.open(path, section, **backend_options)
-        self = cls._from_parts(adaptor, backend, manifest)
-        self._path = path.absolute()
-        self._modified_since_load = False
-        return self
+        return load_index(cls, path, verify=verify, backend_options=backend_options)
 
     # ------------------------------------------------------------------ facts
     def info(self) -> dict[str, Any]:
         """Facts for ``mindex info``: counts, dims, adaptor, calibration, device, memory per vector."""
-        with self._lock.read():
-            b = self._backend.info()
-            count = len(self._backend)
-        memory = {
-            "ram_bytes_per_vector": b.get("ram_bytes_per_vector"),
-            "disk_bytes_per_vector": b.get("disk_bytes_per_vector"),
-            "full_vectors": b.get("full_vectors"),
-            "exact_search_ram_bytes_per_vector": self.full_dim * 4,
-        }
-        if self._path is not None and not self._modified_since_load and count:
-            disk = allocated_bytes(self._path)  # sparse files (qdrant-edge) count what they really use
-            memory["disk_bytes_per_vector"] = round(disk / count, 1)
-            memory["disk_bytes"] = disk
-        adaptor: dict[str, Any] = {"kind": adaptor_kind(self._adaptor)}
-        if isinstance(self._adaptor, MatryoshkaAdaptor):
-            meta = getattr(self._adaptor, "metadata_", {})
-            adaptor["matryoshka_dims"] = list(self._adaptor.matryoshka_dims_)
-            adaptor["trained_rows"] = meta.get("training", {}).get("rows")
-            with contextlib.suppress(StopIteration, AttributeError):
-                adaptor["device"] = str(next(self._adaptor.model_.parameters()).device)
-        cal = self._calibration
-        return {
-            "path": str(self._path) if self._path is not None else None,
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "count": count,
-            "input_dim": self.input_dim,
-            "coarse_dim": self.coarse_dim,
-            "full_dim": self.full_dim,
-            "metric": self.metric,
-            "rerank": self.rerank,
-            "adaptor": adaptor,
-            "candidates": {
-                "default": self._candidates,
-                "calibrated_recall": cal.get("recall"),
-                "at_k": cal.get("k"),
-                "target_recall": cal.get("target_recall"),
-                "reached": cal.get("reached"),
-                "knob": cal.get("knob"),
-                "calibration_queries": cal.get("queries"),
-            },
-            "device": b.get("device"),
-            "memory": memory,
-            "backend": b,
-        }
+        return describe(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Release what the backend holds (a Qdrant client it opened, a qdrant-edge shard and its lock).
+
+        Backends without anything to release (FAISS) need no call. Idempotent; the index is unusable
+        afterwards for backends that close something. ``with MatryoshkaIndex.load(path) as index:``
+        closes it on leaving the block.
+        """
+        if isinstance(self._backend, Closeable):
+            self._backend.close()
+
+    def __enter__(self) -> MatryoshkaIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
