@@ -181,7 +181,7 @@ def test_killed_half_way_then_resumed(adaptor, stale_checkpoint):
     assert client.count("src", count_filter=has_coarse).count == 5 * 256
     assert without_coarse(dump(client, "src")) == before  # half-way, nothing else changed either
 
-    from matryoshka_index.backends.qdrant_backend import open_index_from_qdrant
+    from matryoshka_index.qdrant_open import open_index_from_qdrant
 
     with pytest.raises(InputError, match="unfinished in-place migration"):
         open_index_from_qdrant(object, "src", client=client)

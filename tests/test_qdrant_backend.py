@@ -12,16 +12,16 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from matryoshka_index.backends import get_backend_class
+from matryoshka_index.backends import get_backend_class, qdrant_errors
 from matryoshka_index.backends import qdrant_backend as qb
 from matryoshka_index.backends.qdrant_backend import (
     COMPANION_SUFFIX,
     META_KEY,
     QdrantBackend,
-    open_index_from_qdrant,
     point_handle,
 )
 from matryoshka_index.errors import BackendError, FormatError, InputError
+from matryoshka_index.qdrant_open import open_index_from_qdrant
 
 N, D, C = 2000, 48, 12
 
@@ -263,7 +263,7 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch):
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     slept: list[float] = []
-    monkeypatch.setattr(qb.time, "sleep", slept.append)
+    monkeypatch.setattr(qdrant_errors.time, "sleep", slept.append)
     attempts = iter(
         [
             ResponseHandlingException(httpx.ConnectError("reset")),

@@ -60,6 +60,7 @@ from ..errors import BackendError, FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..storage import allocated_bytes
 from .base import empty_results
+from .qdrant_common import COARSE, FULL, QUANTIZATIONS, check_vectors, first_line, quantized_bytes, query_pairs
 
 try:
     import qdrant_edge as qe
@@ -70,14 +71,11 @@ except ImportError:
 
 T = TypeVar("T")
 
-COARSE = "coarse"
-FULL = "full"
 SHARD_DIR = "qdrant_edge"
 LOCK_FILE = ".mindex-edge.lock"
 SECTION_FORMAT = "matryoshka-index-qdrant-edge"
 SECTION_VERSION = 1
 INDEX_TYPES = ("flat", "hnsw")
-QUANTIZATIONS = (None, "int8", "binary")
 METRICS = ("cosine", "ip")
 _CONFIG_FILE = "edge_config.json"
 _QUERY_BATCH = 256
@@ -98,11 +96,6 @@ def edge_version() -> str | None:
 # ------------------------------------------------------------------------------------------ errors
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
-
-
 def _in_use(path: Path) -> BackendError:
     return BackendError(
         f"{path}: this qdrant-edge shard directory is already open in another process or index "
@@ -117,7 +110,7 @@ def _call(fn: Callable[[], T], what: str, path: Path | None = None) -> T:
     except MatryoshkaError:
         raise
     except Exception as exc:
-        text = _first_line(exc)
+        text = first_line(exc)
         if path is not None and "WouldBlock" in text:  # the engine's own WAL lock
             raise _in_use(path) from None
         raise BackendError(f"qdrant-edge refused {what}: {text}") from None
@@ -549,15 +542,7 @@ class QdrantEdgeBackend:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         coarse = np.ascontiguousarray(coarse, dtype=np.float32)
         full = np.ascontiguousarray(full, dtype=np.float32)
-        if coarse.shape != (len(ids), self.coarse_dim) or full.shape != (len(ids), self.full_dim):
-            raise InputError(
-                f"add: expected coarse ({len(ids)}, {self.coarse_dim}) and full ({len(ids)}, {self.full_dim}), "
-                f"got {coarse.shape} and {full.shape}"
-            )
-        if payloads is not None and len(payloads) != len(ids):
-            raise InputError(
-                f"payloads: {len(payloads)} payloads for {len(ids)} vectors; give one per vector (or None)"
-            )
+        check_vectors(ids, coarse, full, payloads, self.coarse_dim, self.full_dim)
         if len(ids) and int(ids.min()) < 0:
             raise InputError("ids: the qdrant-edge backend stores ids >= 0")
         n, bs = len(ids), self.upload_batch_size
@@ -629,12 +614,7 @@ class QdrantEdgeBackend:
         ``query_filter`` (a :class:`qdrant_edge.Filter`) applies to both stages, so the candidates
         are drawn from matching points only.
         """
-        coarse_queries = np.asarray(coarse_queries, dtype=np.float32)
-        full_queries = np.asarray(full_queries, dtype=np.float32)
-        if len(coarse_queries) != len(full_queries):
-            raise InputError(
-                f"search: {len(coarse_queries)} coarse queries but {len(full_queries)} full queries; give one of each per query"
-            )
+        coarse_queries, full_queries = query_pairs(coarse_queries, full_queries)
         k = int(k)
         candidates = max(int(candidates), k)
         flt = self._filter(query_filter)
@@ -712,7 +692,7 @@ class QdrantEdgeBackend:
         si = self._call(lambda s: s.info(), "reading shard info")
         n = int(si.points_count)
         rows = max(1, n)
-        quant = {"int8": self.coarse_dim, "binary": (self.coarse_dim + 7) // 8}.get(self.coarse_quantization or "", 0)
+        quant = quantized_bytes(self.coarse_dim, self.coarse_quantization)
         graph = 0 if self.index == "flat" else 2 * int(self._params["hnsw_m"]) * 4  # level-0 links
         full_bytes = self.full_dim * 4
         ram = self.coarse_dim * 4 + quant + graph + 8 + (0 if self.on_disk else full_bytes)
