@@ -21,7 +21,7 @@ from qdrant_client import models as qm
 
 from matryoshka_index import MatryoshkaAdaptor, migrate_collection
 from matryoshka_index.backends.qdrant_backend import MIGRATION_KEY, MetadataStore
-from matryoshka_index.migrate import rollback_in_place
+from matryoshka_index.migrate import Checkpoint, State, rollback_in_place
 
 FIXTURES = Path(__file__).parent / "fixtures" / "migration_v1"
 COMMON = dict(vector="emb", coarse_dim=8, batch_size=20, recall_queries=20, seed=0, quiet=True)
@@ -104,3 +104,21 @@ def test_resume_of_an_old_checkpoint_equals_an_uninterrupted_run(storage, mode):
                 assert a[name] == b[name], (pid, name)
             else:  # local mode re-normalises Cosine vectors on every write: last bits may differ
                 np.testing.assert_allclose(a[name], b[name], atol=1e-6, rtol=0, err_msg=f"{pid} {name}")
+
+
+@pytest.mark.parametrize("mode", ["copy", "in_place"])
+def test_checkpoint_record_round_trips_exactly(storage, mode):
+    """The typed checkpoint reads every record the old code wrote and writes back the same JSON text."""
+    client = QdrantClient(path=str(storage(mode, "read")))
+    try:
+        stopped = MetadataStore(client, "src" if mode == "in_place" else "dst", "fixture").read(MIGRATION_KEY)
+    finally:
+        client.close()
+    finished = json.loads((FIXTURES / mode / "expected.json").read_text())["record"]
+    for record in (stopped, finished):
+        cp = Checkpoint.from_dict(record)
+        assert json.dumps(cp.to_dict(), sort_keys=True) == json.dumps(record, sort_keys=True)
+    assert (
+        Checkpoint.from_dict(stopped).state == State.WRITING and Checkpoint.from_dict(finished).state == State.COMPLETE
+    )
+    assert Checkpoint.from_dict(stopped).done == 40 and Checkpoint.from_dict(stopped).in_place == (mode == "in_place")
