@@ -186,6 +186,8 @@ def test_filter_passes_through_both_stages(qe, flat, data):
     _, ref = _two_stage_numpy(ids, coarse, full, cq, q, 10, 30, mask=mask)
     np.testing.assert_array_equal(found, ref)
     assert {p["group"] for p in flat.payloads(found[0])} == {2}
+    assert flat.external_ids(found[0]) == [int(i) for i in found[0]]
+    assert flat.external_ids(np.array([-1, 5])) == [None, 5] and flat.payloads(np.array([-1])) == [None]
     with pytest.raises(InputError, match=r"takes a qdrant_edge\.Filter"):
         flat.search(cq, q, 10, 30, query_filter={"must": []})
 

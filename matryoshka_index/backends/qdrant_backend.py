@@ -57,9 +57,11 @@ qdrant-edge backend shares). Their public names are importable from here too, as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -138,6 +140,13 @@ def quantization_config(kind: str | None, always_ram: bool) -> qm.QuantizationCo
     if kind == "binary":
         return qm.BinaryQuantization(binary=qm.BinaryQuantizationConfig(always_ram=always_ram))
     return None
+
+
+def _canonical_id(point_id: int | str) -> int | str:
+    if isinstance(point_id, str):
+        with contextlib.suppress(ValueError):
+            return str(uuid.UUID(point_id))
+    return point_id
 
 
 def _positive(*, optional: bool = False, **values: Any) -> None:
@@ -540,6 +549,26 @@ class QdrantBackend:
         valid = arr[arr != EMPTY_ID]
         resolved = dict(zip(valid.tolist(), self._to_point_ids(valid), strict=True))
         return [None if i == EMPTY_ID else resolved[int(i)] for i in arr.tolist()]
+
+    def external_ids(self, handles: np.ndarray | Sequence[int]) -> list[int | str | None]:
+        """The point id of each handle exactly as Qdrant stores it (an int, or a UUID string); -1 -> None."""
+        return self.point_ids(handles)
+
+    def payloads(self, handles: np.ndarray | Sequence[int]) -> list[dict[str, Any] | None]:
+        """The stored payload of each handle (None where it is -1, absent, or has no payload)."""
+        point_ids = self.point_ids(handles)
+        wanted = list(dict.fromkeys(p for p in point_ids if p is not None))
+        got: dict[int | str, dict[str, Any] | None] = {}
+        for start in range(0, len(wanted), _ID_BATCH):
+            chunk = wanted[start : start + _ID_BATCH]
+            for p in self._call(
+                lambda c=chunk: self.client.retrieve(self.collection, c, with_payload=True, with_vectors=False),
+                "reading payloads",
+            ):
+                got[p.id] = p.payload or None
+        # UUIDs come back in Qdrant's canonical (lower-case, hyphenated) form: look up by that
+        canonical = {pid: _canonical_id(pid) for pid in wanted}
+        return [None if pid is None else got.get(canonical[pid]) for pid in point_ids]
 
     # ---------------------------------------------------------------------------- protocol
     def __len__(self) -> int:

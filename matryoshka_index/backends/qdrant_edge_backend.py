@@ -59,7 +59,7 @@ import numpy as np
 from ..errors import BackendError, FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..storage import allocated_bytes
-from .base import empty_results
+from .base import EMPTY_ID, empty_results
 from .qdrant_common import COARSE, FULL, QUANTIZATIONS, check_vectors, first_line, quantized_bytes, query_pairs
 
 try:
@@ -652,8 +652,12 @@ class QdrantEdgeBackend:
         ]
         return self._run(requests, k, "an exact search")
 
+    def external_ids(self, handles: np.ndarray | Sequence[int]) -> list[int | str | None]:
+        """The point id of each handle as stored (the shard stores int64 ids >= 0 as they are); -1 -> None."""
+        return [None if i == EMPTY_ID else int(i) for i in np.asarray(handles, dtype=np.int64).ravel().tolist()]
+
     def payloads(self, ids: np.ndarray | Sequence[int]) -> list[dict[str, Any] | None]:
-        """The stored payload of each id (None where the id is absent or has no payload)."""
+        """The stored payload of each id (None where the id is -1, absent, or has no payload)."""
         arr = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
         got = {}
         for start in range(0, len(arr), _ID_BATCH):
