@@ -582,13 +582,6 @@ class QdrantEdgeBackend:
             return qe.SearchParams(exact=True, quantization=self._quant_params())
         return qe.SearchParams(hnsw_ef=max(int(candidates), int(self.hnsw_ef or 0)), quantization=self._quant_params())
 
-    def _filter(self, query_filter: Any | None) -> Any:
-        if query_filter is None or isinstance(query_filter, qe.Filter):
-            return query_filter
-        raise InputError(
-            f"query_filter: the qdrant-edge backend takes a qdrant_edge.Filter, got {type(query_filter).__name__}"
-        )
-
     def _run(self, requests: list[Any], k: int, what: str) -> tuple[np.ndarray, np.ndarray]:
         self._ensure_optimized()
         scores, ids = empty_results(len(requests), k)
@@ -611,13 +604,16 @@ class QdrantEdgeBackend:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Prefetch ``candidates`` on ``coarse``, rerank them on ``full``; ``(scores, ids)`` best first.
 
-        ``query_filter`` (a :class:`qdrant_edge.Filter`) applies to both stages, so the candidates
-        are drawn from matching points only.
+        ``query_filter`` (a :class:`qdrant_edge.Filter`, or a :class:`qdrant_client.models.Filter` or
+        its dict form, translated) applies to both stages, so the candidates are drawn from matching
+        points only.
         """
         coarse_queries, full_queries = query_pairs(coarse_queries, full_queries)
         k = int(k)
         candidates = max(int(candidates), k)
-        flt = self._filter(query_filter)
+        from .qdrant_edge_filters import to_edge_filter  # needs qdrant_edge, imported above
+
+        flt = to_edge_filter(query_filter)
         params = self._coarse_params(candidates)
         requests = [
             qe.QueryRequest(
