@@ -75,7 +75,7 @@ from qdrant_client import models as qm
 from ..errors import FormatError, InputError
 from ..progress import progress
 from .base import EMPTY_ID, empty_results
-from .qdrant_common import COARSE, FULL, QUANTIZATIONS, check_vectors, quantized_bytes, query_pairs
+from .qdrant_common import COARSE, FULL, QUANTIZATIONS, Payloads, add_inputs, membership, quantized_bytes, query_pairs
 from .qdrant_connection import client_mode, close_quietly, connect, describe_client, is_local_client
 from .qdrant_errors import call, is_transient, translate_error
 from .qdrant_metadata import (
@@ -592,19 +592,10 @@ class QdrantBackend:
                 "looking up ids",
             )
             present.update(self._remember(p.id) for p in got)
-        return np.fromiter((int(i) in present for i in ids), dtype=bool, count=len(ids))
+        return membership(ids, present)
 
-    def add(
-        self,
-        ids: np.ndarray,
-        coarse: np.ndarray,
-        full: np.ndarray,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-    ) -> None:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        coarse = np.asarray(coarse, dtype=np.float32)
-        full = np.asarray(full, dtype=np.float32)
-        check_vectors(ids, coarse, full, payloads, self.coarse_dim, self.full_dim)
+    def add(self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: Payloads = None) -> None:
+        ids, coarse, full = add_inputs(ids, coarse, full, payloads, self.coarse_dim, self.full_dim)
         self._upload(self._to_point_ids(ids), coarse, full, payloads)
 
     def _upload(

@@ -28,15 +28,18 @@ def quantized_bytes(coarse_dim: int, kind: str | None) -> int:
     return {"int8": coarse_dim, "binary": (coarse_dim + 7) // 8}.get(kind or "", 0)
 
 
-def check_vectors(
-    ids: np.ndarray,
-    coarse: np.ndarray,
-    full: np.ndarray,
-    payloads: Sequence[dict[str, Any] | None] | None,
-    coarse_dim: int,
-    full_dim: int,
-) -> None:
-    """``add``'s inputs agree: one coarse and one full row (and payload, when given) per id."""
+Payloads = Sequence[dict[str, Any] | None] | None
+"""One payload (or None) per point, or None for none at all."""
+
+
+def add_inputs(
+    ids: Any, coarse: Any, full: Any, payloads: Payloads, coarse_dim: int, full_dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``add``'s inputs as int64 ids and contiguous float32 rows, checked to agree: one coarse and one
+    full row (and payload, when given) per id."""
+    ids = np.asarray(ids, dtype=np.int64).ravel()
+    coarse = np.ascontiguousarray(coarse, dtype=np.float32)
+    full = np.ascontiguousarray(full, dtype=np.float32)
     if coarse.shape != (len(ids), coarse_dim) or full.shape != (len(ids), full_dim):
         raise InputError(
             f"add: expected coarse ({len(ids)}, {coarse_dim}) and full ({len(ids)}, {full_dim}), "
@@ -44,6 +47,12 @@ def check_vectors(
         )
     if payloads is not None and len(payloads) != len(ids):
         raise InputError(f"payloads: {len(payloads)} payloads for {len(ids)} vectors; give one per vector (or None)")
+    return ids, coarse, full
+
+
+def membership(ids: np.ndarray, present: set[int]) -> np.ndarray:
+    """``contains``'s answer: for each id, whether it is in ``present``."""
+    return np.fromiter((int(i) in present for i in ids), dtype=bool, count=len(ids))
 
 
 def query_pairs(coarse_queries: np.ndarray, full_queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,4 +67,14 @@ def query_pairs(coarse_queries: np.ndarray, full_queries: np.ndarray) -> tuple[n
     return coarse_queries, full_queries
 
 
-__all__ = ["COARSE", "FULL", "QUANTIZATIONS", "check_vectors", "first_line", "quantized_bytes", "query_pairs"]
+__all__ = [
+    "COARSE",
+    "FULL",
+    "QUANTIZATIONS",
+    "Payloads",
+    "add_inputs",
+    "first_line",
+    "membership",
+    "quantized_bytes",
+    "query_pairs",
+]

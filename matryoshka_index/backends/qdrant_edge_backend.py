@@ -60,7 +60,17 @@ from ..errors import BackendError, FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..storage import allocated_bytes
 from .base import EMPTY_ID, empty_results
-from .qdrant_common import COARSE, FULL, QUANTIZATIONS, check_vectors, first_line, quantized_bytes, query_pairs
+from .qdrant_common import (
+    COARSE,
+    FULL,
+    QUANTIZATIONS,
+    Payloads,
+    add_inputs,
+    first_line,
+    membership,
+    quantized_bytes,
+    query_pairs,
+)
 
 try:
     import qdrant_edge as qe
@@ -530,19 +540,10 @@ class QdrantEdgeBackend:
             chunk = valid[start : start + _ID_BATCH]
             got = self._call(lambda s, c=chunk: s.retrieve(c, False, False), "looking up ids")
             present.update(int(r.id) for r in got)
-        return np.fromiter((int(i) in present for i in ids), dtype=bool, count=len(ids))
+        return membership(ids, present)
 
-    def add(
-        self,
-        ids: np.ndarray,
-        coarse: np.ndarray,
-        full: np.ndarray,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-    ) -> None:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        coarse = np.ascontiguousarray(coarse, dtype=np.float32)
-        full = np.ascontiguousarray(full, dtype=np.float32)
-        check_vectors(ids, coarse, full, payloads, self.coarse_dim, self.full_dim)
+    def add(self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: Payloads = None) -> None:
+        ids, coarse, full = add_inputs(ids, coarse, full, payloads, self.coarse_dim, self.full_dim)
         if len(ids) and int(ids.min()) < 0:
             raise InputError("ids: the qdrant-edge backend stores ids >= 0")
         n, bs = len(ids), self.upload_batch_size

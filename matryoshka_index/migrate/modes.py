@@ -11,24 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..backends.qdrant_backend import (
-    COARSE,
-    COMPANION_SUFFIX,
-    FULL,
-    META_KEY,
-    MIGRATION_KEY,
-    MetadataStore,
-    call,
-    quantization_config,
-    vector_params,
-)
-from ..backends.qdrant_common import quantized_bytes
+from ..backends.qdrant_backend import quantization_config
+from ..backends.qdrant_common import COARSE, FULL, quantized_bytes
+from ..backends.qdrant_errors import call
+from ..backends.qdrant_metadata import COMPANION_SUFFIX, META_KEY, MIGRATION_KEY, MetadataStore, vector_params
 from ..errors import BackendError, InputError
 from .adapting import coarse_vectors
 from .checkpoint import Checkpoint, State, is_migration_record
@@ -134,29 +127,22 @@ def create_target(
         )
 
 
+@dataclass
 class CopyMode:
     """Copy into a new collection ``target`` (default ``<collection>_matryoshka``), then switch ``alias``."""
 
-    name = "copy"
-    in_place = False
-    full_vector = FULL
-    recall_vector: str | None = None  # the backend finds `full` through the index record
-
-    def __init__(
-        self,
-        target: str | None,
-        alias: str | None,
-        shard_number: int | None,
-        replication_factor: int | None,
-        on_disk: bool | None,
-    ) -> None:
-        self.target = target
-        self.alias = alias
-        self.shard_number = shard_number
-        self.replication_factor = replication_factor
-        self.on_disk = on_disk
-        self.aliases: dict[str, str] = {}
-        self.target_exists = False
+    target: str | None
+    alias: str | None
+    shard_number: int | None
+    replication_factor: int | None
+    on_disk: bool | None
+    aliases: dict[str, str] = field(default_factory=dict)
+    """The server's aliases when the migration started (alias -> collection)."""
+    target_exists: bool = False
+    name: ClassVar[str] = "copy"
+    in_place: ClassVar[bool] = False
+    full_vector: ClassVar[str] = FULL
+    recall_vector: ClassVar[str | None] = None  # the backend finds `full` through the index record
 
     def check_server(self, run: Run) -> None:
         """Nothing to check: every supported server can copy."""

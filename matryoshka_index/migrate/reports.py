@@ -38,9 +38,13 @@ class MigrationPlan:
     """``"copy"`` (a new collection) or ``"in_place"`` (``coarse`` added to the source)."""
     storage: dict[str, Any] = field(default_factory=dict)
     """Extra disk and RAM each mode needs on the server (estimates; see ``storage["basis"]``)."""
+    time_basis: str = "rough: measured read speed x 3"
+    """How ``estimated_copy_seconds`` was reached."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("time_basis")  # said in describe(); the JSON keeps the keys of the first version
+        return out
 
     def _storage_lines(self) -> list[str]:
         if not self.storage:
@@ -53,62 +57,57 @@ class MigrationPlan:
             f"          ({self.storage['basis']})",
         ]
 
+    def _time_line(self) -> str:
+        if self.estimated_copy_seconds is None:
+            estimate = "not estimated"
+        else:
+            verb = "update" if self.mode == "in_place" else "copy"
+            estimate = f"{verb} ~{human_seconds(self.estimated_copy_seconds)} ({self.time_basis})"
+        return (
+            "time:     "
+            + estimate
+            + ("; adaptor training not estimated (depends on the device)" if self.train_rows else "")
+        )
+
     def describe(self) -> str:
         """The plan as readable lines (what ``mindex migrate --dry-run`` prints)."""
+        in_place = self.mode == "in_place"
         vec = "its unnamed vector" if self.vector is None else f"vector {self.vector!r}"
         source = (
             f"source:   {self.source_collection!r}"
             + (f" (via alias {self.source!r})" if self.source != self.source_collection else "")
             + f" at {self.endpoint}: {self.points:,} points, {vec}, {self.full_dim} dims, {self.metric}"
         )
-        time_line = (
-            "time:     "
-            + (
-                f"{'update' if self.mode == 'in_place' else 'copy'} ~{human_seconds(self.estimated_copy_seconds)} "
-                f"(rough: measured read speed x {2 if self.mode == 'in_place' else 3})"
-                if self.estimated_copy_seconds is not None
-                else "not estimated"
-            )
-            + ("; adaptor training not estimated (depends on the device)" if self.train_rows else "")
-        )
-        if self.mode == "in_place":
-            lines = [
-                source,
+        if in_place:
+            what = (
                 f"in place: adds 'coarse' ({self.coarse_dim} dims) to {self.source_collection!r}; {vec} "
-                "becomes the rerank vector; every existing vector and payload is left untouched (no second copy)",
-                f"adaptor:  {self.adaptor}",
-                f"update:   {self.points - self.resume_from:,} points in batches of {self.batch_size}"
-                + (f", resuming after {self.resume_from:,} already updated" if self.resume_from else ""),
-                f"size:     coarse vectors ~{human_bytes(self.estimated_target_bytes)} (vectors + coarse HNSW); "
-                f"this process ~{human_bytes(self.estimated_process_bytes)}",
-                time_line,
-                *self._storage_lines(),
-            ]
-            lines += [f"note:     {n}" for n in self.notes]
-            return "\n".join(lines)
+                "becomes the rerank vector; every existing vector and payload is left untouched (no second copy)"
+            )
+            step, done, size = "update:   ", "updated", "coarse vectors ~{} (vectors + coarse HNSW)"
+        else:
+            carried = self.other_vectors + self.sparse_vectors
+            what = (
+                f"target:   {self.target!r} with 'coarse' ({self.coarse_dim} dims, HNSW) + 'full' ({self.full_dim} dims, "
+                "rerank only)" + (f"; carried over unchanged: {', '.join(carried)}" if carried else "")
+            )
+            step, done, size = "copy:     ", "copied", "target collection ~{} (vectors + payload + coarse HNSW)"
         lines = [
             source,
-            f"target:   {self.target!r} with 'coarse' ({self.coarse_dim} dims, HNSW) + 'full' ({self.full_dim} dims, rerank only)"
-            + (
-                f"; carried over unchanged: {', '.join(self.other_vectors + self.sparse_vectors)}"
-                if self.other_vectors or self.sparse_vectors
-                else ""
-            ),
+            what,
             f"adaptor:  {self.adaptor}",
-            f"copy:     {self.points - self.resume_from:,} points in batches of {self.batch_size}"
-            + (f", resuming after {self.resume_from:,} already copied" if self.resume_from else ""),
-            f"size:     target collection ~{human_bytes(self.estimated_target_bytes)} (vectors + payload + coarse HNSW); "
+            f"{step}{self.points - self.resume_from:,} points in batches of {self.batch_size}"
+            + (f", resuming after {self.resume_from:,} already {done}" if self.resume_from else ""),
+            f"size:     {size.format(human_bytes(self.estimated_target_bytes))}; "
             f"this process ~{human_bytes(self.estimated_process_bytes)}",
-            time_line,
+            self._time_line(),
             *self._storage_lines(),
         ]
-        if self.payload_indexes:
+        if self.payload_indexes and not in_place:
             lines.append(f"indexes:  payload indexes recreated: {', '.join(self.payload_indexes)}")
         if self.alias:
             now = f"now -> {self.alias_now_points_to!r}" if self.alias_now_points_to else "new alias"
             lines.append(f"alias:    {self.alias!r} switched to {self.target!r} after verification ({now})")
-        lines += [f"note:     {n}" for n in self.notes]
-        return "\n".join(lines)
+        return joined(lines, "note:     ", self.notes)
 
 
 @dataclass
@@ -254,8 +253,7 @@ class MigrationReport:
                 if self.alias_switched
                 else f"alias {self.plan.alias!r} NOT switched (verification did not pass)"
             )
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
+        return joined(lines, "warning: ", self.warnings)
 
 
 @dataclass
@@ -288,6 +286,11 @@ class RollbackReport:
             f"{self.state_before!r}): removed {', '.join(removed) or 'nothing (nothing was left)'}; "
             f"{self.points:,} points, their payloads and original vectors untouched ({self.seconds:.1f} s)"
         )
+
+
+def joined(lines: list[str], label: str, items: list[str]) -> str:
+    """The lines, then one labelled line per item, as one text."""
+    return "\n".join([*lines, *(label + item for item in items)])
 
 
 def human_bytes(n: float) -> str:

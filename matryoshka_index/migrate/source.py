@@ -15,16 +15,15 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..backends.qdrant_backend import (
-    COARSE,
+from ..backends.qdrant_backend import metric_of
+from ..backends.qdrant_common import COARSE, FULL
+from ..backends.qdrant_errors import call
+from ..backends.qdrant_metadata import (
     COMPANION_SUFFIX,
-    FULL,
     META_KEY,
     MIGRATION_KEY,
     MetadataStore,
-    call,
     is_foreign_id,
-    metric_of,
     point_handle,
     require_collection,
     vector_params,
