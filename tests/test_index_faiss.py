@@ -620,9 +620,9 @@ def test_from_qdrant_delegates_to_the_qdrant_backend(monkeypatch):
         seen.update(cls=cls, collection=collection, **kw)
         return "opened"
 
-    fake = types.ModuleType("matryoshka_index.backends.qdrant_backend")
+    fake = types.ModuleType("matryoshka_index.qdrant_open")
     fake.open_index_from_qdrant = open_index_from_qdrant
-    monkeypatch.setitem(sys.modules, "matryoshka_index.backends.qdrant_backend", fake)
+    monkeypatch.setitem(sys.modules, "matryoshka_index.qdrant_open", fake)
     assert MatryoshkaIndex.from_qdrant("docs", url="http://q:6333", timeout=5) == "opened"
     assert seen == {
         "cls": MatryoshkaIndex,

@@ -13,8 +13,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = "matryoshka_index"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
@@ -24,10 +22,6 @@ ADAPTOR_MUST_NOT_IMPORT = tuple(f"{PACKAGE}.{m}" for m in ("index", "backends", 
 # The Qdrant side of issue 10 is split in a parallel branch: until it lands, the Qdrant backend
 # still imports the adaptor lazily (to open an index stored in a collection). The lead empties this
 # set when the branches merge; an edge listed here that no longer exists fails the test too.
-KNOWN_VIOLATIONS_PENDING_QDRANT_SPLIT: set[tuple[str, str]] = {
-    (f"{PACKAGE}.backends.qdrant_backend", f"{PACKAGE}.adaptor"),
-    (f"{PACKAGE}.backends.qdrant_backend", f"{PACKAGE}.adaptor.pca"),
-}
 
 
 def module_name(path: Path) -> str:
@@ -144,15 +138,9 @@ def test_backends_import_only_the_layer_below() -> None:
         for a, b in _edges(f"{PACKAGE}.backends")
         if b not in BACKEND_MAY_IMPORT and not b.startswith(f"{PACKAGE}.backends")
     ]
-    assert set(bad) - KNOWN_VIOLATIONS_PENDING_QDRANT_SPLIT == set()
+    assert bad == []
 
 
 def test_adaptor_knows_nothing_of_indexes() -> None:
     bad = [(a, b) for a, b in _edges(f"{PACKAGE}.adaptor") if b.startswith(ADAPTOR_MUST_NOT_IMPORT)]
     assert bad == []
-
-
-@pytest.mark.parametrize("edge", sorted(KNOWN_VIOLATIONS_PENDING_QDRANT_SPLIT))
-def test_known_violations_still_exist(edge: tuple[str, str]) -> None:
-    """An allowed violation that is gone must leave the list, so the list only shrinks."""
-    assert edge[1] in GRAPH.get(edge[0], set())

@@ -259,7 +259,7 @@ class MatryoshkaIndex:
         **kw: Any,
     ) -> MatryoshkaIndex:
         """Open an index stored in a Qdrant collection (built with ``backend="qdrant"`` or migrated)."""
-        from ..backends.qdrant_backend import open_index_from_qdrant
+        from ..qdrant_open import open_index_from_qdrant
 
         return open_index_from_qdrant(cls, collection, url=url, path=path, client=client, **kw)
 
