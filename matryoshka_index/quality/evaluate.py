@@ -34,7 +34,7 @@ from ..calibration import OperatingPoint, OperatingPoints
 from ..errors import InputError
 from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
 from ..storage import atomic_write_json
-from ..validation import check_embeddings, check_positive_int, iter_row_chunks
+from ..validation import best_time, check_embeddings, check_positive_int, iter_row_chunks, l2_normalize
 from .data import LabelledSet, PathLike, QuerySplit, check_string_ids, read_qrels, split_queries
 from .labels import METHOD_LABELS, METHODS
 from .labels import METRICS as METRICS  # importable from here as before
@@ -168,11 +168,6 @@ class LabelledReport:
 
 
 # ---------------------------------------------------------------------- helpers
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def ranked_rows(queries: np.ndarray, corpus: np.ndarray, k: int, m: int | None = None) -> np.ndarray:
     """Row numbers of the top-``k`` corpus rows by cosine of the first ``m`` coordinates, best first.
 
@@ -180,12 +175,12 @@ def ranked_rows(queries: np.ndarray, corpus: np.ndarray, k: int, m: int | None =
     as a coarse index over m-dim vectors would store them.
     """
     m = queries.shape[1] if m is None else m
-    q = _normalize(queries[:, :m])
+    q = l2_normalize(queries[:, :m])
     k = min(k, len(corpus))
     best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
     best_r = np.zeros((len(q), 0), dtype=np.int64)
     for sl in iter_row_chunks(len(corpus), 32768):
-        x = _normalize(np.asarray(corpus[sl, :m]))
+        x = l2_normalize(np.asarray(corpus[sl, :m]))
         s = q @ x.T
         kk = min(k, s.shape[1])
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
@@ -206,15 +201,6 @@ def labelled_metrics(
     if ranked.shape[1] >= 100:
         out["recall@100"] = recall_at_k(docs, query_ids, qrels, 100)
     return out
-
-
-def _best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def environment() -> dict[str, Any]:
@@ -745,12 +731,12 @@ def _measure_index(
             )
             if calibration_queries is not None:
                 idx.calibrate(calibration_queries, target_recall=target_recall, quiet=quiet)
-            t_exact, _ = _best_time(lambda idx=idx: idx.exact_search(test_q, k=k10), repeats)
+            t_exact, _ = best_time(lambda idx=idx: idx.exact_search(test_q, k=k10), repeats)
             report.exact_qps_at.setdefault(method, {})[m] = len(test_q) / max(t_exact, 1e-9)
             report.exact_qps = float(np.median([v for d in report.exact_qps_at.values() for v in d.values()]))
 
             def run(c: int | None, k: int = k10, idx: Any = idx) -> tuple[float, np.ndarray]:
-                secs, (_, ids) = _best_time(lambda: idx.search(test_q, k=k, candidates=c), repeats)
+                secs, (_, ids) = best_time(lambda: idx.search(test_q, k=k, candidates=c), repeats)
                 return len(test_q) / max(secs, 1e-9), ids
 
             default_c = int(idx.candidates)
