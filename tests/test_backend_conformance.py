@@ -186,3 +186,11 @@ def test_close_is_idempotent_when_declared(kind, data):
     be = create(kind)
     be.close()
     be.close()
+
+
+def test_shared_constants_and_the_quantized_size():
+    from matryoshka_index.backends import COARSE, FULL, METRICS, quantized_bytes
+
+    assert (COARSE, FULL, METRICS) == ("coarse", "full", ("cosine", "ip"))
+    assert [quantized_bytes(64, q) for q in (None, "int8", "binary")] == [0, 64, 8]
+    assert quantized_bytes(65, "binary") == 9

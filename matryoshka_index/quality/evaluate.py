@@ -387,15 +387,7 @@ def _evaluate(
     say: Log,
 ) -> LabelledReport:
     """:func:`evaluate_labelled` on checked inputs: the reference, the prefixes, the two-stage index."""
-    corpus, corpus_ids, queries, query_ids, dims, split = (
-        run.corpus,
-        run.corpus_ids,
-        run.queries,
-        run.query_ids,
-        run.dims,
-        run.split,
-    )
-    methods, repeats = run.methods, run.repeats
+    corpus, corpus_ids, queries, dims, split = run.corpus, run.corpus_ids, run.queries, run.dims, run.split
     n, d = corpus.shape
     test_q, test_ids, test_qrels = run.test_q, list(split.test_ids), run.test_qrels
     say(f"{n} documents, {len(test_ids)} test queries, {len(split.train_ids)} training queries, dims {dims}")
@@ -407,13 +399,7 @@ def _evaluate(
     say(f"full-dim: nDCG@10 {full['ndcg@10']:.4f}")
 
     transforms, index_adaptors, training = _coarse_methods(
-        methods,
-        corpus,
-        queries,
-        query_ids,
-        corpus_ids,
-        split,
-        dims,
+        run,
         adaptor=adaptor,
         supervised_adaptor=supervised_adaptor,
         train_queries_in_corpus=train_queries_in_corpus,
@@ -458,7 +444,7 @@ def _evaluate(
             candidates=candidates,
             target_recall=target_recall,
             calibration_queries=calibration_queries,
-            repeats=repeats,
+            repeats=run.repeats,
             seed=seed,
             quiet=quiet,
             say=say,
@@ -541,13 +527,7 @@ def _check_methods(
 
 
 def _coarse_methods(
-    methods: Sequence[str],
-    corpus: np.ndarray,
-    queries: np.ndarray,
-    query_ids: list[str],
-    corpus_ids: list[str],
-    split: QuerySplit,
-    dims: list[int],
+    run: _Inputs,
     *,
     adaptor: MatryoshkaAdaptor | None,
     supervised_adaptor: MatryoshkaAdaptor | None,
@@ -558,6 +538,7 @@ def _coarse_methods(
 ) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Any], dict[str, dict[str, Any]]]:
     """``(transforms, index adaptors, training facts)`` per method: the coarse transforms return
     adapted rows (prefixes are taken from them); the index adaptors are what ``build`` receives."""
+    methods, corpus, dims = run.methods, run.corpus, run.dims
     n = len(corpus)
     transforms: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     index_adaptors: dict[str, Any] = {}
@@ -586,10 +567,10 @@ def _coarse_methods(
         sup, info = _fit_supervised(
             supervised_adaptor,
             corpus,
-            queries,
-            query_ids,
-            corpus_ids,
-            split,
+            run.queries,
+            run.query_ids,
+            run.corpus_ids,
+            run.split,
             dims,
             train_queries_in_corpus,
             seed,
