@@ -615,9 +615,11 @@ def test_from_qdrant_delegates_to_the_qdrant_backend(monkeypatch):
         seen.update(cls=cls, collection=collection, **kw)
         return "opened"
 
-    fake = types.ModuleType("matryoshka_index.backends.qdrant_backend")
-    fake.open_index_from_qdrant = open_index_from_qdrant
-    monkeypatch.setitem(sys.modules, "matryoshka_index.backends.qdrant_backend", fake)
+    # the function lives in qdrant_open (above the backends) after issue 10, in the backend before
+    for name in ("matryoshka_index.qdrant_open", "matryoshka_index.backends.qdrant_backend"):
+        fake = types.ModuleType(name)
+        fake.open_index_from_qdrant = open_index_from_qdrant
+        monkeypatch.setitem(sys.modules, name, fake)
     assert MatryoshkaIndex.from_qdrant("docs", url="http://q:6333", timeout=5) == "opened"
     assert seen == {
         "cls": MatryoshkaIndex,
