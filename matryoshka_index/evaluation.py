@@ -3,7 +3,9 @@
 ``recall@k`` here is the share of the exact full-dimension top-k that a search returns in its own
 top-k, averaged over queries (the usual ANN recall, "k@k"). Exact search means brute-force inner
 product over the same full vectors the rerank uses, so with ``rerank="original"`` the truth is the
-exact full-dim search over the original embeddings.
+exact full-dim search over the original embeddings. The measure itself is
+:func:`matryoshka_index.metrics.ann_recall` (``recall_at_k`` here is its former name); exact search
+over a plain array is :func:`matryoshka_index.exact.exact_topk`.
 """
 
 from __future__ import annotations

@@ -188,3 +188,19 @@ def test_only_the_cli_imports_the_cli() -> None:
 def test_the_bottom_modules_import_nothing_above_them() -> None:
     bad = [(a, b) for a in BOTTOM for b in GRAPH.get(a, ()) if b.startswith(ABOVE_BOTTOM)]
     assert bad == []
+
+
+def _imports_torch_directly(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "torch" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch" and not node.level:
+            return True
+    return False
+
+
+def test_index_backends_and_shared_modules_never_import_torch_themselves() -> None:
+    """Only the adaptor may import torch (and it does so lazily); everything that composes it must not."""
+    paths = [*(ROOT / "index").rglob("*.py"), *(ROOT / "backends").rglob("*.py")]
+    paths += [ROOT / f"{m}.py" for m in ("calibration", "manifest", "exact", "metrics", "evaluation", "validation")]
+    assert [p.relative_to(ROOT).as_posix() for p in paths if _imports_torch_directly(p)] == []
