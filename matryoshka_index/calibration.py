@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import per_query_recall
+
 CONFIDENCE_Z = 1.645
 """One-sided 95%: the calibrated recall's lower confidence bound must reach the target."""
 CALIBRATION_K = 10
@@ -43,13 +45,9 @@ MAX_CANDIDATES = 4096
 def recall_with_lower_bound(found: np.ndarray, truth: np.ndarray, z: float = CONFIDENCE_Z) -> tuple[float, float]:
     """Mean recall of ``found`` against ``truth`` (``(n_queries, k)`` ids, ``-1`` = none) and its
     one-sided lower confidence bound ``mean - z * std / sqrt(n_queries)`` (z = 1.645: 95%)."""
-    valid = truth >= 0
-    hits = ((found[:, :, None] == truth[:, None, :]) & valid[:, None, :] & (found[:, :, None] >= 0)).any(axis=1)
-    sizes = valid.sum(axis=1)
-    keep = sizes > 0
-    if not keep.any():
+    per_query = per_query_recall(found, truth)
+    if not len(per_query):
         return 1.0, 1.0
-    per_query = (hits & valid).sum(axis=1)[keep] / sizes[keep]
     mean = float(per_query.mean())
     if len(per_query) < 2:
         return mean, mean

@@ -19,7 +19,7 @@ import numpy as np
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import get_backend_class
-from ..backends.base import TrainableCoarse
+from ..backends.base import METRICS, TrainableCoarse
 from ..calibration import CALIBRATION_K, MAX_CANDIDATES
 from ..errors import InputError
 from ..exact import exact_topk
@@ -29,7 +29,6 @@ from ..validation import check_embeddings, check_fraction, check_ids, check_posi
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
 
-METRICS = ("cosine", "ip")
 RERANKS = ("original", "adapted")
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 BUILD_CHUNK_ROWS = 16384
