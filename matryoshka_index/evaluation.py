@@ -3,78 +3,30 @@
 ``recall@k`` here is the share of the exact full-dimension top-k that a search returns in its own
 top-k, averaged over queries (the usual ANN recall, "k@k"). Exact search means brute-force inner
 product over the same full vectors the rerank uses, so with ``rerank="original"`` the truth is the
-exact full-dim search over the original embeddings.
+exact full-dim search over the original embeddings. The measure itself is
+:func:`matryoshka_index.metrics.ann_recall` (``recall_at_k`` here is its former name); exact search
+over a plain array is :func:`matryoshka_index.exact.exact_topk`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .validation import check_embeddings, check_positive_int, iter_row_chunks, l2_normalize
+from .exact import exact_topk
+from .metrics import ann_recall
+from .validation import best_time, check_embeddings, check_positive_int
 
 if TYPE_CHECKING:
     from .index import MatryoshkaIndex
 
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over queries of ``|found_i ∩ truth_i| / |truth_i|``; ``-1`` entries (no result) never count.
-
-    ``found`` and ``truth`` are ``(n_queries, k)`` id arrays (any k each). Queries whose truth is
-    empty are skipped; with no such query at all the recall is 1.0 (nothing to find).
-    """
-    found = np.asarray(found)
-    truth = np.asarray(truth)
-    if found.shape[0] != truth.shape[0]:
-        raise ValueError(f"found has {found.shape[0]} rows but truth {truth.shape[0]}")
-    valid = truth >= 0
-    hits = ((found[:, :, None] == truth[:, None, :]) & valid[:, None, :]).any(axis=1).sum(axis=1)
-    sizes = valid.sum(axis=1)
-    keep = sizes > 0
-    if not keep.any():
-        return 1.0
-    return float(np.mean(hits[keep] / sizes[keep]))
+__all__ = ["ann_recall", "evaluate_recall", "exact_topk", "recall_at_k"]
 
 
-def exact_topk(
-    queries: np.ndarray,
-    corpus: np.ndarray,
-    k: int,
-    *,
-    normalize: bool = False,
-    include: np.ndarray | None = None,
-    chunk_rows: int = 65536,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-``k`` rows of ``corpus`` (any array, memory-mapped is fine) for each query.
-
-    The corpus is streamed in chunks of ``chunk_rows`` rows, each L2-normalised first when
-    ``normalize`` (cosine); ``include`` (a boolean mask over the rows) restricts the search to the rows
-    it marks. Returns ``(scores, rows)``, ``(n_queries, k)`` each, best first (``-1`` rows when fewer).
-    """
-    import faiss  # lazily: the adaptor side of the package must not need faiss
-
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    nq = len(q)
-    best_s = np.full((nq, k), -np.inf, dtype=np.float32)
-    best_r = np.full((nq, k), -1, dtype=np.int64)
-    for sl in iter_row_chunks(len(corpus), chunk_rows):
-        chunk = np.asarray(corpus[sl], dtype=np.float32)
-        chunk = l2_normalize(chunk) if normalize else np.ascontiguousarray(chunk)
-        skip = 0 if include is None else int((~include[sl]).sum())
-        # ask for k more per excluded row in the chunk, so k included rows survive the filter
-        s, r = faiss.knn(q, chunk, min(k + skip, len(chunk)), metric=faiss.METRIC_INNER_PRODUCT)
-        if skip:
-            out = (r < 0) | ~include[sl][np.maximum(r, 0)]
-            s, r = np.where(out, -np.inf, s), np.where(out, -1, r)
-        r = np.where(r >= 0, r + sl.start, -1)
-        all_s = np.concatenate([best_s, s.astype(np.float32)], axis=1)
-        all_r = np.concatenate([best_r, r], axis=1)
-        order = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
-        best_s = np.take_along_axis(all_s, order, axis=1)
-        best_r = np.take_along_axis(all_r, order, axis=1)
-    return best_s, best_r
+recall_at_k = ann_recall
+"""The former name of :func:`matryoshka_index.metrics.ann_recall` (recall against exact search);
+kept working. The labelled recall is :func:`matryoshka_index.metrics.recall_at_k`."""
 
 
 def evaluate_recall(
@@ -95,23 +47,15 @@ def evaluate_recall(
     repeats = check_positive_int(repeats, "repeats")
     used = index.resolve_candidates(k, candidates)
 
-    def best_time(fn: Any) -> tuple[float, Any]:
-        best, out = float("inf"), None
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            best = min(best, time.perf_counter() - t0)
-        return best, out
-
-    t_two, (_, found) = best_time(lambda: index.search(queries, k=k, candidates=used))
-    t_exact, (_, truth) = best_time(lambda: index.exact_search(queries, k=k))
+    t_two, (_, found) = best_time(lambda: index.search(queries, k=k, candidates=used), repeats)
+    t_exact, (_, truth) = best_time(lambda: index.exact_search(queries, k=k), repeats)
     info = index.info()
     n = len(queries)
     return {
         "queries": n,
         "k": k,
         "candidates": used,
-        f"recall@{k}": round(recall_at_k(found, truth), 5),
+        f"recall@{k}": round(ann_recall(found, truth), 5),
         "queries_per_second": round(n / max(t_two, 1e-9), 1),
         "exact_queries_per_second": round(n / max(t_exact, 1e-9), 1),
         "speedup_vs_exact": round(t_exact / max(t_two, 1e-9), 2),

@@ -220,7 +220,7 @@ def test_killed_half_way_then_resumed(adaptor, stale_checkpoint):
     assert record["state"] == "copying" and record["copied"] == 5 * 256 and record["offset"] is not None
     assert client.count("dst", exact=True).count == 5 * 256
 
-    from matryoshka_index.backends.qdrant_backend import open_index_from_qdrant
+    from matryoshka_index.qdrant_open import open_index_from_qdrant
 
     with pytest.raises(InputError, match="unfinished migration"):
         open_index_from_qdrant(object, "dst", client=client)

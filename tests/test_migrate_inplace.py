@@ -181,7 +181,7 @@ def test_killed_half_way_then_resumed(adaptor, stale_checkpoint):
     assert client.count("src", count_filter=has_coarse).count == 5 * 256
     assert without_coarse(dump(client, "src")) == before  # half-way, nothing else changed either
 
-    from matryoshka_index.backends.qdrant_backend import open_index_from_qdrant
+    from matryoshka_index.qdrant_open import open_index_from_qdrant
 
     with pytest.raises(InputError, match="unfinished in-place migration"):
         open_index_from_qdrant(object, "src", client=client)
@@ -206,7 +206,7 @@ def test_tampering_is_caught_by_the_fingerprints(adaptor):
     make_source(client, "src", 400)
     kw = dict(vector="emb", coarse_dim=COARSE, in_place=True, recall_queries=5, verify="full", quiet=True)
     assert migrate_collection(client, "src", adaptor=adaptor, verify_sample=50, **kw).ok
-    check = json.loads(MetadataStore(client, "src", "mem")._read_companion_record(CHECK_KEY))
+    check = json.loads(MetadataStore(client, "src", "mem").read_companion_record(CHECK_KEY))
     sampled = check["sample"][0][0]
     point = int(sampled[1:]) if sampled[0] == "i" else sampled[1:]
     client.set_payload("src", {"title": "tampered"}, points=[point])

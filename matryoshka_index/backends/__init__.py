@@ -6,7 +6,22 @@ inside this package ``import faiss`` can never be mistaken for (or shadowed by) 
 
 from __future__ import annotations
 
-from .base import EMPTY_ID, SearchBackend, empty_results
+from .base import (
+    CAPABILITIES,
+    COARSE,
+    EMPTY_ID,
+    FULL,
+    METRICS,
+    Closeable,
+    PointLookup,
+    ReportsTimings,
+    SearchBackend,
+    SearchKnob,
+    StoresIndexMetadata,
+    TrainableCoarse,
+    empty_results,
+    quantized_bytes,
+)
 
 BACKENDS = ("faiss", "qdrant", "qdrant-edge")
 
@@ -30,4 +45,21 @@ def get_backend_class(name: str) -> type:
     raise InputError(f"backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "EMPTY_ID", "SearchBackend", "empty_results", "get_backend_class"]
+__all__ = [
+    "BACKENDS",
+    "CAPABILITIES",
+    "COARSE",
+    "EMPTY_ID",
+    "FULL",
+    "METRICS",
+    "Closeable",
+    "PointLookup",
+    "ReportsTimings",
+    "SearchBackend",
+    "SearchKnob",
+    "StoresIndexMetadata",
+    "TrainableCoarse",
+    "empty_results",
+    "get_backend_class",
+    "quantized_bytes",
+]

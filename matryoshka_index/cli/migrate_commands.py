@@ -124,23 +124,17 @@ def migrate(
         ]
         if clash:
             raise click.UsageError(f"--rollback takes no {clash[0]}")
-    from ..backends.qdrant_backend import connect
-    from ..migrate import migrate_collection, rollback_in_place
+    from .. import migrate as api  # looked up at call time (tests replace migrate_collection)
 
-    client, _ = connect(
-        url=qdrant_url,
-        path=qdrant_path,
-        api_key=api_key,
-        timeout=timeout,
-        prefer_grpc=prefer_grpc,
-        must_exist=qdrant_path is not None,
+    client = api.connect_source(
+        url=qdrant_url, path=qdrant_path, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc
     )
     try:
         if rollback:
-            undone = rollback_in_place(client, collection)
+            undone = api.rollback_in_place(client, collection)
             click.echo(json.dumps(undone.to_dict(), indent=2) if as_json else undone.describe())
             return
-        report = migrate_collection(
+        report = api.migrate_collection(
             client,
             collection,
             vector=vector,

@@ -30,21 +30,15 @@ from .._version import __version__
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.estimator import default_matryoshka_dims
 from ..adaptor.pca import pca_rotation
+from ..calibration import OperatingPoint, OperatingPoints
 from ..errors import InputError
 from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
 from ..storage import atomic_write_json
-from ..validation import check_embeddings, check_positive_int, iter_row_chunks
+from ..validation import best_time, check_embeddings, check_positive_int, iter_row_chunks, l2_normalize
 from .data import LabelledSet, PathLike, QuerySplit, check_string_ids, read_qrels, split_queries
+from .labels import METHOD_LABELS, METHODS
+from .labels import METRICS as METRICS  # importable from here as before
 
-METHODS = ("truncation", "pca", "adaptor", "supervised")
-METHOD_LABELS = {
-    "full": "full-dim (original)",
-    "truncation": "truncation",
-    "pca": "PCA",
-    "adaptor": "adaptor (unsupervised)",
-    "supervised": "adaptor (supervised)",
-}
-METRICS = ("ndcg@10", "recall@100", "mrr@10")
 # Candidate counts of the ANN sweep: a x sqrt(2) ladder, cut at the corpus size.
 DEFAULT_CANDIDATES = (10, 14, 20, 28, 40, 56, 80, 112, 160, 224, 320, 448, 640, 896, 1280)
 # Overrides of the library defaults for the supervised adaptor: none since ranking_weight=10 became the
@@ -174,11 +168,6 @@ class LabelledReport:
 
 
 # ---------------------------------------------------------------------- helpers
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def ranked_rows(queries: np.ndarray, corpus: np.ndarray, k: int, m: int | None = None) -> np.ndarray:
     """Row numbers of the top-``k`` corpus rows by cosine of the first ``m`` coordinates, best first.
 
@@ -186,12 +175,12 @@ def ranked_rows(queries: np.ndarray, corpus: np.ndarray, k: int, m: int | None =
     as a coarse index over m-dim vectors would store them.
     """
     m = queries.shape[1] if m is None else m
-    q = _normalize(queries[:, :m])
+    q = l2_normalize(queries[:, :m])
     k = min(k, len(corpus))
     best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
     best_r = np.zeros((len(q), 0), dtype=np.int64)
     for sl in iter_row_chunks(len(corpus), 32768):
-        x = _normalize(np.asarray(corpus[sl, :m]))
+        x = l2_normalize(np.asarray(corpus[sl, :m]))
         s = q @ x.T
         kk = min(k, s.shape[1])
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
@@ -212,15 +201,6 @@ def labelled_metrics(
     if ranked.shape[1] >= 100:
         out["recall@100"] = recall_at_k(docs, query_ids, qrels, 100)
     return out
-
-
-def _best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def environment() -> dict[str, Any]:
@@ -360,99 +340,75 @@ def evaluate_labelled(
         Seed of every random choice; a name for the report; no progress bars; a callable that
         receives one line per step (e.g. ``print``).
     """
-    say: Log = log or (lambda _msg: None)
-    corpus = check_embeddings(corpus, "corpus", min_rows=2)
-    n, d = corpus.shape
-    queries = check_embeddings(queries, "queries", dim=d)
-    corpus_ids = check_string_ids(corpus_ids, n, "corpus_ids")
-    query_ids = check_string_ids(query_ids, len(queries), "query_ids")
-    if isinstance(qrels, (str, os.PathLike)):
-        qrels = read_qrels(qrels, "qrels")
-    if isinstance(train_qrels, (str, os.PathLike)):
-        train_qrels = read_qrels(train_qrels, "train_qrels")
-    dims = _check_dims(dims, d)
-    repeats = check_positive_int(repeats, "repeats")
-    if methods is None:
-        methods = [m for m in METHODS if m != "supervised" or train_qrels is not None]
-    methods = list(dict.fromkeys(methods))
-    for m in methods:
-        if m not in METHODS:
-            raise InputError(f"methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
-    if "supervised" in methods and train_qrels is None:
-        raise InputError("methods: 'supervised' needs train_qrels (judgements of training queries)")
-    if supervised_adaptor is not None and (
-        not isinstance(supervised_adaptor, MatryoshkaAdaptor) or hasattr(supervised_adaptor, "model_")
-    ):
-        raise InputError(
-            "supervised_adaptor: pass an unfitted MatryoshkaAdaptor (its parameters are used); it is trained "
-            "here on the training queries only, so that no test query can reach it"
-        )
+    run = _check_inputs(
+        corpus,
+        corpus_ids,
+        queries,
+        query_ids,
+        qrels,
+        train_qrels,
+        query_splits,
+        dims,
+        methods=methods,
+        supervised_adaptor=supervised_adaptor,
+        repeats=repeats,
+    )
+    return _evaluate(
+        run,
+        adaptor=adaptor,
+        supervised_adaptor=supervised_adaptor,
+        train_queries_in_corpus=train_queries_in_corpus,
+        two_stage=two_stage,
+        ann=ann,
+        candidates=candidates,
+        target_recall=target_recall,
+        calibrate_on_train_queries=calibrate_on_train_queries,
+        seed=seed,
+        name=name,
+        quiet=quiet,
+        say=log or (lambda _msg: None),
+    )
 
-    split, test_qrels = split_queries(query_ids, corpus_ids, qrels, train_qrels, query_splits)
-    test_q = np.asarray(queries[split.test_rows], dtype=np.float32)
-    test_ids = list(split.test_ids)
+
+def _evaluate(
+    run: _Inputs,
+    *,
+    adaptor: MatryoshkaAdaptor | None,
+    supervised_adaptor: MatryoshkaAdaptor | None,
+    train_queries_in_corpus: bool,
+    two_stage: bool,
+    ann: bool,
+    candidates: Sequence[int] | None,
+    target_recall: float,
+    calibrate_on_train_queries: bool,
+    seed: int,
+    name: str,
+    quiet: bool,
+    say: Log,
+) -> LabelledReport:
+    """:func:`evaluate_labelled` on checked inputs: the reference, the prefixes, the two-stage index."""
+    corpus, corpus_ids, queries, dims, split = run.corpus, run.corpus_ids, run.queries, run.dims, run.split
+    n, d = corpus.shape
+    test_q, test_ids, test_qrels = run.test_q, list(split.test_ids), run.test_qrels
     say(f"{n} documents, {len(test_ids)} test queries, {len(split.train_ids)} training queries, dims {dims}")
 
     # Reference: exact full-dim search over the original vectors (also the ANN ground truth).
     k_rank = min(100, n)
     full_ranked = ranked_rows(test_q, corpus, k_rank)
-    truth10 = full_ranked[:, : min(10, n)]
     full = labelled_metrics(full_ranked, corpus_ids, test_ids, test_qrels)
     say(f"full-dim: nDCG@10 {full['ndcg@10']:.4f}")
 
-    # The coarse transforms. Each returns adapted rows; prefixes are taken from them.
-    transforms: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-    index_adaptors: dict[str, Any] = {}
-    training: dict[str, dict[str, Any]] = {}
-    if "truncation" in methods:
-        transforms["truncation"] = lambda x: np.asarray(x, dtype=np.float32)
-        index_adaptors["truncation"] = None
-    if "pca" in methods:
-        rng = np.random.default_rng(seed)
-        sample = corpus if n <= 100_000 else corpus[np.sort(rng.choice(n, 100_000, replace=False))]
-        rot = pca_rotation(np.asarray(sample, dtype=np.float32))
-        transforms["pca"] = lambda x: np.asarray(x, dtype=np.float32) @ rot
-        index_adaptors["pca"] = "pca"
-    if "adaptor" in methods:
-        say("training the unsupervised adaptor on the corpus")
-        unsup, secs = _fit_unsupervised(adaptor, corpus, dims, seed, quiet)
-        transforms["adaptor"] = unsup.transform
-        index_adaptors["adaptor"] = unsup
-        training["adaptor"] = {
-            "seconds": secs,
-            "fitted_by_caller": secs is None,
-            "params": _params(unsup),
-            "history": unsup.history_.to_dict() if hasattr(unsup, "history_") else None,
-        }
-    if "supervised" in methods:
-        sup, info = _fit_supervised(
-            supervised_adaptor,
-            corpus,
-            queries,
-            query_ids,
-            corpus_ids,
-            split,
-            dims,
-            train_queries_in_corpus,
-            seed,
-            quiet,
-        )
-        say(f"trained the supervised adaptor on {info['pairs']} pairs in {info['seconds']:.0f} s")
-        transforms["supervised"] = sup.transform
-        index_adaptors["supervised"] = sup
-        training["supervised"] = info
+    transforms, index_adaptors, training = _coarse_methods(
+        run,
+        adaptor=adaptor,
+        supervised_adaptor=supervised_adaptor,
+        train_queries_in_corpus=train_queries_in_corpus,
+        seed=seed,
+        quiet=quiet,
+        say=say,
+    )
 
-    # The prefix alone, per method and m (no rerank): the paper's measurement.
-    prefix: dict[str, dict[int, dict[str, float]]] = {}
-    for method, fn in transforms.items():
-        # All d columns too: the "full" column of each method (the adaptor changes even full-dim vectors).
-        tx = np.concatenate([fn(np.asarray(corpus[sl])) for sl in iter_row_chunks(n, 65536)])
-        tq = fn(test_q)
-        prefix[method] = {}
-        for m in sorted({*dims, d}):
-            prefix[method][m] = labelled_metrics(ranked_rows(tq, tx, k_rank, m), corpus_ids, test_ids, test_qrels)
-        say(f"{METHOD_LABELS[method]}: nDCG@10 " + ", ".join(f"m={m} {prefix[method][m]['ndcg@10']:.4f}" for m in dims))
-        del tx
+    prefix = _prefix_metrics(transforms, corpus, test_q, dims, k_rank, corpus_ids, test_ids, test_qrels, say)
 
     report = LabelledReport(
         name=name,
@@ -481,29 +437,190 @@ def evaluate_labelled(
             test_ids,
             test_qrels,
             corpus_ids,
-            truth10,
+            full_ranked[:, : min(10, n)],
             index_adaptors,
             two_stage=two_stage,
             ann=ann,
             candidates=candidates,
             target_recall=target_recall,
             calibration_queries=calibration_queries,
-            repeats=repeats,
+            repeats=run.repeats,
             seed=seed,
             quiet=quiet,
             say=say,
         )
-        report.notes.append(
-            "Two-stage index: default candidates calibrated on the "
-            + (
-                f"{len(calibration_queries):,} training queries (never a test query)"
-                if calibration_queries is not None
-                else "corpus rows held out of the index at build time ("
-                + ("calibrate_on_train_queries=False)" if len(split.train_rows) else "no training queries given)")
-            )
-            + f", for recall@10 >= {target_recall} against exact full-dim search."
-        )
+        report.notes.append(_calibration_note(calibration_queries, len(split.train_rows), target_recall))
     return report
+
+
+@dataclass
+class _Inputs:
+    """The checked inputs of :func:`evaluate_labelled` and the test/train split of the queries."""
+
+    corpus: np.ndarray
+    corpus_ids: list[str]
+    queries: np.ndarray
+    query_ids: list[str]
+    dims: list[int]
+    train_qrels: Qrels | None
+    methods: list[str]
+    repeats: int
+    split: QuerySplit
+    test_qrels: Qrels
+    test_q: np.ndarray
+
+
+def _check_inputs(
+    corpus: np.ndarray,
+    corpus_ids: Sequence[str],
+    queries: np.ndarray,
+    query_ids: Sequence[str],
+    qrels: Qrels | PathLike,
+    train_qrels: Qrels | PathLike | None,
+    query_splits: Mapping[str, str] | None,
+    dims: Sequence[int] | None,
+    *,
+    methods: Sequence[str] | None,
+    supervised_adaptor: MatryoshkaAdaptor | None,
+    repeats: int,
+) -> _Inputs:
+    """Every input checked, in the order a user fixes them (data, then settings), and the queries split."""
+    corpus = check_embeddings(corpus, "corpus", min_rows=2)
+    n, d = corpus.shape
+    queries = check_embeddings(queries, "queries", dim=d)
+    corpus_ids = check_string_ids(corpus_ids, n, "corpus_ids")
+    query_ids = check_string_ids(query_ids, len(queries), "query_ids")
+    if isinstance(qrels, (str, os.PathLike)):
+        qrels = read_qrels(qrels, "qrels")
+    if isinstance(train_qrels, (str, os.PathLike)):
+        train_qrels = read_qrels(train_qrels, "train_qrels")
+    dims = _check_dims(dims, d)
+    repeats = check_positive_int(repeats, "repeats")
+    methods = _check_methods(methods, train_qrels, supervised_adaptor)
+    split, test_qrels = split_queries(query_ids, corpus_ids, qrels, train_qrels, query_splits)
+    test_q = np.asarray(queries[split.test_rows], dtype=np.float32)
+    return _Inputs(
+        corpus, corpus_ids, queries, query_ids, dims, train_qrels, methods, repeats, split, test_qrels, test_q
+    )
+
+
+def _check_methods(
+    methods: Sequence[str] | None, train_qrels: Qrels | None, supervised_adaptor: MatryoshkaAdaptor | None
+) -> list[str]:
+    """The methods to evaluate (default: all that apply), each known and each possible."""
+    if methods is None:
+        methods = [m for m in METHODS if m != "supervised" or train_qrels is not None]
+    methods = list(dict.fromkeys(methods))
+    for m in methods:
+        if m not in METHODS:
+            raise InputError(f"methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+    if "supervised" in methods and train_qrels is None:
+        raise InputError("methods: 'supervised' needs train_qrels (judgements of training queries)")
+    if supervised_adaptor is not None and (
+        not isinstance(supervised_adaptor, MatryoshkaAdaptor) or hasattr(supervised_adaptor, "model_")
+    ):
+        raise InputError(
+            "supervised_adaptor: pass an unfitted MatryoshkaAdaptor (its parameters are used); it is trained "
+            "here on the training queries only, so that no test query can reach it"
+        )
+    return methods
+
+
+def _coarse_methods(
+    run: _Inputs,
+    *,
+    adaptor: MatryoshkaAdaptor | None,
+    supervised_adaptor: MatryoshkaAdaptor | None,
+    train_queries_in_corpus: bool,
+    seed: int,
+    quiet: bool,
+    say: Log,
+) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(transforms, index adaptors, training facts)`` per method: the coarse transforms return
+    adapted rows (prefixes are taken from them); the index adaptors are what ``build`` receives."""
+    methods, corpus, dims = run.methods, run.corpus, run.dims
+    n = len(corpus)
+    transforms: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    index_adaptors: dict[str, Any] = {}
+    training: dict[str, dict[str, Any]] = {}
+    if "truncation" in methods:
+        transforms["truncation"] = lambda x: np.asarray(x, dtype=np.float32)
+        index_adaptors["truncation"] = None
+    if "pca" in methods:
+        rng = np.random.default_rng(seed)
+        sample = corpus if n <= 100_000 else corpus[np.sort(rng.choice(n, 100_000, replace=False))]
+        rot = pca_rotation(np.asarray(sample, dtype=np.float32))
+        transforms["pca"] = lambda x: np.asarray(x, dtype=np.float32) @ rot
+        index_adaptors["pca"] = "pca"
+    if "adaptor" in methods:
+        say("training the unsupervised adaptor on the corpus")
+        unsup, secs = _fit_unsupervised(adaptor, corpus, dims, seed, quiet)
+        transforms["adaptor"] = unsup.transform
+        index_adaptors["adaptor"] = unsup
+        training["adaptor"] = {
+            "seconds": secs,
+            "fitted_by_caller": secs is None,
+            "params": _params(unsup),
+            "history": unsup.history_.to_dict() if hasattr(unsup, "history_") else None,
+        }
+    if "supervised" in methods:
+        sup, info = _fit_supervised(
+            supervised_adaptor,
+            corpus,
+            run.queries,
+            run.query_ids,
+            run.corpus_ids,
+            run.split,
+            dims,
+            train_queries_in_corpus,
+            seed,
+            quiet,
+        )
+        say(f"trained the supervised adaptor on {info['pairs']} pairs in {info['seconds']:.0f} s")
+        transforms["supervised"] = sup.transform
+        index_adaptors["supervised"] = sup
+        training["supervised"] = info
+    return transforms, index_adaptors, training
+
+
+def _prefix_metrics(
+    transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+    corpus: np.ndarray,
+    test_q: np.ndarray,
+    dims: list[int],
+    k_rank: int,
+    corpus_ids: list[str],
+    test_ids: list[str],
+    test_qrels: Qrels,
+    say: Log,
+) -> dict[str, dict[int, dict[str, float]]]:
+    """The prefix alone, per method and m (no rerank): the paper's measurement."""
+    n, d = corpus.shape
+    prefix: dict[str, dict[int, dict[str, float]]] = {}
+    for method, fn in transforms.items():
+        # All d columns too: the "full" column of each method (the adaptor changes even full-dim vectors).
+        tx = np.concatenate([fn(np.asarray(corpus[sl])) for sl in iter_row_chunks(n, 65536)])
+        tq = fn(test_q)
+        prefix[method] = {}
+        for m in sorted({*dims, d}):
+            prefix[method][m] = labelled_metrics(ranked_rows(tq, tx, k_rank, m), corpus_ids, test_ids, test_qrels)
+        say(f"{METHOD_LABELS[method]}: nDCG@10 " + ", ".join(f"m={m} {prefix[method][m]['ndcg@10']:.4f}" for m in dims))
+        del tx
+    return prefix
+
+
+def _calibration_note(calibration_queries: np.ndarray | None, n_train: int, target_recall: float) -> str:
+    """The report's note on what the two-stage indexes' default candidates were calibrated on."""
+    return (
+        "Two-stage index: default candidates calibrated on the "
+        + (
+            f"{len(calibration_queries):,} training queries (never a test query)"
+            if calibration_queries is not None
+            else "corpus rows held out of the index at build time ("
+            + ("calibrate_on_train_queries=False)" if n_train else "no training queries given)")
+        )
+        + f", for recall@10 >= {target_recall} against exact full-dim search."
+    )
 
 
 def evaluate_beir(data: LabelledSet, **kwargs: Any) -> LabelledReport:
@@ -595,12 +712,12 @@ def _measure_index(
             )
             if calibration_queries is not None:
                 idx.calibrate(calibration_queries, target_recall=target_recall, quiet=quiet)
-            t_exact, _ = _best_time(lambda idx=idx: idx.exact_search(test_q, k=k10), repeats)
+            t_exact, _ = best_time(lambda idx=idx: idx.exact_search(test_q, k=k10), repeats)
             report.exact_qps_at.setdefault(method, {})[m] = len(test_q) / max(t_exact, 1e-9)
             report.exact_qps = float(np.median([v for d in report.exact_qps_at.values() for v in d.values()]))
 
             def run(c: int | None, k: int = k10, idx: Any = idx) -> tuple[float, np.ndarray]:
-                secs, (_, ids) = _best_time(lambda: idx.search(test_q, k=k, candidates=c), repeats)
+                secs, (_, ids) = best_time(lambda: idx.search(test_q, k=k, candidates=c), repeats)
                 return len(test_q) / max(secs, 1e-9), ids
 
             default_c = int(idx.candidates)
@@ -624,18 +741,16 @@ def _measure_index(
                 )
                 report.two_stage[method][m] = entry
             if ann:
-                curve = []
+                points = OperatingPoints()
                 for c in sorted({c for c in ladder if k10 <= c <= n} | {min(default_c, n)}):
                     qps, ids = run(c)
-                    curve.append(
-                        {
-                            "candidates": c,
-                            "recall@10": neighbour_recall(ids, truth10, k10),
-                            "ndcg@10": labelled_metrics(ids, corpus_ids, test_ids, test_qrels)["ndcg@10"],
-                            "qps": qps,
-                        }
+                    ndcg = labelled_metrics(ids, corpus_ids, test_ids, test_qrels)["ndcg@10"]
+                    points.add(
+                        OperatingPoint(
+                            c, recall=neighbour_recall(ids, truth10, k10), extra={"ndcg@10": ndcg, "qps": qps}
+                        )
                     )
-                report.ann[method][m] = curve
+                report.ann[method][m] = [p.to_dict() for p in points]
             if two_stage:
                 e = report.two_stage[method][m]
                 say(
