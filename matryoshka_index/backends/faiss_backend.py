@@ -785,13 +785,14 @@ class FaissBackend:
         if self._balance is not None:
             np.save(directory / codes.BALANCE_FILE, self._balance, allow_pickle=False)
             files.append(codes.BALANCE_FILE)
+        legacy = (("pq4" if self.index_type == "pq" else "float"), ("rows" if self.index_type == "hnsw" else "ids"))
+        v1 = (self.code, self.labels) == legacy and self._balance is None  # version 1 can say it: byte for byte
+        extra = {} if v1 else {"code": self.code, "labels": self.labels, "balance": self.balance}
         return {
             "kind": self.kind,
-            "section_version": SECTION_VERSION,
+            "section_version": 1 if v1 else SECTION_VERSION,
             "index": self.index_type,
-            "code": self.code,
-            "labels": self.labels,
-            "balance": self.balance,
+            **extra,
             "coarse_dim": self.coarse_dim,
             "full_dim": self.full_dim,
             "metric": self.metric,
