@@ -143,3 +143,62 @@ def test_itq_balance_keeps_float_order_and_helps_sign_bits(data, tmp_path):
     np.testing.assert_array_equal(loaded.search(q, k=10, candidates=100)[1], index.search(q, k=10, candidates=100)[1])
     with pytest.raises(InputError, match="unknown balance 'pca'"):
         FaissBackend.create(coarse_dim=16, full_dim=32, balance="pca")
+
+
+# ---------------------------------------------------------------------- first-class code= and ram_budget=
+def test_code_is_a_build_argument(data, tmp_path):
+    x, _q = data
+    index = MatryoshkaIndex.build(x, coarse_dim=COARSE, adaptor="pca", code="sq8", quiet=True)
+    index.save(tmp_path / "c.mindex")
+    info = MatryoshkaIndex.load(tmp_path / "c.mindex").info()
+    assert info["code"] == "sq8" and COARSE <= info["memory"]["per_vector_bytes"] < COARSE + 1
+    with pytest.raises(InputError, match="unknown coarse code 'int2'"):
+        MatryoshkaIndex.build(x, coarse_dim=COARSE, code="int2", quiet=True)
+
+
+def test_ram_budget_picks_a_configuration_within_the_budget_and_says_why(data):
+    x, _q = data
+    index = MatryoshkaIndex.build(x, adaptor="pca", ram_budget=10, quiet=True)
+    record = index.info()["ram_budget"]
+    chosen = [o for o in record["options"] if o["verdict"] == "chosen"]
+    assert len(chosen) == 1 and chosen[0]["bytes_per_vector"] <= 10 and record["chosen"] == chosen[0]["option"]
+    assert index.backend.memory()["per_vector_bytes"] - index.backend.memory()["bookkeeping_bytes_per_vector"] <= 10
+    assert any(o["verdict"].startswith("rejected: its code alone") for o in record["options"])  # float-32: 128 B
+    assert index.calibration["reached"]
+    fastest = max((o for o in record["options"] if o["verdict"] != "chosen" and "feasible" in o["verdict"]),
+                  key=lambda o: o["queries_per_s"], default=None)  # fmt: skip
+    assert fastest is None or fastest["queries_per_s"] <= chosen[0]["queries_per_s"]
+    small = MatryoshkaIndex.build(x, adaptor="pca", ram_budget=10, optimize="memory", quiet=True)
+    kept = next(o for o in small.info()["ram_budget"]["options"] if o["verdict"] == "chosen")
+    feasible = [o for o in small.info()["ram_budget"]["options"] if "feasible" in o["verdict"] or o is kept]
+    assert kept["bytes_per_vector"] == min(o["bytes_per_vector"] for o in feasible)
+
+
+def test_impossible_ram_budget_names_the_smallest_feasible_one(data):
+    with pytest.raises(InputError) as err:
+        MatryoshkaIndex.build(data[0], adaptor="pca", ram_budget=0.5, quiet=True)
+    msg = str(err.value)
+    assert "\n" not in msg and "the smallest feasible is" in msg and "use ram_budget >=" in msg
+    with pytest.raises(InputError, match="ram_budget: must be a positive number"):
+        MatryoshkaIndex.build(data[0], ram_budget=-3, quiet=True)
+    with pytest.raises(InputError, match="optimize: must be one of speed, memory"):
+        MatryoshkaIndex.build(data[0], ram_budget=8, optimize="cheap", quiet=True)
+
+
+def test_cli_build_with_a_ram_budget(data, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from matryoshka_index.cli import main
+
+    np.save(tmp_path / "x.npy", data[0])
+    out = tmp_path / "b.mindex"
+    res = CliRunner().invoke(
+        main, ["build", str(tmp_path / "x.npy"), "-o", str(out), "--pca", "--ram-budget", "10", "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert summary["ram_budget_chose"].startswith("coarse_dim=")
+    info = MatryoshkaIndex.load(out).info()
+    assert info["ram_budget"]["chosen"] == summary["ram_budget_chose"] and info["memory"]["per_vector_bytes"] <= 10
