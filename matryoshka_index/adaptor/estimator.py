@@ -232,6 +232,7 @@ class MatryoshkaAdaptor:
 
         ``positives[i]`` is the embedding of a document relevant to ``queries[i]``. Returns ``self``.
         """
+        torch = _import_torch("fit")  # one clear line where torch is missing, before any work
         corpus = check_embeddings(corpus, "corpus", min_rows=2)
         n, dim = corpus.shape
         cfg = self._check_params(dim)
@@ -251,7 +252,6 @@ class MatryoshkaAdaptor:
                 )
             pairs = (np.asarray(queries, dtype=np.float32), np.asarray(positives, dtype=np.float32))
 
-        torch = _import_torch("fit")
         from .torch_model import ResidualAdaptor
         from .training import train
 
