@@ -364,6 +364,18 @@ class MatryoshkaAdaptor:
         self._check_fitted()
         return _torch_model(self.model_.state_dict(), resolve_device(device))
 
+    def to_sentence_transformers(self) -> torch.nn.Module:
+        """A module to append to a ``SentenceTransformer``: ``encode`` then returns adapted vectors.
+
+        ``model.append(adaptor.to_sentence_transformers())``; ``truncate_dim=m`` gives the Matryoshka
+        prefix; ``model.save(dir)`` stores the adaptor in the model directory and ``SentenceTransformer(dir)``
+        loads it back (see :mod:`.sentence_transformers`; extra: ``pip install "matryoshka-index[st]"``).
+        """
+        self._check_fitted()
+        from .sentence_transformers import MatryoshkaAdaptorModule
+
+        return MatryoshkaAdaptorModule(self)
+
     def fit_transform(self, corpus: np.ndarray, dim: int | None = None) -> np.ndarray:
         return self.fit(corpus).transform(corpus, dim)
 
