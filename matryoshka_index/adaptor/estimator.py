@@ -374,7 +374,7 @@ class MatryoshkaAdaptor:
         self._check_fitted()
         from .sentence_transformers import MatryoshkaAdaptorModule
 
-        return MatryoshkaAdaptorModule(self)
+        return MatryoshkaAdaptorModule(self.model_.state_dict(), self.metadata_)
 
     def fit_transform(self, corpus: np.ndarray, dim: int | None = None) -> np.ndarray:
         return self.fit(corpus).transform(corpus, dim)
@@ -439,15 +439,10 @@ def _inference_model(model: Any) -> Any:
 
 
 def _torch_model(tensors: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    torch = _import_torch("a torch adaptor")
-
+    _import_torch("a torch adaptor")
     from .torch_model import ResidualAdaptor
 
-    tensors = {k: torch.as_tensor(np.array(v, dtype=np.float32)) for k, v in tensors.items()}
-    dim, hidden = (int(s) for s in tensors["mlp.2.weight"].shape)
-    model = ResidualAdaptor(dim, hidden, rotation=torch.zeros(dim, dim) if "rotation" in tensors else None)
-    model.load_state_dict(tensors)
-    return model.eval().to(device)
+    return ResidualAdaptor.from_tensors(tensors).to(device)
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

@@ -28,20 +28,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from .estimator import MatryoshkaAdaptor
-from .io import write_adaptor_files
+from ..errors import FormatError
+from .io import read_adaptor_dir, write_adaptor_files
+from .numpy_model import expected_shapes
+from .torch_model import ResidualAdaptor
 
 __all__ = ["MatryoshkaAdaptorModule"]
 
 
 class MatryoshkaAdaptorModule(nn.Module):
-    """Applies a fitted :class:`MatryoshkaAdaptor` to ``features["sentence_embedding"]``."""
+    """Applies the adaptor to ``features["sentence_embedding"]``; made by ``MatryoshkaAdaptor.to_sentence_transformers()``.
 
-    def __init__(self, adaptor: MatryoshkaAdaptor) -> None:
+    ``tensors``: the adaptor's weights by their safetensors names; ``metadata``: its ``adaptor.json``
+    (written back by :meth:`save`, so the folder stays a loadable adaptor directory).
+    """
+
+    def __init__(self, tensors: dict[str, Any], metadata: dict[str, Any]) -> None:
         super().__init__()
-        adaptor._check_fitted()
-        self.adaptor = adaptor  # metadata for save; the weights live in self.model (moved by .to(device))
-        self.model = adaptor.to_torch("cpu")
+        self.model = ResidualAdaptor.from_tensors(tensors)  # a submodule: SentenceTransformer.to(device) moves it
+        self.metadata = dict(metadata)
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         emb = features["sentence_embedding"]
@@ -49,21 +54,28 @@ class MatryoshkaAdaptorModule(nn.Module):
         return features
 
     def get_sentence_embedding_dimension(self) -> int:
-        return int(self.adaptor.input_dim_)
+        return int(self.model.dim)
 
     get_embedding_dimension = get_sentence_embedding_dimension
 
     def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
-        """Write the adaptor files (safetensors + JSON, as :meth:`MatryoshkaAdaptor.save`) into ``output_path``."""
+        """Write the adaptor files (safetensors + JSON, as ``MatryoshkaAdaptor.save``) into ``output_path``."""
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         os.makedirs(output_path, exist_ok=True)
-        write_adaptor_files(Path(output_path), state, self.adaptor.metadata_)
+        write_adaptor_files(Path(output_path), state, self.metadata)
 
     @classmethod
     def load(cls, input_path: str) -> MatryoshkaAdaptorModule:
-        return cls(MatryoshkaAdaptor.load(input_path, device="cpu"))
+        """The module saved in folder ``input_path`` (checked as ``MatryoshkaAdaptor.load`` checks an adaptor)."""
+        tensors, meta = read_adaptor_dir(input_path)
+        try:
+            want = expected_shapes(int(meta["input_dim"]), int(meta["hidden_dim"]), bool(meta["has_rotation"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{input_path}: adaptor metadata is incomplete ({exc}); the file is corrupt") from None
+        found = {k: tuple(v.shape) for k, v in sorted(tensors.items())}
+        if found != want:
+            raise FormatError(f"{input_path}: weights do not match the metadata (expected {want}, found {found})")
+        return cls(tensors, meta)
 
     def __repr__(self) -> str:
-        return (
-            f"MatryoshkaAdaptorModule(dim={self.adaptor.input_dim_}, matryoshka_dims={self.adaptor.matryoshka_dims_})"
-        )
+        return f"MatryoshkaAdaptorModule(dim={self.model.dim}, hidden_dim={self.model.hidden_dim})"

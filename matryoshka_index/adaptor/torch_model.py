@@ -5,6 +5,9 @@ Imported only where torch is wanted; :mod:`.numpy_model` applies the same weight
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +37,15 @@ class ResidualAdaptor(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim))
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Any]) -> ResidualAdaptor:
+        """A module (eval mode, CPU) holding these tensors (numpy arrays or tensors, the state dict's names)."""
+        state = {k: torch.as_tensor(np.array(v, dtype=np.float32)) for k, v in tensors.items()}
+        dim, hidden = (int(s) for s in state["mlp.2.weight"].shape)
+        model = cls(dim, hidden, rotation=torch.zeros(dim, dim) if "rotation" in state else None)
+        model.load_state_dict(state)
+        return model.eval()
 
     def start(self, e: torch.Tensor) -> torch.Tensor:
         """The starting point ``z`` (``e`` rotated, or ``e``) that the residual is added to."""

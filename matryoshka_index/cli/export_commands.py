@@ -21,27 +21,27 @@ def _source(path: Path) -> tuple[Any, dict[str, Any]]:
     from ..adaptor import MatryoshkaAdaptor
     from ..adaptor.io import META_FILE
     from ..adaptor.pca import PCARotation
+    from ..manifest import ADAPTOR_DIR, MANIFEST_FILE, is_index_directory, read_manifest
 
     if (path / META_FILE).is_file():
         return MatryoshkaAdaptor.load(path, device="cpu"), {}
     if (path / PCARotation.META_FILE).is_file():
         return PCARotation.load(path), {}
-    manifest_file = path / "manifest.json"
-    if manifest_file.is_file():
-        try:
-            manifest = json.loads(manifest_file.read_text())
-            kind = (manifest.get("adaptor") or {}).get("kind")
-            defaults = {"dim": int(manifest["coarse_dim"]), "normalize": manifest.get("metric") == "cosine"}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise FormatError(f"{manifest_file}: not a readable index manifest ({exc})") from None
+    if is_index_directory(path):
+        manifest = read_manifest(path, verify=False)  # the adaptor files are checked by their own loader
+        kind = (manifest.get("adaptor") or {}).get("kind")
         if kind in (None, "none"):
             raise InputError(
                 f"{path}: this index has no adaptor (its coarse vector is the plain prefix); nothing to export"
             )
-        return _source(path / "adaptor")[0], defaults
+        try:
+            defaults = {"dim": int(manifest["coarse_dim"]), "normalize": manifest.get("metric") == "cosine"}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{path / MANIFEST_FILE}: not a readable index manifest ({exc})") from None
+        return _source(path / ((manifest.get("adaptor") or {}).get("directory") or ADAPTOR_DIR))[0], defaults
     raise InputError(
         f"{path}: neither an adaptor directory ({META_FILE} or {PCARotation.META_FILE}) nor an index directory "
-        "(manifest.json); give what mindex train or mindex build wrote"
+        f"({MANIFEST_FILE}); give what mindex train or mindex build wrote"
     )
 
 
