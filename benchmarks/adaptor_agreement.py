@@ -104,7 +104,7 @@ def main() -> None:
         f"Adaptor: library defaults, {a.epochs} epochs on the dev set's corpus ({result['adaptor']['trained_rows']:,} "
         "training rows), float32 on the CPU. Largest absolute difference over every row and column:",
         "",
-        "| rows | output | largest |value| | numpy vs torch | ONNX vs torch | ONNX vs numpy |",
+        "| rows | output | largest abs output | numpy vs torch | ONNX vs torch | ONNX vs numpy |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
