@@ -36,7 +36,10 @@ def test_gelu_matches_torch_over_the_whole_range():
     x = np.concatenate([np.linspace(-40, 40, 20001), np.array([0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8])])
     x = x.astype(np.float32)
     exact = torch.nn.functional.gelu(torch.from_numpy(x).double()).numpy()
-    np.testing.assert_allclose(gelu(x), exact, rtol=1e-6, atol=1e-12)  # torch float64 cancels below ~1e-16
+    # relative 3e-6: float32 rounding (1.2e-7), and the float32 exp of -x^2/2 in the far negative tail,
+    # where |gelu| < 1e-5 (there the absolute error stays below 1e-8); atol covers torch float64's own
+    # cancellation below ~1e-16
+    np.testing.assert_allclose(gelu(x), exact, rtol=3e-6, atol=1e-12)
     # torch's float32 kernel computes x(1 + erf)/2 and loses the far negative tail to cancellation
     # (absolute error up to ~1e-6 there); ours is the more accurate of the two, and both agree to that
     np.testing.assert_allclose(gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), rtol=1e-6, atol=2e-6)
