@@ -55,6 +55,10 @@ CHILD = textwrap.dedent(
     adaptor = MatryoshkaAdaptor.load(sys.argv[3])
     out["adapted"] = adaptor.transform(q, dim=16).tolist()
     out["info_device"] = index.info()["adaptor"].get("device")
+    hits = index.query(q, k=10, with_payload=True)
+    out["hits"] = [[[h.id, h.payload] for h in row] for row in hits]
+    qindex = MatryoshkaIndex.load(sys.argv[4])  # a Qdrant (local mode) index: qdrant-client, no torch
+    out["qdrant_ids"] = qindex.search(q, k=10)[1].tolist()
     try:
         MatryoshkaAdaptor(epochs=1).fit(np.random.default_rng(0).standard_normal((600, 32)).astype(np.float32))
         out["fit"] = "trained without torch?"
@@ -83,8 +87,13 @@ def built(tmp_path_factory):
     corpus, queries = x[:900], x[900:]
     adaptor = MatryoshkaAdaptor(matryoshka_dims=(8, 16), epochs=2, batch_size=128, quiet=True).fit(corpus)
     adaptor.save(d / "adaptor")
-    index = MatryoshkaIndex.build(corpus, coarse_dim=8, adaptor=adaptor, quiet=True)
+    payloads = [{"row": i} for i in range(len(corpus))]
+    index = MatryoshkaIndex.build(corpus, coarse_dim=8, adaptor=adaptor, payloads=payloads, quiet=True)
     index.save(d / "corpus.mindex")
+    qindex = MatryoshkaIndex.build(
+        corpus, coarse_dim=8, adaptor=adaptor, backend="qdrant", backend_options={"location": ":memory:"}, quiet=True
+    )
+    qindex.save(d / "qdrant.mindex")
     np.save(d / "queries.npy", queries)
     return d, adaptor, MatryoshkaIndex.load(d / "corpus.mindex"), queries
 
@@ -92,7 +101,12 @@ def built(tmp_path_factory):
 def test_torch_free_process_searches_an_index_built_with_torch(tmp_path, built):
     d, adaptor, index, queries = built
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(d / "corpus.mindex"), str(d / "queries.npy"), str(d / "adaptor")],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            *(str(d / f) for f in ("corpus.mindex", "queries.npy", "adaptor", "qdrant.mindex")),
+        ],
         env=torch_free_env(tmp_path),
         capture_output=True,
         text=True,
@@ -106,6 +120,9 @@ def test_torch_free_process_searches_an_index_built_with_torch(tmp_path, built):
     np.testing.assert_allclose(np.array(child["scores"]), scores, rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.array(child["adapted"]), adaptor.transform(queries, dim=16), rtol=0, atol=1e-6)
     assert child["info_device"] == "cpu"
+    assert child["hits"] == [[[h.id, h.payload] for h in row] for row in index.query(queries, k=10, with_payload=True)]
+    qindex = MatryoshkaIndex.load(d / "qdrant.mindex")
+    assert child["qdrant_ids"] == qindex.search(queries, k=10)[1].tolist()
     assert "needs torch" in child["fit"]  # training says what is missing, in one line
 
 
