@@ -368,8 +368,10 @@ class MatryoshkaAdaptor:
         """A module to append to a ``SentenceTransformer``: ``encode`` then returns adapted vectors.
 
         ``model.append(adaptor.to_sentence_transformers())``; ``truncate_dim=m`` gives the Matryoshka
-        prefix; ``model.save(dir)`` stores the adaptor in the model directory and ``SentenceTransformer(dir)``
-        loads it back (see :mod:`.sentence_transformers`; extra: ``pip install "matryoshka-index[st]"``).
+        prefix; ``model.save(dir)`` stores the adaptor in the model directory and
+        ``SentenceTransformer(dir, trust_remote_code=True)`` loads it back (sentence-transformers >= 6 asks
+        for the flag for any module class outside its own package; see :mod:`.sentence_transformers`;
+        extra: ``pip install "matryoshka-index[st]"``).
         """
         self._check_fitted()
         from .sentence_transformers import MatryoshkaAdaptorModule
