@@ -191,6 +191,16 @@ def _jsonl(scores: np.ndarray, ids: np.ndarray) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _jsonl_hits(hits: list, with_payload: bool) -> str:
+    lines = []
+    for i, row in enumerate(hits):
+        rec = {"query": i, "ids": [h.id for h in row], "scores": [round(h.score, 6) for h in row]}
+        if with_payload:
+            rec["payloads"] = [h.payload for h in row]
+        lines.append(json.dumps(rec))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 @click.command("search")
 @click.argument("index_path", metavar="INDEX", type=click.Path())
 @click.argument("queries", type=click.Path(dir_okay=False))
@@ -203,21 +213,38 @@ def _jsonl(scores: np.ndarray, ids: np.ndarray) -> str:
     help="results.npy (ids; scores go to results.scores.npy) or results.jsonl; default: JSON lines on stdout.",
 )
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the index files (faster on large indexes).")
+@click.option("--with-payload", is_flag=True, help="Add each hit's payload (JSON lines output).")
 @quiet_option
 @user_errors
-def search_command(index_path, queries, k, candidates, output, no_verify, quiet):
-    """Search INDEX with QUERIES embeddings (.npy or .fvecs): the top -k ids and scores per query."""
-    from ..index import MatryoshkaIndex
+def search_command(index_path, queries, k, candidates, output, no_verify, with_payload, quiet):
+    """Search INDEX with QUERIES embeddings (.npy or .fvecs): the top -k ids and scores per query.
 
-    if output is not None and Path(output).suffix.lower() not in (".npy", ".jsonl"):
+    JSON lines carry the points' own ids (ints, or UUID strings in a migrated Qdrant collection);
+    a .npy file holds the int64 ids the index returns.
+    """
+    from ..index import MatryoshkaIndex
+    from ..index.points import maps_points
+
+    suffix = None if output is None else Path(output).suffix.lower()
+    if suffix not in (None, ".npy", ".jsonl"):
         raise InputError(f"--output ({output}): unknown result file type {Path(output).suffix!r}; use .npy or .jsonl")
+    if with_payload and suffix == ".npy":
+        raise InputError("--with-payload: payloads go to JSON lines; use -o results.jsonl (or no -o for stdout)")
     index = MatryoshkaIndex.load(index_path, verify=not no_verify)
     q = read_vectors(queries, "queries", dim=index.input_dim)
-    scores, ids = index.search(q, k=k, candidates=candidates)
-    if output is None:
-        click.echo(_jsonl(scores, ids), nl=False)
-        return
-    written = _write_results(output, scores, ids)
+    if suffix != ".npy" and (with_payload or maps_points(index.backend)):
+        text = _jsonl_hits(index.query(q, k=k, candidates=candidates, with_payload=with_payload), with_payload)
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        atomic_write_bytes(output, text.encode())
+        written = [str(output)]
+    else:
+        scores, ids = index.search(q, k=k, candidates=candidates)
+        if output is None:
+            click.echo(_jsonl(scores, ids), nl=False)
+            return
+        written = _write_results(output, scores, ids)
     if not quiet:
         click.echo(json.dumps({"queries": len(q), "k": k, "written": written}))
 

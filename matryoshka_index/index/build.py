@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..exact import exact_topk
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
+from .points import PayloadStore, index_keeps_payloads
 
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
@@ -247,7 +248,7 @@ def add_rows(
         chunk_payloads = list(payloads[rows])
     else:
         chunk_payloads = [payloads[int(r)] for r in rows]
-    index.backend.add(id_arr[rows], coarse, full, chunk_payloads)
+    index._store(id_arr[rows], coarse, full, chunk_payloads)
 
 
 def calibrate_held_out(
@@ -356,6 +357,8 @@ def build_index(
     )
     vectors, coarse_dim, candidates = args["vectors"], args["coarse_dim"], args["candidates"]
     backend_cls, _, options = resolve_backend(backend, index, backend_options, stacklevel=5)
+    if payloads is not None and index_keeps_payloads(backend_cls):
+        payloads = PayloadStore.check(payloads)  # before any training: a bad payload fails at once
     dim = vectors.shape[1]
     rng = np.random.default_rng(seed)
     sample_rows, sample = draw_sample(vectors, args["sample_size"], rng)

@@ -67,6 +67,7 @@ from .build import BUILD_CHUNK_ROWS, METRICS, RERANKS, Adaptor, adaptor_kind, bu
 from .describe import describe
 from .locking import ReadWriteLock
 from .persistence import load_index, save_index
+from .points import Hit, PayloadStore, index_keeps_payloads, to_hits
 
 _SEARCH_CHUNK_ROWS = 4096
 
@@ -210,6 +211,7 @@ class MatryoshkaIndex:
         self._path = path
         self._modified_since_load = path is None
         self._lock = ReadWriteLock()
+        self._payloads = PayloadStore()  # used only where the backend keeps no payloads (FAISS)
         return self
 
     @classmethod
@@ -339,6 +341,8 @@ class MatryoshkaIndex:
         x = self._check_vectors(vectors, "vectors")
         if payloads is not None and len(payloads) != len(x):
             raise InputError(f"payloads: has {len(payloads)} entries for {len(x)} vectors; give one per row (or None)")
+        if payloads is not None and index_keeps_payloads(self._backend):
+            payloads = PayloadStore.check(payloads)
         with self._lock.write():
             if ids is None:
                 existing = self._backend.ids()
@@ -355,7 +359,7 @@ class MatryoshkaIndex:
             with progress(total=len(x), desc="adding", unit="vec", quiet=quiet or len(x) < 4 * BUILD_CHUNK_ROWS) as bar:
                 for sl in iter_row_chunks(len(x), BUILD_CHUNK_ROWS):
                     coarse, full = self._prepare(x[sl])
-                    self._backend.add(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
+                    self._store(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
                     bar.update(sl.stop - sl.start)
             self._modified_since_load = True
             self._attach_metadata()
@@ -378,9 +382,20 @@ class MatryoshkaIndex:
                     "pass missing_ok=True to ignore them"
                 )
             removed = int(self._backend.remove(id_arr[present])) if present.any() else 0
+            self._payloads.remove(id_arr[present].tolist())
             self._modified_since_load = True
             self._attach_metadata()
         return removed
+
+    def _store(
+        self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: list[dict[str, Any] | None] | None
+    ) -> None:
+        """Hand prepared vectors to the backend; their payloads too, or to the index's own store (FAISS)."""
+        if payloads is not None and index_keeps_payloads(self._backend):
+            self._backend.add(ids, coarse, full, None)
+            self._payloads.set(ids, payloads)
+        else:
+            self._backend.add(ids, coarse, full, payloads)
 
     def _attach_metadata(self) -> None:
         if not isinstance(self._backend, StoresIndexMetadata):
@@ -438,6 +453,29 @@ class MatryoshkaIndex:
                     timings["adapt"] = timings.get("adapt", 0.0) + time.perf_counter() - t0
                 scores[sl], ids[sl] = self._backend.search(coarse, full, k, c, **kw)
         return scores, ids
+
+    def query(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        with_payload: bool = False,
+        query_filter: Any | None = None,
+        candidates: int | None = None,
+    ) -> list[list[Hit]]:
+        """Top-``k`` per query as :class:`~matryoshka_index.index.points.Hit` lists (``id``, ``score``, ``payload``).
+
+        Like qdrant-client's ``query_points``: ``id`` is the point's own id exactly as stored (an int,
+        or a UUID string in a migrated Qdrant collection), ``payload`` its payload when
+        ``with_payload`` (FAISS: the ``payloads=`` given to ``build``/``add``). ``query_filter`` and
+        ``candidates`` as in :meth:`search`, which stays the array-shaped call for numeric work.
+        A 1-d ``queries`` is one query (the result is still a list of one list).
+        """
+        q = np.asarray(queries)
+        q = q[None] if q.ndim == 1 else q
+        scores, handles = self.search(q, k, candidates, query_filter=query_filter)
+        with self._lock.read():
+            return to_hits(self._backend, self._payloads, scores, handles, with_payload=with_payload)
 
     def exact_search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Exact brute-force search over the full (rerank) vectors: the ground truth for recall."""

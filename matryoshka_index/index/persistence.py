@@ -19,6 +19,7 @@ from ..errors import FormatError, InputError
 from ..manifest import ADAPTOR_DIR, MANIFEST_FILE, file_table, is_index_directory, manifest_bytes, read_manifest
 from ..storage import atomic_directory, atomic_write_bytes
 from .build import Adaptor, check_backend_options
+from .points import PAYLOADS_FILE, PayloadStore
 
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
@@ -55,6 +56,7 @@ def save_index(index: MatryoshkaIndex, path: str | os.PathLike[str]) -> Path:
         section.setdefault("kind", index.backend.kind)
         if index.adaptor is not None:
             index.adaptor.save(tmp / ADAPTOR_DIR)
+        index._payloads.save(tmp)  # payloads.jsonl, FAISS indexes given payloads only
         manifest = index._manifest(section, file_table(tmp))
         atomic_write_bytes(tmp / MANIFEST_FILE, manifest_bytes(manifest))
         fsync_tree(tmp)
@@ -95,6 +97,8 @@ def load_index(
     adaptor = load_adaptor(path, manifest)
     backend = open_backend(path, manifest, backend_options)
     self = cls._from_parts(adaptor, backend, manifest)
+    if PAYLOADS_FILE in (manifest.get("files") or {}):  # listed, so read_manifest checked it
+        self._payloads = PayloadStore.load(path / PAYLOADS_FILE)
     self._path = path.absolute()
     self._modified_since_load = False
     return self
