@@ -20,8 +20,8 @@ from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import get_backend_class
 from ..backends.base import METRICS, TrainableCoarse
-from ..calibration import CALIBRATION_K, MAX_CANDIDATES
-from ..errors import InputError
+from ..calibration import CALIBRATION_K, MAX_CANDIDATES, min_queries
+from ..errors import CalibrationWarning, InputError
 from ..exact import exact_topk
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
@@ -277,7 +277,20 @@ def calibrate_held_out(
         _, rows = exact_topk(orig_q, vectors, k, normalize=index.metric == "cosine", include=indexed)
         truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
         note = "exact inner-product search over the original vectors (rerank uses the adapted ones)"
-    index._calibrate(
+    # Fewer held-out rows than the bound needs (a small corpus, few calibration_queries, a target of
+    # 1.0): a bisection would be decided by luck, so the default is the largest candidate count.
+    need = min_queries(target_recall, k)
+    fallback = None
+    if fixed is None and (need is None or len(q) < need):
+        fixed = min(len(vectors), MAX_CANDIDATES)
+        fallback = (
+            f"too few queries for the lower confidence bound ({len(q)} held out; target_recall {target_recall} "
+            f"needs {need or 'more than any sample'}): the largest candidate count"
+            + (" (every vector: exact search)" if fixed == len(vectors) else "")
+            + ", not a calibrated one",
+            need,
+        )
+    record = index._calibrate(
         q,
         target=target_recall,
         truth=truth,
@@ -287,7 +300,10 @@ def calibrate_held_out(
         query_source="random corpus rows held out of the index while calibrating, then added",
         k=k,
         quiet=quiet,
+        fallback=fallback,
     )
+    if "warning" in record:  # the index is usable; the build says loudly that the target was missed
+        warnings.warn(record["warning"], CalibrationWarning, stacklevel=5)
 
 
 def fill_and_calibrate(
