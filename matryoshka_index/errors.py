@@ -22,3 +22,7 @@ class FormatError(MatryoshkaError):
 
 class BackendError(MatryoshkaError):
     """A storage backend (a Qdrant server, a FAISS index) refused or could not be reached."""
+
+
+class StorageError(MatryoshkaError):
+    """The disk refused a write: no space left, a read-only or unwritable location, a dangling link."""
