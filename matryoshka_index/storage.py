@@ -7,7 +7,7 @@ temporary sibling, then swapped in with one ``renameat2(RENAME_EXCHANGE)`` where
 name is never absent), else two renames whose window a later open or save repairs.
 
 Temporaries (``.NAME.xxxxxxxx.tmp`` files and directories beside the output, ``.NAME.xxxxxxxx.old``
-during a swap, ``mindex-spill-*`` and ``mindex-edge-*`` work directories) are *owned*: the process
+during a swap, ``mindex-spill-PID-*`` and ``mindex-edge-PID-*`` work directories) are *owned*: the process
 that made one holds an exclusive ``flock`` on it for as long as it uses it. The lock dies with the
 process (``kill -9`` included), so a later run, or ``mindex gc``, removes the temporaries whose
 owner is gone and never touches a live one. Work directories go to ``$MINDEX_TMPDIR`` when set,
@@ -49,11 +49,10 @@ except ImportError:  # pragma: no cover
 
 TMPDIR_ENV = "MINDEX_TMPDIR"
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>tmp|old)$")
-_WORK_DIR = re.compile(r"^(?P<name>mindex-(?:spill|edge))-[a-z0-9_]{8}$")
+_WORK_DIR = re.compile(r"^(?P<name>mindex-(?:spill|edge))-(?:(?P<pid>\d+)-)?[a-z0-9_]{8}$")
 _LEGACY_CORPUS_TMP = re.compile(r"^\.(?P<name>.+\.npy)\.tmp\.npy$")  # datasets.py before owned temporaries
-_OWNER_FILE = ".owner"  # in an owned work directory: the owner's pid (the flock on the directory decides)
-# Work directories without an owner file come from older versions (or Windows, without flock): their
-# owner cannot be asked, so only those older than this count as stale.
+# Work directories without the owner's pid in their name come from older versions (or Windows,
+# without flock): their owner cannot be asked, so only those older than this count as stale.
 _UNOWNED_GRACE_S = 24 * 3600.0
 _held: dict[str, int] = {}  # directory temporaries this process owns: path -> fd holding the flock
 
@@ -234,14 +233,15 @@ def _prune_held() -> None:
 
 
 def owned_temp_dir(
-    prefix: str, directory: str | os.PathLike[str] | None = None, suffix: str = "", *, owner_file: bool = True
+    prefix: str, directory: str | os.PathLike[str] | None = None, suffix: str = "", *, pid_in_name: bool = True
 ) -> Path:
     """A fresh temporary directory this process owns (locked until :func:`remove_temp_dir` or exit).
 
     ``directory`` defaults to :func:`temp_root`. Stale directories of the same prefix there, whose
-    owners died, are removed first. Use in place of ``tempfile.mkdtemp(prefix=...)``. The directory
-    holds an ``.owner`` file (the pid, for people; the lock on the directory is what counts) unless
-    ``owner_file=False`` (a directory whose every file is published, such as an index being written).
+    owners died, are removed first. Use in place of ``tempfile.mkdtemp(prefix=...)``: the directory
+    is empty, and its name carries the owner's pid after the prefix (``mindex-edge-1234-xxxxxxxx``;
+    for people and to tell it from an older version's: the lock on the directory is what counts)
+    unless ``pid_in_name=False`` (the ``.NAME.xxxxxxxx.tmp`` form beside an output).
     """
     root = Path(directory) if directory is not None else temp_root()
     try:
@@ -249,12 +249,10 @@ def owned_temp_dir(
         sweep_stale(root, prefix=prefix)
         _prune_held()
         while True:
-            tmp = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=root)
+            tmp = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-" if pid_in_name else prefix, suffix=suffix, dir=root)
             fd = os.open(tmp, os.O_RDONLY)
             if _try_lock(fd) and _same_inode(tmp, fd):
                 _held[tmp] = fd
-                if owner_file:
-                    Path(tmp, _OWNER_FILE).write_text(f"{os.getpid()}\n")
                 return Path(tmp)
             os.close(fd)
     except OSError as exc:
@@ -293,19 +291,18 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _stale(path: Path, *, needs_owner_file: bool | None = False) -> int | None:
+def _stale(path: Path, *, locked_by_owner: bool = True) -> int | None:
     """An fd holding the lock of ``path`` when its owner is gone (the caller closes it), else None.
 
-    ``needs_owner_file``: a work directory, which this version always marks; one without the mark
-    (an older version's, whose owner holds no lock) only counts once older than a day, as does any
-    temporary when ``needs_owner_file`` is None (a name only older versions used).
+    ``locked_by_owner=False``: a name only older versions made (whose owners hold no lock): it only
+    counts once older than a day.
     """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
     try:
-        unowned = fcntl is None or needs_owner_file is None or (needs_owner_file and not (path / _OWNER_FILE).is_file())
+        unowned = fcntl is None or not locked_by_owner
         if unowned and time.time() - os.fstat(fd).st_mtime < _UNOWNED_GRACE_S:
             raise OSError
         if fcntl is not None and not _try_lock(fd):
@@ -335,19 +332,19 @@ def sweep_stale(
     except OSError:
         return done
     names: set[str] = set()
-    candidates: list[tuple[str, bool | None]] = []
+    candidates: list[tuple[str, bool]] = []  # (name, made by this version: locked while its owner lives)
     for entry in entries:
         m = _TEMP_NAME.match(entry.name) or _LEGACY_CORPUS_TMP.match(entry.name)
         if m is not None and prefix is None and (name is None or m.group("name") == name):
-            candidates.append((entry.name, None if m.re is _LEGACY_CORPUS_TMP else False))
+            candidates.append((entry.name, m.re is _TEMP_NAME))
             names.add(m.group("name"))
         elif (m := _WORK_DIR.match(entry.name)) and name is None and (prefix is None or entry.name.startswith(prefix)):
-            candidates.append((entry.name, True))
+            candidates.append((entry.name, m.group("pid") is not None))
     for n in sorted(names):
         done += recover_directory(directory / n, dry_run=dry_run)
-    for entry_name, work_dir in candidates:
+    for entry_name, locked in candidates:
         p = directory / entry_name
-        fd = _stale(p, needs_owner_file=work_dir)
+        fd = _stale(p, locked_by_owner=locked)
         if fd is None:
             continue
         try:
@@ -471,7 +468,7 @@ def _swap_in(tmp: Path, path: Path) -> None:
     if _exchange(tmp, path):  # path now the new version, tmp the old one: at no instant is path absent
         shutil.rmtree(tmp, ignore_errors=True)
         return
-    old = owned_temp_dir(f".{path.name}.", path.parent, suffix=".old")
+    old = owned_temp_dir(f".{path.name}.", path.parent, suffix=".old", pid_in_name=False)
     moved = False
     try:
         os.replace(path, old / "x")
@@ -507,7 +504,7 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = True) ->
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale(path.parent, name=path.name)
-        tmp = owned_temp_dir(f".{path.name}.", path.parent, suffix=".tmp", owner_file=False)
+        tmp = owned_temp_dir(f".{path.name}.", path.parent, suffix=".tmp", pid_in_name=False)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp gives 0700; the final directory should look plainly created
     except OSError as exc:
         raise (disk_error(exc, path) or exc) from None
