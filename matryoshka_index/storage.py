@@ -33,6 +33,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -55,6 +56,7 @@ _LEGACY_CORPUS_TMP = re.compile(r"^\.(?P<name>.+\.npy)\.tmp\.npy$")  # datasets.
 # without flock): their owner cannot be asked, so only those older than this count as stale.
 _UNOWNED_GRACE_S = 24 * 3600.0
 _held: dict[str, int] = {}  # directory temporaries this process owns: path -> fd holding the flock
+_held_lock = threading.Lock()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -226,10 +228,11 @@ def _owned_temp_file(directory: Path, prefix: str, suffix: str = ".tmp") -> tupl
 
 
 def _prune_held() -> None:
-    for p, fd in list(_held.items()):
-        if not _same_inode(p, fd):
-            os.close(fd)
-            del _held[p]
+    with _held_lock:
+        for p, fd in list(_held.items()):
+            if not _same_inode(p, fd):
+                os.close(fd)
+                del _held[p]
 
 
 def owned_temp_dir(
@@ -252,7 +255,8 @@ def owned_temp_dir(
             tmp = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-" if pid_in_name else prefix, suffix=suffix, dir=root)
             fd = os.open(tmp, os.O_RDONLY)
             if _try_lock(fd) and _same_inode(tmp, fd):
-                _held[tmp] = fd
+                with _held_lock:
+                    _held[tmp] = fd
                 return Path(tmp)
             os.close(fd)
     except OSError as exc:
@@ -264,7 +268,8 @@ def owned_temp_dir(
 
 def release_temp_dir(path: str | os.PathLike[str]) -> None:
     """Drop this process's lock on a directory from :func:`owned_temp_dir` (it becomes sweepable)."""
-    fd = _held.pop(str(path), None)
+    with _held_lock:
+        fd = _held.pop(str(path), None)
     if fd is not None:
         os.close(fd)
 

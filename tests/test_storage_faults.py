@@ -89,6 +89,27 @@ def test_injected_enospc_at_a_write_is_one_line(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["work"]
 
 
+def test_spill_growth_that_does_not_fit_doubled_takes_only_what_it_needs(monkeypatch):
+    from matryoshka_index.backends.faiss_backend import FaissBackend
+
+    real = os.posix_fallocate
+    limit = 3000 * 16 * 4  # room for 3,000 rows, not for the doubling to 4,096
+
+    def fallocate(fd, offset, size):
+        if offset + size > limit:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, offset, size)
+
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+    b = FaissBackend.create(coarse_dim=4, full_dim=16)
+    x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+    b.add(np.arange(2000), x[:2000, :4].copy(), x[:2000])
+    b.add(np.arange(2000, 3000), x[2000:, :4].copy(), x[2000:])
+    np.testing.assert_array_equal(b._full.spill.array, x)
+    with pytest.raises(StorageError, match="no space left"):
+        b.add(np.arange(3000, 3001), x[:1, :4].copy(), x[:1])
+
+
 def test_check_free_space_says_how_much_and_where(tmp_path):
     with pytest.raises(StorageError) as info:
         storage.check_free_space(tmp_path / "not" / "yet", 1 << 60, "the index x")

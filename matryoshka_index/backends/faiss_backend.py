@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 import faiss
 import numpy as np
 
-from ..errors import BackendError, FormatError, InputError
+from ..errors import BackendError, FormatError, InputError, StorageError
 from ..storage import owned_temp_dir, preallocate, remove_temp_dir
 from .base import EMPTY_ID, empty_results
 
@@ -135,7 +135,11 @@ class _SpillFile:
             cap = max(need, 2 * self._cap, 1024)
             fd = os.open(self.path, os.O_RDWR)
             try:
-                preallocate(fd, cap * self.dim * 4, self.path)
+                try:
+                    preallocate(fd, cap * self.dim * 4, self.path)
+                except StorageError:  # the doubling does not fit: the rows themselves may still
+                    cap = need
+                    preallocate(fd, cap * self.dim * 4, self.path)
                 os.ftruncate(fd, cap * self.dim * 4)  # no-op where fallocate worked; sizes it where not
             finally:
                 os.close(fd)
