@@ -199,7 +199,7 @@ def test_a_killed_builds_temporaries_are_swept_by_the_next_build_and_by_gc(data,
     assert r.returncode == 9
     r = run("gc", "--dry-run", str(tmp_path))
     assert r.exit_code == 0 and "would remove" in r.stdout and leftovers(tmp_path)
-    r = run("gc", str(tmp_path))
+    r = run("gc", str(out))  # an index: the temporaries of that output, and the work directories
     assert r.exit_code == 0, r.output
     assert "removed" in r.stdout and "stale temporar" in r.stdout.splitlines()[-1]
     assert leftovers(tmp_path) == [] and os.listdir(work) == []
