@@ -38,3 +38,7 @@ class CalibrationError(MatryoshkaError):
 class CalibrationWarning(UserWarning):
     """A build's calibration did not reach its target: the index is usable, its default candidates
     are the most that were tried, and the manifest's calibration record says so (``"warning"``)."""
+
+
+class StorageError(MatryoshkaError):
+    """The disk refused a write: no space left, a read-only or unwritable location, a dangling link."""
