@@ -249,6 +249,7 @@ class TorchCoarseEngine:
                 c_rows = kk
             q_rows = max(1, min(q_rows, self.max_block_bytes // max(1, c_rows * item)))
             out_s, out_i = [], []
+            has_dead = self._n_alive < self._n  # known on the host: no device sync per block
             for qs in range(0, nq, q_rows):
                 qb = q[qs : qs + q_rows].to(self.device, dtype=torch.float32)
                 if self._scale is not None:  # int8: fold the per-dimension scale into the query
@@ -258,12 +259,11 @@ class TorchCoarseEngine:
                 for cs in range(0, self._n, c_rows):
                     ce = min(cs + c_rows, self._n)
                     block = self._data[cs:ce].to(self._compute_dtype)
-                    scores = (qb @ block.T).float()
-                    alive = self._alive[cs:ce]
-                    if not bool(alive.all()):
-                        scores.masked_fill_(~alive, -math.inf)
+                    scores = qb @ block.T  # float16/bfloat16 on a GPU: half the bytes for topk to read
+                    if has_dead:
+                        scores.masked_fill_(~self._alive[cs:ce], -math.inf)
                     s, pos = torch.topk(scores, min(kk, ce - cs), dim=1)
-                    best_s, best_i = _merge_topk(torch, best_s, best_i, s, self._labels[cs:ce][pos], kk)
+                    best_s, best_i = _merge_topk(torch, best_s, best_i, s.float(), self._labels[cs:ce][pos], kk)
                 out_s.append(best_s)
                 out_i.append(best_i)
             return torch.cat(out_s), torch.cat(out_i)
@@ -281,8 +281,9 @@ class TorchCoarseEngine:
 class TorchReranker:
     """Rerank candidate rows by full-dimension inner product on a torch device.
 
-    ``full``: the full vectors by row, an ``(n, dim)`` array (a memory map is fine) or a list of
-    ``(first row, array)`` segments covering rows ``0..n-1`` in order. ``resident``: ``None`` (default)
+    ``full``: the full vectors by row, an ``(n, dim)`` array (a memory map is fine), a list of
+    ``(first row, array)`` segments covering rows ``0..n-1`` in order, or a tensor (used in place on
+    the device). ``resident``: ``None`` (default)
     copies them onto a CUDA device when they take at most ``device_fraction`` of its free memory, and
     gathers on the CPU otherwise (always, on a CPU device); ``True`` / ``False`` force the choice.
     ``max_batch_bytes`` bounds the gathered candidate block of one query batch.
@@ -300,6 +301,13 @@ class TorchReranker:
         torch = _torch()
         self._torch = torch
         self.device = _device(torch, device)
+        if isinstance(full, torch.Tensor):  # already a tensor (e.g. generated on the GPU): use it in place
+            self._full_dev = full.to(self.device, dtype=torch.float32)
+            self._segments = []
+            self.rows, self.dim = (int(v) for v in self._full_dev.shape)
+            self.resident = True
+            self.max_batch_bytes = int(max_batch_bytes or (512 << 20 if self.device.type == "cuda" else 64 << 20))
+            return
         self._segments = [(0, full)] if isinstance(full, np.ndarray) else [(int(s), a) for s, a in full]
         dims = {a.shape[1] for _, a in self._segments}
         if len(dims) > 1:
