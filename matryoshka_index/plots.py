@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .errors import MatryoshkaError
+from .quality.labels import METHOD_LABELS
 from .storage import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ def plot_report(
     dpi: int = 120,
 ) -> None:
     """Write a PNG with nDCG@10 vs dimension per method (left) and recall@10 vs queries/s (right)."""
-    from .quality.evaluate import METHOD_LABELS
-
     plt = _pyplot()
     from matplotlib import ticker
 

@@ -489,7 +489,7 @@ def test_index_type_for_a_backend_without_index_choice_is_rejected(monkeypatch, 
         def create(cls, *, coarse_dim, full_dim, metric="cosine"):
             return FaissBackend.create(coarse_dim=coarse_dim, full_dim=full_dim, metric=metric)
 
-    monkeypatch.setattr("matryoshka_index.index.get_backend_class", lambda name: NoChoice)
+    monkeypatch.setattr("matryoshka_index.index.build.get_backend_class", lambda name: NoChoice)
     with pytest.raises(InputError, match="index: the other backend chooses its own coarse index"):
         MatryoshkaIndex.build(corpus, coarse_dim=8, backend="other", index="hnsw", quiet=True)
     assert len(MatryoshkaIndex.build(corpus, coarse_dim=8, backend="other", quiet=True)) == 400

@@ -6,7 +6,18 @@ inside this package ``import faiss`` can never be mistaken for (or shadowed by) 
 
 from __future__ import annotations
 
-from .base import EMPTY_ID, SearchBackend, empty_results
+from .base import (
+    CAPABILITIES,
+    EMPTY_ID,
+    Closeable,
+    PointLookup,
+    ReportsTimings,
+    SearchBackend,
+    SearchKnob,
+    StoresIndexMetadata,
+    TrainableCoarse,
+    empty_results,
+)
 
 BACKENDS = ("faiss", "qdrant", "qdrant-edge")
 
@@ -30,4 +41,17 @@ def get_backend_class(name: str) -> type:
     raise InputError(f"backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "EMPTY_ID", "SearchBackend", "empty_results", "get_backend_class"]
+__all__ = [
+    "BACKENDS",
+    "CAPABILITIES",
+    "EMPTY_ID",
+    "Closeable",
+    "PointLookup",
+    "ReportsTimings",
+    "SearchBackend",
+    "SearchKnob",
+    "StoresIndexMetadata",
+    "TrainableCoarse",
+    "empty_results",
+    "get_backend_class",
+]

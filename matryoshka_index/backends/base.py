@@ -12,6 +12,17 @@ Conventions shared by all backends:
 * scores are float32 inner products of the full vectors (what the final stage ranks by);
 * inputs arrive validated (shapes, dtypes float32, finiteness) from :class:`MatryoshkaIndex`;
 * errors a user can cause are :class:`~matryoshka_index.errors.MatryoshkaError` with one-line messages.
+
+Optional capabilities are small runtime-checkable protocols below :class:`SearchBackend`; the index
+asks ``isinstance(backend, Capability)`` and never probes for attribute names itself. A protocol
+checks that the names exist, so a backend conforms by defining them (no base class to inherit):
+
+* :class:`TrainableCoarse`: a coarse index that must be trained on a sample first (IVF);
+* :class:`SearchKnob`: a search-time parameter calibrated together with candidates (``nprobe``);
+* :class:`StoresIndexMetadata`: the backend keeps the index manifest and adaptor itself (Qdrant);
+* :class:`ReportsTimings`: ``search(..., timings=)`` accumulates per-stage seconds;
+* :class:`Closeable`: ``close()`` releases a client, a shard, a lock;
+* :class:`PointLookup`: maps result handles back to the stored points' own ids and payloads.
 """
 
 from __future__ import annotations
@@ -109,3 +120,76 @@ def empty_results(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         np.full((n_queries, k), -np.inf, dtype=np.float32),
         np.full((n_queries, k), EMPTY_ID, dtype=np.int64),
     )
+
+
+# ---------------------------------------------------------------------- optional capabilities
+@runtime_checkable
+class TrainableCoarse(Protocol):
+    """A coarse index that learns from data before vectors are added (IVF's quantizer)."""
+
+    def train(self, coarse_sample: np.ndarray, n_total: int) -> None:
+        """Train on coarse vectors of a sample; ``n_total`` is the corpus size to come (sizes nlist)."""
+        ...
+
+
+@runtime_checkable
+class SearchKnob(Protocol):
+    """A search-time parameter the calibration chooses together with candidates (IVF's ``nprobe``)."""
+
+    def search_knob(self) -> tuple[str, Sequence[int]] | None:
+        """``(name, values)`` with values ascending and the last one exhaustive; None when there is none now."""
+        ...
+
+    def set_search_knob(self, value: int) -> None: ...
+
+    def get_search_knob(self) -> int | None: ...
+
+    def search_cost(self, candidates: int, knob: int | None = None) -> float:
+        """Relative cost of one query at this setting (to pick the cheapest setting reaching a target)."""
+        ...
+
+
+@runtime_checkable
+class StoresIndexMetadata(Protocol):
+    """The backend stores the index manifest (and the adaptor's files) with the vectors (Qdrant)."""
+
+    def attach_index_metadata(self, manifest: dict[str, Any], adaptor_files: dict[str, bytes] | None) -> None: ...
+
+
+@runtime_checkable
+class ReportsTimings(Protocol):
+    """``search`` accepts ``timings=`` (a dict it adds per-stage seconds to) when ``supports_timings``."""
+
+    supports_timings: bool
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """Holds something to release (a client, a shard and its lock); ``close()`` is idempotent."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PointLookup(Protocol):
+    """Maps result handles (the int64 ids a search returns) back to the stored points.
+
+    ``external_ids``: each point's own id (an int, or a UUID string for points a migration did not
+    number), None for a handle not stored (such as ``-1``). ``payloads``: each point's payload dict,
+    None likewise.
+    """
+
+    def external_ids(self, handles: np.ndarray) -> list[int | str | None]: ...
+
+    def payloads(self, handles: np.ndarray) -> list[dict | None]: ...
+
+
+CAPABILITIES: tuple[type, ...] = (
+    TrainableCoarse,
+    SearchKnob,
+    StoresIndexMetadata,
+    ReportsTimings,
+    Closeable,
+    PointLookup,
+)
+"""Every optional capability protocol, for introspection (``mindex info``, tests)."""

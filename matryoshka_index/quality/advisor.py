@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..calibration import OperatingPoint, OperatingPoints
 from ..errors import InputError
-from .evaluate import METHOD_LABELS, LabelledReport
+from .evaluate import LabelledReport
+from .labels import METHOD_LABELS
 
 _BUDGET_KEYS = {"ndcg-loss": "max_ndcg_loss", "ndcg_loss": "max_ndcg_loss", "recall": "min_recall"}
 
@@ -127,8 +129,13 @@ def advise(
     if unknown:
         raise InputError(f"methods: {unknown[0]!r} has no ANN measurement in this report; have {list(report.ann)}")
 
-    points = [(method, m, p) for method in chosen for m, curve in report.ann[method].items() for p in curve if curve]
-    if not points:
+    points = OperatingPoints()
+    for method in chosen:
+        for m, curve in report.ann[method].items():
+            for p in curve:
+                extra = {"method": method, "coarse_dim": m, "ndcg@10": p["ndcg@10"], "qps": p["qps"]}
+                points.add(OperatingPoint(int(p["candidates"]), recall=p["recall@10"], extra=extra))
+    if not len(points):
         return Advice(
             budget=budget,
             met=False,
@@ -144,22 +151,29 @@ def advise(
             coarse_bytes_per_vector=None,
             full_bytes_per_vector=4 * report.dim,
         )
-    # A small tolerance keeps a point that meets the budget up to float rounding.
-    ok = [pt for pt in points if pt[2][key] >= threshold - 1e-12]
-    if ok:
-        method, m, p = min(ok, key=lambda t: (t[1], t[2]["candidates"], -t[2]["qps"]))
-    else:
-        method, m, p = max(points, key=lambda t: (t[2][key], -t[1], -t[2]["candidates"]))
+
+    # The smallest coarse dim, then the fewest candidates, then the fastest; meeting the budget up to
+    # float rounding. When none meets it: the best value, then the smallest settings.
+    def value(pt: OperatingPoint) -> float:
+        return pt.value(key)
+
+    best = points.smallest_meeting(
+        threshold, value, order=lambda pt: (pt.extra["coarse_dim"], pt.candidates, -pt.extra["qps"])
+    )
+    met = best is not None
+    if best is None:
+        best = max(points, key=lambda pt: (value(pt), -pt.extra["coarse_dim"], -pt.candidates))
+    method, m = best.extra["method"], best.extra["coarse_dim"]
     return Advice(
         budget=budget,
-        met=bool(ok),
+        met=met,
         method=method,
         coarse_dim=int(m),
-        candidates=int(p["candidates"]),
-        ndcg_at_10=float(p["ndcg@10"]),
-        recall_at_10=float(p["recall@10"]),
+        candidates=int(best.candidates),
+        ndcg_at_10=float(best.extra["ndcg@10"]),
+        recall_at_10=float(best.recall),
         full_ndcg_at_10=full_ndcg,
-        qps=float(p["qps"]),
+        qps=float(best.extra["qps"]),
         exact_qps=report.exact_qps_at.get(method, {}).get(m, report.exact_qps),
         full_dim=report.dim,
         coarse_bytes_per_vector=4 * int(m),

@@ -30,21 +30,15 @@ from .._version import __version__
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.estimator import default_matryoshka_dims
 from ..adaptor.pca import pca_rotation
+from ..calibration import OperatingPoint, OperatingPoints
 from ..errors import InputError
 from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
 from ..storage import atomic_write_json
 from ..validation import check_embeddings, check_positive_int, iter_row_chunks
 from .data import LabelledSet, PathLike, QuerySplit, check_string_ids, read_qrels, split_queries
+from .labels import METHOD_LABELS, METHODS
+from .labels import METRICS as METRICS  # importable from here as before
 
-METHODS = ("truncation", "pca", "adaptor", "supervised")
-METHOD_LABELS = {
-    "full": "full-dim (original)",
-    "truncation": "truncation",
-    "pca": "PCA",
-    "adaptor": "adaptor (unsupervised)",
-    "supervised": "adaptor (supervised)",
-}
-METRICS = ("ndcg@10", "recall@100", "mrr@10")
 # Candidate counts of the ANN sweep: a x sqrt(2) ladder, cut at the corpus size.
 DEFAULT_CANDIDATES = (10, 14, 20, 28, 40, 56, 80, 112, 160, 224, 320, 448, 640, 896, 1280)
 # Overrides of the library defaults for the supervised adaptor: none since ranking_weight=10 became the
@@ -360,7 +354,165 @@ def evaluate_labelled(
         Seed of every random choice; a name for the report; no progress bars; a callable that
         receives one line per step (e.g. ``print``).
     """
-    say: Log = log or (lambda _msg: None)
+    run = _check_inputs(
+        corpus,
+        corpus_ids,
+        queries,
+        query_ids,
+        qrels,
+        train_qrels,
+        query_splits,
+        dims,
+        methods=methods,
+        supervised_adaptor=supervised_adaptor,
+        repeats=repeats,
+    )
+    return _evaluate(
+        run,
+        adaptor=adaptor,
+        supervised_adaptor=supervised_adaptor,
+        train_queries_in_corpus=train_queries_in_corpus,
+        two_stage=two_stage,
+        ann=ann,
+        candidates=candidates,
+        target_recall=target_recall,
+        calibrate_on_train_queries=calibrate_on_train_queries,
+        seed=seed,
+        name=name,
+        quiet=quiet,
+        say=log or (lambda _msg: None),
+    )
+
+
+def _evaluate(
+    run: _Inputs,
+    *,
+    adaptor: MatryoshkaAdaptor | None,
+    supervised_adaptor: MatryoshkaAdaptor | None,
+    train_queries_in_corpus: bool,
+    two_stage: bool,
+    ann: bool,
+    candidates: Sequence[int] | None,
+    target_recall: float,
+    calibrate_on_train_queries: bool,
+    seed: int,
+    name: str,
+    quiet: bool,
+    say: Log,
+) -> LabelledReport:
+    """:func:`evaluate_labelled` on checked inputs: the reference, the prefixes, the two-stage index."""
+    corpus, corpus_ids, queries, query_ids, dims, split = (
+        run.corpus,
+        run.corpus_ids,
+        run.queries,
+        run.query_ids,
+        run.dims,
+        run.split,
+    )
+    methods, repeats = run.methods, run.repeats
+    n, d = corpus.shape
+    test_q, test_ids, test_qrels = run.test_q, list(split.test_ids), run.test_qrels
+    say(f"{n} documents, {len(test_ids)} test queries, {len(split.train_ids)} training queries, dims {dims}")
+
+    # Reference: exact full-dim search over the original vectors (also the ANN ground truth).
+    k_rank = min(100, n)
+    full_ranked = ranked_rows(test_q, corpus, k_rank)
+    full = labelled_metrics(full_ranked, corpus_ids, test_ids, test_qrels)
+    say(f"full-dim: nDCG@10 {full['ndcg@10']:.4f}")
+
+    transforms, index_adaptors, training = _coarse_methods(
+        methods,
+        corpus,
+        queries,
+        query_ids,
+        corpus_ids,
+        split,
+        dims,
+        adaptor=adaptor,
+        supervised_adaptor=supervised_adaptor,
+        train_queries_in_corpus=train_queries_in_corpus,
+        seed=seed,
+        quiet=quiet,
+        say=say,
+    )
+
+    prefix = _prefix_metrics(transforms, corpus, test_q, dims, k_rank, corpus_ids, test_ids, test_qrels, say)
+
+    report = LabelledReport(
+        name=name,
+        dim=d,
+        dims=dims,
+        methods=list(transforms),
+        n_corpus=n,
+        n_test_queries=len(test_ids),
+        n_train_queries=len(split.train_ids),
+        n_train_pairs=int(training.get("supervised", {}).get("pairs", 0)),
+        full=full,
+        prefix=prefix,
+        training=training,
+        environment=environment(),
+    )
+    if two_stage or ann:
+        calibration_queries = (
+            np.asarray(queries[split.train_rows], dtype=np.float32)
+            if calibrate_on_train_queries and len(split.train_rows)
+            else None
+        )
+        _measure_index(
+            report,
+            corpus,
+            test_q,
+            test_ids,
+            test_qrels,
+            corpus_ids,
+            full_ranked[:, : min(10, n)],
+            index_adaptors,
+            two_stage=two_stage,
+            ann=ann,
+            candidates=candidates,
+            target_recall=target_recall,
+            calibration_queries=calibration_queries,
+            repeats=repeats,
+            seed=seed,
+            quiet=quiet,
+            say=say,
+        )
+        report.notes.append(_calibration_note(calibration_queries, len(split.train_rows), target_recall))
+    return report
+
+
+@dataclass
+class _Inputs:
+    """The checked inputs of :func:`evaluate_labelled` and the test/train split of the queries."""
+
+    corpus: np.ndarray
+    corpus_ids: list[str]
+    queries: np.ndarray
+    query_ids: list[str]
+    dims: list[int]
+    train_qrels: Qrels | None
+    methods: list[str]
+    repeats: int
+    split: QuerySplit
+    test_qrels: Qrels
+    test_q: np.ndarray
+
+
+def _check_inputs(
+    corpus: np.ndarray,
+    corpus_ids: Sequence[str],
+    queries: np.ndarray,
+    query_ids: Sequence[str],
+    qrels: Qrels | PathLike,
+    train_qrels: Qrels | PathLike | None,
+    query_splits: Mapping[str, str] | None,
+    dims: Sequence[int] | None,
+    *,
+    methods: Sequence[str] | None,
+    supervised_adaptor: MatryoshkaAdaptor | None,
+    repeats: int,
+) -> _Inputs:
+    """Every input checked, in the order a user fixes them (data, then settings), and the queries split."""
     corpus = check_embeddings(corpus, "corpus", min_rows=2)
     n, d = corpus.shape
     queries = check_embeddings(queries, "queries", dim=d)
@@ -372,6 +524,18 @@ def evaluate_labelled(
         train_qrels = read_qrels(train_qrels, "train_qrels")
     dims = _check_dims(dims, d)
     repeats = check_positive_int(repeats, "repeats")
+    methods = _check_methods(methods, train_qrels, supervised_adaptor)
+    split, test_qrels = split_queries(query_ids, corpus_ids, qrels, train_qrels, query_splits)
+    test_q = np.asarray(queries[split.test_rows], dtype=np.float32)
+    return _Inputs(
+        corpus, corpus_ids, queries, query_ids, dims, train_qrels, methods, repeats, split, test_qrels, test_q
+    )
+
+
+def _check_methods(
+    methods: Sequence[str] | None, train_qrels: Qrels | None, supervised_adaptor: MatryoshkaAdaptor | None
+) -> list[str]:
+    """The methods to evaluate (default: all that apply), each known and each possible."""
     if methods is None:
         methods = [m for m in METHODS if m != "supervised" or train_qrels is not None]
     methods = list(dict.fromkeys(methods))
@@ -387,20 +551,28 @@ def evaluate_labelled(
             "supervised_adaptor: pass an unfitted MatryoshkaAdaptor (its parameters are used); it is trained "
             "here on the training queries only, so that no test query can reach it"
         )
+    return methods
 
-    split, test_qrels = split_queries(query_ids, corpus_ids, qrels, train_qrels, query_splits)
-    test_q = np.asarray(queries[split.test_rows], dtype=np.float32)
-    test_ids = list(split.test_ids)
-    say(f"{n} documents, {len(test_ids)} test queries, {len(split.train_ids)} training queries, dims {dims}")
 
-    # Reference: exact full-dim search over the original vectors (also the ANN ground truth).
-    k_rank = min(100, n)
-    full_ranked = ranked_rows(test_q, corpus, k_rank)
-    truth10 = full_ranked[:, : min(10, n)]
-    full = labelled_metrics(full_ranked, corpus_ids, test_ids, test_qrels)
-    say(f"full-dim: nDCG@10 {full['ndcg@10']:.4f}")
-
-    # The coarse transforms. Each returns adapted rows; prefixes are taken from them.
+def _coarse_methods(
+    methods: Sequence[str],
+    corpus: np.ndarray,
+    queries: np.ndarray,
+    query_ids: list[str],
+    corpus_ids: list[str],
+    split: QuerySplit,
+    dims: list[int],
+    *,
+    adaptor: MatryoshkaAdaptor | None,
+    supervised_adaptor: MatryoshkaAdaptor | None,
+    train_queries_in_corpus: bool,
+    seed: int,
+    quiet: bool,
+    say: Log,
+) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(transforms, index adaptors, training facts)`` per method: the coarse transforms return
+    adapted rows (prefixes are taken from them); the index adaptors are what ``build`` receives."""
+    n = len(corpus)
     transforms: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     index_adaptors: dict[str, Any] = {}
     training: dict[str, dict[str, Any]] = {}
@@ -441,8 +613,22 @@ def evaluate_labelled(
         transforms["supervised"] = sup.transform
         index_adaptors["supervised"] = sup
         training["supervised"] = info
+    return transforms, index_adaptors, training
 
-    # The prefix alone, per method and m (no rerank): the paper's measurement.
+
+def _prefix_metrics(
+    transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+    corpus: np.ndarray,
+    test_q: np.ndarray,
+    dims: list[int],
+    k_rank: int,
+    corpus_ids: list[str],
+    test_ids: list[str],
+    test_qrels: Qrels,
+    say: Log,
+) -> dict[str, dict[int, dict[str, float]]]:
+    """The prefix alone, per method and m (no rerank): the paper's measurement."""
+    n, d = corpus.shape
     prefix: dict[str, dict[int, dict[str, float]]] = {}
     for method, fn in transforms.items():
         # All d columns too: the "full" column of each method (the adaptor changes even full-dim vectors).
@@ -453,57 +639,21 @@ def evaluate_labelled(
             prefix[method][m] = labelled_metrics(ranked_rows(tq, tx, k_rank, m), corpus_ids, test_ids, test_qrels)
         say(f"{METHOD_LABELS[method]}: nDCG@10 " + ", ".join(f"m={m} {prefix[method][m]['ndcg@10']:.4f}" for m in dims))
         del tx
+    return prefix
 
-    report = LabelledReport(
-        name=name,
-        dim=d,
-        dims=dims,
-        methods=list(transforms),
-        n_corpus=n,
-        n_test_queries=len(test_ids),
-        n_train_queries=len(split.train_ids),
-        n_train_pairs=int(training.get("supervised", {}).get("pairs", 0)),
-        full=full,
-        prefix=prefix,
-        training=training,
-        environment=environment(),
+
+def _calibration_note(calibration_queries: np.ndarray | None, n_train: int, target_recall: float) -> str:
+    """The report's note on what the two-stage indexes' default candidates were calibrated on."""
+    return (
+        "Two-stage index: default candidates calibrated on the "
+        + (
+            f"{len(calibration_queries):,} training queries (never a test query)"
+            if calibration_queries is not None
+            else "corpus rows held out of the index at build time ("
+            + ("calibrate_on_train_queries=False)" if n_train else "no training queries given)")
+        )
+        + f", for recall@10 >= {target_recall} against exact full-dim search."
     )
-    if two_stage or ann:
-        calibration_queries = (
-            np.asarray(queries[split.train_rows], dtype=np.float32)
-            if calibrate_on_train_queries and len(split.train_rows)
-            else None
-        )
-        _measure_index(
-            report,
-            corpus,
-            test_q,
-            test_ids,
-            test_qrels,
-            corpus_ids,
-            truth10,
-            index_adaptors,
-            two_stage=two_stage,
-            ann=ann,
-            candidates=candidates,
-            target_recall=target_recall,
-            calibration_queries=calibration_queries,
-            repeats=repeats,
-            seed=seed,
-            quiet=quiet,
-            say=say,
-        )
-        report.notes.append(
-            "Two-stage index: default candidates calibrated on the "
-            + (
-                f"{len(calibration_queries):,} training queries (never a test query)"
-                if calibration_queries is not None
-                else "corpus rows held out of the index at build time ("
-                + ("calibrate_on_train_queries=False)" if len(split.train_rows) else "no training queries given)")
-            )
-            + f", for recall@10 >= {target_recall} against exact full-dim search."
-        )
-    return report
 
 
 def evaluate_beir(data: LabelledSet, **kwargs: Any) -> LabelledReport:
@@ -624,18 +774,16 @@ def _measure_index(
                 )
                 report.two_stage[method][m] = entry
             if ann:
-                curve = []
+                points = OperatingPoints()
                 for c in sorted({c for c in ladder if k10 <= c <= n} | {min(default_c, n)}):
                     qps, ids = run(c)
-                    curve.append(
-                        {
-                            "candidates": c,
-                            "recall@10": neighbour_recall(ids, truth10, k10),
-                            "ndcg@10": labelled_metrics(ids, corpus_ids, test_ids, test_qrels)["ndcg@10"],
-                            "qps": qps,
-                        }
+                    ndcg = labelled_metrics(ids, corpus_ids, test_ids, test_qrels)["ndcg@10"]
+                    points.add(
+                        OperatingPoint(
+                            c, recall=neighbour_recall(ids, truth10, k10), extra={"ndcg@10": ndcg, "qps": qps}
+                        )
                     )
-                report.ann[method][m] = curve
+                report.ann[method][m] = [p.to_dict() for p in points]
             if two_stage:
                 e = report.two_stage[method][m]
                 say(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .evaluate import METHOD_LABELS, METRICS
+from .labels import METHOD_LABELS, METRICS
 
 if TYPE_CHECKING:
     from .evaluate import LabelledReport

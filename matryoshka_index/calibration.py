@@ -1,0 +1,305 @@
+"""Operating points and the calibration of the default candidate count.
+
+A two-stage search has a few settings that trade speed for recall: the number of ``candidates`` the
+coarse stage hands to the rerank and, for some coarse indexes, a *knob* (IVF's ``nprobe``, HNSW's
+``ef``). An :class:`OperatingPoint` is one such setting with what was measured at it (recall@k
+against exact search, the one-sided lower confidence bound of that recall, and whatever else the
+caller measured: nDCG, queries/s). :class:`OperatingPoints` holds the measured points (in the
+spirit of faiss contrib's ``OperatingPoints``) and answers "the smallest setting meeting a target".
+:class:`Calibrator` searches the settings for that smallest one without measuring them all:
+
+* the candidate ladder is geometric, ``k * 2^(i/4)`` rounded, up to a cap (:func:`candidate_ladder`);
+* recall is assumed monotone in candidates (and in the knob), so the smallest ladder value reaching
+  the target is found by bisection (:func:`smallest`);
+* the criterion is the lower confidence bound, not the mean (:func:`recall_with_lower_bound`), so
+  that fresh queries of the same kind reach the target too (the mean alone lands below it about
+  half the time);
+* with a knob, the smallest candidate count reaching the target at the exhaustive knob value comes
+  first, then candidates up to 4x that (every other ladder step) are tried with the smallest knob
+  value reaching the target at each, and the pair the backend's cost model rates cheapest wins.
+
+Users: :meth:`MatryoshkaIndex.calibrate <matryoshka_index.MatryoshkaIndex.calibrate>` (and the
+build), the labelled evaluation's candidates sweep and the dimension advisor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+CONFIDENCE_Z = 1.645
+"""One-sided 95%: the calibrated recall's lower confidence bound must reach the target."""
+CALIBRATION_K = 10
+"""The default candidate count is calibrated for recall@10."""
+MAX_CANDIDATES = 4096
+"""The top of the candidate ladder (and the cap of a build's calibration)."""
+
+
+def recall_with_lower_bound(found: np.ndarray, truth: np.ndarray, z: float = CONFIDENCE_Z) -> tuple[float, float]:
+    """Mean recall of ``found`` against ``truth`` (``(n_queries, k)`` ids, ``-1`` = none) and its
+    one-sided lower confidence bound ``mean - z * std / sqrt(n_queries)`` (z = 1.645: 95%)."""
+    valid = truth >= 0
+    hits = ((found[:, :, None] == truth[:, None, :]) & valid[:, None, :] & (found[:, :, None] >= 0)).any(axis=1)
+    sizes = valid.sum(axis=1)
+    keep = sizes > 0
+    if not keep.any():
+        return 1.0, 1.0
+    per_query = (hits & valid).sum(axis=1)[keep] / sizes[keep]
+    mean = float(per_query.mean())
+    if len(per_query) < 2:
+        return mean, mean
+    return mean, mean - z * float(per_query.std(ddof=1)) / float(np.sqrt(len(per_query)))
+
+
+def candidate_ladder(k: int, cap: int) -> list[int]:
+    """Geometric ladder k, k*2^(1/4), k*2^(2/4), ... (rounded, distinct) up to and including ``cap``."""
+    cap = max(k, cap)
+    out: list[int] = []
+    i = 0
+    while True:
+        v = min(cap, round(k * 2 ** (i / 4)))
+        if not out or v > out[-1]:
+            out.append(v)
+        if v >= cap:
+            return out
+        i += 1
+
+
+def smallest(values: Sequence[int], ok: Callable[[int], bool]) -> int | None:
+    """Smallest of the sorted ``values`` for which ``ok`` holds, by bisection (``ok`` assumed monotone);
+    None if even the largest fails. ``ok`` is called O(log n) times, the largest value first."""
+    if not ok(values[-1]):
+        return None
+    lo, hi = 0, len(values) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(values[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return values[lo]
+
+
+# ---------------------------------------------------------------------- operating points
+@dataclass
+class OperatingPoint:
+    """One setting of a two-stage search and what was measured at it.
+
+    ``recall`` is recall@k against exact search, ``lower_bound`` its lower confidence bound (NaN
+    when not measured); ``extra`` holds anything else (``"ndcg@10"``, ``"qps"``, ``"coarse_dim"``...).
+    """
+
+    candidates: int
+    knob: int | None = None
+    recall: float = math.nan
+    lower_bound: float = math.nan
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, name: str) -> Any:
+        """A measure by name: ``"recall"`` / ``"recall@10"``, ``"lower_bound"``, or a key of ``extra``."""
+        if name in ("recall", "recall@10"):
+            return self.recall
+        if name == "lower_bound":
+            return self.lower_bound
+        return self.extra[name]
+
+    def step(self) -> list[Any]:
+        """``[candidates, knob, recall, lower bound]`` rounded to 5 digits (a calibration record's step)."""
+        return [self.candidates, self.knob, round(self.recall, 5), round(self.lower_bound, 5)]
+
+    def to_dict(self, recall_key: str = "recall@10") -> dict[str, Any]:
+        """``{"candidates": ..., recall_key: ..., **extra}`` (a row of an evaluation's candidates sweep)."""
+        return {"candidates": self.candidates, recall_key: self.recall, **self.extra}
+
+
+class OperatingPoints:
+    """Measured operating points, in the order they were measured.
+
+    With ``measure`` (``(candidates, knob) -> (recall, lower_bound)``), :meth:`measure` runs it once
+    per setting and remembers the answer; :meth:`add` records a point measured elsewhere.
+    ``on_measure`` is called with each newly measured point (a progress bar, say).
+    """
+
+    def __init__(
+        self,
+        measure: Callable[[int, int | None], tuple[float, float]] | None = None,
+        *,
+        on_measure: Callable[[OperatingPoint], None] | None = None,
+    ) -> None:
+        self._measure = measure
+        self._on_measure = on_measure
+        self._points: list[OperatingPoint] = []
+        self._by_setting: dict[tuple[int, int | None], OperatingPoint] = {}
+
+    def add(self, point: OperatingPoint) -> OperatingPoint:
+        self._points.append(point)
+        self._by_setting.setdefault((point.candidates, point.knob), point)
+        return point
+
+    def measure(self, candidates: int, knob: int | None = None) -> OperatingPoint:
+        """The point at this setting, measured now unless it was already."""
+        key = (candidates, knob)
+        if key not in self._by_setting:
+            if self._measure is None:
+                raise ValueError("these operating points were given no measure function")
+            recall, lower = self._measure(candidates, knob)
+            point = self.add(OperatingPoint(candidates, knob, recall, lower))
+            if self._on_measure is not None:
+                self._on_measure(point)
+        return self._by_setting[key]
+
+    def __iter__(self) -> Iterator[OperatingPoint]:
+        return iter(self._points)
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def steps(self) -> list[list[Any]]:
+        """Every point as ``[candidates, knob, recall, lower bound]``, in measurement order."""
+        return [p.step() for p in self._points]
+
+    def meeting(self, threshold: float, value: Callable[[OperatingPoint], float]) -> list[OperatingPoint]:
+        """Points whose ``value`` reaches ``threshold`` (up to float rounding, 1e-12)."""
+        return [p for p in self._points if value(p) >= threshold - 1e-12]
+
+    def smallest_meeting(
+        self, threshold: float, value: Callable[[OperatingPoint], float], order: Callable[[OperatingPoint], Any]
+    ) -> OperatingPoint | None:
+        """The point meeting ``threshold`` that ``order`` ranks first (the first measured among ties)."""
+        ok = self.meeting(threshold, value)
+        return min(ok, key=order) if ok else None
+
+
+# ---------------------------------------------------------------------- the calibrator
+@dataclass
+class Choice:
+    """What a :class:`Calibrator` chose: candidates, knob value (or None) and how."""
+
+    candidates: int
+    knob: int | None
+    method: str
+
+
+class Calibrator:
+    """Finds the smallest candidate count (and knob value) whose recall reaches a target.
+
+    ``k``: the recall's k (the ladder starts there); ``cap``: the largest candidate count tried;
+    ``knob``: ``(name, values)`` of the backend's search knob (values ascending, the last one
+    exhaustive) or None; ``cost``: ``(candidates, knob) -> relative cost``, required with a knob.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        cap: int,
+        *,
+        knob: tuple[str, Sequence[int]] | None = None,
+        cost: Callable[[int, int], float] | None = None,
+    ) -> None:
+        if knob is not None and cost is None:
+            raise ValueError("a search knob needs a cost model to choose between settings")
+        self.k = k
+        self.ladder = candidate_ladder(k, cap)
+        self.knob = knob
+        self.cost = cost
+
+    @property
+    def knob_name(self) -> str | None:
+        return self.knob[0] if self.knob else None
+
+    def choose(
+        self, points: OperatingPoints, target: float, *, fixed: int | None = None, fixed_knob: int | None = None
+    ) -> Choice:
+        """The setting to use, measuring ``points`` as needed (criterion: the lower confidence bound).
+
+        ``fixed``: candidates chosen by the caller (then ``fixed_knob``, or the exhaustive knob value).
+        """
+
+        def reaches(c: int, knob_value: int | None = None) -> bool:
+            return points.measure(c, knob_value).lower_bound >= target
+
+        ladder, knob = self.ladder, self.knob
+        if fixed is not None:
+            knob_value = (fixed_knob or knob[1][-1]) if knob else None
+            return Choice(fixed, knob_value, "fixed by the caller; recall measured")
+        if knob is None:
+            found = smallest(ladder, reaches)
+            return Choice(
+                found if found is not None else ladder[-1],
+                None,
+                "smallest value of a geometric candidates ladder (x2^(1/4)) reaching the target, by bisection",
+            )
+        name, values = knob
+        method = (
+            f"smallest candidates reaching the target with exhaustive {name}, then the cheapest "
+            f"({name}, candidates) pair reaching it for candidates up to 4x that"
+        )
+        exhaustive = values[-1]
+        c0 = smallest(ladder, lambda c: reaches(c, exhaustive))
+        if c0 is None:
+            return Choice(ladder[-1], exhaustive, method)
+        # More candidates let a cheaper probe reach the target: try candidates from c0 up to 4*c0
+        # (every other ladder step) and keep the pair the backend's cost model rates cheapest.
+        best: tuple[float, int, int] | None = None
+        for c in [v for v in ladder if c0 <= v <= 4 * c0][::2]:
+            p = smallest(values, lambda p, c=c: reaches(c, p))
+            if p is None:
+                continue
+            cost = self.cost(c, p)  # type: ignore[misc]
+            if best is None or cost < best[0]:
+                best = (cost, c, p)
+        assert best is not None  # c0 reached the target with the exhaustive knob value
+        return Choice(best[1], best[2], method)
+
+    def calibrate(
+        self,
+        points: OperatingPoints,
+        target: float,
+        *,
+        queries: int,
+        truth_note: str,
+        query_source: str,
+        fixed: int | None = None,
+        fixed_knob: int | None = None,
+        started: float | None = None,
+    ) -> tuple[Choice, dict[str, Any]]:
+        """:meth:`choose`, then the calibration record (the manifest's ``calibration`` section)."""
+        t_start = time.perf_counter() if started is None else started
+        choice = self.choose(points, target, fixed=fixed, fixed_knob=fixed_knob)
+        final = points.measure(choice.candidates, choice.knob)
+        name = self.knob_name
+        record = {
+            "k": self.k,
+            "target_recall": target,
+            "recall": round(final.recall, 5),
+            "recall_lower_bound": round(final.lower_bound, 5),
+            "reached": bool(final.lower_bound >= target),
+            "queries": queries,
+            "candidates": int(choice.candidates),
+            "knob": {name: int(choice.knob)} if name and choice.knob is not None else None,
+            "truth": truth_note,
+            "method": choice.method,
+            "query_source": query_source,
+            "steps": points.steps(),
+            "seconds": round(time.perf_counter() - t_start, 3),
+        }
+        return choice, record
+
+
+__all__ = [
+    "CALIBRATION_K",
+    "CONFIDENCE_Z",
+    "MAX_CANDIDATES",
+    "Calibrator",
+    "Choice",
+    "OperatingPoint",
+    "OperatingPoints",
+    "candidate_ladder",
+    "recall_with_lower_bound",
+    "smallest",
+]

@@ -1,0 +1,596 @@
+"""``MatryoshkaIndex``: an adaptor composed with a storage backend, and the calibration of candidates.
+
+Search is two-stage. A query ``q`` is adapted like every stored vector: its *coarse* vector is the
+first ``coarse_dim`` columns of ``adaptor.transform(q)``, its *full* vector is ``q`` itself (default,
+``rerank="original"``) or the whole adapted vector (``rerank="adapted"``); with ``metric="cosine"``
+both are L2-normalised (the coarse prefix after truncation). The backend finds the top
+``candidates`` by inner product of coarse vectors, then reranks them by inner product of full
+vectors and returns the best ``k``. With the original vectors in the rerank, every returned score
+is the exact full-dimension score of that item.
+
+Adaptors: ``None`` is the identity (plain truncation of the original vectors: right for models
+trained Matryoshka-style), ``"pca"`` a fitted PCA rotation (:class:`PCARotation`, a strong
+training-free baseline), ``"train"`` or an unfitted :class:`~matryoshka_index.MatryoshkaAdaptor`
+trains on a sample of the corpus, a fitted one is used as it is.
+
+The package, by concern: :mod:`.core` (this class: search, add/remove, the lock), :mod:`.build`
+(the named steps of a build, adaptor resolution), :mod:`.persistence` (save/load),
+:mod:`.describe` (``info()``), :mod:`.locking` (the readers-writer lock); the manifest's format is
+:mod:`matryoshka_index.manifest`, the calibration :mod:`matryoshka_index.calibration`.
+
+Saved index layout (a directory, written atomically)::
+
+    manifest.json   the manifest below
+    adaptor/        the adaptor's files (absent for the identity)
+    ...             the backend's files (FAISS: coarse.faiss, full.npy, ids.npy)
+
+Manifest keys (``manifest.json``; the same dict is handed to backends that store it themselves and
+to :meth:`MatryoshkaIndex._from_parts`):
+
+* ``format`` ``"matryoshka-index"``, ``format_version`` (1), ``library_version``, ``created`` (UTC);
+* ``metric`` (``"cosine"`` or ``"ip"``), ``input_dim``, ``coarse_dim``, ``full_dim``, ``rerank``;
+* ``adaptor``: ``{"kind": "none" | "pca" | "matryoshka-adaptor", "directory": "adaptor" | null}``;
+* ``count``: stored (live) vectors;
+* ``candidates``: the default candidate count of :meth:`MatryoshkaIndex.search`;
+* ``calibration``: how that default was chosen: ``k``, ``target_recall``, ``recall`` (achieved
+  recall@k), ``recall_lower_bound`` (its one-sided 95% lower confidence bound over the queries,
+  which must reach the target), ``reached``, ``queries``, ``knob`` (e.g. ``{"nprobe": 16}`` or null), ``truth``,
+  ``method``, ``steps`` (every ``[candidates, knob, recall, lower bound]`` measured), ``seconds``;
+* ``backend``: the backend's own section (what ``backend.save`` returned, with ``kind``);
+* ``files``: ``{relative path: sha256}`` of every file of a saved directory, checked on load.
+
+Concurrency: any number of threads may call :meth:`~MatryoshkaIndex.search` at once; ``add``,
+``remove``, ``calibrate`` and ``save`` take an exclusive lock (a readers-writer lock), so a search
+never sees a half-applied mutation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..adaptor import MatryoshkaAdaptor
+from ..adaptor.pca import PCARotation
+from ..backends.base import Closeable, ReportsTimings, SearchKnob, StoresIndexMetadata
+from ..calibration import CALIBRATION_K, MAX_CANDIDATES, Calibrator, OperatingPoints, recall_with_lower_bound
+from ..errors import FormatError, InputError
+from ..manifest import ADAPTOR_DIR, make_manifest, now_utc
+from ..progress import progress
+from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
+from .build import BUILD_CHUNK_ROWS, METRICS, RERANKS, Adaptor, adaptor_kind, build_index, resolve_adaptor
+from .describe import describe
+from .locking import ReadWriteLock
+from .persistence import load_index, save_index
+
+_SEARCH_CHUNK_ROWS = 4096
+
+
+# ---------------------------------------------------------------------- the index
+class MatryoshkaIndex:
+    """Vector index: coarse search on an adapted low-dim prefix, rerank at full dimension.
+
+    Create with :meth:`build`, reopen with :meth:`load` (or :meth:`from_qdrant`). See the module
+    docstring for the search model, the saved layout and the manifest.
+    """
+
+    def __init__(self) -> None:  # use build(), load() or _from_parts()
+        raise TypeError(
+            "use MatryoshkaIndex.build(...), MatryoshkaIndex.load(path) or MatryoshkaIndex.from_qdrant(...)"
+        )
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        coarse_dim: int = 64,
+        ids: np.ndarray | Sequence[int] | None = None,
+        adaptor: str | MatryoshkaAdaptor | PCARotation | os.PathLike[str] | None = None,
+        backend: str = "faiss",
+        index: str | None = None,
+        target_recall: float = 0.99,
+        metric: str = "cosine",
+        rerank: str = "original",
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        backend_options: dict[str, Any] | None = None,
+        sample_size: int = 100_000,
+        *,
+        candidates: int | None = None,
+        calibration_queries: int = 1000,
+        seed: int = 0,
+        quiet: bool = False,
+    ) -> MatryoshkaIndex:
+        """Build an index over ``vectors`` (``(n, d)`` float16/32/64; a memory map is read in batches).
+
+        Parameters
+        ----------
+        vectors:
+            The corpus embeddings. With ``metric="cosine"`` they need not be normalised.
+        coarse_dim:
+            Length of the adapted prefix searched in stage one (``<= d``).
+        ids:
+            External int64 ids (``>= 0``, unique), one per row; ``None`` means ``0..n-1``.
+        adaptor:
+            ``None``: the identity (coarse = plain truncation of the original vectors).
+            ``"pca"``: a :class:`PCARotation` fitted on the sample. ``"train"``: a
+            :class:`~matryoshka_index.MatryoshkaAdaptor` with the library defaults trained on the
+            sample. A :class:`~matryoshka_index.MatryoshkaAdaptor` or :class:`PCARotation`: used as
+            is when fitted, else fitted on the sample. A path: an adaptor directory to load.
+        backend, backend_options:
+            ``"faiss"`` (default), ``"qdrant"`` or ``"qdrant-edge"``; options go to the backend's ``create``.
+            ``"qdrant"`` with no ``url``/``client``/``path``/``location`` means an embedded Qdrant:
+            qdrant-edge when the ``edge`` extra is installed (see :func:`embedded_qdrant_backend`),
+            else qdrant-client's local mode
+            (FAISS: ``hnsw_m``, ``ef_construction``, ``ef_search``, ``nlist``, ``nprobe``,
+            ``device``, ``spill_dir``).
+        index:
+            Coarse index type: ``"flat"`` (exact), ``"hnsw"``, ``"ivf"`` or ``"pq"`` (exhaustive scan of
+            4-bit product-quantized codes: 8x less RAM than flat and faster, approximate; FAISS
+            only). ``None`` (default): the
+            backend's own default, ``"flat"`` for FAISS and ``"hnsw"`` for the Qdrant backends
+            (whose servers are built for graph search).
+        target_recall:
+            The default candidate count is calibrated so recall@10 against exact full-dim search
+            reaches this (see :meth:`calibrate`).
+        metric:
+            ``"cosine"`` (default; inner product of L2-normalised vectors) or ``"ip"``.
+        rerank:
+            ``"original"`` (default): rerank with the original vectors, so returned scores are
+            exact full-dim scores. ``"adapted"``: rerank with the adapted full vectors.
+        payloads:
+            Per-row dicts (backends that store payloads only).
+        sample_size:
+            The adaptor (and an IVF quantizer) train on a random sample of at most this many rows;
+            the whole corpus is then transformed in streaming batches.
+        candidates:
+            Fix the default candidate count instead of calibrating it (its recall is still measured).
+        calibration_queries:
+            Corpus rows held out as calibration queries: at most this many (default 1,000) and at
+            most a tenth of the corpus. They are added to the index after the calibration.
+        seed:
+            Seeds the sample and the calibration queries.
+        quiet:
+            No progress bars.
+        """
+        return build_index(
+            cls,
+            vectors,
+            coarse_dim=coarse_dim,
+            ids=ids,
+            adaptor=adaptor,
+            backend=backend,
+            index=index,
+            target_recall=target_recall,
+            metric=metric,
+            rerank=rerank,
+            payloads=payloads,
+            backend_options=backend_options,
+            sample_size=sample_size,
+            candidates=candidates,
+            calibration_queries=calibration_queries,
+            seed=seed,
+            quiet=quiet,
+        )
+
+    _resolve_adaptor = staticmethod(resolve_adaptor)
+
+    @classmethod
+    def _new(
+        cls,
+        *,
+        adaptor: Adaptor,
+        backend: Any,
+        metric: str,
+        rerank: str,
+        input_dim: int,
+        coarse_dim: int,
+        full_dim: int,
+        candidates: int,
+        calibration: dict[str, Any],
+        created: str | None = None,
+        path: Path | None = None,
+    ) -> MatryoshkaIndex:
+        self = object.__new__(cls)
+        self._adaptor = adaptor
+        self._backend = backend
+        self.metric = metric
+        self.rerank = rerank
+        self.input_dim = input_dim
+        self.coarse_dim = coarse_dim
+        self.full_dim = full_dim
+        self._candidates = int(candidates)
+        self._calibration = dict(calibration)
+        self._created = created or now_utc()
+        self._path = path
+        self._modified_since_load = path is None
+        self._lock = ReadWriteLock()
+        return self
+
+    @classmethod
+    def _from_parts(cls, adaptor: Adaptor, backend: Any, manifest: dict[str, Any]) -> MatryoshkaIndex:
+        """An index around an already-open ``backend`` and ``adaptor`` (or None / a PCARotation), as
+        described by ``manifest`` (the dict documented in the module docstring; ``backend`` and
+        ``files`` keys are optional here). Used by :meth:`load` and by the Qdrant backend."""
+        try:
+            metric, rerank = manifest["metric"], manifest["rerank"]
+            input_dim, coarse_dim, full_dim = (int(manifest[k]) for k in ("input_dim", "coarse_dim", "full_dim"))
+            candidates = int(manifest["candidates"])
+            calibration = dict(manifest.get("calibration") or {})
+            kind = manifest.get("adaptor", {}).get("kind", adaptor_kind(adaptor))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"index manifest is incomplete or malformed ({exc.__class__.__name__}: {exc})") from None
+        if metric not in METRICS or rerank not in RERANKS:
+            raise FormatError(f"index manifest: unknown metric {metric!r} or rerank {rerank!r}")
+        if kind != adaptor_kind(adaptor):
+            raise FormatError(f"index manifest: adaptor kind {kind!r} does not match the adaptor given")
+        if adaptor is not None and adaptor.input_dim_ != input_dim:
+            raise FormatError(f"index manifest: input_dim {input_dim} but the adaptor takes {adaptor.input_dim_}")
+        if backend.coarse_dim != coarse_dim or backend.full_dim != full_dim:
+            raise FormatError(
+                f"index manifest: dims coarse={coarse_dim} full={full_dim} but the backend stores "
+                f"coarse={backend.coarse_dim} full={backend.full_dim}"
+            )
+        return cls._new(
+            adaptor=adaptor,
+            backend=backend,
+            metric=metric,
+            rerank=rerank,
+            input_dim=input_dim,
+            coarse_dim=coarse_dim,
+            full_dim=full_dim,
+            candidates=candidates,
+            calibration=calibration,
+            created=manifest.get("created"),
+        )
+
+    @classmethod
+    def from_qdrant(
+        cls,
+        collection: str,
+        url: str | None = None,
+        path: str | None = None,
+        client: Any | None = None,
+        **kw: Any,
+    ) -> MatryoshkaIndex:
+        """Open an index stored in a Qdrant collection (built with ``backend="qdrant"`` or migrated)."""
+        from ..backends.qdrant_backend import open_index_from_qdrant
+
+        return open_index_from_qdrant(cls, collection, url=url, path=path, client=client, **kw)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def adaptor(self) -> Adaptor:
+        return self._adaptor
+
+    @property
+    def backend(self) -> Any:
+        return self._backend
+
+    @property
+    def candidates(self) -> int:
+        """The calibrated default candidate count (for k = 10)."""
+        return self._candidates
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        return dict(self._calibration)
+
+    def __len__(self) -> int:
+        return len(self._backend)
+
+    def ids(self) -> np.ndarray:
+        """All stored ids (int64)."""
+        with self._lock.read():
+            return self._backend.ids()
+
+    def __repr__(self) -> str:
+        return (
+            f"MatryoshkaIndex(count={len(self)}, dims={self.input_dim}->{self.coarse_dim}, metric={self.metric!r}, "
+            f"adaptor={adaptor_kind(self._adaptor)!r}, backend={self._backend.kind!r}, candidates={self._candidates})"
+        )
+
+    # ------------------------------------------------------------------ vectors
+    def _check_vectors(self, x: object, name: str) -> np.ndarray:
+        return check_embeddings(x, name, dim=self.input_dim, allow_zero_rows=self.metric == "ip")
+
+    def _prepare(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(coarse, full) float32 vectors of validated rows ``x``, as stored and as queried."""
+        x = np.asarray(x, dtype=np.float32)
+        cd = self.coarse_dim
+        adapted_full = x
+        if self._adaptor is None:
+            coarse = x[:, :cd]
+        else:
+            need_full = self.rerank == "adapted"
+            a = self._adaptor.transform(x, None if need_full else cd, batch_size=max(1, len(x)))
+            coarse = a[:, :cd]
+            adapted_full = a
+        full = x if self.rerank == "original" else adapted_full
+        if self.metric == "cosine":
+            return l2_normalize(coarse), l2_normalize(full)
+        return np.ascontiguousarray(coarse, dtype=np.float32), np.ascontiguousarray(full, dtype=np.float32)
+
+    def _prepare_full(self, x: np.ndarray) -> np.ndarray:
+        if self.rerank == "adapted" and self._adaptor is not None:
+            return self._prepare(x)[1]
+        x = np.asarray(x, dtype=np.float32)
+        return l2_normalize(x) if self.metric == "cosine" else np.ascontiguousarray(x)
+
+    # ------------------------------------------------------------------ mutation
+    def add(
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray | Sequence[int] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        quiet: bool = False,
+    ) -> np.ndarray:
+        """Add vectors (through the frozen adaptor). ``ids=None`` continues after the largest stored id.
+
+        Returns the ids added. Ids already in the index are an error (remove them first). The
+        calibrated candidate default is kept; call :meth:`calibrate` after large changes.
+        """
+        x = self._check_vectors(vectors, "vectors")
+        if payloads is not None and len(payloads) != len(x):
+            raise InputError(f"payloads: has {len(payloads)} entries for {len(x)} vectors; give one per row (or None)")
+        with self._lock.write():
+            if ids is None:
+                existing = self._backend.ids()
+                start = int(existing.max()) + 1 if len(existing) else 0
+                id_arr = np.arange(start, start + len(x), dtype=np.int64)
+            else:
+                id_arr = check_ids(ids, len(x), "ids")
+            present = self._backend.contains(id_arr)
+            if present.any():
+                raise InputError(
+                    f"ids: {int(present.sum())} id(s) already in the index, e.g. {int(id_arr[present][0])}; "
+                    "remove them first or use new ids"
+                )
+            with progress(total=len(x), desc="adding", unit="vec", quiet=quiet or len(x) < 4 * BUILD_CHUNK_ROWS) as bar:
+                for sl in iter_row_chunks(len(x), BUILD_CHUNK_ROWS):
+                    coarse, full = self._prepare(x[sl])
+                    self._backend.add(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
+                    bar.update(sl.stop - sl.start)
+            self._modified_since_load = True
+            self._attach_metadata()
+        return id_arr
+
+    def remove(self, ids: np.ndarray | Sequence[int], *, missing_ok: bool = False) -> int:
+        """Remove vectors by id; returns how many were removed. Removed ids are never returned again.
+
+        Ids not in the index are an error unless ``missing_ok``.
+        """
+        arr = np.asarray(ids)
+        if arr.ndim == 0:
+            arr = arr[None]
+        id_arr = check_ids(arr, len(arr), "ids")
+        with self._lock.write():
+            present = self._backend.contains(id_arr)
+            if not missing_ok and not present.all():
+                raise InputError(
+                    f"ids: {int((~present).sum())} id(s) not in the index, e.g. {int(id_arr[~present][0])}; "
+                    "pass missing_ok=True to ignore them"
+                )
+            removed = int(self._backend.remove(id_arr[present])) if present.any() else 0
+            self._modified_since_load = True
+            self._attach_metadata()
+        return removed
+
+    def _attach_metadata(self) -> None:
+        if not isinstance(self._backend, StoresIndexMetadata):
+            return
+        files = self._adaptor.to_files() if self._adaptor is not None else None
+        self._backend.attach_index_metadata(self._manifest(), files)
+
+    # ------------------------------------------------------------------ search
+    def resolve_candidates(self, k: int, candidates: int | None = None) -> int:
+        """The candidate count a search with this ``k`` uses: ``candidates`` when given (>= k), else
+        the calibrated default, scaled by ``k / 10`` for ``k > 10`` (the default was calibrated for
+        recall@10)."""
+        k = check_positive_int(k, "k")
+        if candidates is None:
+            return max(k, math.ceil(self._candidates * max(1.0, k / CALIBRATION_K)))
+        c = check_positive_int(candidates, "candidates")
+        if c < k:
+            raise InputError(
+                f"candidates: must be >= k (got candidates={c}, k={k}); the rerank can only return what stage one found"
+            )
+        return c
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        candidates: int | None = None,
+        *,
+        query_filter: Any | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` for each query: ``(scores, ids)``, each ``(n_queries, k)``, best first.
+
+        ``candidates``: how many coarse hits to rerank (default: the calibrated value). Missing
+        results (fewer than ``k`` stored vectors) have id ``-1`` and score ``-inf``. Many queries are
+        processed in batches; calls from several threads may run concurrently. ``timings``, when
+        given, accumulates seconds spent under ``"adapt"``, ``"coarse"`` and ``"rerank"``.
+        ``query_filter`` is passed to backends that support filters (Qdrant).
+        """
+        q = self._check_vectors(queries, "queries")
+        k = check_positive_int(k, "k")
+        c = self.resolve_candidates(k, candidates)
+        kw: dict[str, Any] = {}
+        if timings is not None and isinstance(self._backend, ReportsTimings) and self._backend.supports_timings:
+            kw["timings"] = timings
+        if query_filter is not None:
+            kw["query_filter"] = query_filter
+        scores = np.empty((len(q), k), dtype=np.float32)
+        ids = np.empty((len(q), k), dtype=np.int64)
+        with self._lock.read():
+            for sl in iter_row_chunks(len(q), _SEARCH_CHUNK_ROWS):
+                t0 = time.perf_counter()
+                coarse, full = self._prepare(q[sl])
+                if timings is not None:
+                    timings["adapt"] = timings.get("adapt", 0.0) + time.perf_counter() - t0
+                scores[sl], ids[sl] = self._backend.search(coarse, full, k, c, **kw)
+        return scores, ids
+
+    def exact_search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Exact brute-force search over the full (rerank) vectors: the ground truth for recall."""
+        q = self._check_vectors(queries, "queries")
+        k = check_positive_int(k, "k")
+        scores = np.empty((len(q), k), dtype=np.float32)
+        ids = np.empty((len(q), k), dtype=np.int64)
+        with self._lock.read():
+            for sl in iter_row_chunks(len(q), _SEARCH_CHUNK_ROWS):
+                scores[sl], ids[sl] = self._backend.exact_search(self._prepare_full(q[sl]), k)
+        return scores, ids
+
+    # ------------------------------------------------------------------ calibration
+    def calibrate(
+        self,
+        queries: np.ndarray,
+        *,
+        target_recall: float | None = None,
+        max_candidates: int = MAX_CANDIDATES,
+        quiet: bool = False,
+    ) -> dict[str, Any]:
+        """Re-calibrate the default candidate count on your own queries (e.g. real user queries,
+        which may differ from corpus rows) so recall@10 against exact search reaches
+        ``target_recall`` (default: the build's target). Stores and returns the calibration record;
+        save the index to keep it."""
+        q = self._check_vectors(queries, "queries")
+        target = check_fraction(
+            self._calibration.get("target_recall", 0.99) if target_recall is None else target_recall, "target_recall"
+        )
+        max_candidates = check_positive_int(max_candidates, "max_candidates")
+        with self._lock.write():
+            record = self._calibrate(
+                q,
+                target=target,
+                truth=None,
+                fixed=None,
+                max_candidates=max_candidates,
+                truth_note="exact inner-product search over the index's full vectors, for the given queries",
+                query_source="caller's queries",
+                quiet=quiet,
+            )
+            self._modified_since_load = True
+            self._attach_metadata()
+        return record
+
+    def _calibrate(
+        self,
+        q: np.ndarray,
+        *,
+        target: float,
+        truth: np.ndarray | None,
+        fixed: int | None,
+        max_candidates: int,
+        truth_note: str,
+        query_source: str,
+        k: int = CALIBRATION_K,
+        quiet: bool = False,
+    ) -> dict[str, Any]:
+        """Choose and store the default candidates (and knob) on queries ``q`` (see :mod:`..calibration`)."""
+        t_start = time.perf_counter()
+        be = self._backend
+        n = len(be)
+        k = max(1, min(k, n))
+        coarse_q, full_q = self._prepare(q)
+        if truth is None:
+            _, truth = be.exact_search(full_q, k)
+        knob = be.search_knob() if isinstance(be, SearchKnob) else None
+
+        def measure(c: int, knob_value: int | None) -> tuple[float, float]:
+            if knob_value is not None:
+                be.set_search_knob(knob_value)
+            _, found = be.search(coarse_q, full_q, k, c)
+            return recall_with_lower_bound(found, truth)
+
+        calibrator = Calibrator(k, min(n, max_candidates), knob=knob, cost=be.search_cost if knob else None)
+        fixed_knob = be.get_search_knob() if knob and fixed is not None else None
+        bar = progress(desc="calibrating", unit="search", quiet=quiet)
+        points = OperatingPoints(measure, on_measure=lambda _: bar.update(1))
+        try:
+            choice, record = calibrator.calibrate(
+                points,
+                target,
+                queries=len(q),
+                truth_note=truth_note,
+                query_source=query_source,
+                fixed=fixed,
+                fixed_knob=fixed_knob,
+                started=t_start,
+            )
+        finally:
+            bar.close()
+        if knob is not None and choice.knob is not None:
+            be.set_search_knob(choice.knob)
+        self._candidates = int(choice.candidates)
+        self._calibration = record
+        return dict(self._calibration)
+
+    # ------------------------------------------------------------------ persistence
+    def _manifest(self, backend_section: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> dict:
+        return make_manifest(
+            created=self._created,
+            metric=self.metric,
+            input_dim=self.input_dim,
+            coarse_dim=self.coarse_dim,
+            full_dim=self.full_dim,
+            rerank=self.rerank,
+            adaptor_kind=adaptor_kind(self._adaptor),
+            adaptor_directory=ADAPTOR_DIR if self._adaptor is not None else None,
+            count=len(self._backend),
+            candidates=self._candidates,
+            calibration=self._calibration,
+            backend=backend_section if backend_section is not None else {"kind": self._backend.kind},
+            files=files,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to directory ``path`` atomically: everything goes into a temporary sibling
+        that is renamed into place, so an interrupted save leaves any previous index at ``path`` intact.
+
+        An existing index at ``path`` is replaced; any other existing, non-empty path is an error."""
+        path = save_index(self, path)
+        self._path = path.absolute()
+        self._modified_since_load = False
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, verify: bool = True, **backend_options: Any) -> MatryoshkaIndex:
+        """Open an index saved by :meth:`save`.
+
+        ``verify`` (default) checks every file's sha256 against the manifest (reads every byte once;
+        ``verify=False`` only checks the files exist). ``backend_options`` go to the backend's
+        ``open`` (FAISS: ``mmap=True`` to memory-map the full vectors, ``device``, ``spill_dir``).
+        Any missing, corrupt, foreign or newer-format file fails with one :class:`FormatError` line.
+        """
+        return load_index(cls, path, verify=verify, backend_options=backend_options)
+
+    # ------------------------------------------------------------------ facts
+    def info(self) -> dict[str, Any]:
+        """Facts for ``mindex info``: counts, dims, adaptor, calibration, device, memory per vector."""
+        return describe(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Release what the backend holds (a Qdrant client it opened, a qdrant-edge shard and its lock).
+
+        Backends without anything to release (FAISS) need no call. Idempotent; the index is unusable
+        afterwards for backends that close something. ``with MatryoshkaIndex.load(path) as index:``
+        closes it on leaving the block.
+        """
+        if isinstance(self._backend, Closeable):
+            self._backend.close()
+
+    def __enter__(self) -> MatryoshkaIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,68 @@
+"""What ``mindex info`` shows about an index: counts, dims, adaptor, calibration, device, memory."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from ..adaptor import MatryoshkaAdaptor
+from ..manifest import FORMAT, FORMAT_VERSION
+from ..storage import allocated_bytes
+from .build import adaptor_kind
+
+if TYPE_CHECKING:
+    from .core import MatryoshkaIndex
+
+
+def _adaptor_facts(adaptor: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {"kind": adaptor_kind(adaptor)}
+    if isinstance(adaptor, MatryoshkaAdaptor):
+        meta = getattr(adaptor, "metadata_", {})
+        facts["matryoshka_dims"] = list(adaptor.matryoshka_dims_)
+        facts["trained_rows"] = meta.get("training", {}).get("rows")
+        with contextlib.suppress(StopIteration, AttributeError):
+            facts["device"] = str(next(adaptor.model_.parameters()).device)
+    return facts
+
+
+def describe(index: MatryoshkaIndex) -> dict[str, Any]:
+    """Facts for ``mindex info`` (see ``MatryoshkaIndex.info``)."""
+    with index._lock.read():
+        b = index.backend.info()
+        count = len(index.backend)
+    memory = {
+        "ram_bytes_per_vector": b.get("ram_bytes_per_vector"),
+        "disk_bytes_per_vector": b.get("disk_bytes_per_vector"),
+        "full_vectors": b.get("full_vectors"),
+        "exact_search_ram_bytes_per_vector": index.full_dim * 4,
+    }
+    path = index._path
+    if path is not None and not index._modified_since_load and count:
+        disk = allocated_bytes(path)  # sparse files (qdrant-edge) count what they really use
+        memory["disk_bytes_per_vector"] = round(disk / count, 1)
+        memory["disk_bytes"] = disk
+    cal = index._calibration
+    return {
+        "path": str(path) if path is not None else None,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "count": count,
+        "input_dim": index.input_dim,
+        "coarse_dim": index.coarse_dim,
+        "full_dim": index.full_dim,
+        "metric": index.metric,
+        "rerank": index.rerank,
+        "adaptor": _adaptor_facts(index.adaptor),
+        "candidates": {
+            "default": index._candidates,
+            "calibrated_recall": cal.get("recall"),
+            "at_k": cal.get("k"),
+            "target_recall": cal.get("target_recall"),
+            "reached": cal.get("reached"),
+            "knob": cal.get("knob"),
+            "calibration_queries": cal.get("queries"),
+        },
+        "device": b.get("device"),
+        "memory": memory,
+        "backend": b,
+    }
