@@ -344,6 +344,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Data: topic-manifold synthetic ({report['rows']:,} x {report['dim']}, generated on `{m['device']}`), "
         f"{report['queries']:,} queries, {CALIB_QUERIES:,} calibration queries; total wall time {report['wall_s']} s.",
         "",
+        f"Command: `{report.get('command', 'python benchmarks/gpu_check.py')}`",
+        "",
         "## Adaptor training",
         "",
         "| where | rows | seconds | epochs | load |",
@@ -433,6 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "note": "CPU run: no GPU figure exists" if dev.type == "cpu" else "measured on the GPU named in machine",
         "machine": machine(dev, resolved),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "command": " ".join(["python", "benchmarks/gpu_check.py", *(sys.argv[1:] if argv is None else argv)]),
         "rows": args.rows,
         "dim": args.dim,
         "coarse_dim": args.coarse_dim,

@@ -13,6 +13,13 @@ from ..errors import InputError
 from ..storage import atomic_write_bytes, load_vectors, save_npy
 from ._common import quiet_option, read_vectors, user_errors
 
+device_option = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto | cpu | cuda | cuda:N: where the adaptor, the coarse stage and the rerank run (mindex info shows it).",
+)
+
 
 def _read_ids(path: str, n: int) -> np.ndarray:
     from ..validation import check_ids
@@ -73,6 +80,7 @@ def _read_ids(path: str, n: int) -> np.ndarray:
 @click.option(
     "--sample-size", type=int, default=100_000, show_default=True, help="Rows the adaptor (and IVF) train on."
 )
+@device_option
 @quiet_option
 @user_errors
 def build_command(
@@ -92,6 +100,7 @@ def build_command(
     metric,
     rerank,
     sample_size,
+    device,
     quiet,
 ):
     """Build an index over CORPUS embeddings (.npy, memory-mapped, or .fvecs) and write it to -o DIR.
@@ -141,6 +150,7 @@ def build_command(
         rerank=rerank,
         sample_size=sample_size,
         quiet=quiet,
+        device=device,
     )
     index.save(out)
     info = index.info()
@@ -159,6 +169,7 @@ def build_command(
                 "target_recall": info["candidates"]["target_recall"],
                 "ram_bytes_per_vector": info["memory"]["ram_bytes_per_vector"],
                 "disk_bytes_per_vector": info["memory"]["disk_bytes_per_vector"],
+                "stages": info["stages"],
                 "seconds": round(time.perf_counter() - t0, 2),
             }
         )
@@ -203,15 +214,16 @@ def _jsonl(scores: np.ndarray, ids: np.ndarray) -> str:
     help="results.npy (ids; scores go to results.scores.npy) or results.jsonl; default: JSON lines on stdout.",
 )
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the index files (faster on large indexes).")
+@device_option
 @quiet_option
 @user_errors
-def search_command(index_path, queries, k, candidates, output, no_verify, quiet):
+def search_command(index_path, queries, k, candidates, output, no_verify, device, quiet):
     """Search INDEX with QUERIES embeddings (.npy or .fvecs): the top -k ids and scores per query."""
     from ..index import MatryoshkaIndex
 
     if output is not None and Path(output).suffix.lower() not in (".npy", ".jsonl"):
         raise InputError(f"--output ({output}): unknown result file type {Path(output).suffix!r}; use .npy or .jsonl")
-    index = MatryoshkaIndex.load(index_path, verify=not no_verify)
+    index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
     q = read_vectors(queries, "queries", dim=index.input_dim)
     scores, ids = index.search(q, k=k, candidates=candidates)
     if output is None:
@@ -225,12 +237,14 @@ def search_command(index_path, queries, k, candidates, output, no_verify, quiet)
 @click.command("info")
 @click.argument("index_path", metavar="INDEX", type=click.Path())
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file (faster on large indexes).")
+@device_option
 @user_errors
-def info_command(index_path, no_verify):
-    """Describe INDEX: counts, dims, adaptor, calibrated candidates and recall, device, bytes per vector."""
+def info_command(index_path, no_verify, device):
+    """Describe INDEX: counts, dims, adaptor, calibrated candidates and recall, where each stage runs
+    on --device ("stages"; the adaptor's training device too), bytes per vector."""
     from ..index import MatryoshkaIndex
 
-    index = MatryoshkaIndex.load(index_path, verify=not no_verify)
+    index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
     click.echo(json.dumps(index.info(), indent=2))
 
 

@@ -19,6 +19,7 @@ from ..errors import FormatError, InputError
 from ..manifest import ADAPTOR_DIR, MANIFEST_FILE, file_table, is_index_directory, manifest_bytes, read_manifest
 from ..storage import atomic_directory, atomic_write_bytes
 from .build import Adaptor, check_backend_options
+from .device_stage import attach_device, resolve_index_device
 
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
@@ -61,7 +62,7 @@ def save_index(index: MatryoshkaIndex, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_adaptor(path: Path, manifest: dict[str, Any]) -> Adaptor:
+def load_adaptor(path: Path, manifest: dict[str, Any], device: str = "auto") -> Adaptor:
     """The adaptor the manifest names, from ``path/adaptor`` (None for the identity)."""
     adaptor_meta = manifest.get("adaptor")
     kind = adaptor_meta.get("kind") if isinstance(adaptor_meta, dict) else None
@@ -70,7 +71,7 @@ def load_adaptor(path: Path, manifest: dict[str, Any]) -> Adaptor:
     if kind == "pca":
         return PCARotation.load(path / ADAPTOR_DIR)
     if kind == "matryoshka-adaptor":
-        return MatryoshkaAdaptor.load(path / ADAPTOR_DIR)
+        return MatryoshkaAdaptor.load(path / ADAPTOR_DIR, device=device)
     raise FormatError(f"{path / MANIFEST_FILE}: unknown adaptor kind {kind!r}")
 
 
@@ -87,13 +88,22 @@ def open_backend(path: Path, manifest: dict[str, Any], backend_options: dict[str
 
 
 def load_index(
-    cls: type[MatryoshkaIndex], path: str | os.PathLike[str], *, verify: bool, backend_options: dict[str, Any]
+    cls: type[MatryoshkaIndex],
+    path: str | os.PathLike[str],
+    *,
+    verify: bool,
+    backend_options: dict[str, Any],
+    device: str = "auto",
 ) -> MatryoshkaIndex:
     """Open an index saved by :func:`save_index` (see ``MatryoshkaIndex.load``)."""
     path = Path(path)
+    dev, faiss_device = resolve_index_device(device)
     manifest = read_manifest(path, verify=verify)
-    adaptor = load_adaptor(path, manifest)
-    backend = open_backend(path, manifest, backend_options)
+    adaptor = load_adaptor(path, manifest, dev.torch_device)
+    section = manifest.get("backend")
+    if isinstance(section, dict) and section.get("kind") == "faiss":
+        backend_options = {"device": faiss_device, **backend_options}
+    backend = attach_device(open_backend(path, manifest, backend_options), dev)
     self = cls._from_parts(adaptor, backend, manifest)
     self._path = path.absolute()
     self._modified_since_load = False
