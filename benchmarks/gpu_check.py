@@ -390,6 +390,13 @@ def markdown(report: dict[str, Any]) -> str:
     out[-1] += f" on the calibration queries (the {report['queries']:,} measured queries never chose it)."
     if not report["faiss_gpu"]:
         out[-1] += " faiss-gpu was not usable here, so it has no row."
+    if cpu_run:
+        out += [
+            "",
+            "On this CPU the torch two-stage path answers fewer queries/s than torch exact search (not analysed",
+            "further: on a CPU the index uses FAISS, whose two-stage speed is in search_speed.md). These CPU",
+            "queries/s say nothing about a GPU.",
+        ]
     return "\n".join(out) + "\n"
 
 

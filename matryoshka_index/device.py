@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,14 @@ class Device:
 CPU = Device(torch_device="cpu", faiss_gpu=False, gpu_index=None, name="cpu")
 
 
-def _torch_gpus() -> tuple[int, Any]:
-    """(GPUs torch sees, the torch module or None). Never raises: no torch means no torch GPU."""
+def _torch_gpus(import_torch: bool = True) -> tuple[int, Any]:
+    """(GPUs torch sees, the torch module or None). Never raises: no torch means no torch GPU.
+
+    ``import_torch=False`` asks only a torch this process has already imported (importing torch
+    costs seconds, which a CPU-only ``load`` + ``search`` should not pay just to look for a GPU).
+    """
+    if not import_torch and "torch" not in sys.modules:
+        return 0, None
     try:
         import torch
     except ImportError:
@@ -72,12 +79,13 @@ def faiss_gpu_count() -> int:
     return 0
 
 
-def resolve_device(device: str | Device = "auto") -> Device:
+def resolve_device(device: str | Device = "auto", *, import_torch: bool = True) -> Device:
     """The :class:`Device` for ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"`` (``"gpu"`` is an alias of ``"cuda"``).
 
     ``"auto"``: GPU 0 when torch or faiss-gpu sees one, else the CPU (no error, no warning).
     ``"cuda"`` / ``"cuda:N"``: that GPU, or an :class:`InputError` when it is not visible.
-    A :class:`Device` is returned unchanged.
+    A :class:`Device` is returned unchanged. ``import_torch=False``: for ``"auto"``, ask torch only
+    when this process has imported it already (an explicit ``"cuda"`` always asks).
     """
     if isinstance(device, Device):
         return device
@@ -90,7 +98,7 @@ def resolve_device(device: str | Device = "auto") -> Device:
     if text != "auto" and match is None:
         raise InputError(f"device: unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     index = int(match.group(1)) if match is not None and match.group(1) is not None else 0
-    n_torch, torch = _torch_gpus()
+    n_torch, torch = _torch_gpus(import_torch or text != "auto")
     n_faiss = faiss_gpu_count()
     visible = max(n_torch, n_faiss)
     if index >= visible:

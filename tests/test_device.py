@@ -227,3 +227,13 @@ def test_cli_device_flags(tmp_path):
     if NO_GPU:
         run = CliRunner().invoke(main, ["info", out, "--device", "cuda"])
         assert run.exit_code == 2 and "no GPU is visible" in run.output
+
+
+@needs_torch_free_package
+def test_auto_without_torch_loaded_does_not_import_it():
+    code = (
+        "import sys\nfrom matryoshka_index.device import resolve_device\n"
+        "print(resolve_device('auto', import_torch=False), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "False"

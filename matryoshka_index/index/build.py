@@ -346,7 +346,8 @@ def build_index(
     device: str = "auto",
 ) -> MatryoshkaIndex:
     """``MatryoshkaIndex.build`` (whose docstring documents the arguments), step by step."""
-    dev, faiss_device = resolve_index_device(device)  # first: a GPU asked for and missing fails before any work
+    # first: a GPU asked for and missing fails before any work
+    dev, faiss_device, adaptor_device = resolve_index_device(device)
     args = check_build_arguments(
         vectors,
         metric=metric,
@@ -363,13 +364,15 @@ def build_index(
     )
     vectors, coarse_dim, candidates = args["vectors"], args["coarse_dim"], args["candidates"]
     backend_cls, _, options = resolve_backend(backend, index, backend_options, stacklevel=5)
-    if accepts(backend_cls.create, "device"):
+    if "device" in inspect.signature(backend_cls.create).parameters:  # named, not just **kwargs (Qdrant)
         options.setdefault("device", faiss_device)
     dim = vectors.shape[1]
     rng = np.random.default_rng(seed)
     sample_rows, sample = draw_sample(vectors, args["sample_size"], rng)
-    fitted = resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet, device=dev.torch_device)
+    fitted = resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet, device=adaptor_device)
     del sample  # not needed any more: free it before the corpus is streamed through
+    if device == "auto":  # training may have loaded torch, which can now say whether there is a GPU
+        dev = resolve_index_device(device)[0]
     self = cls._new(
         adaptor=fitted,
         backend=attach_device(backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options), dev),

@@ -33,12 +33,18 @@ ENGINES = ("auto", "faiss", "torch")
 LEGACY_FAISS_DEVICES = ("gpu",)  # FaissBackend's own spelling: "GPU when one works, else the CPU"
 
 
-def resolve_index_device(device: str | Device) -> tuple[Device, str | None]:
-    """``(device, FAISS backend device option)``; the legacy FAISS ``"gpu"`` means the GPU when one works."""
-    if isinstance(device, str) and device.strip().lower() in LEGACY_FAISS_DEVICES:
-        return resolve_device("auto"), "gpu"
+def resolve_index_device(device: str | Device) -> tuple[Device, str, str]:
+    """``(device, FAISS backend device option, adaptor device)`` for an index's ``device`` argument.
+
+    ``"auto"`` does not import torch to look for a GPU (a loaded adaptor applies without torch where
+    it can; the torch engine then serves only a process that has torch loaded already), and hands
+    the adaptor its own ``"auto"``. The FAISS backend's older ``"gpu"`` means "the GPU when one works".
+    """
+    text = device.strip().lower() if isinstance(device, str) else None
+    if text in LEGACY_FAISS_DEVICES or text == "auto":
+        return resolve_device("auto", import_torch=False), ("gpu" if text == "gpu" else "auto"), "auto"
     dev = resolve_device(device)
-    return dev, ("gpu" if dev.faiss_gpu else "cpu")
+    return dev, ("gpu" if dev.faiss_gpu else "cpu"), dev.torch_device
 
 
 class TorchStages:

@@ -97,9 +97,9 @@ def load_index(
 ) -> MatryoshkaIndex:
     """Open an index saved by :func:`save_index` (see ``MatryoshkaIndex.load``)."""
     path = Path(path)
-    dev, faiss_device = resolve_index_device(device)
+    dev, faiss_device, adaptor_device = resolve_index_device(device)
     manifest = read_manifest(path, verify=verify)
-    adaptor = load_adaptor(path, manifest, dev.torch_device)
+    adaptor = load_adaptor(path, manifest, adaptor_device)
     section = manifest.get("backend")
     if isinstance(section, dict) and section.get("kind") == "faiss":
         backend_options = {"device": faiss_device, **backend_options}
