@@ -26,9 +26,12 @@ def test_gpu_check_runs_on_cpu_and_says_it_is_a_cpu_run(tmp_path):
     assert report["device"] == "cpu" and "no GPU figure" in report["note"]
     assert "CPU RUN (no GPU figure exists)" in text and "GPU figures have not been measured yet" in text
     names = [r["name"] for r in report["search"]]
-    assert names[0].startswith("exact full-dim") and len(names) == 3  # exact, float32, int8 (no faiss-gpu here)
+    # exact, torch float32, torch int8, the public MatryoshkaIndex (no faiss-gpu here)
+    assert names[0].startswith("exact full-dim") and len(names) == 4 and names[3].startswith("MatryoshkaIndex")
     assert report["search"][0]["recall@10"] == 1.0
-    for row in report["search"][1:]:
+    index_row = report["search"][3]
+    assert index_row["stages"]["coarse"] == "cpu" and index_row["recall@10"] >= 0.9
+    for row in report["search"][1:3]:
         # the calibration picked a candidate count that reached the target on its own queries
         assert row["calibration_recall@10"] >= 0.99 and row["candidates"] >= 10
         assert 0.9 <= row["recall@10"] <= 1.0 and row["qps"] > 0
