@@ -133,13 +133,20 @@ class TorchStages:
         return self._to_ids(scores, rows, row_ids)
 
     def info(self) -> dict[str, Any]:
+        """The FAISS backend's facts, with where the torch stages run (without building the mirror to say so)."""
         out = dict(self.inner.info())
-        coarse, rerank, _ = self._engines()
+        where = self.device.torch_device
+        mirror = self._mirror
+        full = (
+            mirror[1].info()["full_vectors"]
+            if mirror is not None
+            else "on the device when they fit in half its free memory, else gathered on the CPU (batch-pipelined)"
+        )
         out.update(
-            device=str(coarse.device),
-            coarse_engine=f"torch {coarse.dtype} on {coarse.device} (faiss-gpu not usable here)",
-            rerank_device=str(rerank.device),
-            rerank_engine=f"torch, full vectors {rerank.info()['full_vectors']}",
+            device=where,
+            coarse_engine=f"torch float32 on {where} (faiss-gpu not usable here)",
+            rerank_device=where,
+            rerank_engine=f"torch, full vectors {full}",
         )
         return out
 
