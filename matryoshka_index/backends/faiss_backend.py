@@ -656,6 +656,15 @@ class FaissBackend:
         scores = np.where(valid, scores, -np.inf).astype(np.float32, copy=False)
         return scores, ids
 
+    def device_arrays(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.ndarray]], np.ndarray]:
+        """``(live rows, their coarse vectors, full-vector segments, row -> id)`` of a flat index: what a
+        device engine (``backends/torch_engine.py``) mirrors to run both stages off this process's CPU."""
+        if self.index_type != "flat" or self._coarse is None:
+            raise InputError(f"device_arrays: only a flat coarse index can be mirrored, not {self.index_type!r}")
+        rows = faiss.vector_to_array(self._coarse.id_map).astype(np.int64)
+        vectors = self._coarse.index.reconstruct_n(0, self._coarse.index.ntotal)
+        return rows, vectors, self._full.segments(), self._ids
+
     def rerank_rows(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` of the candidate ``rows`` (``-1`` = none) by full inner product: ``(scores, rows)``."""
         nq = len(full_queries)

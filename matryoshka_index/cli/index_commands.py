@@ -50,6 +50,14 @@ def _check_build_space(out: Path, n: int, dim: int, coarse_dim: int, backend: st
     return spill
 
 
+device_option = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto | cpu | cuda | cuda:N: where the adaptor, the coarse stage and the rerank run (mindex info shows it).",
+)
+
+
 def _read_ids(path: str, n: int) -> np.ndarray:
     from ..validation import check_ids
 
@@ -109,6 +117,7 @@ def _read_ids(path: str, n: int) -> np.ndarray:
 @click.option(
     "--sample-size", type=int, default=100_000, show_default=True, help="Rows the adaptor (and IVF) train on."
 )
+@device_option
 @quiet_option
 @user_errors
 def build_command(
@@ -128,6 +137,7 @@ def build_command(
     metric,
     rerank,
     sample_size,
+    device,
     quiet,
 ):
     """Build an index over CORPUS embeddings (.npy, memory-mapped, or .fvecs) and write it to -o DIR.
@@ -182,6 +192,7 @@ def build_command(
         rerank=rerank,
         sample_size=sample_size,
         quiet=quiet,
+        device=device,
     )
     with stage(f"saving {out}", quiet=quiet):
         index.save(out)
@@ -201,6 +212,7 @@ def build_command(
                 "target_recall": info["candidates"]["target_recall"],
                 "ram_bytes_per_vector": info["memory"]["ram_bytes_per_vector"],
                 "disk_bytes_per_vector": info["memory"]["disk_bytes_per_vector"],
+                "stages": info["stages"],
                 "seconds": round(time.perf_counter() - t0, 2),
             }
         )
@@ -256,9 +268,10 @@ def _jsonl_hits(hits: list, with_payload: bool) -> str:
 )
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the index files (faster on large indexes).")
 @click.option("--with-payload", is_flag=True, help="Add each hit's payload (JSON lines output).")
+@device_option
 @quiet_option
 @user_errors
-def search_command(index_path, queries, k, candidates, output, no_verify, with_payload, quiet):
+def search_command(index_path, queries, k, candidates, output, no_verify, with_payload, device, quiet):
     """Search INDEX with QUERIES embeddings (.npy or .fvecs): the top -k ids and scores per query.
 
     JSON lines carry the points' own ids (ints, or UUID strings in a migrated Qdrant collection);
@@ -275,7 +288,7 @@ def search_command(index_path, queries, k, candidates, output, no_verify, with_p
     if output is not None:
         output_location(output)
     recover_directory(index_path)
-    index = MatryoshkaIndex.load(index_path, verify=not no_verify)
+    index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
     q = read_vectors(queries, "queries", dim=index.input_dim)
     if suffix != ".npy" and (with_payload or maps_points(index.backend)):
         text = _jsonl_hits(index.query(q, k=k, candidates=candidates, with_payload=with_payload), with_payload)
@@ -297,13 +310,15 @@ def search_command(index_path, queries, k, candidates, output, no_verify, with_p
 @click.command("info")
 @click.argument("index_path", metavar="INDEX", type=click.Path())
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file (faster on large indexes).")
+@device_option
 @user_errors
-def info_command(index_path, no_verify):
-    """Describe INDEX: counts, dims, adaptor, calibrated candidates and recall, device, bytes per vector."""
+def info_command(index_path, no_verify, device):
+    """Describe INDEX: counts, dims, adaptor, calibrated candidates and recall, where each stage runs
+    on --device ("stages"; the adaptor's training device too), bytes per vector."""
     from ..index import MatryoshkaIndex
 
     recover_directory(index_path)
-    index = MatryoshkaIndex.load(index_path, verify=not no_verify)
+    index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
     click.echo(json.dumps(index.info(), indent=2))
 
 

@@ -25,6 +25,7 @@ from ..errors import CalibrationWarning, InputError
 from ..exact import exact_topk
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
+from .device_stage import attach_device, resolve_index_device
 from .points import PayloadStore, index_keeps_payloads
 
 if TYPE_CHECKING:
@@ -100,9 +101,10 @@ def embedded_qdrant_backend(options: dict[str, Any], *, stacklevel: int = 3) -> 
 
 
 def resolve_adaptor(
-    adaptor: Any, sample: np.ndarray, dim: int, coarse_dim: int, *, seed: int, quiet: bool
+    adaptor: Any, sample: np.ndarray, dim: int, coarse_dim: int, *, seed: int, quiet: bool, device: str = "auto"
 ) -> MatryoshkaAdaptor | PCARotation | None:
-    """The fitted adaptor ``build`` was asked for (see its ``adaptor`` parameter), fitted on ``sample``."""
+    """The fitted adaptor ``build`` was asked for (see its ``adaptor`` parameter), fitted on ``sample``;
+    ``device`` (a torch device string) is where ``"train"`` trains and where a loaded adaptor runs."""
     if adaptor is None:
         return None
     if isinstance(adaptor, str) and adaptor == "pca":
@@ -114,13 +116,15 @@ def resolve_adaptor(
         batch = min(MatryoshkaAdaptor().batch_size, len(sample) - n_val)
         if batch < 4:
             raise InputError(f"adaptor: 'train' needs at least 5 vectors, got {len(sample)}; use adaptor=None or 'pca'")
-        adaptor = MatryoshkaAdaptor(batch_size=batch, max_samples=max(2, len(sample)), seed=seed, quiet=quiet)
+        adaptor = MatryoshkaAdaptor(
+            batch_size=batch, max_samples=max(2, len(sample)), seed=seed, quiet=quiet, device=device
+        )
     elif isinstance(adaptor, (str, os.PathLike)):
         if not Path(adaptor).is_dir():
             raise InputError(
                 f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or an adaptor directory, got {adaptor!r}"
             )
-        adaptor = MatryoshkaAdaptor.load(adaptor)
+        adaptor = MatryoshkaAdaptor.load(adaptor, device=device)
     if not isinstance(adaptor, (MatryoshkaAdaptor, PCARotation)):
         raise InputError(
             f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or PCARotation, got {type(adaptor).__name__}"
@@ -355,8 +359,11 @@ def build_index(
     calibration_queries: int,
     seed: int,
     quiet: bool,
+    device: str = "auto",
 ) -> MatryoshkaIndex:
     """``MatryoshkaIndex.build`` (whose docstring documents the arguments), step by step."""
+    # first: a GPU asked for and missing fails before any work
+    dev, faiss_device, adaptor_device = resolve_index_device(device)
     args = check_build_arguments(
         vectors,
         metric=metric,
@@ -375,14 +382,18 @@ def build_index(
     backend_cls, _, options = resolve_backend(backend, index, backend_options, stacklevel=5)
     if payloads is not None and index_keeps_payloads(backend_cls):
         payloads = PayloadStore.check(payloads)  # before any training: a bad payload fails at once
+    if "device" in inspect.signature(backend_cls.create).parameters:  # named, not just **kwargs (Qdrant)
+        options.setdefault("device", faiss_device)
     dim = vectors.shape[1]
     rng = np.random.default_rng(seed)
     sample_rows, sample = draw_sample(vectors, args["sample_size"], rng)
-    fitted = resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet)
+    fitted = resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet, device=adaptor_device)
     del sample  # not needed any more: free it before the corpus is streamed through
+    if device == "auto":  # training may have loaded torch, which can now say whether there is a GPU
+        dev = resolve_index_device(device)[0]
     self = cls._new(
         adaptor=fitted,
-        backend=backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options),
+        backend=attach_device(backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options), dev),
         metric=metric,
         rerank=rerank,
         input_dim=dim,

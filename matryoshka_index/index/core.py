@@ -114,6 +114,7 @@ class MatryoshkaIndex:
         calibration_queries: int = 1000,
         seed: int = 0,
         quiet: bool = False,
+        device: str = "auto",
     ) -> MatryoshkaIndex:
         """Build an index over ``vectors`` (``(n, d)`` float16/32/64; a memory map is read in batches).
 
@@ -166,6 +167,12 @@ class MatryoshkaIndex:
             Seeds the sample and the calibration queries.
         quiet:
             No progress bars.
+        device:
+            ``"auto"`` (default: GPU 0 when one is visible, else the CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``: the adaptor trains and transforms there, the FAISS coarse stage runs there
+            (faiss-gpu, or the torch engine for a flat index when faiss cannot use the GPU) and so
+            does the rerank with the torch engine. ``info()["stages"]`` says where each stage runs.
+            The saved index is the same on every device.
         """
         return build_index(
             cls,
@@ -185,6 +192,7 @@ class MatryoshkaIndex:
             calibration_queries=calibration_queries,
             seed=seed,
             quiet=quiet,
+            device=device,
         )
 
     _resolve_adaptor = staticmethod(resolve_adaptor)
@@ -637,15 +645,20 @@ class MatryoshkaIndex:
         self._modified_since_load = False
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, verify: bool = True, **backend_options: Any) -> MatryoshkaIndex:
+    def load(
+        cls, path: str | os.PathLike[str], *, verify: bool = True, device: str = "auto", **backend_options: Any
+    ) -> MatryoshkaIndex:
         """Open an index saved by :meth:`save`.
+
+        ``device``: where the adaptor, the coarse stage and the rerank run, as in :meth:`build`
+        (``"gpu"``, the FAISS backend's older spelling, still means "the GPU when one works").
 
         ``verify`` (default) checks every file's sha256 against the manifest (reads every byte once;
         ``verify=False`` only checks the files exist). ``backend_options`` go to the backend's
         ``open`` (FAISS: ``mmap=True`` to memory-map the full vectors, ``device``, ``spill_dir``).
         Any missing, corrupt, foreign or newer-format file fails with one :class:`FormatError` line.
         """
-        return load_index(cls, path, verify=verify, backend_options=backend_options)
+        return load_index(cls, path, verify=verify, backend_options=backend_options, device=device)
 
     # ------------------------------------------------------------------ facts
     def info(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..manifest import (
 )
 from ..storage import atomic_directory, atomic_write_bytes
 from .build import Adaptor, check_backend_options
+from .device_stage import attach_device, resolve_index_device
 from .points import PAYLOADS_FILE, PayloadStore
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def save_index(index: MatryoshkaIndex, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_adaptor(path: Path, manifest: dict[str, Any]) -> Adaptor:
+def load_adaptor(path: Path, manifest: dict[str, Any], device: str = "auto") -> Adaptor:
     """The adaptor the manifest names, from ``path/adaptor`` (None for the identity)."""
     adaptor_meta = manifest.get("adaptor")
     kind = adaptor_meta.get("kind") if isinstance(adaptor_meta, dict) else None
@@ -82,7 +83,7 @@ def load_adaptor(path: Path, manifest: dict[str, Any]) -> Adaptor:
     if kind == "pca":
         return PCARotation.load(path / ADAPTOR_DIR)
     if kind == "matryoshka-adaptor":
-        return MatryoshkaAdaptor.load(path / ADAPTOR_DIR)
+        return MatryoshkaAdaptor.load(path / ADAPTOR_DIR, device=device)
     raise FormatError(f"{path / MANIFEST_FILE}: unknown adaptor kind {kind!r}")
 
 
@@ -99,7 +100,12 @@ def open_backend(path: Path, manifest: dict[str, Any], backend_options: dict[str
 
 
 def load_index(
-    cls: type[MatryoshkaIndex], path: str | os.PathLike[str], *, verify: bool, backend_options: dict[str, Any]
+    cls: type[MatryoshkaIndex],
+    path: str | os.PathLike[str],
+    *,
+    verify: bool,
+    backend_options: dict[str, Any],
+    device: str = "auto",
 ) -> MatryoshkaIndex:
     """Open an index saved by :func:`save_index` (see ``MatryoshkaIndex.load``).
 
@@ -108,10 +114,14 @@ def load_index(
     fields all agree but differ from what was saved is caught by the checksum.
     """
     path = Path(path)
+    dev, faiss_device, adaptor_device = resolve_index_device(device)
     where = str(path / MANIFEST_FILE)
     manifest = read_manifest(path, verify=verify, verify_checksum=False)
-    adaptor = load_adaptor(path, manifest)
-    backend = open_backend(path, manifest, backend_options)
+    adaptor = load_adaptor(path, manifest, adaptor_device)
+    section = manifest.get("backend")
+    if isinstance(section, dict) and section.get("kind") == "faiss":
+        backend_options = {"device": faiss_device, **backend_options}
+    backend = attach_device(open_backend(path, manifest, backend_options), dev)
     try:
         check_manifest_fits(manifest, backend, where=where)
         if verify:
