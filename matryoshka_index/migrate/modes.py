@@ -428,6 +428,9 @@ class InPlaceMode:
             cp = run.new_checkpoint("in_place")
             cp.added_vector, cp.coarse_quantization = COARSE, opts.coarse_quantization
             cp.companion_created = not store.companion_exists()
+            if src.vector is None:  # rollback gives the unnamed vector back in the form it had
+                single = isinstance(src.info.config.params.vectors, qm.VectorParams)
+                cp.unnamed_form = "single" if single else "named"
             store.write(cp.to_dict(), MIGRATION_KEY)
         if cp.state != State.CREATING:
             return cp
