@@ -75,7 +75,17 @@ from qdrant_client import models as qm
 from ..errors import FormatError, InputError
 from ..progress import progress
 from .base import EMPTY_ID, empty_results
-from .qdrant_common import COARSE, FULL, QUANTIZATIONS, Payloads, add_inputs, membership, quantized_bytes, query_pairs
+from .qdrant_common import (
+    COARSE,
+    FULL,
+    QUANTIZATIONS,
+    Closing,
+    Payloads,
+    add_inputs,
+    membership,
+    quantized_bytes,
+    query_pairs,
+)
 from .qdrant_connection import client_mode, close_quietly, connect, describe_client, is_local_client
 from .qdrant_errors import call, is_transient, translate_error
 from .qdrant_metadata import (
@@ -184,7 +194,7 @@ def _layout(
     }
 
 
-class QdrantBackend:
+class QdrantBackend(Closing):
     """Coarse + full named vectors in a Qdrant collection; both search stages run inside Qdrant.
 
     Create one with :meth:`create` (a new collection), :meth:`open` (from a saved index manifest) or
@@ -489,16 +499,6 @@ class QdrantBackend:
         return backend
 
     # ---------------------------------------------------------------------------- lifecycle
-    def close(self) -> None:
-        """Close the client if this backend opened it."""
-        self._finalizer()
-
-    def __enter__(self) -> QdrantBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _call(self, fn: Callable[[], T], what: str, *, retries: int | None = None) -> T:
         return call(fn, self.endpoint, what, retries=self.max_retries if retries is None else retries)
 

@@ -64,6 +64,7 @@ from .qdrant_common import (
     COARSE,
     FULL,
     QUANTIZATIONS,
+    Closing,
     Payloads,
     add_inputs,
     first_line,
@@ -308,7 +309,7 @@ def _edge_config(p: dict[str, Any], max_search_threads: int | None) -> Any:
     )
 
 
-class QdrantEdgeBackend:
+class QdrantEdgeBackend(Closing):
     """Coarse + full named vectors in an in-process qdrant-edge shard; both stages run inside the engine.
 
     Create one with :meth:`create` (a new, empty shard) or :meth:`open` (a copy of a saved one).
@@ -486,16 +487,6 @@ class QdrantEdgeBackend:
         if self._live.shard is None:
             raise InputError("qdrant-edge backend: the shard is closed")
         return self._live.shard
-
-    def close(self) -> None:
-        """Close the shard, release its directory lock and delete the working copy (idempotent)."""
-        self._finalizer()
-
-    def __enter__(self) -> QdrantEdgeBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _call(self, fn: Callable[[Any], T], what: str) -> T:
         shard = self.shard

@@ -378,10 +378,10 @@ def _stored_adaptor_files(run: Run, cp: Checkpoint | None) -> dict[str, bytes] |
 def _plan(run: Run, collection: str, resume_from: int) -> MigrationPlan:
     src, opts, choice = run.src, run.opts, run.choice
     assert choice is not None
-    est_bytes, est_seconds, payload_bytes, other_bytes = measure_sample(
+    est_bytes, est_seconds, payload_bytes, other_bytes, basis = measure_sample(
         run.client, src, run.coarse_dim, opts.batch_size, run.endpoint, opts.coarse_quantization
     )
-    fields = run.mode.plan_fields(run, est_bytes, est_seconds)
+    fields = run.mode.plan_fields(run, est_bytes, est_seconds, basis)
     notes = fields.pop("notes")
     if src.metric == "cosine":
         notes.append("Cosine collection: vectors are stored normalised, original norms are not recoverable")
