@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .backends import BACKENDS
 from .calibration import MAX_CANDIDATES
 from .errors import FormatError
 from .storage import read_versioned_json, sha256_file
@@ -58,6 +57,9 @@ CHECKSUM_KEY = "manifest_sha256"
 METRICS = ("cosine", "ip")
 RERANKS = ("original", "adapted")
 ADAPTOR_KINDS = ("none", "pca", "matryoshka-adaptor")
+BACKEND_KINDS = ("faiss", "qdrant", "qdrant-edge")
+"""The backends a manifest may name: ``matryoshka_index.backends.BACKENDS`` (a test keeps them equal;
+the manifest is a bottom module and imports nothing of the backends)."""
 STORED = ("directory", "qdrant")
 REPAIR = "the manifest is corrupt or was edited: rebuild the index, or restore the manifest it was saved with"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -245,8 +247,8 @@ def _check_backend_section(f: _Fields, section: Any, stored: str) -> None:
     if not isinstance(section, dict):
         f.fail("backend", f"must be an object naming the backend's kind, got {section!r}")
     kind = f.get("backend.kind", lambda v: isinstance(v, str), "a backend name", section)
-    if kind not in BACKENDS:
-        f.fail("backend.kind", f"names an unknown backend {kind!r} (known: {', '.join(BACKENDS)})")
+    if kind not in BACKEND_KINDS:
+        f.fail("backend.kind", f"names an unknown backend {kind!r} (known: {', '.join(BACKEND_KINDS)})")
     for key in ("coarse_dim", "full_dim"):
         if key in section and section[key] != f.m[key]:
             dims = {k: section.get(k, f.m[k]) for k in ("coarse_dim", "full_dim")}
@@ -436,6 +438,7 @@ def file_table(root: Path) -> dict[str, str]:
 __all__ = [
     "ADAPTOR_DIR",
     "ADAPTOR_KINDS",
+    "BACKEND_KINDS",
     "CHECKSUM_KEY",
     "FORMAT",
     "FORMAT_VERSION",

@@ -243,3 +243,10 @@ def test_search_results_of_a_sealed_index_are_unchanged_by_the_checks(built):
     q = make_corpus(420, seed=2)[400:]
     again = MatryoshkaIndex.load(built, verify=False)
     np.testing.assert_array_equal(index.search(q, k=5)[1], again.search(q, k=5)[1])
+
+
+def test_the_manifest_knows_the_backends_the_package_has():
+    from matryoshka_index.backends import BACKENDS
+    from matryoshka_index.manifest import BACKEND_KINDS
+
+    assert BACKEND_KINDS == BACKENDS
