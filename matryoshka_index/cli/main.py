@@ -30,3 +30,7 @@ def main() -> None:
 for _module in (data_commands, adaptor_commands, index_commands, eval_commands, migrate_commands, export_commands):
     for _command in _module.COMMANDS:
         main.add_command(_command)
+
+from .gc_commands import gc_command  # noqa: E402  (mindex gc)
+
+main.add_command(gc_command)

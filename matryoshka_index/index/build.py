@@ -19,18 +19,18 @@ import numpy as np
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import get_backend_class
-from ..backends.base import TrainableCoarse
-from ..calibration import CALIBRATION_K, MAX_CANDIDATES
-from ..errors import InputError
+from ..backends.base import METRICS, TrainableCoarse
+from ..calibration import CALIBRATION_K, MAX_CANDIDATES, min_queries
+from ..errors import CalibrationWarning, InputError
 from ..exact import exact_topk
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
+from .device_stage import attach_device, resolve_index_device
 from .points import PayloadStore, index_keeps_payloads
 
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
 
-METRICS = ("cosine", "ip")
 RERANKS = ("original", "adapted")
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 BUILD_CHUNK_ROWS = 16384
@@ -101,9 +101,10 @@ def embedded_qdrant_backend(options: dict[str, Any], *, stacklevel: int = 3) -> 
 
 
 def resolve_adaptor(
-    adaptor: Any, sample: np.ndarray, dim: int, coarse_dim: int, *, seed: int, quiet: bool
+    adaptor: Any, sample: np.ndarray, dim: int, coarse_dim: int, *, seed: int, quiet: bool, device: str = "auto"
 ) -> MatryoshkaAdaptor | PCARotation | None:
-    """The fitted adaptor ``build`` was asked for (see its ``adaptor`` parameter), fitted on ``sample``."""
+    """The fitted adaptor ``build`` was asked for (see its ``adaptor`` parameter), fitted on ``sample``;
+    ``device`` (a torch device string) is where ``"train"`` trains and where a loaded adaptor runs."""
     if adaptor is None:
         return None
     if isinstance(adaptor, str) and adaptor == "pca":
@@ -115,13 +116,15 @@ def resolve_adaptor(
         batch = min(MatryoshkaAdaptor().batch_size, len(sample) - n_val)
         if batch < 4:
             raise InputError(f"adaptor: 'train' needs at least 5 vectors, got {len(sample)}; use adaptor=None or 'pca'")
-        adaptor = MatryoshkaAdaptor(batch_size=batch, max_samples=max(2, len(sample)), seed=seed, quiet=quiet)
+        adaptor = MatryoshkaAdaptor(
+            batch_size=batch, max_samples=max(2, len(sample)), seed=seed, quiet=quiet, device=device
+        )
     elif isinstance(adaptor, (str, os.PathLike)):
         if not Path(adaptor).is_dir():
             raise InputError(
                 f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or an adaptor directory, got {adaptor!r}"
             )
-        adaptor = MatryoshkaAdaptor.load(adaptor)
+        adaptor = MatryoshkaAdaptor.load(adaptor, device=device)
     if not isinstance(adaptor, (MatryoshkaAdaptor, PCARotation)):
         raise InputError(
             f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or PCARotation, got {type(adaptor).__name__}"
@@ -278,7 +281,20 @@ def calibrate_held_out(
         _, rows = exact_topk(orig_q, vectors, k, normalize=index.metric == "cosine", include=indexed)
         truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
         note = "exact inner-product search over the original vectors (rerank uses the adapted ones)"
-    index._calibrate(
+    # Fewer held-out rows than the bound needs (a small corpus, few calibration_queries, a target of
+    # 1.0): a bisection would be decided by luck, so the default is the largest candidate count.
+    need = min_queries(target_recall, k)
+    fallback = None
+    if fixed is None and (need is None or len(q) < need):
+        fixed = min(len(vectors), MAX_CANDIDATES)
+        fallback = (
+            f"too few queries for the lower confidence bound ({len(q)} held out; target_recall {target_recall} "
+            f"needs {need or 'more than any sample'}): the largest candidate count"
+            + (" (every vector: exact search)" if fixed == len(vectors) else "")
+            + ", not a calibrated one",
+            need,
+        )
+    record = index._calibrate(
         q,
         target=target_recall,
         truth=truth,
@@ -288,7 +304,10 @@ def calibrate_held_out(
         query_source="random corpus rows held out of the index while calibrating, then added",
         k=k,
         quiet=quiet,
+        fallback=fallback,
     )
+    if "warning" in record:  # the index is usable; the build says loudly that the target was missed
+        warnings.warn(record["warning"], CalibrationWarning, stacklevel=5)
 
 
 def fill_and_calibrate(
@@ -340,8 +359,11 @@ def build_index(
     calibration_queries: int,
     seed: int,
     quiet: bool,
+    device: str = "auto",
 ) -> MatryoshkaIndex:
     """``MatryoshkaIndex.build`` (whose docstring documents the arguments), step by step."""
+    # first: a GPU asked for and missing fails before any work
+    dev, faiss_device, adaptor_device = resolve_index_device(device)
     args = check_build_arguments(
         vectors,
         metric=metric,
@@ -360,14 +382,18 @@ def build_index(
     backend_cls, _, options = resolve_backend(backend, index, backend_options, stacklevel=5)
     if payloads is not None and index_keeps_payloads(backend_cls):
         payloads = PayloadStore.check(payloads)  # before any training: a bad payload fails at once
+    if "device" in inspect.signature(backend_cls.create).parameters:  # named, not just **kwargs (Qdrant)
+        options.setdefault("device", faiss_device)
     dim = vectors.shape[1]
     rng = np.random.default_rng(seed)
     sample_rows, sample = draw_sample(vectors, args["sample_size"], rng)
-    fitted = resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet)
+    fitted = resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet, device=adaptor_device)
     del sample  # not needed any more: free it before the corpus is streamed through
+    if device == "auto":  # training may have loaded torch, which can now say whether there is a GPU
+        dev = resolve_index_device(device)[0]
     self = cls._new(
         adaptor=fitted,
-        backend=backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options),
+        backend=attach_device(backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options), dev),
         metric=metric,
         rerank=rerank,
         input_dim=dim,

@@ -58,8 +58,16 @@ import numpy as np
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends.base import Closeable, ReportsTimings, SearchKnob, StoresIndexMetadata
-from ..calibration import CALIBRATION_K, MAX_CANDIDATES, Calibrator, OperatingPoints, recall_with_lower_bound
-from ..errors import FormatError, InputError
+from ..calibration import (
+    CALIBRATION_K,
+    MAX_CANDIDATES,
+    Calibrator,
+    OperatingPoints,
+    check_calibration_queries,
+    not_reached_message,
+    recall_with_lower_bound,
+)
+from ..errors import CalibrationError, FormatError, InputError
 from ..manifest import ADAPTOR_DIR, make_manifest, now_utc
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
@@ -106,6 +114,7 @@ class MatryoshkaIndex:
         calibration_queries: int = 1000,
         seed: int = 0,
         quiet: bool = False,
+        device: str = "auto",
     ) -> MatryoshkaIndex:
         """Build an index over ``vectors`` (``(n, d)`` float16/32/64; a memory map is read in batches).
 
@@ -158,6 +167,12 @@ class MatryoshkaIndex:
             Seeds the sample and the calibration queries.
         quiet:
             No progress bars.
+        device:
+            ``"auto"`` (default: GPU 0 when one is visible, else the CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``: the adaptor trains and transforms there, the FAISS coarse stage runs there
+            (faiss-gpu, or the torch engine for a flat index when faiss cannot use the GPU) and so
+            does the rerank with the torch engine. ``info()["stages"]`` says where each stage runs.
+            The saved index is the same on every device.
         """
         return build_index(
             cls,
@@ -177,6 +192,7 @@ class MatryoshkaIndex:
             calibration_queries=calibration_queries,
             seed=seed,
             quiet=quiet,
+            device=device,
         )
 
     _resolve_adaptor = staticmethod(resolve_adaptor)
@@ -261,7 +277,7 @@ class MatryoshkaIndex:
         **kw: Any,
     ) -> MatryoshkaIndex:
         """Open an index stored in a Qdrant collection (built with ``backend="qdrant"`` or migrated)."""
-        from ..backends.qdrant_backend import open_index_from_qdrant
+        from ..qdrant_open import open_index_from_qdrant
 
         return open_index_from_qdrant(cls, collection, url=url, path=path, client=client, **kw)
 
@@ -500,12 +516,19 @@ class MatryoshkaIndex:
         """Re-calibrate the default candidate count on your own queries (e.g. real user queries,
         which may differ from corpus rows) so recall@10 against exact search reaches
         ``target_recall`` (default: the build's target). Stores and returns the calibration record;
-        save the index to keep it."""
+        save the index to keep it.
+
+        The criterion is the recall's one-sided 95% lower confidence bound, which needs enough
+        queries to mean anything (:func:`~matryoshka_index.calibration.min_queries`: 27 for 0.99,
+        265 for 0.999); fewer, or a target of 1.0, are refused with an :class:`InputError`. A target
+        not reached within ``max_candidates`` raises :class:`~matryoshka_index.errors.CalibrationError`
+        (its ``record`` holds every step measured) and the index keeps the default it had."""
         q = self._check_vectors(queries, "queries")
         target = check_fraction(
             self._calibration.get("target_recall", 0.99) if target_recall is None else target_recall, "target_recall"
         )
         max_candidates = check_positive_int(max_candidates, "max_candidates")
+        check_calibration_queries(len(q), target, max(1, min(CALIBRATION_K, len(self._backend))))
         with self._lock.write():
             record = self._calibrate(
                 q,
@@ -516,6 +539,7 @@ class MatryoshkaIndex:
                 truth_note="exact inner-product search over the index's full vectors, for the given queries",
                 query_source="caller's queries",
                 quiet=quiet,
+                if_not_reached="raise",
             )
             self._modified_since_load = True
             self._attach_metadata()
@@ -533,8 +557,16 @@ class MatryoshkaIndex:
         query_source: str,
         k: int = CALIBRATION_K,
         quiet: bool = False,
+        fallback: tuple[str, int | None] | None = None,
+        if_not_reached: str = "record",
     ) -> dict[str, Any]:
-        """Choose and store the default candidates (and knob) on queries ``q`` (see :mod:`..calibration`)."""
+        """Choose and store the default candidates (and knob) on queries ``q`` (see :mod:`..calibration`).
+
+        ``fallback``: ``(method, min_queries)`` when the caller fixed ``fixed`` because the queries are
+        too few for the bound (the knob is then the exhaustive value, and the target still applies).
+        A target not reached (unless the caller fixed the candidates) raises a CalibrationError with
+        ``if_not_reached="raise"``, leaving the index as it was, else is recorded under ``"warning"``.
+        """
         t_start = time.perf_counter()
         be = self._backend
         n = len(be)
@@ -543,6 +575,7 @@ class MatryoshkaIndex:
         if truth is None:
             _, truth = be.exact_search(full_q, k)
         knob = be.search_knob() if isinstance(be, SearchKnob) else None
+        knob_before = be.get_search_knob() if knob else None
 
         def measure(c: int, knob_value: int | None) -> tuple[float, float]:
             if knob_value is not None:
@@ -551,7 +584,7 @@ class MatryoshkaIndex:
             return recall_with_lower_bound(found, truth)
 
         calibrator = Calibrator(k, min(n, max_candidates), knob=knob, cost=be.search_cost if knob else None)
-        fixed_knob = be.get_search_knob() if knob and fixed is not None else None
+        fixed_knob = knob_before if fixed is not None and fallback is None else None
         bar = progress(desc="calibrating", unit="search", quiet=quiet)
         points = OperatingPoints(measure, on_measure=lambda _: bar.update(1))
         try:
@@ -567,6 +600,17 @@ class MatryoshkaIndex:
             )
         finally:
             bar.close()
+        if fallback is not None:
+            record["method"], record["min_queries"] = fallback
+        if (fixed is None or fallback is not None) and not record["reached"]:
+            where = {"cap": min(n, max_candidates), "n": n, "knob": calibrator.knob_name}
+            if if_not_reached == "raise":
+                if knob_before is not None:  # the measurement moved the knob: put it back
+                    be.set_search_knob(knob_before)
+                kept = f"the index keeps its {self._candidates} candidates"
+                raise CalibrationError(not_reached_message(record, outcome=kept, **where), record)
+            used = "the index uses them (search(..., candidates=N) overrides it)"
+            record["warning"] = not_reached_message(record, outcome=used, **where)
         if knob is not None and choice.knob is not None:
             be.set_search_knob(choice.knob)
         self._candidates = int(choice.candidates)
@@ -601,15 +645,20 @@ class MatryoshkaIndex:
         self._modified_since_load = False
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, verify: bool = True, **backend_options: Any) -> MatryoshkaIndex:
+    def load(
+        cls, path: str | os.PathLike[str], *, verify: bool = True, device: str = "auto", **backend_options: Any
+    ) -> MatryoshkaIndex:
         """Open an index saved by :meth:`save`.
+
+        ``device``: where the adaptor, the coarse stage and the rerank run, as in :meth:`build`
+        (``"gpu"``, the FAISS backend's older spelling, still means "the GPU when one works").
 
         ``verify`` (default) checks every file's sha256 against the manifest (reads every byte once;
         ``verify=False`` only checks the files exist). ``backend_options`` go to the backend's
         ``open`` (FAISS: ``mmap=True`` to memory-map the full vectors, ``device``, ``spill_dir``).
         Any missing, corrupt, foreign or newer-format file fails with one :class:`FormatError` line.
         """
-        return load_index(cls, path, verify=verify, backend_options=backend_options)
+        return load_index(cls, path, verify=verify, backend_options=backend_options, device=device)
 
     # ------------------------------------------------------------------ facts
     def info(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from ..adaptor import MatryoshkaAdaptor
 from ..manifest import FORMAT, FORMAT_VERSION
 from ..storage import allocated_bytes
 from .build import adaptor_kind
+from .device_stage import stages
 
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
@@ -42,6 +43,7 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
         memory["disk_bytes_per_vector"] = round(disk / count, 1)
         memory["disk_bytes"] = disk
     cal = index._calibration
+    adaptor = _adaptor_facts(index.adaptor)
     return {
         "path": str(path) if path is not None else None,
         "format": FORMAT,
@@ -52,7 +54,7 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
         "full_dim": index.full_dim,
         "metric": index.metric,
         "rerank": index.rerank,
-        "adaptor": _adaptor_facts(index.adaptor),
+        "adaptor": adaptor,
         "candidates": {
             "default": index._candidates,
             "calibrated_recall": cal.get("recall"),
@@ -63,6 +65,7 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
             "calibration_queries": cal.get("queries"),
         },
         "device": b.get("device"),
+        "stages": stages(index, b, adaptor),
         "memory": memory,
         "backend": b,
     }
