@@ -101,3 +101,38 @@ def test_bad_input_is_one_clear_error():
         query_path(manifest)
     with pytest.raises(InputError, match="coarse_dim"):
         query_request({"backend": {"kind": "qdrant"}})
+
+
+def test_mindex_info_qdrant_query_prints_the_request_that_gives_the_index_results(qdrant_index, tmp_path):
+    from click.testing import CliRunner
+
+    from matryoshka_index.cli import main
+
+    index, manifest, queries = qdrant_index
+    saved = tmp_path / "q.mindex"
+    index.save(saved)
+    np.save(tmp_path / "q.npy", queries[:1])
+    runner = CliRunner()
+    template = runner.invoke(main, ["info", str(saved), "--qdrant-query"])
+    assert template.exit_code == 0, template.output
+    req = json.loads(template.output)
+    assert req["method"] == "POST" and req["path"] == query_path(manifest)
+    assert req["body"]["prefetch"]["using"] == "coarse" and isinstance(req["body"]["query"], str)  # placeholders
+    filled = runner.invoke(main, ["info", str(saved), "--qdrant-query", "--query", str(tmp_path / "q.npy"), "-k", "7"])
+    assert filled.exit_code == 0, filled.output
+    body = json.loads(filled.output)["body"]
+    assert len(body["prefetch"]["query"]) == manifest["coarse_dim"] and body["limit"] == 7
+    hits = run_raw(index, body)
+    ids = index.search(queries[:1], k=7)[1][0]
+    assert [int(h.id) for h in hits] == [int(i) for i in ids]
+
+
+def test_mindex_info_qdrant_query_on_a_faiss_index_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from matryoshka_index.cli import main
+
+    MatryoshkaIndex.build(make_corpus(300, seed=1), coarse_dim=8, quiet=True).save(tmp_path / "f.mindex")
+    r = CliRunner().invoke(main, ["info", str(tmp_path / "f.mindex"), "--qdrant-query"])
+    assert r.exit_code == 2
+    assert "FAISS index is searched in-process" in r.output and "Traceback" not in r.output

@@ -310,16 +310,50 @@ def search_command(index_path, queries, k, candidates, output, no_verify, with_p
 @click.command("info")
 @click.argument("index_path", metavar="INDEX", type=click.Path())
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file (faster on large indexes).")
+@click.option(
+    "--qdrant-query",
+    is_flag=True,
+    help="Print the raw Qdrant request (method, path, JSON body) a client in any language sends for one query.",
+)
+@click.option(
+    "--query",
+    "query_file",
+    type=click.Path(dir_okay=False),
+    help="With --qdrant-query: fill the request with the first row of this .npy (else placeholders).",
+)
+@click.option("-k", type=int, default=10, show_default=True, help="With --qdrant-query: results per query.")
 @device_option
 @user_errors
-def info_command(index_path, no_verify, device):
+def info_command(index_path, no_verify, qdrant_query, query_file, k, device):
     """Describe INDEX: counts, dims, adaptor, calibrated candidates and recall, where each stage runs
-    on --device ("stages"; the adaptor's training device too), bytes per vector."""
+    on --device ("stages"; the adaptor's training device too), bytes per vector.
+
+    With --qdrant-query, the two-stage request of a Qdrant-backed INDEX as Qdrant's REST API takes it
+    (prefetch on "coarse" with the adapted prefix, then the full vector), from the index's own manifest.
+    """
     from ..index import MatryoshkaIndex
 
+    if query_file is not None and not qdrant_query:
+        raise InputError("--query: only with --qdrant-query")
     recover_directory(index_path)
     index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
+    if qdrant_query:
+        click.echo(json.dumps(_qdrant_request(index, index_path, query_file, k), indent=2))
+        return
     click.echo(json.dumps(index.info(), indent=2))
+
+
+def _qdrant_request(index, index_path: str, query_file: str | None, k: int) -> dict:
+    from ..manifest import read_manifest
+    from ..qdrant_request import query_path, query_request, query_vectors
+
+    manifest = read_manifest(Path(index_path), verify=False)  # load() above verified it
+    coarse = full = None
+    if query_file is not None:
+        q = read_vectors(query_file, "query", dim=index.input_dim)
+        coarse, full = query_vectors(index.adaptor, q[0], manifest)
+    body = query_request(manifest, coarse, full, k=k)
+    return {"method": "POST", "path": query_path(manifest), "body": body}
 
 
 @click.command("calibrate")
