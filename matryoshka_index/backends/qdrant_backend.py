@@ -74,6 +74,7 @@ from qdrant_client import models as qm
 
 from ..errors import FormatError, InputError
 from ..progress import progress
+from ..validation import check_positive_int
 from .base import EMPTY_ID, empty_results
 from .qdrant_common import (
     COARSE,
@@ -164,8 +165,7 @@ def _positive(*, optional: bool = False, **values: Any) -> None:
     for name, value in values.items():
         if optional and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name}: must be a positive integer, got {value!r}")
+        check_positive_int(value, name)
 
 
 def _layout(
