@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from qdrant_client import QdrantClient
@@ -25,15 +25,13 @@ from ..backends.qdrant_metadata import COMPANION_SUFFIX, META_KEY, MIGRATION_KEY
 from ..errors import BackendError, InputError
 from .adapting import coarse_vectors
 from .checkpoint import Checkpoint, State, is_migration_record
+from .context import Run
 from .fingerprint import CHECK_KEY, fingerprint
 from .plan import HNSW_LINK_BYTES, READ_BASIS
 from .reports import MigrationReport, VerificationResult
 from .source import Source, in_place_checkpoint, vector_of
 from .verify import verify_copy, verify_in_place
 from .writer import WriteJob
-
-if TYPE_CHECKING:
-    from .driver import Run
 
 MIN_IN_PLACE_VERSION = (1, 18)
 

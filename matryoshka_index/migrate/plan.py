@@ -17,8 +17,9 @@ import numpy as np
 from qdrant_client import QdrantClient
 
 from .._version import __version__
-from ..backends.qdrant_backend import call, is_local_client, utc_now
+from ..backends.qdrant_backend import call, utc_now
 from ..backends.qdrant_common import quantized_bytes
+from ..backends.qdrant_connection import client_mode
 from .source import Source, vector_of
 
 ESTIMATE_BASIS = (
@@ -143,7 +144,7 @@ def measure_sample(
 
 def is_local_path_client(client: QdrantClient) -> bool:
     """qdrant-client local mode on disk (not in memory): one SQLite transaction per point written."""
-    return is_local_client(client) and bool(getattr(client._client, "persistent", False))
+    return client_mode(client)[0] == "path"
 
 
 def index_manifest(src: Source, coarse_dim: int, candidates: int, *, in_place: bool = False) -> dict[str, Any]:
