@@ -83,7 +83,7 @@ def _read_ids(path: str, n: int) -> np.ndarray:
     type=click.Choice(["faiss", "qdrant", "qdrant-edge"]),
     default="faiss",
     show_default=True,
-    help="Where the vectors live: FAISS files, a Qdrant collection (local mode, or a server with --url), "
+    help="Where the vectors live: FAISS files, a Qdrant collection (embedded, or a server with --url), "
     "or an embedded qdrant-edge shard (needs the edge extra).",
 )
 @click.option(
@@ -95,7 +95,9 @@ def _read_ids(path: str, n: int) -> np.ndarray:
     "FAISS only). [default: flat for faiss, hnsw for qdrant]",
 )
 @click.option(
-    "--url", help="Qdrant server URL (with --backend qdrant); default: local mode inside the index directory."
+    "--url",
+    help="Qdrant server URL (with --backend qdrant); default: embedded, saved inside the index directory "
+    "(qdrant-edge when the edge extra is installed, else qdrant-client local mode).",
 )
 @click.option("--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key (or set QDRANT_API_KEY).")
 @click.option("--collection", help="Qdrant collection to create (with --backend qdrant).")
