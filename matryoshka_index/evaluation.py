@@ -3,42 +3,30 @@
 ``recall@k`` here is the share of the exact full-dimension top-k that a search returns in its own
 top-k, averaged over queries (the usual ANN recall, "k@k"). Exact search means brute-force inner
 product over the same full vectors the rerank uses, so with ``rerank="original"`` the truth is the
-exact full-dim search over the original embeddings.
+exact full-dim search over the original embeddings. The measure itself is
+:func:`matryoshka_index.metrics.ann_recall` (``recall_at_k`` here is its former name); exact search
+over a plain array is :func:`matryoshka_index.exact.exact_topk`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .exact import exact_topk
-from .validation import check_embeddings, check_positive_int
+from .metrics import ann_recall
+from .validation import best_time, check_embeddings, check_positive_int
 
 if TYPE_CHECKING:
     from .index import MatryoshkaIndex
 
-__all__ = ["evaluate_recall", "exact_topk", "recall_at_k"]
+__all__ = ["ann_recall", "evaluate_recall", "exact_topk", "recall_at_k"]
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over queries of ``|found_i ∩ truth_i| / |truth_i|``; ``-1`` entries (no result) never count.
-
-    ``found`` and ``truth`` are ``(n_queries, k)`` id arrays (any k each). Queries whose truth is
-    empty are skipped; with no such query at all the recall is 1.0 (nothing to find).
-    """
-    found = np.asarray(found)
-    truth = np.asarray(truth)
-    if found.shape[0] != truth.shape[0]:
-        raise ValueError(f"found has {found.shape[0]} rows but truth {truth.shape[0]}")
-    valid = truth >= 0
-    hits = ((found[:, :, None] == truth[:, None, :]) & valid[:, None, :]).any(axis=1).sum(axis=1)
-    sizes = valid.sum(axis=1)
-    keep = sizes > 0
-    if not keep.any():
-        return 1.0
-    return float(np.mean(hits[keep] / sizes[keep]))
+recall_at_k = ann_recall
+"""The former name of :func:`matryoshka_index.metrics.ann_recall` (recall against exact search);
+kept working. The labelled recall is :func:`matryoshka_index.metrics.recall_at_k`."""
 
 
 def evaluate_recall(
@@ -59,23 +47,15 @@ def evaluate_recall(
     repeats = check_positive_int(repeats, "repeats")
     used = index.resolve_candidates(k, candidates)
 
-    def best_time(fn: Any) -> tuple[float, Any]:
-        best, out = float("inf"), None
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            best = min(best, time.perf_counter() - t0)
-        return best, out
-
-    t_two, (_, found) = best_time(lambda: index.search(queries, k=k, candidates=used))
-    t_exact, (_, truth) = best_time(lambda: index.exact_search(queries, k=k))
+    t_two, (_, found) = best_time(lambda: index.search(queries, k=k, candidates=used), repeats)
+    t_exact, (_, truth) = best_time(lambda: index.exact_search(queries, k=k), repeats)
     info = index.info()
     n = len(queries)
     return {
         "queries": n,
         "k": k,
         "candidates": used,
-        f"recall@{k}": round(recall_at_k(found, truth), 5),
+        f"recall@{k}": round(ann_recall(found, truth), 5),
         "queries_per_second": round(n / max(t_two, 1e-9), 1),
         "exact_queries_per_second": round(n / max(t_exact, 1e-9), 1),
         "speedup_vs_exact": round(t_exact / max(t_two, 1e-9), 2),

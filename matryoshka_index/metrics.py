@@ -2,9 +2,13 @@
 
 Two families:
 
-* ANN view: :func:`neighbour_recall` compares what a search returned with the exact top-k.
+* ANN view, ids a search returned against the exact top-k (``-1`` = no result):
+  :func:`ann_recall` (the share of each query's exact neighbours found, what calibration and
+  ``mindex eval`` report; :func:`per_query_recall` gives it per query) and
+  :func:`neighbour_recall` (hits in the first k of both, over ``k`` per query).
 * Labelled retrieval (BEIR/TREC style), with qrels ``{query_id: {doc_id: relevance}}``:
-  :func:`ndcg_at_k`, :func:`mrr_at_k`, :func:`recall_at_k`. Gains are linear in relevance and
+  :func:`ndcg_at_k`, :func:`mrr_at_k`, :func:`recall_at_k` (the share of the *relevant* documents in
+  the top k: the labelled recall; the ANN one is :func:`ann_recall`). Gains are linear in relevance and
   discounts ``log2(rank + 1)``, as in ``trec_eval``'s ``ndcg_cut``; queries without any positive
   judgement are skipped (also as ``trec_eval`` does), and each function returns the mean over the
   remaining queries.
@@ -17,6 +21,33 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 Qrels = Mapping[str, Mapping[str, float]]
+
+
+def per_query_recall(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``|found_i ∩ truth_i| / |truth_i|`` for each query whose truth is not empty (``-1`` never counts).
+
+    ``found`` and ``truth`` are ``(n_queries, k)`` id arrays (any k each).
+    """
+    found = np.asarray(found)
+    truth = np.asarray(truth)
+    if found.shape[0] != truth.shape[0]:
+        raise ValueError(f"found has {found.shape[0]} rows but truth {truth.shape[0]}")
+    valid = truth >= 0
+    hits = ((found[:, :, None] == truth[:, None, :]) & valid[:, None, :] & (found[:, :, None] >= 0)).any(axis=1)
+    sizes = valid.sum(axis=1)
+    keep = sizes > 0
+    return (hits & valid).sum(axis=1)[keep] / sizes[keep]
+
+
+def ann_recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of ``|found_i ∩ truth_i| / |truth_i|``; ``-1`` entries (no result) never count.
+
+    Recall of an approximate search (``found``) against exact search (``truth``), "k@k" when both
+    have k columns. Queries whose truth is empty are skipped; with no such query at all the recall
+    is 1.0 (nothing to find). Formerly ``matryoshka_index.evaluation.recall_at_k`` (still there).
+    """
+    per_query = per_query_recall(found, truth)
+    return float(np.mean(per_query)) if len(per_query) else 1.0
 
 
 def neighbour_recall(found: np.ndarray, truth: np.ndarray, k: int | None = None) -> float:

@@ -5,7 +5,10 @@ only imports under ``if TYPE_CHECKING:`` are skipped, since they never run. Chec
 
 * no import circle among the package's modules;
 * backends import only errors, validation, storage, progress, _version and the backends' own modules;
-* the adaptor imports nothing of the index, the backends, the migration, the quality tools or the CLI.
+* the adaptor imports nothing of the index, the backends, the migration, the quality tools or the CLI;
+* the index imports nothing of the evaluations, the migration or the CLI; nothing imports the CLI;
+* the shared bottom modules (errors, validation, storage, metrics, calibration, manifest, exact...)
+  import nothing of the layers above them.
 """
 
 from __future__ import annotations
@@ -13,21 +16,24 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = "matryoshka_index"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 BACKEND_MAY_IMPORT = {f"{PACKAGE}.{m}" for m in ("errors", "validation", "storage", "progress", "_version")}
 ADAPTOR_MUST_NOT_IMPORT = tuple(f"{PACKAGE}.{m}" for m in ("index", "backends", "migrate", "quality", "cli"))
 
+INDEX_MUST_NOT_IMPORT = tuple(f"{PACKAGE}.{m}" for m in ("evaluation", "quality", "plots", "migrate", "cli"))
+BOTTOM = tuple(
+    f"{PACKAGE}.{m}"
+    for m in ("errors", "validation", "storage", "progress", "metrics", "calibration", "manifest", "exact", "_version")
+)
+ABOVE_BOTTOM = tuple(
+    f"{PACKAGE}.{m}" for m in ("adaptor", "backends", "index", "evaluation", "quality", "plots", "migrate", "cli")
+)
+
 # The Qdrant side of issue 10 is split in a parallel branch: until it lands, the Qdrant backend
 # still imports the adaptor lazily (to open an index stored in a collection). The lead empties this
 # set when the branches merge; an edge listed here that no longer exists fails the test too.
-KNOWN_VIOLATIONS_PENDING_QDRANT_SPLIT: set[tuple[str, str]] = {
-    (f"{PACKAGE}.backends.qdrant_backend", f"{PACKAGE}.adaptor"),
-    (f"{PACKAGE}.backends.qdrant_backend", f"{PACKAGE}.adaptor.pca"),
-}
 
 
 def module_name(path: Path) -> str:
@@ -144,7 +150,7 @@ def test_backends_import_only_the_layer_below() -> None:
         for a, b in _edges(f"{PACKAGE}.backends")
         if b not in BACKEND_MAY_IMPORT and not b.startswith(f"{PACKAGE}.backends")
     ]
-    assert set(bad) - KNOWN_VIOLATIONS_PENDING_QDRANT_SPLIT == set()
+    assert bad == []
 
 
 def test_adaptor_knows_nothing_of_indexes() -> None:
@@ -152,7 +158,37 @@ def test_adaptor_knows_nothing_of_indexes() -> None:
     assert bad == []
 
 
-@pytest.mark.parametrize("edge", sorted(KNOWN_VIOLATIONS_PENDING_QDRANT_SPLIT))
-def test_known_violations_still_exist(edge: tuple[str, str]) -> None:
-    """An allowed violation that is gone must leave the list, so the list only shrinks."""
-    assert edge[1] in GRAPH.get(edge[0], set())
+def test_the_index_knows_nothing_of_what_evaluates_or_drives_it() -> None:
+    bad = [(a, b) for a, b in _edges(f"{PACKAGE}.index") if b.startswith(INDEX_MUST_NOT_IMPORT)]
+    assert bad == []
+
+
+def test_only_the_cli_imports_the_cli() -> None:
+    bad = [
+        (a, b)
+        for a, deps in GRAPH.items()
+        for b in deps
+        if b.startswith(f"{PACKAGE}.cli") and not a.startswith(f"{PACKAGE}.cli")
+    ]
+    assert bad == []
+
+
+def test_the_bottom_modules_import_nothing_above_them() -> None:
+    bad = [(a, b) for a in BOTTOM for b in GRAPH.get(a, ()) if b.startswith(ABOVE_BOTTOM)]
+    assert bad == []
+
+
+def _imports_torch_directly(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "torch" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch" and not node.level:
+            return True
+    return False
+
+
+def test_index_backends_and_shared_modules_never_import_torch_themselves() -> None:
+    """Only the adaptor may import torch (and it does so lazily); everything that composes it must not."""
+    paths = [*(ROOT / "index").rglob("*.py"), *(ROOT / "backends").rglob("*.py")]
+    paths += [ROOT / f"{m}.py" for m in ("calibration", "manifest", "exact", "metrics", "evaluation", "validation")]
+    assert [p.relative_to(ROOT).as_posix() for p in paths if _imports_torch_directly(p)] == []

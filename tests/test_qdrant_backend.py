@@ -12,16 +12,16 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from matryoshka_index.backends import get_backend_class
+from matryoshka_index.backends import get_backend_class, qdrant_errors
 from matryoshka_index.backends import qdrant_backend as qb
 from matryoshka_index.backends.qdrant_backend import (
     COMPANION_SUFFIX,
     META_KEY,
     QdrantBackend,
-    open_index_from_qdrant,
     point_handle,
 )
 from matryoshka_index.errors import BackendError, FormatError, InputError
+from matryoshka_index.qdrant_open import open_index_from_qdrant
 
 N, D, C = 2000, 48, 12
 
@@ -263,7 +263,7 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch):
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     slept: list[float] = []
-    monkeypatch.setattr(qb.time, "sleep", slept.append)
+    monkeypatch.setattr(qdrant_errors.time, "sleep", slept.append)
     attempts = iter(
         [
             ResponseHandlingException(httpx.ConnectError("reset")),
@@ -462,3 +462,34 @@ def test_embedded_qdrant_is_qdrant_edge_when_installed_else_local_mode_with_a_wa
     monkeypatch.delitem(sys.modules, "matryoshka_index.backends.qdrant_edge_backend", raising=False)
     with pytest.warns(UserWarning, match=r'pip install "matryoshka-index\[edge\]"'):
         assert embedded_qdrant_backend({}) == "qdrant"
+
+
+def test_external_ids_and_payloads_of_int_and_uuid_points():
+    """PointLookup: the point id exactly as stored (int or UUID string) and its payload, per handle."""
+    client = QdrantClient(":memory:")
+    client.create_collection(
+        "mixed",
+        vectors_config={
+            "coarse": qm.VectorParams(size=2, distance=qm.Distance.DOT),
+            "full": qm.VectorParams(size=3, distance=qm.Distance.DOT),
+        },
+    )
+    uid = "5F2B6A3E-1C1D-4A0B-9D2E-0E6F2A9B7C11"  # Qdrant answers with the canonical lower-case form
+    client.upsert(
+        "mixed",
+        [
+            qm.PointStruct(id=uid, vector={"coarse": [1, 0], "full": [1, 0, 0]}, payload={"kind": "uuid"}),
+            qm.PointStruct(id=4, vector={"coarse": [0.9, 0.1], "full": [0.9, 0.1, 0]}, payload={"kind": "int"}),
+            qm.PointStruct(id=9, vector={"coarse": [0, 1], "full": [0, 1, 0]}),
+        ],
+    )
+    be = QdrantBackend.from_collection(client, "mixed")
+    _, found = be.search(np.array([[1, 0]], np.float32), np.array([[1, 0, 0]], np.float32), 4, 4)
+    assert found[0].tolist() == [point_handle(uid.lower()), 4, 9, -1]
+    assert be.external_ids(found[0]) == [uid.lower(), 4, 9, None]
+    assert be.payloads(found[0]) == [{"kind": "uuid"}, {"kind": "int"}, None, None]
+    # a fresh backend resolves UUID handles it has not seen (one ids-only scan) and absent ids give None
+    fresh = QdrantBackend.from_collection(client, "mixed")
+    fresh._has_foreign_ids = True
+    assert fresh.external_ids(np.array([point_handle(uid.lower()), 77])) == [uid.lower(), 77]
+    assert fresh.payloads(np.array([4, 77, point_handle(uid.lower())])) == [{"kind": "int"}, None, {"kind": "uuid"}]

@@ -186,8 +186,56 @@ def test_filter_passes_through_both_stages(qe, flat, data):
     _, ref = _two_stage_numpy(ids, coarse, full, cq, q, 10, 30, mask=mask)
     np.testing.assert_array_equal(found, ref)
     assert {p["group"] for p in flat.payloads(found[0])} == {2}
-    with pytest.raises(InputError, match=r"takes a qdrant_edge\.Filter"):
-        flat.search(cq, q, 10, 30, query_filter={"must": []})
+    assert flat.external_ids(found[0]) == [int(i) for i in found[0]]
+    assert flat.external_ids(np.array([-1, 5])) == [None, 5] and flat.payloads(np.array([-1])) == [None]
+    # a qdrant-client Filter and its dict form are translated, and find the same points
+    from qdrant_client import models as qm
+
+    client_filter = qm.Filter(must=[qm.FieldCondition(key="group", match=qm.MatchValue(value=2))])
+    as_dict = {"must": [{"key": "group", "match": {"value": 2}}]}
+    for other in (client_filter, as_dict):
+        np.testing.assert_array_equal(flat.search(cq, q, 10, 30, query_filter=other)[1], ref)
+    with pytest.raises(InputError, match=r"takes a qdrant_edge\.Filter, a qdrant_client\.models\.Filter"):
+        flat.search(cq, q, 10, 30, query_filter=["must"])
+    with pytest.raises(InputError, match="not a Qdrant filter"):
+        flat.search(cq, q, 10, 30, query_filter={"must": [{"nonsense": 1}]})
+
+
+def test_client_filters_of_every_kind_translate(qe, flat, data):
+    """Ranges, any/except, must_not, should with min_should, has_id, is_empty and nested filters select the
+    same points through a translated qdrant-client filter as through the hand-written qdrant-edge one."""
+    from qdrant_client import models as qm
+
+    ids, _, _, q, cq, _ = data
+    some = [int(i) for i in ids[:50]]
+    pairs = [
+        (
+            qm.Filter(must=[qm.FieldCondition(key="group", range=qm.Range(gte=1, lt=3))]),
+            qe.Filter(must=[qe.FieldCondition(key="group", range=qe.RangeFloat(gte=1, lt=3))]),
+        ),
+        (
+            qm.Filter(must_not=[qm.FieldCondition(key="group", match=qm.MatchAny(any=[0, 3]))]),
+            qe.Filter(must_not=[qe.FieldCondition(key="group", match=qe.MatchAny([0, 3]))]),
+        ),
+        (
+            qm.Filter(
+                should=[qm.FieldCondition(key="group", match=qm.MatchExcept(**{"except": [1]}))],
+                min_should=qm.MinShould(conditions=[qm.HasIdCondition(has_id=some)], min_count=1),
+            ),
+            qe.Filter(
+                should=[qe.FieldCondition(key="group", match=qe.MatchExcept([1]))],
+                min_should=qe.MinShould([qe.HasIdCondition(set(some))], 1),
+            ),
+        ),
+        (
+            qm.Filter(must=[qm.Filter(must_not=[qm.IsEmptyCondition(is_empty=qm.PayloadField(key="name"))])]),
+            qe.Filter(must=[qe.Filter(must_not=[qe.IsEmptyCondition("name")])]),
+        ),
+    ]
+    for client_filter, edge_filter in pairs:
+        want = flat.search(cq, q, 10, 30, query_filter=edge_filter)[1]
+        np.testing.assert_array_equal(flat.search(cq, q, 10, 30, query_filter=client_filter)[1], want)
+        assert (want >= 0).any()
 
 
 def test_add_contains_remove_ids_len(Edge):

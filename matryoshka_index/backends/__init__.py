@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from .base import (
     CAPABILITIES,
+    COARSE,
     EMPTY_ID,
+    FULL,
+    METRICS,
     Closeable,
     PointLookup,
     ReportsTimings,
@@ -17,6 +20,7 @@ from .base import (
     StoresIndexMetadata,
     TrainableCoarse,
     empty_results,
+    quantized_bytes,
 )
 
 BACKENDS = ("faiss", "qdrant", "qdrant-edge")
@@ -44,7 +48,10 @@ def get_backend_class(name: str) -> type:
 __all__ = [
     "BACKENDS",
     "CAPABILITIES",
+    "COARSE",
     "EMPTY_ID",
+    "FULL",
+    "METRICS",
     "Closeable",
     "PointLookup",
     "ReportsTimings",
@@ -54,4 +61,5 @@ __all__ = [
     "TrainableCoarse",
     "empty_results",
     "get_backend_class",
+    "quantized_bytes",
 ]

@@ -34,6 +34,21 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 EMPTY_ID = -1
+METRICS = ("cosine", "ip")
+"""The metrics every backend supports: cosine (inner product of vectors the index L2-normalised) and ip."""
+COARSE = "coarse"
+FULL = "full"
+"""Names of the two stored vectors (Qdrant's named vectors; FAISS keeps them apart by file)."""
+
+
+def quantized_bytes(dim: int, quantization: str | None) -> int:
+    """Bytes per vector of the quantized copy Qdrant keeps beside a ``dim``-float vector (0 for none):
+    ``dim`` for int8, ``ceil(dim / 8)`` for binary."""
+    if quantization == "int8":
+        return dim
+    if quantization == "binary":
+        return (dim + 7) // 8
+    return 0
 
 
 @runtime_checkable

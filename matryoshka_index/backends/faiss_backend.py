@@ -45,8 +45,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -57,7 +55,8 @@ from typing import Any, ClassVar
 import faiss
 import numpy as np
 
-from ..errors import BackendError, FormatError, InputError
+from ..errors import BackendError, FormatError, InputError, StorageError
+from ..storage import owned_temp_dir, preallocate, remove_temp_dir
 from .base import EMPTY_ID, empty_results
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
@@ -111,26 +110,39 @@ def _nprobe_ladder(nlist: int) -> list[int]:
 
 
 class _SpillFile:
-    """An append-only float32 matrix in a raw temporary file, memory-mapped; capacity doubles as it grows."""
+    """An append-only float32 matrix in a raw temporary file, memory-mapped; capacity doubles as it grows.
+
+    The directory is owned (:func:`~matryoshka_index.storage.owned_temp_dir`: a later run sweeps it if
+    this process is killed) and lives in ``directory``, else ``$MINDEX_TMPDIR``, else the system temp
+    folder. Each growth reserves its blocks with ``posix_fallocate`` before the map is written, so a
+    full disk raises a one-line StorageError here instead of SIGBUS at a write through the map.
+    """
 
     def __init__(self, dim: int, directory: str | None) -> None:
         self.dim = dim
-        self.dir = tempfile.mkdtemp(prefix="mindex-spill-", dir=directory)
+        self.dir = str(owned_temp_dir("mindex-spill-", directory))
         self.path = os.path.join(self.dir, "full.f32")
         self.n = 0
         self._cap = 0
         self._mm: np.ndarray | None = None
         open(self.path, "wb").close()
         # The directory goes away with this object (or at interpreter exit), never left in /tmp.
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self.dir, True)
+        self._finalizer = weakref.finalize(self, remove_temp_dir, self.dir)
 
     def append(self, x: np.ndarray) -> None:
         need = self.n + len(x)
         if need > self._cap:
             cap = max(need, 2 * self._cap, 1024)
-            self._mm = None
-            with open(self.path, "r+b") as fh:
-                fh.truncate(cap * self.dim * 4)
+            fd = os.open(self.path, os.O_RDWR)
+            try:
+                try:
+                    preallocate(fd, cap * self.dim * 4, self.path)
+                except StorageError:  # the doubling does not fit: the rows themselves may still
+                    cap = need
+                    preallocate(fd, cap * self.dim * 4, self.path)
+                os.ftruncate(fd, cap * self.dim * 4)  # no-op where fallocate worked; sizes it where not
+            finally:
+                os.close(fd)
             self._mm = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(cap, self.dim))
             self._cap = cap
         assert self._mm is not None

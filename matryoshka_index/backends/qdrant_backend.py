@@ -46,23 +46,25 @@ map filled by every search, scroll and :meth:`QdrantBackend.ids` call (or, for a
 seen, by one ids-only scroll of the collection). :meth:`QdrantBackend.point_ids` maps handles back
 to the original ids (UUID strings exactly as Qdrant returns them); :meth:`QdrantBackend.search_points`
 returns the original ids directly. The UUIDs themselves are never rewritten.
+
+Modules
+-------
+This module holds the backend; what it stands on lives beside it: ``qdrant_connection`` (clients),
+``qdrant_errors`` (one-line errors, retries), ``qdrant_metadata`` (point handles, collection lookups,
+the metadata store), ``qdrant_snapshots`` (the in-memory snapshot) and ``qdrant_common`` (what the
+qdrant-edge backend shares). Their public names are importable from here too, as before.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import json
 import os
-import random
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -70,498 +72,49 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from .._version import __version__
-from ..errors import BackendError, FormatError, InputError, MatryoshkaError
+from ..errors import FormatError, InputError
 from ..progress import progress
-from ..storage import atomic_write_json, save_npy
 from .base import EMPTY_ID, empty_results
+from .qdrant_common import (
+    COARSE,
+    FULL,
+    QUANTIZATIONS,
+    Closing,
+    Payloads,
+    add_inputs,
+    membership,
+    quantized_bytes,
+    query_pairs,
+)
+from .qdrant_connection import client_mode, close_quietly, connect, describe_client, is_local_client
+from .qdrant_errors import call, is_transient, translate_error
+from .qdrant_metadata import (
+    CHUNK_BYTES,
+    COMPANION_SUFFIX,
+    META_KEY,
+    MIGRATION_KEY,
+    RECORD_FORMAT,
+    RECORD_VERSION,
+    MetadataStore,
+    bundle_id,
+    check_index_record,
+    collection_names,
+    index_record,
+    is_foreign_id,
+    point_handle,
+    require_collection,
+    resolve_alias,
+    utc_now,
+    vector_params,
+)
+from .qdrant_snapshots import SNAPSHOT_DIR, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, open_snapshot, write_snapshot
 
 T = TypeVar("T")
 
-COARSE = "coarse"
-FULL = "full"
-META_KEY = "matryoshka_index"
-MIGRATION_KEY = "matryoshka_index_migration"
-COMPANION_SUFFIX = "__mindex_meta"
-RECORD_FORMAT = "matryoshka-index-qdrant"
-RECORD_VERSION = 1
-SNAPSHOT_FORMAT = "matryoshka-index-qdrant-snapshot"
-SNAPSHOT_VERSION = 1
-SNAPSHOT_DIR = "qdrant"
 DEFAULT_COLLECTION = "matryoshka_index"
-CHUNK_BYTES = 512 * 1024
-_INT64_MAX = (1 << 63) - 1
 _QUERY_BATCH = 64
 _ID_BATCH = 1024
 _METRICS = {"cosine": qm.Distance.COSINE, "ip": qm.Distance.DOT, "dot": qm.Distance.DOT}
-_QUANTIZATIONS = (None, "int8", "binary")
-_COMPANION_NS = uuid.UUID("6f1c3c52-54a4-4c55-9a55-6d696e646578")
-_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
-
-
-# ---------------------------------------------------------------------------------------------- ids
-
-
-def point_handle(point_id: int | str) -> int:
-    """The int64 the index sees for a Qdrant point id: the id itself for ints in [0, 2**63), else a stable hash.
-
-    The hash (63 bits of blake2b of the id's text) is the same in every process; collisions between
-    n UUIDs have probability about n**2 / 2**64 (1e-7 at a million points). ``mindex migrate``
-    checks a migrated collection for them and reports any.
-    """
-    if isinstance(point_id, (int, np.integer)) and 0 <= int(point_id) <= _INT64_MAX:
-        return int(point_id)
-    digest = hashlib.blake2b(str(point_id).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & _INT64_MAX
-
-
-def is_foreign_id(point_id: int | str) -> bool:
-    """Whether a Qdrant id needs a handle (a UUID, or an int outside int64)."""
-    return not (isinstance(point_id, (int, np.integer)) and 0 <= int(point_id) <= _INT64_MAX)
-
-
-# --------------------------------------------------------------------------------------- connection
-
-
-def describe_client(client: QdrantClient) -> str:
-    """A short human name of where a client points: its URL, its local path, or 'in-memory Qdrant'."""
-    inner = getattr(client, "_client", None)
-    location = getattr(inner, "location", None)
-    if location is not None and hasattr(inner, "persistent"):
-        return f"local Qdrant storage {location}" if inner.persistent else "in-memory Qdrant"
-    uri = getattr(inner, "rest_uri", None)
-    return str(uri).rstrip("/") if uri else "Qdrant"
-
-
-def _client_mode(client: QdrantClient) -> tuple[str, dict[str, Any]]:
-    """('memory' | 'path' | 'remote', connection facts to save) for any QdrantClient."""
-    inner = getattr(client, "_client", None)
-    if hasattr(inner, "persistent") and hasattr(inner, "location"):
-        if inner.persistent:
-            return "path", {"path": str(Path(inner.location).absolute())}
-        return "memory", {}
-    opts = dict(getattr(client, "init_options", {}) or {})
-    facts: dict[str, Any] = {"url": str(getattr(inner, "rest_uri", "") or opts.get("url") or "").rstrip("/")}
-    for key in ("prefer_grpc", "https", "timeout", "grpc_port"):
-        if opts.get(key) is not None:
-            facts[key] = opts[key]
-    return "remote", facts
-
-
-def connect(
-    *,
-    url: str | None = None,
-    path: str | os.PathLike[str] | None = None,
-    location: str | None = None,
-    client: QdrantClient | None = None,
-    api_key: str | None = None,
-    https: bool | None = None,
-    timeout: int | None = None,
-    prefer_grpc: bool = False,
-    grpc_port: int | None = None,
-    must_exist: bool = False,
-) -> tuple[QdrantClient, bool]:
-    """A QdrantClient for the given connection options, and whether the caller owns (must close) it.
-
-    ``must_exist``: a ``path`` must already be a local Qdrant storage (for reading an existing
-    collection); otherwise qdrant-client would silently create an empty one there.
-    """
-    given = [name for name, v in (("url", url), ("path", path), ("location", location), ("client", client)) if v]
-    if len(given) > 1:
-        raise InputError(f"Qdrant connection: give only one of url, path, location or client (got {', '.join(given)})")
-    if client is not None:
-        if not isinstance(client, QdrantClient):
-            raise InputError(f"client: expected a qdrant_client.QdrantClient, got {type(client).__name__}")
-        return client, False
-    if path is not None:
-        p = Path(path)
-        if must_exist and not (p / "meta.json").is_file():
-            raise InputError(f"{p}: not a Qdrant local-mode storage directory (no meta.json); check --qdrant-path")
-        if p.exists() and not p.is_dir():
-            raise InputError(f"{p}: exists and is not a directory; give a directory for Qdrant local mode")
-        try:
-            return QdrantClient(path=str(p)), True
-        except RuntimeError as exc:  # portalocker: another QdrantClient holds the storage
-            raise BackendError(
-                f"{p}: Qdrant local storage is open in another client or process ({_first_line(exc)}); "
-                "close it first (local mode allows one at a time) or use a Qdrant server"
-            ) from None
-    if url is not None:
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise InputError(f"timeout: must be a positive number of seconds, got {timeout!r}")
-        kwargs: dict[str, Any] = {
-            "url": url,
-            "api_key": api_key,
-            "https": https,
-            "timeout": int(timeout) if timeout is not None else None,
-            "prefer_grpc": prefer_grpc,
-            # our own first request gives the one-line error; the client's check only warns
-            "check_compatibility": False,
-        }
-        if grpc_port is not None:
-            kwargs["grpc_port"] = grpc_port
-        try:
-            return QdrantClient(**kwargs), True
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"url: {url!r} is not a usable Qdrant URL ({_first_line(exc)})") from None
-    if location not in (None, ":memory:"):
-        raise InputError(f"location: only ':memory:' is supported, got {location!r}; use url= or path=")
-    return QdrantClient(location=":memory:"), True
-
-
-# ------------------------------------------------------------------------------------------- errors
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
-
-
-def _http_error_text(exc: Any) -> str:
-    try:
-        body = json.loads(exc.content)
-        return str(body.get("status", {}).get("error") or body)[:300]
-    except Exception:
-        return (exc.content or b"")[:300].decode(errors="replace") or str(exc.reason_phrase)
-
-
-def _grpc_code(exc: BaseException) -> Any:
-    code = getattr(exc, "code", None)
-    if callable(code):
-        with contextlib.suppress(Exception):
-            return code()
-    return None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying may help: connection resets, timeouts, 429/5xx, gRPC UNAVAILABLE and kin."""
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code in _TRANSIENT_HTTP
-    if isinstance(exc, ResponseHandlingException):
-        return True
-    try:
-        import httpx
-
-        if isinstance(exc, (httpx.TransportError,)):
-            return True
-    except ImportError:  # pragma: no cover - httpx is a qdrant-client dependency
-        pass
-    code = _grpc_code(exc)
-    if code is not None:
-        return getattr(code, "name", "") in {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
-    return isinstance(exc, (ConnectionError, TimeoutError))
-
-
-def translate_error(exc: BaseException, endpoint: str, what: str = "the request") -> MatryoshkaError | None:
-    """A one-line :class:`MatryoshkaError` for an exception raised inside qdrant-client, or None (a bug: re-raise)."""
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-    if isinstance(exc, MatryoshkaError):
-        return exc
-    if isinstance(exc, ResponseHandlingException):
-        source = getattr(exc, "source", None) or exc
-        name = source.__class__.__name__
-        if "Timeout" in name and "Connect" not in name:
-            return BackendError(
-                f"Qdrant at {endpoint} did not answer {what} in time ({name}); raise the timeout or check the server load"
-            )
-        return BackendError(f"cannot reach Qdrant at {endpoint}: {_first_line(source)}; is the server running?")
-    if isinstance(exc, UnexpectedResponse):
-        status = exc.status_code
-        text = _http_error_text(exc)
-        if status in (401, 403):
-            return BackendError(
-                f"Qdrant at {endpoint} refused {what} ({status}: {text}); pass the right API key (--api-key or QDRANT_API_KEY)"
-            )
-        return BackendError(f"Qdrant at {endpoint} refused {what} ({status}: {text})")
-    code = _grpc_code(exc)
-    if code is not None:
-        details = getattr(exc, "details", lambda: "")() or _first_line(exc)
-        name = getattr(code, "name", str(code))
-        if name == "UNAVAILABLE":
-            return BackendError(f"cannot reach Qdrant at {endpoint}: {details}; is the server running?")
-        if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-            return BackendError(f"Qdrant at {endpoint} refused {what} ({details}); pass the right API key")
-        if name == "DEADLINE_EXCEEDED":
-            return BackendError(f"Qdrant at {endpoint} did not answer {what} in time; raise the timeout")
-        return BackendError(f"Qdrant at {endpoint} refused {what} ({name}: {details})")
-    try:
-        import httpx
-
-        if isinstance(exc, httpx.TransportError):
-            return BackendError(f"cannot reach Qdrant at {endpoint}: {_first_line(exc)}; is the server running?")
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(exc, (ValueError, RuntimeError, AssertionError, KeyError, NotImplementedError)):
-        # local mode reports refusals as plain exceptions
-        return BackendError(f"{endpoint} refused {what}: {_first_line(exc)}")
-    return None
-
-
-def call(
-    fn: Callable[[], T],
-    endpoint: str,
-    what: str = "the request",
-    *,
-    retries: int = 0,
-    base_delay: float = 0.5,
-    max_delay: float = 10.0,
-    sleep: Callable[[float], None] | None = None,
-) -> T:
-    """Run one qdrant-client call; retry transient failures with exponential backoff and jitter; one-line errors."""
-    for attempt in range(retries + 1):
-        try:
-            return fn()
-        except MatryoshkaError:
-            raise
-        except Exception as exc:
-            if attempt < retries and is_transient(exc):
-                (sleep or time.sleep)(min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2))
-                continue
-            err = translate_error(exc, endpoint, what)
-            if err is None:
-                raise
-            raise err from None
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-# ------------------------------------------------------------------------------------ collection info
-
-
-def resolve_alias(client: QdrantClient, name: str, endpoint: str) -> str:
-    """The collection an alias points to, or ``name`` itself."""
-    aliases = call(lambda: client.get_aliases(), endpoint, "listing aliases").aliases
-    for a in aliases:
-        if a.alias_name == name:
-            return a.collection_name
-    return name
-
-
-def collection_names(client: QdrantClient, endpoint: str) -> list[str]:
-    return sorted(c.name for c in call(lambda: client.get_collections(), endpoint, "listing collections").collections)
-
-
-def require_collection(client: QdrantClient, name: str, endpoint: str, *, flag: str = "collection") -> str:
-    """Resolve an alias and check the collection exists; a one-line InputError naming what does exist."""
-    real = resolve_alias(client, name, endpoint)
-    names = collection_names(client, endpoint)
-    if real not in names:
-        shown = [n for n in names if not n.endswith(COMPANION_SUFFIX)]
-        listing = ", ".join(shown[:20]) + (" ..." if len(shown) > 20 else "") if shown else "none"
-        raise InputError(f"{flag}: no collection or alias named {name!r} at {endpoint} (collections there: {listing})")
-    return real
-
-
-def vector_params(info: qm.CollectionInfo) -> dict[str, qm.VectorParams]:
-    """Dense vector params by name ('' for an unnamed single vector)."""
-    vectors = info.config.params.vectors
-    if vectors is None:
-        return {}
-    if isinstance(vectors, qm.VectorParams):
-        return {"": vectors}
-    return dict(vectors)
-
-
-# ------------------------------------------------------------------------------------------ metadata
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def bundle_id(files: dict[str, bytes]) -> str:
-    """Content address of a set of files (names and bytes)."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return digest.hexdigest()
-
-
-class MetadataStore:
-    """Records (small JSON) and blobs (adaptor files) kept with a collection; see the module docstring."""
-
-    def __init__(self, client: QdrantClient, collection: str, endpoint: str, *, retries: int = 3) -> None:
-        self.client = client
-        self.collection = collection
-        self.endpoint = endpoint
-        self.companion = collection + COMPANION_SUFFIX
-        self.retries = retries
-        self._metadata_supported: bool | None = None
-
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        return call(fn, self.endpoint, what, retries=self.retries)
-
-    # records ---------------------------------------------------------------------------
-    def collection_metadata(self) -> dict[str, Any]:
-        info = self._call(
-            lambda: self.client.get_collection(self.collection), f"reading collection {self.collection!r}"
-        )
-        return dict(getattr(info.config, "metadata", None) or {})
-
-    def read(self, key: str = META_KEY) -> dict[str, Any] | None:
-        value = self.collection_metadata().get(key)
-        if value is None:
-            value = self._read_companion_record(key)
-        if value is None:
-            return None
-        if isinstance(value, str):  # records are stored as JSON text so nothing reshapes them
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise FormatError(
-                    f"collection {self.collection!r}: metadata {key!r} is not valid JSON; it was not written by matryoshka-index"
-                ) from None
-        if not isinstance(value, dict):
-            raise FormatError(f"collection {self.collection!r}: metadata {key!r} is not a JSON object")
-        return value
-
-    def write(self, record: dict[str, Any] | None, key: str = META_KEY) -> None:
-        """Store (or with None delete) one record, atomically: one metadata update is one request."""
-        text = None if record is None else json.dumps(record, sort_keys=True)
-        if self._metadata_supported is not False:
-            try:
-                self._call(
-                    lambda: self.client.update_collection(self.collection, metadata={key: text}),
-                    f"writing metadata of {self.collection!r}",
-                )
-            except BackendError:
-                if self._metadata_supported:
-                    raise
-                self._metadata_supported = False  # a server older than 1.16 rejects the field
-            else:
-                if self._metadata_supported is None:
-                    self._metadata_supported = self.collection_metadata().get(key) == text
-                if self._metadata_supported:
-                    return
-        self._write_companion_record(key, text)
-
-    # companion collection --------------------------------------------------------------
-    def _companion_exists(self) -> bool:
-        return bool(self._call(lambda: self.client.collection_exists(self.companion), "checking the companion"))
-
-    def _ensure_companion(self) -> None:
-        if self._companion_exists():
-            return
-        # one tiny dense vector: payload-only points are not accepted by every server version
-        self._call(
-            lambda: self.client.create_collection(
-                self.companion,
-                vectors_config={"_": qm.VectorParams(size=1, distance=qm.Distance.DOT)},
-                metadata={"matryoshka_index_companion_of": self.collection},
-            ),
-            f"creating the metadata collection {self.companion!r}",
-        )
-
-    def _record_point_id(self, key: str) -> str:
-        return str(uuid.uuid5(_COMPANION_NS, f"record/{key}"))
-
-    def _read_companion_record(self, key: str) -> Any:
-        if not self._companion_exists():
-            return None
-        got = self._call(
-            lambda: self.client.retrieve(self.companion, [self._record_point_id(key)], with_payload=True),
-            "reading the metadata collection",
-        )
-        return got[0].payload.get("value") if got else None
-
-    def _write_companion_record(self, key: str, text: str | None) -> None:
-        self._ensure_companion()
-        pid = self._record_point_id(key)
-        if text is None:
-            self._call(
-                lambda: self.client.delete(self.companion, qm.PointIdsList(points=[pid]), wait=True),
-                "deleting a metadata record",
-            )
-            return
-        self._call(
-            lambda: self.client.upsert(
-                self.companion,
-                [qm.PointStruct(id=pid, vector={"_": [1.0]}, payload={"kind": "record", "key": key, "value": text})],
-                wait=True,
-            ),
-            "writing a metadata record",
-        )
-
-    # blobs -----------------------------------------------------------------------------
-    def write_blobs(self, files: dict[str, bytes]) -> dict[str, Any]:
-        """Store files in the companion collection; returns the descriptor a record keeps to find them."""
-        self._ensure_companion()
-        bundle = bundle_id(files)
-        described: dict[str, Any] = {}
-        points: list[qm.PointStruct] = []
-        for name, data in sorted(files.items()):
-            chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
-            described[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "chunks": len(chunks)}
-            for i, chunk in enumerate(chunks):
-                points.append(
-                    qm.PointStruct(
-                        id=str(uuid.uuid5(_COMPANION_NS, f"blob/{bundle}/{name}/{i}")),
-                        vector={"_": [1.0]},
-                        payload={
-                            "kind": "blob",
-                            "bundle": bundle,
-                            "file": name,
-                            "chunk": i,
-                            "data": base64.b64encode(chunk).decode(),
-                        },
-                    )
-                )
-        for start in range(0, len(points), 4):  # a few MiB per request at most
-            batch = points[start : start + 4]
-            self._call(lambda b=batch: self.client.upsert(self.companion, b, wait=True), "writing the adaptor")
-        return {"collection": self.companion, "bundle": bundle, "files": described}
-
-    def read_blobs(self, descriptor: dict[str, Any]) -> dict[str, bytes]:
-        companion = descriptor.get("collection", self.companion)
-        bundle = descriptor["bundle"]
-        out: dict[str, bytes] = {}
-        for name, desc in descriptor["files"].items():
-            ids = [str(uuid.uuid5(_COMPANION_NS, f"blob/{bundle}/{name}/{i}")) for i in range(int(desc["chunks"]))]
-            got = self._call(
-                lambda ids=ids: self.client.retrieve(companion, ids, with_payload=True), "reading the adaptor"
-            )
-            by_chunk = {int(p.payload["chunk"]): p.payload["data"] for p in got}
-            if len(by_chunk) != len(ids):
-                raise FormatError(
-                    f"collection {self.collection!r}: adaptor file {name} is incomplete in {companion!r} "
-                    f"({len(by_chunk)} of {len(ids)} chunks); restore the companion collection or rebuild the index"
-                )
-            data = b"".join(base64.b64decode(by_chunk[i]) for i in range(len(ids)))
-            if hashlib.sha256(data).hexdigest() != desc["sha256"]:
-                raise FormatError(
-                    f"collection {self.collection!r}: adaptor file {name} in {companion!r} does not match its checksum"
-                )
-            out[name] = data
-        return out
-
-    def delete_other_blobs(self, keep_bundle: str | None) -> None:
-        """Garbage-collect chunks of adaptors no record points to any more."""
-        if not self._companion_exists():
-            return
-        must_not = [qm.FieldCondition(key="bundle", match=qm.MatchValue(value=keep_bundle))] if keep_bundle else []
-        flt = qm.Filter(must=[qm.FieldCondition(key="kind", match=qm.MatchValue(value="blob"))], must_not=must_not)
-        self._call(
-            lambda: self.client.delete(self.companion, qm.FilterSelector(filter=flt), wait=True),
-            "cleaning old adaptor chunks",
-        )
-
-    def export(self) -> dict[str, Any]:
-        """Everything stored for this collection, as JSON (for the in-memory snapshot)."""
-        records = {}
-        for key in (META_KEY, MIGRATION_KEY):
-            value = self.read(key)
-            if value is not None:
-                records[key] = value
-        blobs = None
-        desc = (records.get(META_KEY) or {}).get("adaptor")
-        if desc:
-            blobs = {name: base64.b64encode(data).decode() for name, data in self.read_blobs(desc).items()}
-        return {"records": records, "adaptor_files": blobs}
-
-
-# ------------------------------------------------------------------------------------------ backend
 
 
 def _check_metric(metric: str) -> str:
@@ -577,7 +130,7 @@ def _check_index(index: str) -> str:
     return index
 
 
-def _metric_of(distance: qm.Distance) -> str:
+def metric_of(distance: qm.Distance) -> str:
     if distance == qm.Distance.COSINE:
         return "cosine"
     if distance == qm.Distance.DOT:
@@ -587,8 +140,8 @@ def _metric_of(distance: qm.Distance) -> str:
     )
 
 
-def _quantization(kind: str | None, always_ram: bool) -> qm.QuantizationConfig | None:
-    if kind not in _QUANTIZATIONS:
+def quantization_config(kind: str | None, always_ram: bool) -> qm.QuantizationConfig | None:
+    if kind not in QUANTIZATIONS:
         raise InputError(f"coarse_quantization: choose None, 'int8' or 'binary', got {kind!r}")
     if kind == "int8":
         return qm.ScalarQuantization(
@@ -599,7 +152,49 @@ def _quantization(kind: str | None, always_ram: bool) -> qm.QuantizationConfig |
     return None
 
 
-class QdrantBackend:
+def _canonical_id(point_id: int | str) -> int | str:
+    if isinstance(point_id, str):
+        with contextlib.suppress(ValueError):
+            return str(uuid.UUID(point_id))
+    return point_id
+
+
+def _positive(*, optional: bool = False, **values: Any) -> None:
+    """Each value a positive integer (or None, when ``optional``); one line naming the first that is not."""
+    for name, value in values.items():
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name}: must be a positive integer, got {value!r}")
+
+
+def _layout(
+    coarse_dim: int,
+    full_dim: int,
+    metric: str,
+    index: str,
+    quant: qm.QuantizationConfig | None,
+    hnsw_m: int | None,
+    hnsw_ef_construct: int | None,
+    on_disk: bool,
+) -> dict[str, qm.VectorParams]:
+    """The two named vectors of a new collection: ``coarse`` (searched) and ``full`` (rerank only)."""
+    distance = _METRICS[metric]
+    hnsw = None
+    if index == "flat":  # exact coarse stage: no graph to build
+        hnsw = qm.HnswConfigDiff(m=0)
+    elif hnsw_m is not None or hnsw_ef_construct is not None:
+        hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
+    return {
+        COARSE: qm.VectorParams(size=coarse_dim, distance=distance, hnsw_config=hnsw, quantization_config=quant),
+        # m=0: no graph for `full`, it is only read to rerank the prefetched candidates
+        FULL: qm.VectorParams(
+            size=full_dim, distance=distance, hnsw_config=qm.HnswConfigDiff(m=0), on_disk=bool(on_disk)
+        ),
+    }
+
+
+class QdrantBackend(Closing):
     """Coarse + full named vectors in a Qdrant collection; both search stages run inside Qdrant.
 
     Create one with :meth:`create` (a new collection), :meth:`open` (from a saved index manifest) or
@@ -648,7 +243,7 @@ class QdrantBackend:
         self.max_retries = max(0, int(max_retries))
         self.quiet = quiet
         self.endpoint = describe_client(client)
-        self.mode, facts = _client_mode(client)
+        self.mode, facts = client_mode(client)
         self._local = self.mode != "remote"
         # local mode is one SQLite connection bound to its thread: no parallel uploads there
         self.parallel = 1 if self._local else max(1, int(parallel))
@@ -659,7 +254,7 @@ class QdrantBackend:
         self._full_map_built = False
         self.metadata = MetadataStore(client, collection, self.endpoint, retries=self.max_retries)
         self._owns_client = owns_client
-        self._finalizer = weakref.finalize(self, _close_quietly, client if owns_client else None)
+        self._finalizer = weakref.finalize(self, close_quietly, client if owns_client else None)
 
     # ---------------------------------------------------------------------------- construction
     @classmethod
@@ -715,16 +310,12 @@ class QdrantBackend:
         if unknown:
             raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(unknown))}")
         metric = _check_metric(metric)
-        for name, value in (("coarse_dim", coarse_dim), ("full_dim", full_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{name}: must be a positive integer, got {value!r}")
+        _positive(coarse_dim=coarse_dim, full_dim=full_dim)
         if coarse_dim > full_dim:
             raise InputError(f"coarse_dim: {coarse_dim} exceeds full_dim {full_dim}")
         index = _check_index(index)
-        quant = _quantization(coarse_quantization, quantization_always_ram)
-        for name, value in (("shard_number", shard_number), ("replication_factor", replication_factor)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError(f"{name}: must be a positive integer, got {value!r}")
+        quant = quantization_config(coarse_quantization, quantization_always_ram)
+        _positive(shard_number=shard_number, replication_factor=replication_factor, optional=True)
         if url is None and path is None and location is None and client is None:
             location = ":memory:"
         qclient, owns = connect(
@@ -748,21 +339,7 @@ class QdrantBackend:
                     f"collection: {name!r} already exists at {endpoint}; choose another name (collection=...) "
                     "or open it with MatryoshkaIndex.from_qdrant"
                 )
-            distance = _METRICS[metric]
-            hnsw = None
-            if index == "flat":  # exact coarse stage: no graph to build
-                hnsw = qm.HnswConfigDiff(m=0)
-            elif hnsw_m is not None or hnsw_ef_construct is not None:
-                hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
-            vectors = {
-                COARSE: qm.VectorParams(
-                    size=int(coarse_dim), distance=distance, hnsw_config=hnsw, quantization_config=quant
-                ),
-                # m=0: no graph for `full`, it is only read to rerank the prefetched candidates
-                FULL: qm.VectorParams(
-                    size=int(full_dim), distance=distance, hnsw_config=qm.HnswConfigDiff(m=0), on_disk=bool(on_disk)
-                ),
-            }
+            vectors = _layout(int(coarse_dim), int(full_dim), metric, index, quant, hnsw_m, hnsw_ef_construct, on_disk)
             call(
                 lambda: qclient.create_collection(
                     name,
@@ -778,7 +355,7 @@ class QdrantBackend:
             )
         except BaseException:
             if owns:
-                _close_quietly(qclient)
+                close_quietly(qclient)
             raise
         connection = {k: v for k, v in (("timeout", timeout), ("prefer_grpc", prefer_grpc or None)) if v is not None}
         return cls(
@@ -840,7 +417,7 @@ class QdrantBackend:
         coarse, full = params[COARSE], params[full_vector]
         if coarse.distance != full.distance:
             raise InputError(f"collection {real!r}: 'coarse' and 'full' use different distances")
-        metric = _metric_of(full.distance)
+        metric = metric_of(full.distance)
         quant = coarse.quantization_config or info.config.quantization_config
         kind = None
         if isinstance(quant, qm.ScalarQuantization):
@@ -889,7 +466,7 @@ class QdrantBackend:
         collection = options.pop("collection", None) or section["collection"]
         given = any(conn.get(k) is not None for k in ("url", "path", "location", "client"))
         if section.get("mode") == "memory" and not given:
-            return cls._open_snapshot(Path(directory) / section.get("snapshot", SNAPSHOT_DIR), collection, options)
+            return open_snapshot(cls, Path(directory) / section.get("snapshot", SNAPSHOT_DIR), collection, options)
         if not given:
             if section.get("mode") == "path":
                 conn["path"] = section["path"]
@@ -910,7 +487,7 @@ class QdrantBackend:
             backend = cls.from_collection(client, collection, owns_client=owns, **options)
         except BaseException:
             if owns:
-                _close_quietly(client)
+                close_quietly(client)
             raise
         for name, dim in (("coarse_dim", backend.coarse_dim), ("full_dim", backend.full_dim)):
             if section.get(name) is not None and int(section[name]) != dim:
@@ -921,69 +498,7 @@ class QdrantBackend:
                 )
         return backend
 
-    @classmethod
-    def _open_snapshot(cls, snap: Path, collection: str, options: dict[str, Any]) -> QdrantBackend:
-        meta_path = snap / "collection.json"
-        if not meta_path.is_file():
-            raise FormatError(f"{snap}: Qdrant snapshot is missing collection.json; the index directory is incomplete")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != SNAPSHOT_FORMAT or meta.get("format_version") != SNAPSHOT_VERSION:
-            raise FormatError(f"{meta_path}: not a Qdrant snapshot of a supported version")
-        ids_path = snap / "ids.npy"
-        ids: list[int | str] = (
-            np.load(ids_path, allow_pickle=False).tolist()
-            if ids_path.is_file()
-            else json.loads((snap / "ids.json").read_text())
-        )
-        coarse = np.load(snap / "coarse.npy", mmap_mode="r", allow_pickle=False)
-        full = np.load(snap / "full.npy", mmap_mode="r", allow_pickle=False)
-        payloads = [json.loads(line) for line in (snap / "payloads.jsonl").read_text().splitlines() if line]
-        if not (len(ids) == len(coarse) == len(full) == len(payloads)):
-            raise FormatError(
-                f"{snap}: snapshot files disagree on the number of points; the index directory is corrupt"
-            )
-        create_opts = {k: options.pop(k) for k in list(options) if k in ("upload_batch_size", "max_retries", "quiet")}
-        backend = cls.create(
-            index=meta.get("index", "hnsw"),
-            coarse_dim=int(meta["coarse_dim"]),
-            full_dim=int(meta["full_dim"]),
-            metric=meta["metric"],
-            collection=collection,
-            coarse_quantization=meta.get("coarse_quantization"),
-            on_disk=bool(meta.get("on_disk", False)),
-            **create_opts,
-        )
-        if options:
-            backend.close()
-            raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(options))}")
-        backend._upload(
-            ids, np.asarray(coarse, np.float32), np.asarray(full, np.float32), payloads, desc="loading Qdrant snapshot"
-        )
-        records = meta.get("records") or {}
-        files = meta.get("adaptor_files")
-        if META_KEY in records:
-            rec = dict(records[META_KEY])
-            # the snapshot restores the full vector as `full`, whatever the collection called it
-            rec["vectors"] = {**(rec.get("vectors") or {}), "full": FULL}
-            if files:
-                rec["adaptor"] = backend.metadata.write_blobs({k: base64.b64decode(v) for k, v in files.items()})
-            backend.metadata.write(rec, META_KEY)
-            backend._has_foreign_ids = bool((rec.get("point_ids") or {}).get("foreign"))
-        if MIGRATION_KEY in records:
-            backend.metadata.write(records[MIGRATION_KEY], MIGRATION_KEY)
-        return backend
-
     # ---------------------------------------------------------------------------- lifecycle
-    def close(self) -> None:
-        """Close the client if this backend opened it."""
-        self._finalizer()
-
-    def __enter__(self) -> QdrantBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _call(self, fn: Callable[[], T], what: str, *, retries: int | None = None) -> T:
         return call(fn, self.endpoint, what, retries=self.max_retries if retries is None else retries)
 
@@ -1035,6 +550,26 @@ class QdrantBackend:
         resolved = dict(zip(valid.tolist(), self._to_point_ids(valid), strict=True))
         return [None if i == EMPTY_ID else resolved[int(i)] for i in arr.tolist()]
 
+    def external_ids(self, handles: np.ndarray | Sequence[int]) -> list[int | str | None]:
+        """The point id of each handle exactly as Qdrant stores it (an int, or a UUID string); -1 -> None."""
+        return self.point_ids(handles)
+
+    def payloads(self, handles: np.ndarray | Sequence[int]) -> list[dict[str, Any] | None]:
+        """The stored payload of each handle (None where it is -1, absent, or has no payload)."""
+        point_ids = self.point_ids(handles)
+        wanted = list(dict.fromkeys(p for p in point_ids if p is not None))
+        got: dict[int | str, dict[str, Any] | None] = {}
+        for start in range(0, len(wanted), _ID_BATCH):
+            chunk = wanted[start : start + _ID_BATCH]
+            for p in self._call(
+                lambda c=chunk: self.client.retrieve(self.collection, c, with_payload=True, with_vectors=False),
+                "reading payloads",
+            ):
+                got[p.id] = p.payload or None
+        # UUIDs come back in Qdrant's canonical (lower-case, hyphenated) form: look up by that
+        canonical = {pid: _canonical_id(pid) for pid in wanted}
+        return [None if pid is None else got.get(canonical[pid]) for pid in point_ids]
+
     # ---------------------------------------------------------------------------- protocol
     def __len__(self) -> int:
         return int(self._call(lambda: self.client.count(self.collection, exact=True), "counting points").count)
@@ -1057,27 +592,10 @@ class QdrantBackend:
                 "looking up ids",
             )
             present.update(self._remember(p.id) for p in got)
-        return np.fromiter((int(i) in present for i in ids), dtype=bool, count=len(ids))
+        return membership(ids, present)
 
-    def add(
-        self,
-        ids: np.ndarray,
-        coarse: np.ndarray,
-        full: np.ndarray,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-    ) -> None:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        coarse = np.asarray(coarse, dtype=np.float32)
-        full = np.asarray(full, dtype=np.float32)
-        if coarse.shape != (len(ids), self.coarse_dim) or full.shape != (len(ids), self.full_dim):
-            raise InputError(
-                f"add: expected coarse ({len(ids)}, {self.coarse_dim}) and full ({len(ids)}, {self.full_dim}), "
-                f"got {coarse.shape} and {full.shape}"
-            )
-        if payloads is not None and len(payloads) != len(ids):
-            raise InputError(
-                f"payloads: {len(payloads)} payloads for {len(ids)} vectors; give one per vector (or None)"
-            )
+    def add(self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: Payloads = None) -> None:
+        ids, coarse, full = add_inputs(ids, coarse, full, payloads, self.coarse_dim, self.full_dim)
         self._upload(self._to_point_ids(ids), coarse, full, payloads)
 
     def _upload(
@@ -1175,12 +693,7 @@ class QdrantBackend:
         query_filter: Any | None,
         with_payload: bool = False,
     ) -> list[qm.QueryRequest]:
-        coarse_queries = np.asarray(coarse_queries, dtype=np.float32)
-        full_queries = np.asarray(full_queries, dtype=np.float32)
-        if len(coarse_queries) != len(full_queries):
-            raise InputError(
-                f"search: {len(coarse_queries)} coarse queries but {len(full_queries)} full queries; give one of each per query"
-            )
+        coarse_queries, full_queries = query_pairs(coarse_queries, full_queries)
         candidates = max(int(candidates), int(k))
         coarse_params, full_params = self._coarse_params(candidates), self._full_params()
         return [
@@ -1267,7 +780,7 @@ class QdrantBackend:
             adaptor_files = None  # the same adaptor is stored already (the index re-sends it on every change)
         if adaptor_files is not None:
             adaptor = self.metadata.write_blobs(adaptor_files)
-        record = _record(
+        record = index_record(
             self.coarse_dim,
             self.full_dim,
             self.metric,
@@ -1285,7 +798,7 @@ class QdrantBackend:
         record = self.metadata.read(META_KEY)
         if record is None:
             return None, None
-        _check_record(record, self.collection)
+        check_index_record(record, self.collection)
         files = self.metadata.read_blobs(record["adaptor"]) if record.get("adaptor") else None
         return record.get("manifest"), files
 
@@ -1310,77 +823,15 @@ class QdrantBackend:
             section["path"] = self.connection["path"]
         else:
             section["snapshot"] = SNAPSHOT_DIR
-            self._write_snapshot(Path(directory) / SNAPSHOT_DIR)
+            write_snapshot(self, Path(directory) / SNAPSHOT_DIR)
         return section
-
-    def _write_snapshot(self, snap: Path) -> None:
-        info = self._call(lambda: self.client.get_collection(self.collection), "reading the collection")
-        extra = sorted(set(vector_params(info)) - {COARSE, self.full_vector}) + sorted(
-            info.config.params.sparse_vectors or {}
-        )
-        if extra:
-            raise InputError(
-                f"collection {self.collection!r} lives in an in-memory Qdrant client and has other vectors "
-                f"({', '.join(extra)}); it cannot be saved as files: use a Qdrant server or path="
-            )
-        n = len(self)
-        ids: list[int | str] = []
-        coarse = np.empty((n, self.coarse_dim), dtype=np.float32)
-        full = np.empty((n, self.full_dim), dtype=np.float32)
-        lines: list[str] = []
-        offset = None
-        row = 0
-        while True:
-            records, offset = self._call(
-                lambda o=offset: self.client.scroll(
-                    self.collection, limit=1024, offset=o, with_payload=True, with_vectors=[COARSE, self.full_vector]
-                ),
-                "reading points",
-            )
-            for r in records:
-                if row >= n:
-                    raise BackendError(f"collection {self.collection!r} changed while it was being saved")
-                ids.append(r.id)
-                coarse[row] = r.vector[COARSE]
-                full[row] = r.vector[self.full_vector]
-                lines.append(json.dumps(r.payload or None, sort_keys=True))
-                row += 1
-            if offset is None:
-                break
-        snap.mkdir(parents=True, exist_ok=True)
-        if all(not is_foreign_id(i) for i in ids):
-            save_npy(snap / "ids.npy", np.asarray(ids, dtype=np.int64))
-        else:
-            atomic_write_json(snap / "ids.json", ids)
-        save_npy(snap / "coarse.npy", coarse[:row])
-        save_npy(snap / "full.npy", full[:row])
-        (snap / "payloads.jsonl").write_text("".join(line + "\n" for line in lines))
-        exported = self.metadata.export()
-        full_params = vector_params(info)[self.full_vector]
-        atomic_write_json(
-            snap / "collection.json",
-            {
-                "format": SNAPSHOT_FORMAT,
-                "format_version": SNAPSHOT_VERSION,
-                "points": row,
-                "coarse_dim": self.coarse_dim,
-                "full_dim": self.full_dim,
-                "metric": self.metric,
-                "index": self.index,
-                "coarse_quantization": self.coarse_quantization,
-                "on_disk": bool(full_params.on_disk),
-                **exported,
-            },
-        )
 
     def info(self) -> dict[str, Any]:
         info = self._call(lambda: self.client.get_collection(self.collection), "reading the collection")
         params = info.config.params
         full_params = vector_params(info).get(self.full_vector)
         coarse_bytes = self.coarse_dim * 4
-        quant_bytes = {"int8": self.coarse_dim, "binary": (self.coarse_dim + 7) // 8}.get(
-            self.coarse_quantization or "", 0
-        )
+        quant_bytes = quantized_bytes(self.coarse_dim, self.coarse_quantization)
         return {
             "backend": self.kind,
             "mode": self.mode,
@@ -1403,166 +854,37 @@ class QdrantBackend:
         }
 
 
-def _close_quietly(client: QdrantClient | None) -> None:
-    if client is not None:
-        with contextlib.suppress(Exception):
-            client.close()
-
-
-def _record(
-    coarse_dim: int,
-    full_dim: int,
-    metric: str,
-    *,
-    manifest: dict[str, Any] | None,
-    adaptor: dict[str, Any] | None,
-    point_ids: dict[str, Any] | None = None,
-    full_vector: str = FULL,
-) -> dict[str, Any]:
-    return {
-        "format": RECORD_FORMAT,
-        "format_version": RECORD_VERSION,
-        "vectors": {"coarse": COARSE, "full": full_vector, "coarse_dim": int(coarse_dim), "full_dim": int(full_dim)},
-        "metric": metric,
-        "manifest": manifest,
-        "adaptor": adaptor,
-        "point_ids": point_ids,
-        "library_version": __version__,
-        "updated": _now(),
-    }
-
-
-def _check_record(record: dict[str, Any], collection: str) -> None:
-    if record.get("format") != RECORD_FORMAT:
-        raise FormatError(
-            f"collection {collection!r}: metadata {META_KEY!r} has format {record.get('format')!r}, not {RECORD_FORMAT!r}"
-        )
-    if record.get("format_version") != RECORD_VERSION:
-        raise FormatError(
-            f"collection {collection!r}: index metadata format version {record.get('format_version')!r} is not "
-            f"supported by this version of matryoshka-index (supported: {RECORD_VERSION}); upgrade matryoshka-index"
-        )
-
-
-# ------------------------------------------------------------------------------------ from_qdrant
-
-
-def open_index_from_qdrant(
-    index_cls: Any,
-    collection: str,
-    url: str | None = None,
-    path: str | os.PathLike[str] | None = None,
-    client: QdrantClient | None = None,
-    *,
-    api_key: str | None = None,
-    https: bool | None = None,
-    timeout: int | None = None,
-    prefer_grpc: bool = False,
-    device: str = "auto",
-    allow_unverified: bool = False,
-    **backend_options: Any,
-) -> Any:
-    """Open the index stored in a Qdrant collection (or alias): ``index_cls._from_parts(adaptor, backend, manifest)``.
-
-    Reads the index record from the collection metadata (or the companion collection), loads the
-    adaptor from the companion collection, and refuses a collection whose ``coarse``/``full``
-    vectors do not match the adaptor and the record, or a migration that has not been verified
-    (``allow_unverified=True`` opens it anyway, e.g. to inspect it). With neither ``url``, ``path``
-    nor ``client``, ``QDRANT_URL`` is used if set.
-    """
-    if url is None and path is None and client is None:
-        url = os.environ.get("QDRANT_URL") or None
-        if url is None:
-            raise InputError("from_qdrant: give url=, path= or client= (or set QDRANT_URL)")
-    if url is not None and api_key is None:
-        api_key = os.environ.get("QDRANT_API_KEY") or None
-    qclient, owns = connect(
-        url=url,
-        path=path,
-        client=client,
-        api_key=api_key,
-        https=https,
-        timeout=timeout,
-        prefer_grpc=prefer_grpc,
-        must_exist=True,
-    )
-    try:
-        endpoint = describe_client(qclient)
-        real = require_collection(qclient, collection, endpoint)
-        store = MetadataStore(qclient, real, endpoint)
-        record = store.read(META_KEY)
-        if record is None:
-            raise InputError(
-                f"collection {real!r} at {endpoint} has no matryoshka-index metadata; build one with "
-                "mindex build --backend qdrant, or migrate this collection with mindex migrate"
-            )
-        _check_record(record, real)
-        migration = store.read(MIGRATION_KEY)
-        if migration and migration.get("state") not in ("verified", "complete") and not allow_unverified:
-            if migration.get("mode") == "in_place":
-                raise InputError(
-                    f"collection {real!r} at {endpoint} is an unfinished in-place migration (state "
-                    f"{migration.get('state')!r}, {migration.get('coarse_added', 0)} of {migration.get('source_count', '?')} "
-                    "points given a coarse vector); finish it with mindex migrate --in-place --resume, or undo it "
-                    "with mindex migrate --rollback"
-                )
-            raise InputError(
-                f"collection {real!r} at {endpoint} is an unfinished migration (state {migration.get('state')!r}, "
-                f"{migration.get('copied', 0)} of {migration.get('source_count', '?')} points copied); "
-                "finish it with mindex migrate --resume"
-            )
-        manifest = record.get("manifest") or {}
-        kind = (manifest.get("adaptor") or {}).get("kind", "matryoshka-adaptor")
-        adaptor = _adaptor_from_files(
-            kind, store.read_blobs(record["adaptor"]) if record.get("adaptor") else None, device
-        )
-        if adaptor is None and kind != "none":
-            raise FormatError(f"collection {real!r} at {endpoint}: the index metadata names no adaptor files")
-        backend = QdrantBackend.from_collection(qclient, real, owns_client=owns, **backend_options)
-        vec = record.get("vectors") or {}
-        input_dim = adaptor.input_dim_ if adaptor is not None else int(manifest.get("input_dim", backend.full_dim))
-        problems = []
-        if int(vec.get("coarse_dim", backend.coarse_dim)) != backend.coarse_dim:
-            problems.append(
-                f"'coarse' has {backend.coarse_dim} dims but the index metadata says {vec.get('coarse_dim')}"
-            )
-        full_name = repr(backend.full_vector) if backend.full_vector else "the unnamed vector"
-        if int(vec.get("full_dim", backend.full_dim)) != backend.full_dim:
-            problems.append(
-                f"{full_name} has {backend.full_dim} dims but the index metadata says {vec.get('full_dim')}"
-            )
-        if input_dim != backend.full_dim:
-            problems.append(f"{full_name} has {backend.full_dim} dims but the adaptor takes {input_dim}-dim embeddings")
-        if int(manifest.get("input_dim", input_dim)) != input_dim:
-            problems.append(
-                f"the index metadata says input_dim {manifest.get('input_dim')}, the adaptor takes {input_dim}"
-            )
-        if backend.coarse_dim > input_dim:
-            problems.append(f"'coarse' has {backend.coarse_dim} dims, more than the adaptor's {input_dim}")
-        if record.get("metric") and record["metric"] != backend.metric:
-            problems.append(f"the vectors use {backend.metric} but the index metadata says {record['metric']}")
-        if problems:
-            raise InputError(f"collection {real!r} at {endpoint} does not match its adaptor: {'; '.join(problems)}")
-        backend._has_foreign_ids = bool((record.get("point_ids") or {}).get("foreign"))
-        return index_cls._from_parts(adaptor, backend, manifest)
-    except BaseException:
-        if owns:
-            _close_quietly(qclient)
-        raise
-
-
-def _adaptor_from_files(kind: str, files: dict[str, bytes] | None, device: str) -> Any:
-    """The adaptor object of the manifest's kind (imported lazily: the backend itself never imports torch)."""
-    if kind == "none":
-        return None
-    if files is None:
-        return None
-    if kind == "pca":
-        from ..adaptor.pca import PCARotation
-
-        return PCARotation.from_files(files)
-    if kind == "matryoshka-adaptor":
-        from ..adaptor import MatryoshkaAdaptor
-
-        return MatryoshkaAdaptor.from_files(files, device=device)
-    raise FormatError(f"index metadata: unknown adaptor kind {kind!r}; upgrade matryoshka-index")
+__all__ = [  # the backend, and the names of the modules it stands on that were importable from here
+    "CHUNK_BYTES",
+    "COARSE",
+    "COMPANION_SUFFIX",
+    "DEFAULT_COLLECTION",
+    "FULL",
+    "META_KEY",
+    "MIGRATION_KEY",
+    "RECORD_FORMAT",
+    "RECORD_VERSION",
+    "SNAPSHOT_DIR",
+    "SNAPSHOT_FORMAT",
+    "SNAPSHOT_VERSION",
+    "MetadataStore",
+    "QdrantBackend",
+    "bundle_id",
+    "call",
+    "check_index_record",
+    "collection_names",
+    "connect",
+    "describe_client",
+    "index_record",
+    "is_foreign_id",
+    "is_local_client",
+    "is_transient",
+    "metric_of",
+    "point_handle",
+    "quantization_config",
+    "require_collection",
+    "resolve_alias",
+    "translate_error",
+    "utc_now",
+    "vector_params",
+]

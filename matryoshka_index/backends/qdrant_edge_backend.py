@@ -59,7 +59,19 @@ import numpy as np
 from ..errors import BackendError, FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..storage import allocated_bytes
-from .base import empty_results
+from .base import EMPTY_ID, empty_results
+from .qdrant_common import (
+    COARSE,
+    FULL,
+    QUANTIZATIONS,
+    Closing,
+    Payloads,
+    add_inputs,
+    first_line,
+    membership,
+    quantized_bytes,
+    query_pairs,
+)
 
 try:
     import qdrant_edge as qe
@@ -70,14 +82,11 @@ except ImportError:
 
 T = TypeVar("T")
 
-COARSE = "coarse"
-FULL = "full"
 SHARD_DIR = "qdrant_edge"
 LOCK_FILE = ".mindex-edge.lock"
 SECTION_FORMAT = "matryoshka-index-qdrant-edge"
 SECTION_VERSION = 1
 INDEX_TYPES = ("flat", "hnsw")
-QUANTIZATIONS = (None, "int8", "binary")
 METRICS = ("cosine", "ip")
 _CONFIG_FILE = "edge_config.json"
 _QUERY_BATCH = 256
@@ -98,11 +107,6 @@ def edge_version() -> str | None:
 # ------------------------------------------------------------------------------------------ errors
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
-
-
 def _in_use(path: Path) -> BackendError:
     return BackendError(
         f"{path}: this qdrant-edge shard directory is already open in another process or index "
@@ -117,7 +121,7 @@ def _call(fn: Callable[[], T], what: str, path: Path | None = None) -> T:
     except MatryoshkaError:
         raise
     except Exception as exc:
-        text = _first_line(exc)
+        text = first_line(exc)
         if path is not None and "WouldBlock" in text:  # the engine's own WAL lock
             raise _in_use(path) from None
         raise BackendError(f"qdrant-edge refused {what}: {text}") from None
@@ -305,7 +309,7 @@ def _edge_config(p: dict[str, Any], max_search_threads: int | None) -> Any:
     )
 
 
-class QdrantEdgeBackend:
+class QdrantEdgeBackend(Closing):
     """Coarse + full named vectors in an in-process qdrant-edge shard; both stages run inside the engine.
 
     Create one with :meth:`create` (a new, empty shard) or :meth:`open` (a copy of a saved one).
@@ -484,16 +488,6 @@ class QdrantEdgeBackend:
             raise InputError("qdrant-edge backend: the shard is closed")
         return self._live.shard
 
-    def close(self) -> None:
-        """Close the shard, release its directory lock and delete the working copy (idempotent)."""
-        self._finalizer()
-
-    def __enter__(self) -> QdrantEdgeBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _call(self, fn: Callable[[Any], T], what: str) -> T:
         shard = self.shard
         return _call(lambda: fn(shard), what, self.path)
@@ -537,27 +531,10 @@ class QdrantEdgeBackend:
             chunk = valid[start : start + _ID_BATCH]
             got = self._call(lambda s, c=chunk: s.retrieve(c, False, False), "looking up ids")
             present.update(int(r.id) for r in got)
-        return np.fromiter((int(i) in present for i in ids), dtype=bool, count=len(ids))
+        return membership(ids, present)
 
-    def add(
-        self,
-        ids: np.ndarray,
-        coarse: np.ndarray,
-        full: np.ndarray,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-    ) -> None:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        coarse = np.ascontiguousarray(coarse, dtype=np.float32)
-        full = np.ascontiguousarray(full, dtype=np.float32)
-        if coarse.shape != (len(ids), self.coarse_dim) or full.shape != (len(ids), self.full_dim):
-            raise InputError(
-                f"add: expected coarse ({len(ids)}, {self.coarse_dim}) and full ({len(ids)}, {self.full_dim}), "
-                f"got {coarse.shape} and {full.shape}"
-            )
-        if payloads is not None and len(payloads) != len(ids):
-            raise InputError(
-                f"payloads: {len(payloads)} payloads for {len(ids)} vectors; give one per vector (or None)"
-            )
+    def add(self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: Payloads = None) -> None:
+        ids, coarse, full = add_inputs(ids, coarse, full, payloads, self.coarse_dim, self.full_dim)
         if len(ids) and int(ids.min()) < 0:
             raise InputError("ids: the qdrant-edge backend stores ids >= 0")
         n, bs = len(ids), self.upload_batch_size
@@ -597,13 +574,6 @@ class QdrantEdgeBackend:
             return qe.SearchParams(exact=True, quantization=self._quant_params())
         return qe.SearchParams(hnsw_ef=max(int(candidates), int(self.hnsw_ef or 0)), quantization=self._quant_params())
 
-    def _filter(self, query_filter: Any | None) -> Any:
-        if query_filter is None or isinstance(query_filter, qe.Filter):
-            return query_filter
-        raise InputError(
-            f"query_filter: the qdrant-edge backend takes a qdrant_edge.Filter, got {type(query_filter).__name__}"
-        )
-
     def _run(self, requests: list[Any], k: int, what: str) -> tuple[np.ndarray, np.ndarray]:
         self._ensure_optimized()
         scores, ids = empty_results(len(requests), k)
@@ -626,18 +596,16 @@ class QdrantEdgeBackend:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Prefetch ``candidates`` on ``coarse``, rerank them on ``full``; ``(scores, ids)`` best first.
 
-        ``query_filter`` (a :class:`qdrant_edge.Filter`) applies to both stages, so the candidates
-        are drawn from matching points only.
+        ``query_filter`` (a :class:`qdrant_edge.Filter`, or a :class:`qdrant_client.models.Filter` or
+        its dict form, translated) applies to both stages, so the candidates are drawn from matching
+        points only.
         """
-        coarse_queries = np.asarray(coarse_queries, dtype=np.float32)
-        full_queries = np.asarray(full_queries, dtype=np.float32)
-        if len(coarse_queries) != len(full_queries):
-            raise InputError(
-                f"search: {len(coarse_queries)} coarse queries but {len(full_queries)} full queries; give one of each per query"
-            )
+        coarse_queries, full_queries = query_pairs(coarse_queries, full_queries)
         k = int(k)
         candidates = max(int(candidates), k)
-        flt = self._filter(query_filter)
+        from .qdrant_edge_filters import to_edge_filter  # needs qdrant_edge, imported above
+
+        flt = to_edge_filter(query_filter)
         params = self._coarse_params(candidates)
         requests = [
             qe.QueryRequest(
@@ -672,8 +640,12 @@ class QdrantEdgeBackend:
         ]
         return self._run(requests, k, "an exact search")
 
+    def external_ids(self, handles: np.ndarray | Sequence[int]) -> list[int | str | None]:
+        """The point id of each handle as stored (the shard stores int64 ids >= 0 as they are); -1 -> None."""
+        return [None if i == EMPTY_ID else int(i) for i in np.asarray(handles, dtype=np.int64).ravel().tolist()]
+
     def payloads(self, ids: np.ndarray | Sequence[int]) -> list[dict[str, Any] | None]:
-        """The stored payload of each id (None where the id is absent or has no payload)."""
+        """The stored payload of each id (None where the id is -1, absent, or has no payload)."""
         arr = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
         got = {}
         for start in range(0, len(arr), _ID_BATCH):
@@ -712,7 +684,7 @@ class QdrantEdgeBackend:
         si = self._call(lambda s: s.info(), "reading shard info")
         n = int(si.points_count)
         rows = max(1, n)
-        quant = {"int8": self.coarse_dim, "binary": (self.coarse_dim + 7) // 8}.get(self.coarse_quantization or "", 0)
+        quant = quantized_bytes(self.coarse_dim, self.coarse_quantization)
         graph = 0 if self.index == "flat" else 2 * int(self._params["hnsw_m"]) * 4  # level-0 links
         full_bytes = self.full_dim * 4
         ram = self.coarse_dim * 4 + quant + graph + 8 + (0 if self.on_disk else full_bytes)

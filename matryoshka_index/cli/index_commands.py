@@ -10,8 +10,45 @@ import click
 import numpy as np
 
 from ..errors import InputError
-from ..storage import atomic_write_bytes, load_vectors, save_npy
-from ._common import quiet_option, read_vectors, user_errors
+from ..progress import stage
+from ..storage import (
+    atomic_write_bytes,
+    check_free_space,
+    check_writable,
+    human_bytes,
+    load_vectors,
+    recover_directory,
+    save_npy,
+    temp_root,
+)
+from ._common import output_location, quiet_option, read_vectors, user_errors
+
+
+def _check_build_space(out: Path, n: int, dim: int, coarse_dim: int, backend: str) -> Path | None:
+    """Fail before the build if the index (and, for FAISS, the spill file the build writes its full
+    vectors to) will not fit; returns the spill directory for FAISS. Estimates are lower bounds."""
+    index_bytes = n * (4 * dim + 8) + n * (4 * coarse_dim + 8 + 256)  # full vectors + ids, coarse + graph links
+    if backend != "faiss":
+        check_free_space(out.parent, index_bytes, f"the index {out.name} ({n} vectors)")
+        return None
+    spill = temp_root(out)
+    spill_bytes = n * 4 * dim
+    try:
+        same_fs = spill.stat().st_dev == out.parent.stat().st_dev if out.parent.exists() else False
+    except OSError:
+        same_fs = False
+    if same_fs:
+        check_free_space(
+            out.parent,
+            index_bytes + spill_bytes,
+            f"the index {out.name} ({human_bytes(index_bytes)}) and its build's spill file ({human_bytes(spill_bytes)})",
+        )
+    else:
+        check_free_space(out.parent, index_bytes, f"the index {out.name} ({n} vectors)")
+        check_free_space(spill, spill_bytes, "the build's spill file (set MINDEX_TMPDIR to move it)")
+    check_writable(spill / "x", "spill directory (MINDEX_TMPDIR)")
+    return spill
+
 
 device_option = click.option(
     "--device",
@@ -127,8 +164,13 @@ def build_command(
                 raise InputError(f"{flag}: only with --backend qdrant (got --backend {backend})")
             backend_options[key] = value
     out = check_output_path(output)  # fail before a long build, not after it
-    x = read_vectors(corpus, "corpus", min_rows=1)
-    ids = _read_ids(ids_path, len(x)) if ids_path else None
+    target = output_location(str(out), "-o/--output")  # read-only or unwritable: now, not after the build
+    with stage("checking the corpus", quiet=quiet):
+        x = read_vectors(corpus, "corpus", min_rows=1)
+        ids = _read_ids(ids_path, len(x)) if ids_path else None
+    spill = _check_build_space(target, len(x), x.shape[1], coarse_dim, backend)
+    if spill is not None:
+        backend_options["spill_dir"] = str(spill)
     adaptor: object = None
     if adaptor_dir:
         adaptor = MatryoshkaAdaptor.load(adaptor_dir)
@@ -152,7 +194,8 @@ def build_command(
         quiet=quiet,
         device=device,
     )
-    index.save(out)
+    with stage(f"saving {out}", quiet=quiet):
+        index.save(out)
     info = index.info()
     click.echo(
         json.dumps(
@@ -202,6 +245,16 @@ def _jsonl(scores: np.ndarray, ids: np.ndarray) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _jsonl_hits(hits: list, with_payload: bool) -> str:
+    lines = []
+    for i, row in enumerate(hits):
+        rec = {"query": i, "ids": [h.id for h in row], "scores": [round(h.score, 6) for h in row]}
+        if with_payload:
+            rec["payloads"] = [h.payload for h in row]
+        lines.append(json.dumps(rec))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 @click.command("search")
 @click.argument("index_path", metavar="INDEX", type=click.Path())
 @click.argument("queries", type=click.Path(dir_okay=False))
@@ -214,22 +267,42 @@ def _jsonl(scores: np.ndarray, ids: np.ndarray) -> str:
     help="results.npy (ids; scores go to results.scores.npy) or results.jsonl; default: JSON lines on stdout.",
 )
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the index files (faster on large indexes).")
+@click.option("--with-payload", is_flag=True, help="Add each hit's payload (JSON lines output).")
 @device_option
 @quiet_option
 @user_errors
-def search_command(index_path, queries, k, candidates, output, no_verify, device, quiet):
-    """Search INDEX with QUERIES embeddings (.npy or .fvecs): the top -k ids and scores per query."""
-    from ..index import MatryoshkaIndex
+def search_command(index_path, queries, k, candidates, output, no_verify, with_payload, device, quiet):
+    """Search INDEX with QUERIES embeddings (.npy or .fvecs): the top -k ids and scores per query.
 
-    if output is not None and Path(output).suffix.lower() not in (".npy", ".jsonl"):
+    JSON lines carry the points' own ids (ints, or UUID strings in a migrated Qdrant collection);
+    a .npy file holds the int64 ids the index returns.
+    """
+    from ..index import MatryoshkaIndex
+    from ..index.points import maps_points
+
+    suffix = None if output is None else Path(output).suffix.lower()
+    if suffix not in (None, ".npy", ".jsonl"):
         raise InputError(f"--output ({output}): unknown result file type {Path(output).suffix!r}; use .npy or .jsonl")
+    if with_payload and suffix == ".npy":
+        raise InputError("--with-payload: payloads go to JSON lines; use -o results.jsonl (or no -o for stdout)")
+    if output is not None:
+        output_location(output)
+    recover_directory(index_path)
     index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
     q = read_vectors(queries, "queries", dim=index.input_dim)
-    scores, ids = index.search(q, k=k, candidates=candidates)
-    if output is None:
-        click.echo(_jsonl(scores, ids), nl=False)
-        return
-    written = _write_results(output, scores, ids)
+    if suffix != ".npy" and (with_payload or maps_points(index.backend)):
+        text = _jsonl_hits(index.query(q, k=k, candidates=candidates, with_payload=with_payload), with_payload)
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        atomic_write_bytes(output, text.encode())
+        written = [str(output)]
+    else:
+        scores, ids = index.search(q, k=k, candidates=candidates)
+        if output is None:
+            click.echo(_jsonl(scores, ids), nl=False)
+            return
+        written = _write_results(output, scores, ids)
     if not quiet:
         click.echo(json.dumps({"queries": len(q), "k": k, "written": written}))
 
@@ -244,6 +317,7 @@ def info_command(index_path, no_verify, device):
     on --device ("stages"; the adaptor's training device too), bytes per vector."""
     from ..index import MatryoshkaIndex
 
+    recover_directory(index_path)
     index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
     click.echo(json.dumps(index.info(), indent=2))
 
@@ -267,6 +341,8 @@ def calibrate_command(index_path, queries, target_recall, quiet):
     """
     from ..index import MatryoshkaIndex
 
+    recover_directory(index_path)
+    output_location(index_path, "INDEX")  # it is rewritten: an unwritable location fails now, not after the work
     index = MatryoshkaIndex.load(index_path)
     q = read_vectors(queries, "queries", dim=index.input_dim)
     before = index.candidates

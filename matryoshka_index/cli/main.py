@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
-from . import adaptor_commands, data_commands, eval_commands, index_commands, migrate_commands
+from . import adaptor_commands, data_commands, eval_commands, export_commands, index_commands, migrate_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,6 +27,10 @@ def main() -> None:
     """
 
 
-for _module in (data_commands, adaptor_commands, index_commands, eval_commands, migrate_commands):
+for _module in (data_commands, adaptor_commands, index_commands, eval_commands, migrate_commands, export_commands):
     for _command in _module.COMMANDS:
         main.add_command(_command)
+
+from .gc_commands import gc_command  # noqa: E402  (mindex gc)
+
+main.add_command(gc_command)

@@ -63,6 +63,12 @@ from ._common import quiet_option, user_errors
 @click.option("--replication-factor", type=int, help="Replicas of the target [default: as the source].")
 @click.option("--on-disk/--in-ram", "on_disk", default=None, help="Keep 'full' on disk [default: as the source].")
 @click.option("--coarse-quantization", type=click.Choice(["none", "int8", "binary"]), default="none", show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    help="Seed of the training sample, the training and the verification's sample of points and recall queries "
+    "(which are then the same on every run) [default: training seed 0, verification by Qdrant's random sample].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @quiet_option
 @user_errors
@@ -94,6 +100,7 @@ def migrate(
     replication_factor,
     on_disk,
     coarse_quantization,
+    seed,
     as_json,
     quiet,
 ):
@@ -124,23 +131,17 @@ def migrate(
         ]
         if clash:
             raise click.UsageError(f"--rollback takes no {clash[0]}")
-    from ..backends.qdrant_backend import connect
-    from ..migrate import migrate_collection, rollback_in_place
+    from .. import migrate as api  # looked up at call time (tests replace migrate_collection)
 
-    client, _ = connect(
-        url=qdrant_url,
-        path=qdrant_path,
-        api_key=api_key,
-        timeout=timeout,
-        prefer_grpc=prefer_grpc,
-        must_exist=qdrant_path is not None,
+    client = api.connect_source(
+        url=qdrant_url, path=qdrant_path, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc
     )
     try:
         if rollback:
-            undone = rollback_in_place(client, collection)
+            undone = api.rollback_in_place(client, collection)
             click.echo(json.dumps(undone.to_dict(), indent=2) if as_json else undone.describe())
             return
-        report = migrate_collection(
+        report = api.migrate_collection(
             client,
             collection,
             vector=vector,
@@ -162,6 +163,8 @@ def migrate(
             replication_factor=replication_factor,
             on_disk=on_disk,
             coarse_quantization=None if coarse_quantization == "none" else coarse_quantization,
+            seed=0 if seed is None else seed,
+            verify_seed=seed,
             quiet=quiet,
             in_place=in_place,
         )

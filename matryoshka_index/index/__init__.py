@@ -8,7 +8,8 @@ Modules, by concern:
 * :mod:`.describe`: what ``info()`` (``mindex info``) reports;
 * :mod:`.locking`: the readers-writer lock.
 
-Every name importable from ``matryoshka_index.index`` before it became a package still is.
+Every name importable from ``matryoshka_index.index`` before it became a package still is, the
+private ones too (``# noqa: F401`` below: kept for code that reached into the single module).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..calibration import CALIBRATION_K, MAX_CANDIDATES, recall_with_lower_bound
-from ..calibration import CONFIDENCE_Z as _CONFIDENCE_Z
-from ..calibration import candidate_ladder as _candidate_ladder
-from ..calibration import smallest as _smallest
+from ..calibration import CONFIDENCE_Z as _CONFIDENCE_Z  # noqa: F401
+from ..calibration import candidate_ladder as _candidate_ladder  # noqa: F401
+from ..calibration import smallest as _smallest  # noqa: F401
 from ..exact import exact_topk
 from ..manifest import ADAPTOR_DIR, FORMAT, FORMAT_VERSION, MANIFEST_FILE
 from .build import (
-    _QDRANT_LOCATIONS,
+    _QDRANT_LOCATIONS,  # noqa: F401
     BUILD_CHUNK_ROWS,
     INDEX_TYPES,
     METRICS,
@@ -31,13 +32,19 @@ from .build import (
     adaptor_kind,
     embedded_qdrant_backend,
 )
-from .build import accepts as _accepts
-from .build import check_backend_options as _check_backend_options
-from .build import is_fitted as _is_fitted
-from .core import _SEARCH_CHUNK_ROWS, MatryoshkaIndex
-from .locking import ReadWriteLock, _ReadWriteLock
+from .build import accepts as _accepts  # noqa: F401
+from .build import check_backend_options as _check_backend_options  # noqa: F401
+from .build import is_fitted as _is_fitted  # noqa: F401
+from .core import (
+    _SEARCH_CHUNK_ROWS,  # noqa: F401
+    MatryoshkaIndex,
+)
+from .locking import (
+    ReadWriteLock,
+    _ReadWriteLock,  # noqa: F401
+)
 from .persistence import check_output_path
-from .persistence import fsync_tree as _fsync_tree
+from .persistence import fsync_tree as _fsync_tree  # noqa: F401
 
 _BUILD_CHUNK_ROWS = BUILD_CHUNK_ROWS
 _MAX_CANDIDATES = MAX_CANDIDATES
@@ -62,17 +69,3 @@ __all__ = [
     "exact_topk",
     "recall_with_lower_bound",
 ]
-
-# Private names of the single-module version, kept for code that reached into it.
-_PRIVATE_ALIASES = (
-    _QDRANT_LOCATIONS,
-    _CONFIDENCE_Z,
-    _ReadWriteLock,
-    _SEARCH_CHUNK_ROWS,
-    _accepts,
-    _candidate_ladder,
-    _check_backend_options,
-    _fsync_tree,
-    _is_fitted,
-    _smallest,
-)

@@ -19,18 +19,18 @@ import numpy as np
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import get_backend_class
-from ..backends.base import TrainableCoarse
-from ..calibration import CALIBRATION_K, MAX_CANDIDATES
-from ..errors import InputError
+from ..backends.base import METRICS, TrainableCoarse
+from ..calibration import CALIBRATION_K, MAX_CANDIDATES, min_queries
+from ..errors import CalibrationWarning, InputError
 from ..exact import exact_topk
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
 from .device_stage import attach_device, resolve_index_device
+from .points import PayloadStore, index_keeps_payloads
 
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
 
-METRICS = ("cosine", "ip")
 RERANKS = ("original", "adapted")
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 BUILD_CHUNK_ROWS = 16384
@@ -252,7 +252,7 @@ def add_rows(
         chunk_payloads = list(payloads[rows])
     else:
         chunk_payloads = [payloads[int(r)] for r in rows]
-    index.backend.add(id_arr[rows], coarse, full, chunk_payloads)
+    index._store(id_arr[rows], coarse, full, chunk_payloads)
 
 
 def calibrate_held_out(
@@ -281,7 +281,20 @@ def calibrate_held_out(
         _, rows = exact_topk(orig_q, vectors, k, normalize=index.metric == "cosine", include=indexed)
         truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
         note = "exact inner-product search over the original vectors (rerank uses the adapted ones)"
-    index._calibrate(
+    # Fewer held-out rows than the bound needs (a small corpus, few calibration_queries, a target of
+    # 1.0): a bisection would be decided by luck, so the default is the largest candidate count.
+    need = min_queries(target_recall, k)
+    fallback = None
+    if fixed is None and (need is None or len(q) < need):
+        fixed = min(len(vectors), MAX_CANDIDATES)
+        fallback = (
+            f"too few queries for the lower confidence bound ({len(q)} held out; target_recall {target_recall} "
+            f"needs {need or 'more than any sample'}): the largest candidate count"
+            + (" (every vector: exact search)" if fixed == len(vectors) else "")
+            + ", not a calibrated one",
+            need,
+        )
+    record = index._calibrate(
         q,
         target=target_recall,
         truth=truth,
@@ -291,7 +304,10 @@ def calibrate_held_out(
         query_source="random corpus rows held out of the index while calibrating, then added",
         k=k,
         quiet=quiet,
+        fallback=fallback,
     )
+    if "warning" in record:  # the index is usable; the build says loudly that the target was missed
+        warnings.warn(record["warning"], CalibrationWarning, stacklevel=5)
 
 
 def fill_and_calibrate(
@@ -364,6 +380,8 @@ def build_index(
     )
     vectors, coarse_dim, candidates = args["vectors"], args["coarse_dim"], args["candidates"]
     backend_cls, _, options = resolve_backend(backend, index, backend_options, stacklevel=5)
+    if payloads is not None and index_keeps_payloads(backend_cls):
+        payloads = PayloadStore.check(payloads)  # before any training: a bad payload fails at once
     if "device" in inspect.signature(backend_cls.create).parameters:  # named, not just **kwargs (Qdrant)
         options.setdefault("device", faiss_device)
     dim = vectors.shape[1]

@@ -34,7 +34,7 @@ from ..calibration import OperatingPoint, OperatingPoints
 from ..errors import InputError
 from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
 from ..storage import atomic_write_json
-from ..validation import check_embeddings, check_positive_int, iter_row_chunks
+from ..validation import best_time, check_embeddings, check_positive_int, iter_row_chunks, l2_normalize
 from .data import LabelledSet, PathLike, QuerySplit, check_string_ids, read_qrels, split_queries
 from .labels import METHOD_LABELS, METHODS
 from .labels import METRICS as METRICS  # importable from here as before
@@ -168,11 +168,6 @@ class LabelledReport:
 
 
 # ---------------------------------------------------------------------- helpers
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def ranked_rows(queries: np.ndarray, corpus: np.ndarray, k: int, m: int | None = None) -> np.ndarray:
     """Row numbers of the top-``k`` corpus rows by cosine of the first ``m`` coordinates, best first.
 
@@ -180,12 +175,12 @@ def ranked_rows(queries: np.ndarray, corpus: np.ndarray, k: int, m: int | None =
     as a coarse index over m-dim vectors would store them.
     """
     m = queries.shape[1] if m is None else m
-    q = _normalize(queries[:, :m])
+    q = l2_normalize(queries[:, :m])
     k = min(k, len(corpus))
     best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
     best_r = np.zeros((len(q), 0), dtype=np.int64)
     for sl in iter_row_chunks(len(corpus), 32768):
-        x = _normalize(np.asarray(corpus[sl, :m]))
+        x = l2_normalize(np.asarray(corpus[sl, :m]))
         s = q @ x.T
         kk = min(k, s.shape[1])
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
@@ -206,15 +201,6 @@ def labelled_metrics(
     if ranked.shape[1] >= 100:
         out["recall@100"] = recall_at_k(docs, query_ids, qrels, 100)
     return out
-
-
-def _best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def environment() -> dict[str, Any]:
@@ -401,15 +387,7 @@ def _evaluate(
     say: Log,
 ) -> LabelledReport:
     """:func:`evaluate_labelled` on checked inputs: the reference, the prefixes, the two-stage index."""
-    corpus, corpus_ids, queries, query_ids, dims, split = (
-        run.corpus,
-        run.corpus_ids,
-        run.queries,
-        run.query_ids,
-        run.dims,
-        run.split,
-    )
-    methods, repeats = run.methods, run.repeats
+    corpus, corpus_ids, queries, dims, split = run.corpus, run.corpus_ids, run.queries, run.dims, run.split
     n, d = corpus.shape
     test_q, test_ids, test_qrels = run.test_q, list(split.test_ids), run.test_qrels
     say(f"{n} documents, {len(test_ids)} test queries, {len(split.train_ids)} training queries, dims {dims}")
@@ -421,13 +399,7 @@ def _evaluate(
     say(f"full-dim: nDCG@10 {full['ndcg@10']:.4f}")
 
     transforms, index_adaptors, training = _coarse_methods(
-        methods,
-        corpus,
-        queries,
-        query_ids,
-        corpus_ids,
-        split,
-        dims,
+        run,
         adaptor=adaptor,
         supervised_adaptor=supervised_adaptor,
         train_queries_in_corpus=train_queries_in_corpus,
@@ -472,7 +444,7 @@ def _evaluate(
             candidates=candidates,
             target_recall=target_recall,
             calibration_queries=calibration_queries,
-            repeats=repeats,
+            repeats=run.repeats,
             seed=seed,
             quiet=quiet,
             say=say,
@@ -555,13 +527,7 @@ def _check_methods(
 
 
 def _coarse_methods(
-    methods: Sequence[str],
-    corpus: np.ndarray,
-    queries: np.ndarray,
-    query_ids: list[str],
-    corpus_ids: list[str],
-    split: QuerySplit,
-    dims: list[int],
+    run: _Inputs,
     *,
     adaptor: MatryoshkaAdaptor | None,
     supervised_adaptor: MatryoshkaAdaptor | None,
@@ -572,6 +538,7 @@ def _coarse_methods(
 ) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Any], dict[str, dict[str, Any]]]:
     """``(transforms, index adaptors, training facts)`` per method: the coarse transforms return
     adapted rows (prefixes are taken from them); the index adaptors are what ``build`` receives."""
+    methods, corpus, dims = run.methods, run.corpus, run.dims
     n = len(corpus)
     transforms: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     index_adaptors: dict[str, Any] = {}
@@ -600,10 +567,10 @@ def _coarse_methods(
         sup, info = _fit_supervised(
             supervised_adaptor,
             corpus,
-            queries,
-            query_ids,
-            corpus_ids,
-            split,
+            run.queries,
+            run.query_ids,
+            run.corpus_ids,
+            run.split,
             dims,
             train_queries_in_corpus,
             seed,
@@ -745,12 +712,12 @@ def _measure_index(
             )
             if calibration_queries is not None:
                 idx.calibrate(calibration_queries, target_recall=target_recall, quiet=quiet)
-            t_exact, _ = _best_time(lambda idx=idx: idx.exact_search(test_q, k=k10), repeats)
+            t_exact, _ = best_time(lambda idx=idx: idx.exact_search(test_q, k=k10), repeats)
             report.exact_qps_at.setdefault(method, {})[m] = len(test_q) / max(t_exact, 1e-9)
             report.exact_qps = float(np.median([v for d in report.exact_qps_at.values() for v in d.values()]))
 
             def run(c: int | None, k: int = k10, idx: Any = idx) -> tuple[float, np.ndarray]:
-                secs, (_, ids) = _best_time(lambda: idx.search(test_q, k=k, candidates=c), repeats)
+                secs, (_, ids) = best_time(lambda: idx.search(test_q, k=k, candidates=c), repeats)
                 return len(test_q) / max(secs, 1e-9), ids
 
             default_c = int(idx.candidates)

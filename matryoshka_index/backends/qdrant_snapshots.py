@@ -1,0 +1,142 @@
+"""The in-memory Qdrant backend's snapshot: ``.npy`` + JSON files in the index directory, no pickle.
+
+An index built on an embedded in-memory Qdrant (no url, path or client) is saved as these files
+and loaded back into a fresh in-memory collection by :meth:`QdrantBackend.open`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import BackendError, FormatError, InputError
+from ..storage import atomic_write_json, save_npy
+from .qdrant_common import COARSE, FULL
+from .qdrant_metadata import META_KEY, MIGRATION_KEY, is_foreign_id, vector_params
+
+if TYPE_CHECKING:
+    from .qdrant_backend import QdrantBackend
+
+SNAPSHOT_FORMAT = "matryoshka-index-qdrant-snapshot"
+SNAPSHOT_VERSION = 1
+SNAPSHOT_DIR = "qdrant"
+
+
+def open_snapshot(cls: type[QdrantBackend], snap: Path, collection: str, options: dict[str, Any]) -> QdrantBackend:
+    """A new in-memory collection loaded with the snapshot in ``snap`` (what :func:`write_snapshot` wrote)."""
+    meta_path = snap / "collection.json"
+    if not meta_path.is_file():
+        raise FormatError(f"{snap}: Qdrant snapshot is missing collection.json; the index directory is incomplete")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != SNAPSHOT_FORMAT or meta.get("format_version") != SNAPSHOT_VERSION:
+        raise FormatError(f"{meta_path}: not a Qdrant snapshot of a supported version")
+    ids_path = snap / "ids.npy"
+    ids: list[int | str] = (
+        np.load(ids_path, allow_pickle=False).tolist()
+        if ids_path.is_file()
+        else json.loads((snap / "ids.json").read_text())
+    )
+    coarse = np.load(snap / "coarse.npy", mmap_mode="r", allow_pickle=False)
+    full = np.load(snap / "full.npy", mmap_mode="r", allow_pickle=False)
+    payloads = [json.loads(line) for line in (snap / "payloads.jsonl").read_text().splitlines() if line]
+    if not (len(ids) == len(coarse) == len(full) == len(payloads)):
+        raise FormatError(f"{snap}: snapshot files disagree on the number of points; the index directory is corrupt")
+    create_opts = {k: options.pop(k) for k in list(options) if k in ("upload_batch_size", "max_retries", "quiet")}
+    backend = cls.create(
+        index=meta.get("index", "hnsw"),
+        coarse_dim=int(meta["coarse_dim"]),
+        full_dim=int(meta["full_dim"]),
+        metric=meta["metric"],
+        collection=collection,
+        coarse_quantization=meta.get("coarse_quantization"),
+        on_disk=bool(meta.get("on_disk", False)),
+        **create_opts,
+    )
+    if options:
+        backend.close()
+        raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(options))}")
+    backend._upload(
+        ids, np.asarray(coarse, np.float32), np.asarray(full, np.float32), payloads, desc="loading Qdrant snapshot"
+    )
+    records = meta.get("records") or {}
+    files = meta.get("adaptor_files")
+    if META_KEY in records:
+        rec = dict(records[META_KEY])
+        # the snapshot restores the full vector as `full`, whatever the collection called it
+        rec["vectors"] = {**(rec.get("vectors") or {}), "full": FULL}
+        if files:
+            rec["adaptor"] = backend.metadata.write_blobs({k: base64.b64decode(v) for k, v in files.items()})
+        backend.metadata.write(rec, META_KEY)
+        backend._has_foreign_ids = bool((rec.get("point_ids") or {}).get("foreign"))
+    if MIGRATION_KEY in records:
+        backend.metadata.write(records[MIGRATION_KEY], MIGRATION_KEY)
+    return backend
+
+
+def write_snapshot(self: QdrantBackend, snap: Path) -> None:
+    """Every point (ids, coarse and full vectors, payloads) and the metadata records, as files in ``snap``."""
+    info = self._call(lambda: self.client.get_collection(self.collection), "reading the collection")
+    extra = sorted(set(vector_params(info)) - {COARSE, self.full_vector}) + sorted(
+        info.config.params.sparse_vectors or {}
+    )
+    if extra:
+        raise InputError(
+            f"collection {self.collection!r} lives in an in-memory Qdrant client and has other vectors "
+            f"({', '.join(extra)}); it cannot be saved as files: use a Qdrant server or path="
+        )
+    n = len(self)
+    ids: list[int | str] = []
+    coarse = np.empty((n, self.coarse_dim), dtype=np.float32)
+    full = np.empty((n, self.full_dim), dtype=np.float32)
+    lines: list[str] = []
+    offset = None
+    row = 0
+    while True:
+        records, offset = self._call(
+            lambda o=offset: self.client.scroll(
+                self.collection, limit=1024, offset=o, with_payload=True, with_vectors=[COARSE, self.full_vector]
+            ),
+            "reading points",
+        )
+        for r in records:
+            if row >= n:
+                raise BackendError(f"collection {self.collection!r} changed while it was being saved")
+            ids.append(r.id)
+            coarse[row] = r.vector[COARSE]
+            full[row] = r.vector[self.full_vector]
+            lines.append(json.dumps(r.payload or None, sort_keys=True))
+            row += 1
+        if offset is None:
+            break
+    snap.mkdir(parents=True, exist_ok=True)
+    if all(not is_foreign_id(i) for i in ids):
+        save_npy(snap / "ids.npy", np.asarray(ids, dtype=np.int64))
+    else:
+        atomic_write_json(snap / "ids.json", ids)
+    save_npy(snap / "coarse.npy", coarse[:row])
+    save_npy(snap / "full.npy", full[:row])
+    (snap / "payloads.jsonl").write_text("".join(line + "\n" for line in lines))
+    exported = self.metadata.export()
+    full_params = vector_params(info)[self.full_vector]
+    atomic_write_json(
+        snap / "collection.json",
+        {
+            "format": SNAPSHOT_FORMAT,
+            "format_version": SNAPSHOT_VERSION,
+            "points": row,
+            "coarse_dim": self.coarse_dim,
+            "full_dim": self.full_dim,
+            "metric": self.metric,
+            "index": self.index,
+            "coarse_quantization": self.coarse_quantization,
+            "on_disk": bool(full_params.on_disk),
+            **exported,
+        },
+    )
+
+
+__all__ = ["SNAPSHOT_DIR", "SNAPSHOT_FORMAT", "SNAPSHOT_VERSION", "open_snapshot", "write_snapshot"]
