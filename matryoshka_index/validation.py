@@ -21,6 +21,7 @@ T = TypeVar("T")
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 _CHUNK_ROWS = 65536
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_SMALLEST_SAFE_NORM = 1e-18  # below this, squares of the entries have lost precision in float32
 
 
 def iter_row_chunks(n_rows: int, chunk_rows: int = _CHUNK_ROWS) -> Iterator[slice]:
@@ -138,16 +139,25 @@ def check_fraction(value: object, name: str, *, low: float = 0.0, high: float = 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation to float32 (a copy).
 
-    Each row is first divided by its largest absolute value, so rows of huge values (1e30: their
-    squares overflow float32) or tiny ones (1e-30: their squares underflow to 0) normalise exactly
-    as their rescaled selves, without overflow warnings or all-zero results. All-zero rows stay zero.
+    A row whose squares overflow (1e30) or underflow (1e-30) float32 is first divided by its largest
+    absolute value, so it normalises without overflow warnings or an all-zero result; other rows keep
+    the plain float32 computation bit for bit. All-zero rows stay zero.
     """
     x = np.asarray(x, dtype=np.float32)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        scale = np.abs(x).max(axis=1, keepdims=True) if x.size else np.ones((len(x), 1), np.float32)
-        y = x / np.where(scale > 0, scale, 1).astype(np.float32)
-        norms = np.linalg.norm(y, axis=1, keepdims=True)
-    out = y / np.maximum(norms, eps)
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        # Only rows whose squares overflow or underflow are rescaled first: every other row keeps the
+        # exact float32 result it always had (saved indexes answer bit for bit as before).
+        extreme = ~np.isfinite(norms[:, 0]) | (norms[:, 0] < _SMALLEST_SAFE_NORM)
+        if extreme.any():
+            rows = x[extreme]
+            scale = np.abs(rows).max(axis=1, keepdims=True)
+            rows = rows / np.where(scale > 0, scale, 1).astype(np.float32)
+            norms = norms.copy()
+            norms[extreme] = np.linalg.norm(rows, axis=1, keepdims=True)
+            x = x.copy()
+            x[extreme] = rows
+    out = x / np.maximum(norms, eps)
     return out.astype(np.float32, copy=False)
 
 
