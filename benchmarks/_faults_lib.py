@@ -539,7 +539,7 @@ class _Migration(Operation):
     def prepare(self) -> None:
         from matryoshka_index import MatryoshkaAdaptor
 
-        make_source(self.pristine, self.points)
+        make_source(self.pristine, self.points, dim=int(np.load(self.data["corpus_a"], mmap_mode="r").shape[1]))
         MatryoshkaAdaptor(matryoshka_dims=[8, COARSE, 32], epochs=1, batch_size=128, device="cpu", quiet=True).fit(
             np.load(self.data["corpus_a"])
         ).save(self.work / "adaptor")

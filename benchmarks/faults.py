@@ -111,9 +111,9 @@ def hostile(work: Path, data: dict[str, Path]) -> list[dict]:
     return rows
 
 
-def write(results: dict) -> None:
+def write(results: dict, name: str = "faults") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "faults.json").write_text(fl.dumps(results) + "\n")
+    (RESULTS / f"{name}.json").write_text(fl.dumps(results) + "\n")
     lines = [
         "# Crash tests: kill -9, hostile files, full and read-only disks, mixed load",
         "",
@@ -178,7 +178,7 @@ def write(results: dict) -> None:
                 f"| {r['p99_ms']} | {r['mutations']} | {len(r['errors'])} | {r['bad_ids']} | {r['bad_scores']} "
                 f"| {'exact' if r['final_ok'] else '**wrong**'}: {r['final_note']} |"
             )
-    (RESULTS / "faults.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -190,7 +190,18 @@ def main() -> None:
     ap.add_argument("--load-threads", type=int, default=8)
     ap.add_argument("--skip", default="", help="sections to skip: kills,hostile,two,load")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--results", default="faults", help="name of the result files in benchmarks/results/")
+    ap.add_argument(
+        "--merge", type=Path, nargs="+", help="combine these result .json files into --results; run nothing"
+    )
     args = ap.parse_args()
+    if args.merge:  # sections measured by separate runs (e.g. the kills and the rest, side by side)
+        merged: dict = {}
+        for path in args.merge:
+            part = json.loads(path.read_text())
+            merged.update({k: v for k, v in part.items() if v or k not in merged})
+        write(merged, args.results)
+        return
     skip = set(filter(None, args.skip.split(",")))
     work = args.work or Path(tempfile.mkdtemp(prefix="faults-"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -218,11 +229,11 @@ def main() -> None:
             row = fl.summarise(name, duration, outcomes) | {"uptime": uptime(), "seconds": time.perf_counter() - t0}
             results["kills"].append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "failures"}), flush=True)
-            write(results)
+            write(results, args.results)
             shutil.rmtree(work / name, ignore_errors=True)
     if "hostile" not in skip:
         results["hostile"] = hostile(work / "hostile", data)
-        write(results)
+        write(results, args.results)
     if "two" not in skip:
         from matryoshka_index import MatryoshkaIndex
 
@@ -231,7 +242,7 @@ def main() -> None:
             path = work / f"two-{backend}"
             MatryoshkaIndex.build(fl.synthetic(2000, 64, 1), coarse_dim=16, adaptor="pca", backend=backend).save(path)
             results["two_processes"][backend] = ll.two_processes(path, data["queries"], work / "tmp")
-        write(results)
+        write(results, args.results)
     if "load" not in skip:
         results["load"] = []
         for backend in ("faiss", "qdrant-edge"):
@@ -239,7 +250,7 @@ def main() -> None:
                 r = ll.mixed_load(backend, args.load_seconds, threads=args.load_threads, mutate=mutating)
                 results["load"].append(r.to_dict() | {"mutating": mutating, "uptime": uptime()})
                 print(json.dumps(results["load"][-1]), flush=True)
-                write(results)
+                write(results, args.results)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -85,7 +85,14 @@ def test_kill_between_the_two_renames_is_recovered(data, tmp_path):
 def saved(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     _build(data["corpus_a"], root / "idx")
-    fl.cli(["train", str(data["corpus_a"]), "-o", str(root / "adaptor"), "--epochs", "1", "--max-samples", "300", "-q"])
+    fl.cli(
+        ["train", str(data["corpus_a"]), "-o", str(root / "adaptor"), "--epochs", "1", "--max-samples", "300"]
+        + [
+            "--batch-size",
+            "128",
+            "-q",
+        ]
+    )
     return root
 
 
@@ -144,7 +151,9 @@ def test_disk_full_is_one_line(data, tmp_path):
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mnt)], check=True)
     try:
-        rc, _, err = fl.run_cli_process(["build", str(data["corpus_a"]), "--pca", "-o", str(mnt / "idx")], tmp_path)
+        rc, _, err = fl.run_cli_process(
+            ["build", str(data["corpus_a"]), "--coarse-dim", "8", "--pca", "-o", str(mnt / "idx")], tmp_path
+        )
         assert fl.one_line_error(rc, err), (rc, err[-500:])
         assert fl.leftovers(mnt, tmp_path / "none") == []
     finally:
@@ -161,7 +170,9 @@ def test_read_only_target_is_one_line(data, tmp_path):
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mnt)], check=True)
     try:
-        rc, _, err = fl.run_cli_process(["build", str(data["corpus_a"]), "--pca", "-o", str(mnt / "idx")], tmp_path)
+        rc, _, err = fl.run_cli_process(
+            ["build", str(data["corpus_a"]), "--coarse-dim", "8", "--pca", "-o", str(mnt / "idx")], tmp_path
+        )
         assert fl.one_line_error(rc, err), (rc, err[-500:])
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
