@@ -158,6 +158,11 @@ def main() -> None:
                 f"- {variant}: training {loaded['train_s'] / idle['train_s']:.1f}x its idle time under load, "
                 f"search batch {loaded['search_batch_s'] / idle['search_batch_s']:.1f}x."
             )
+        elif idle and loaded and loaded.get("timed_out"):
+            lines.append(
+                f"- {variant}: training under load did not finish within the {args.timeout:.0f} s limit "
+                f"({args.timeout / idle['train_s']:.0f}x its idle time and counting); its search was not reached."
+            )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "threads_load.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "threads_load.json").write_text(
