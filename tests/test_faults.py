@@ -86,8 +86,15 @@ def saved(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     _build(data["corpus_a"], root / "idx")
     fl.cli(
-        ["train", str(data["corpus_a"]), "-o", str(root / "adaptor"), "--epochs", "1", "--max-samples", "300"]
-        + [
+        [
+            "train",
+            str(data["corpus_a"]),
+            "-o",
+            str(root / "adaptor"),
+            "--epochs",
+            "1",
+            "--max-samples",
+            "300",
             "--batch-size",
             "128",
             "-q",

@@ -15,8 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import _faults_lib as fl  # noqa: E402
-import _load_lib as ll  # noqa: E402
+import _faults_lib as fl
+import _load_lib as ll
 
 
 def _edge_available() -> bool:
