@@ -137,7 +137,12 @@ def write(results: dict, name: str = "faults") -> None:
         "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results["kills"]:
-        left = ", ".join(r["leftover_examples"]) or "none"
+        left = "none"
+        if r["leftover_examples"]:
+            left = (
+                f"after {r['cycles_with_leftovers_after_next_run']} of {r['cycles']} next runs, piling up "
+                f"(e.g. `{r['leftover_examples'][0]}`)"
+            )
         lines.append(
             f"| {r['operation']} | {r['duration_s']:.2f} | {r['cycles']} | {r['kills']} | {r['intact']} | "
             f"{r['committed_before_kill']} | {r['resumed_identical']} | {left} | {r['uptime'].split('average:')[-1]} |"
@@ -157,6 +162,8 @@ def write(results: dict, name: str = "faults") -> None:
                 lines.append(f"| {h['case']} | - | skipped | {h['skipped']} |")
                 continue
             msg = h["message"].replace("|", "\\|")
+            if h.get("leftovers"):
+                msg += f" (left behind: {', '.join(h['leftovers'])})"
             lines.append(f"| {h['case']} | {h['exit']} | {'yes' if h['one_line'] else '**no**'} | {msg} |")
     if results.get("two_processes"):
         lines += ["", "## Two processes opening one saved index", ""]
@@ -167,6 +174,10 @@ def write(results: dict, name: str = "faults") -> None:
             "",
             f"## Mixed load: {results['load_threads']} searching threads (one query per call) beside one thread "
             "adding, removing and re-adding batches of 50",
+            "",
+            "Mutating = no: the same 8 threads with no mutation (the idle figure). *ids not live*: returned ids "
+            "that were not in the index at any moment of that search; *wrong scores*: returned scores that "
+            "differ from the exact score of that id's vector by more than 1e-4.",
             "",
             "| backend | mutating | seconds | searches | queries/s | p50 ms | p99 ms | mutations | exceptions "
             "| ids not live | wrong scores | final contents |",
