@@ -1,5 +1,6 @@
 """matryoshka-index: Matryoshka-Adaptor embeddings, low-dimensional coarse search, full-dimension rerank."""
 
+from . import threads  # noqa: F401  first: sets OMP_WAIT_POLICY=PASSIVE before torch/faiss load libgomp
 from ._version import __version__
 from .adaptor import MatryoshkaAdaptor
 from .errors import BackendError, FormatError, InputError, MatryoshkaError

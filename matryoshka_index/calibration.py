@@ -16,7 +16,14 @@ spirit of faiss contrib's ``OperatingPoints``) and answers "the smallest setting
   half the time);
 * with a knob, the smallest candidate count reaching the target at the exhaustive knob value comes
   first, then candidates up to 4x that (every other ladder step) are tried with the smallest knob
-  value reaching the target at each, and the pair the backend's cost model rates cheapest wins.
+  value reaching the target at each, and the pair the backend's cost model rates cheapest wins;
+* the bound needs enough queries to mean anything (:func:`min_queries`): with fewer, only a sample
+  with no missed neighbour at all reaches the target, which says little about the next query. The
+  API's ``calibrate`` refuses fewer (:func:`check_calibration_queries`); a build whose held-out rows
+  are fewer uses the largest candidate count instead of a calibrated one, and says so in its record;
+* a target that is not reached is loud (:func:`not_reached_message`): ``calibrate`` raises
+  :class:`~matryoshka_index.errors.CalibrationError` and keeps the default it had, a build warns
+  (:class:`~matryoshka_index.errors.CalibrationWarning`) and records it under ``"warning"``.
 
 Users: :meth:`MatryoshkaIndex.calibrate <matryoshka_index.MatryoshkaIndex.calibrate>` (and the
 build), the labelled evaluation's candidates sweep and the dimension advisor.
@@ -32,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .metrics import per_query_recall
 
 CONFIDENCE_Z = 1.645
@@ -52,6 +60,55 @@ def recall_with_lower_bound(found: np.ndarray, truth: np.ndarray, z: float = CON
     if len(per_query) < 2:
         return mean, mean
     return mean, mean - z * float(per_query.std(ddof=1)) / float(np.sqrt(len(per_query)))
+
+
+def min_queries(target: float, k: int = CALIBRATION_K, z: float = CONFIDENCE_Z) -> int | None:
+    """The fewest queries for which the lower bound can reach ``target`` with anything short of a
+    perfect sample; None for ``target >= 1`` (no sample shows recall 1.0 by a lower bound).
+
+    With ``n`` queries of recall@k and a single missed neighbour among all ``n * k``, the mean is
+    ``1 - 1/(k n)`` and the sample standard deviation ``1/(k sqrt(n))``, so the bound
+    ``mean - z * std / sqrt(n)`` is ``1 - (1 + z) / (k n)``: it reaches ``target`` only when
+    ``n >= (1 + z) / (k (1 - target))``. At z = 1.645, k = 10 and target 0.99: 26.45, so 27 queries
+    (0.95: 6, 0.999: 265). With fewer, one miss already fails the target and only a sample without
+    any miss passes: the bound is then decided by luck, not by the candidate count.
+    """
+    if target >= 1:
+        return None
+    return max(2, math.ceil((1 + z) / (k * (1 - target)) - 1e-9))
+
+
+def check_calibration_queries(n_queries: int, target: float, k: int = CALIBRATION_K, *, name: str = "queries") -> int:
+    """Refuse (one :class:`InputError` line) fewer queries than :func:`min_queries` or a target of 1.0;
+    returns the minimum."""
+    need = min_queries(target, k)
+    if need is None:
+        raise InputError(
+            f"target_recall: {target} cannot be shown by a lower confidence bound on sample queries (only a "
+            f"sample without a single miss reaches it, which says nothing of the next query); choose at most "
+            f"0.999 (which needs {min_queries(0.999, k)} queries), or search with candidates=len(index) for exact results"
+        )
+    if n_queries < need:
+        raise InputError(
+            f"{name}: {n_queries} are too few to calibrate for target_recall {target}: the one-sided 95% lower "
+            f"confidence bound on recall@{k} needs at least {need} (with fewer, a single missed neighbour already "
+            f"puts it below the target); give at least {need} queries or lower target_recall"
+        )
+    return need
+
+
+def not_reached_message(record: dict[str, Any], *, cap: int, n: int, knob: str | None, outcome: str) -> str:
+    """One line: the target, what was reached at the most candidates tried, ``outcome`` (what the index
+    does now) and what to do."""
+    options = [f"allow more candidates (max_candidates, now {cap}, of {n} vectors)"] if cap < n else []
+    options.append("lower target_recall")
+    finer = "rebuild with a larger coarse_dim or a trained adaptor"
+    options.append(finer + (f" (the exhaustive {knob} was tried)" if knob else ""))
+    return (
+        f"target_recall {record['target_recall']} not reached on {record['queries']} queries: recall@{record['k']} "
+        f"{record['recall']} (lower bound {record['recall_lower_bound']}) at {record['candidates']} candidates, "
+        f"the most tried; {outcome}; to reach it, {', '.join(options[:-1])} or {options[-1]}"
+    )
 
 
 def candidate_ladder(k: int, cap: int) -> list[int]:
@@ -298,6 +355,9 @@ __all__ = [
     "OperatingPoint",
     "OperatingPoints",
     "candidate_ladder",
+    "check_calibration_queries",
+    "min_queries",
+    "not_reached_message",
     "recall_with_lower_bound",
     "smallest",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .progress import progress
+from .storage import check_free_space, check_writable, npy_bytes, write_npy
 
 _CHUNK = 65536
 
@@ -45,20 +46,15 @@ def write_low_rank_corpus(
     seed: int = 0,
     quiet: bool | None = None,
 ) -> Path:
-    """Write the same rows as :func:`low_rank_corpus` to a ``.npy`` chunk by chunk (never all in RAM), atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-    try:
-        start = 0
-        chunks = _low_rank_chunks(n, dim, rank, noise, seed)
-        for chunk in progress(chunks, total=-(-n // _CHUNK), desc="generating", unit="chunk", quiet=quiet):
-            out[start : start + len(chunk)] = chunk
-            start += len(chunk)
-        out.flush()
-        del out
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write the same rows as :func:`low_rank_corpus` to a ``.npy`` chunk by chunk (never all in RAM), atomically.
+
+    The location is checked first (writable, room for the whole file), so a read-only or full disk
+    fails at once with one :class:`~matryoshka_index.errors.StorageError` line and nothing is left behind.
+    """
+    path = check_writable(path, "output")
+    check_free_space(path.parent, npy_bytes((n, dim), np.float32), f"a {n} x {dim} float32 corpus")
+    chunks = progress(
+        _low_rank_chunks(n, dim, rank, noise, seed), total=-(-n // _CHUNK), desc="generating", unit="chunk", quiet=quiet
+    )
+    write_npy(path, (n, dim), np.float32, chunks)
     return path

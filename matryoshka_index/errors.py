@@ -22,3 +22,23 @@ class FormatError(MatryoshkaError):
 
 class BackendError(MatryoshkaError):
     """A storage backend (a Qdrant server, a FAISS index) refused or could not be reached."""
+
+
+class CalibrationError(MatryoshkaError):
+    """A calibration did not reach its target recall; the index keeps the default it had.
+
+    ``record`` is the calibration record of the attempt (every step measured, ``"reached": false``).
+    """
+
+    def __init__(self, message: str, record: dict | None = None) -> None:
+        super().__init__(message)
+        self.record = dict(record or {})
+
+
+class CalibrationWarning(UserWarning):
+    """A build's calibration did not reach its target: the index is usable, its default candidates
+    are the most that were tried, and the manifest's calibration record says so (``"warning"``)."""
+
+
+class StorageError(MatryoshkaError):
+    """The disk refused a write: no space left, a read-only or unwritable location, a dangling link."""

@@ -16,6 +16,7 @@ from .backends.qdrant_backend import QdrantBackend
 from .backends.qdrant_connection import close_quietly, connect, describe_client
 from .backends.qdrant_metadata import META_KEY, MIGRATION_KEY, MetadataStore, check_index_record, require_collection
 from .errors import FormatError, InputError
+from .manifest import check_manifest
 
 
 def open_index_from_qdrant(
@@ -115,6 +116,7 @@ def open_index_from_qdrant(
         if problems:
             raise InputError(f"collection {real!r} at {endpoint} does not match its adaptor: {'; '.join(problems)}")
         # from_collection read the same record, so the backend knows whether handles need mapping
+        check_manifest(manifest, where=f"collection {real!r} at {endpoint}", stored="qdrant", backend=backend)
         return index_cls._from_parts(adaptor, backend, manifest)
     except BaseException:
         if owns:

@@ -1,26 +1,62 @@
-"""Files on disk: atomic writes, vector files (.npy / .fvecs), checksums, versioned JSON.
+"""Files on disk: atomic writes, owned temporaries, vector files (.npy / .fvecs), checksums, versioned JSON.
 
 Every write goes to a temporary name in the same directory and is then renamed over the final
 name (``os.replace``, atomic on POSIX), so a crash mid-write leaves either the old file or the new
 one, never a torn one. Directories (an index, an adaptor) are written the same way: into a fresh
-temporary sibling, then swapped in.
+temporary sibling, then swapped in with one ``renameat2(RENAME_EXCHANGE)`` where Linux offers it (the
+name is never absent), else two renames whose window a later open or save repairs.
+
+Temporaries (``.NAME.xxxxxxxx.tmp`` files and directories beside the output, ``.NAME.xxxxxxxx.old``
+during a swap, ``mindex-spill-PID-*`` and ``mindex-edge-PID-*`` work directories) are *owned*: the process
+that made one holds an exclusive ``flock`` on it for as long as it uses it. The lock dies with the
+process (``kill -9`` included), so a later run, or ``mindex gc``, removes the temporaries whose
+owner is gone and never touches a live one. Work directories go to ``$MINDEX_TMPDIR`` when set,
+else beside the output, else the system temporary folder (:func:`temp_root`).
+
+Vectors are written with ordinary ``write`` calls after ``posix_fallocate`` reserved their space, never
+through a writable memory map: a full disk then raises ``ENOSPC`` (a one-line :class:`StorageError`)
+instead of killing the process with ``SIGBUS``. Streaming readers advise the kernel
+(:func:`advise_sequential`, :func:`release_rows`, :func:`advise_random`) so a memory-mapped corpus
+larger than RAM is read through a bounded window.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
+import mmap
 import os
+import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import FormatError, InputError
+from .errors import FormatError, InputError, StorageError
+
+try:  # POSIX; without it (Windows) owners cannot be told apart and nothing is swept automatically
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+TMPDIR_ENV = "MINDEX_TMPDIR"
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>tmp|old)$")
+_WORK_DIR = re.compile(r"^(?P<name>mindex-(?:spill|edge))-(?:(?P<pid>\d+)-)?[a-z0-9_]{8}$")
+_LEGACY_CORPUS_TMP = re.compile(r"^\.(?P<name>.+\.npy)\.tmp\.npy$")  # datasets.py before owned temporaries
+# Work directories without the owner's pid in their name come from older versions (or Windows,
+# without flock): their owner cannot be asked, so only those older than this count as stale.
+_UNOWNED_GRACE_S = 24 * 3600.0
+_held: dict[str, int] = {}  # directory temporaries this process owns: path -> fd holding the flock
+_held_lock = threading.Lock()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -43,21 +79,352 @@ def _file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+# ---------------------------------------------------------------------- output locations and disk errors
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+_DISK_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def disk_error(exc: OSError, path: str | os.PathLike[str] | None = None) -> StorageError | None:
+    """The one-line :class:`StorageError` for a disk-level ``OSError`` (full, read-only, no permission), else None."""
+    why = _DISK_ERRNOS.get(exc.errno or 0)
+    if why is None:
+        return None
+    where = path if path is not None else (exc.filename or "output")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = "free some space or write elsewhere"
+    else:
+        todo = "choose a location you can write to"
+    return StorageError(f"{where}: cannot write ({why}); {todo}")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def resolve_output(path: str | os.PathLike[str]) -> Path:
+    """The path a write to ``path`` should replace: a symlink is followed (the index it points to is the
+    one rewritten, atomically, and the link stays), a dangling link is refused with one line."""
+    path = Path(os.path.abspath(path))
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        if not target.parent.is_dir():
+            raise StorageError(
+                f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist; "
+                "fix or remove the link, or choose another output path"
+            )
+        return target
+    return path
+
+
+def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Fail now, with one line, if ``path`` (a file or directory to create or replace) cannot be written.
+
+    Creates and removes a probe file in the directory that will receive it (the nearest existing
+    ancestor when the parents are still to be made), so a read-only or unwritable location is found
+    before hours of work rather than after them. Returns the resolved path (see :func:`resolve_output`).
+    """
+    target = resolve_output(path)
+    parent = _existing_ancestor(target.parent)
+    if not parent.is_dir():
+        raise StorageError(f"{what} ({path}): {parent} is not a directory; choose another output path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mindex-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        err = disk_error(exc, parent)
+        if err is None:
+            raise
+        raise StorageError(f"{what} ({path}): {err}") from None
+    return target
+
+
+def check_free_space(directory: str | os.PathLike[str], need: int, what: str) -> None:
+    """Fail with one line (how much is needed, where, how much is free) when ``need`` bytes will not fit."""
+    where = _existing_ancestor(Path(directory))
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return
+    if free < need:
+        raise StorageError(
+            f"{what} needs about {human_bytes(need)} in {where} but only {human_bytes(free)} is free; "
+            f"free some space or choose another location (${TMPDIR_ENV} moves temporary files)"
+        )
+
+
+def preallocate(fd: int, size: int, path: str | os.PathLike[str]) -> None:
+    """Reserve ``size`` bytes for the file open on ``fd`` (``posix_fallocate``), so a full disk fails
+    here with :class:`StorageError` instead of at a later write, or with SIGBUS through a memory map."""
+    if size <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return  # a file system without fallocate: ordinary writes still raise ENOSPC
+        err = disk_error(exc, path)
+        if err is None:
+            raise
+        raise StorageError(f"{err} ({human_bytes(size)} were needed)") from None
+
+
+# ---------------------------------------------------------------------- owned temporaries
+def temp_root(near: str | os.PathLike[str] | None = None) -> Path:
+    """Where work files (spill files, embedded-store work directories) go: ``$MINDEX_TMPDIR`` when set,
+    else the directory of ``near`` (the output being written) when given, else the system temp folder."""
+    env = os.environ.get(TMPDIR_ENV)
+    if env:
+        return Path(env)
+    if near is not None:
+        return _existing_ancestor(Path(near).absolute().parent)
+    return Path(tempfile.gettempdir())
+
+
+def _try_lock(fd: int) -> bool:
+    if fcntl is None:  # pragma: no cover
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _same_inode(path: str, fd: int) -> bool:
+    try:
+        a, b = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _owned_temp_file(directory: Path, prefix: str, suffix: str = ".tmp") -> tuple[int, str]:
+    """``mkstemp`` whose file this process holds locked (the lock is the file's own descriptor)."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        if _try_lock(fd) and _same_inode(tmp, fd):
+            return fd, tmp
+        os.close(fd)  # swept between creation and locking (its owner looked dead): make another
+
+
+def _prune_held() -> None:
+    with _held_lock:
+        for p, fd in list(_held.items()):
+            if not _same_inode(p, fd):
+                os.close(fd)
+                del _held[p]
+
+
+def owned_temp_dir(
+    prefix: str, directory: str | os.PathLike[str] | None = None, suffix: str = "", *, pid_in_name: bool = True
+) -> Path:
+    """A fresh temporary directory this process owns (locked until :func:`remove_temp_dir` or exit).
+
+    ``directory`` defaults to :func:`temp_root`. Stale directories of the same prefix there, whose
+    owners died, are removed first. Use in place of ``tempfile.mkdtemp(prefix=...)``: the directory
+    is empty, and its name carries the owner's pid after the prefix (``mindex-edge-1234-xxxxxxxx``;
+    for people and to tell it from an older version's: the lock on the directory is what counts)
+    unless ``pid_in_name=False`` (the ``.NAME.xxxxxxxx.tmp`` form beside an output).
+    """
+    root = Path(directory) if directory is not None else temp_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        sweep_stale(root, prefix=prefix)
+        _prune_held()
+        while True:
+            tmp = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-" if pid_in_name else prefix, suffix=suffix, dir=root)
+            fd = os.open(tmp, os.O_RDONLY)
+            if _try_lock(fd) and _same_inode(tmp, fd):
+                with _held_lock:
+                    _held[tmp] = fd
+                return Path(tmp)
+            os.close(fd)
+    except OSError as exc:
+        err = disk_error(exc, root)
+        if err is None:
+            raise
+        raise err from None
+
+
+def release_temp_dir(path: str | os.PathLike[str]) -> None:
+    """Drop this process's lock on a directory from :func:`owned_temp_dir` (it becomes sweepable)."""
+    with _held_lock:
+        fd = _held.pop(str(path), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def remove_temp_dir(path: str | os.PathLike[str]) -> None:
+    """Remove a directory from :func:`owned_temp_dir` and drop its lock."""
+    shutil.rmtree(path, ignore_errors=True)
+    release_temp_dir(path)
+
+
+def _tree_bytes(path: Path) -> int:
+    if not path.is_dir() or path.is_symlink():
+        with contextlib.suppress(OSError):
+            return path.lstat().st_size
+        return 0
+    return allocated_bytes(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _stale(path: Path, *, locked_by_owner: bool = True) -> int | None:
+    """An fd holding the lock of ``path`` when its owner is gone (the caller closes it), else None.
+
+    ``locked_by_owner=False``: a name only older versions made (whose owners hold no lock): it only
+    counts once older than a day.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        unowned = fcntl is None or not locked_by_owner
+        if unowned and time.time() - os.fstat(fd).st_mtime < _UNOWNED_GRACE_S:
+            raise OSError
+        if fcntl is not None and not _try_lock(fd):
+            raise OSError
+        if not _same_inode(str(path), fd):
+            raise OSError
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def sweep_stale(
+    directory: str | os.PathLike[str], *, name: str | None = None, prefix: str | None = None, dry_run: bool = False
+) -> list[tuple[Path, int, str]]:
+    """Remove the temporaries in ``directory`` whose owning process is gone; never a live one.
+
+    ``name``: only those of one output (``.NAME.*.tmp`` / ``.old``); ``prefix``: only work directories
+    with that prefix; neither: every kind. An interrupted directory swap (the name absent, the old
+    version aside in ``.NAME.*.old``) is first put back (:func:`recover_directory`). Returns
+    ``(path, bytes, what was done)`` for each; ``dry_run`` only reports what would be done.
+    """
+    directory = Path(directory)
+    done: list[tuple[Path, int, str]] = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return done
+    names: set[str] = set()
+    candidates: list[tuple[str, bool]] = []  # (name, made by this version: locked while its owner lives)
+    for entry in entries:
+        m = _TEMP_NAME.match(entry.name) or _LEGACY_CORPUS_TMP.match(entry.name)
+        if m is not None and prefix is None and (name is None or m.group("name") == name):
+            candidates.append((entry.name, m.re is _TEMP_NAME))
+            names.add(m.group("name"))
+        elif (m := _WORK_DIR.match(entry.name)) and name is None and (prefix is None or entry.name.startswith(prefix)):
+            candidates.append((entry.name, m.group("pid") is not None))
+    for n in sorted(names):
+        done += recover_directory(directory / n, dry_run=dry_run)
+    for entry_name, locked in candidates:
+        p = directory / entry_name
+        fd = _stale(p, locked_by_owner=locked)
+        if fd is None:
+            continue
+        try:
+            if not p.exists():  # an .old put back by recover_directory above
+                continue
+            size = _tree_bytes(p)
+            if not dry_run:
+                _remove(p)
+        finally:
+            os.close(fd)
+        done.append((p, size, "would remove" if dry_run else "removed"))
+    return done
+
+
+def recover_directory(path: str | os.PathLike[str], *, dry_run: bool = False) -> list[tuple[Path, int, str]]:
+    """Put back a directory a killed swap left aside: when ``path`` is absent and a stale
+    ``.NAME.*.old`` sibling holds the previous version, rename it back. Returns what was done."""
+    path = Path(os.path.abspath(path))
+    if os.path.lexists(path):
+        return []
+    try:
+        olds = sorted(path.parent.glob(f".{glob_escape(path.name)}.????????.old"), key=lambda p: p.stat().st_mtime)
+    except OSError:
+        return []
+    for old in reversed(olds):  # the newest is the version the killed save was replacing
+        if not (old / "x").is_dir():
+            continue
+        fd = _stale(old)
+        if fd is None:
+            continue
+        why = f"from {old.name} (a save was interrupted between its two renames)"
+        if dry_run:
+            os.close(fd)
+            return [(path, 0, f"would restore {why}")]
+        try:
+            os.replace(old / "x", path)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            os.close(fd)
+        _fsync_dir(path.parent)
+        return [(path, 0, f"restored {why}")]
+    return []
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+# ---------------------------------------------------------------------- atomic writes
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename).
+
+    A symlink at ``path`` is followed (its target is replaced). A full or read-only disk raises a
+    one-line :class:`StorageError` and leaves nothing behind.
+    """
+    path = resolve_output(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path.parent, name=path.name)
+        fd, tmp = _owned_temp_file(path.parent, f".{path.name}.")
+    except OSError as exc:
+        raise (disk_error(exc, path) or exc) from None
     try:
         os.fchmod(fd, _file_mode())
+        preallocate(fd, len(data), path)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+            os.replace(tmp, path)  # before the descriptor (and its lock) is closed
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and (err := disk_error(exc, path)) is not None:
+            raise err from None
         raise
     _fsync_dir(path.parent)
 
@@ -66,40 +433,101 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    global _renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    if _renameat2 is None:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            _renameat2 = fn
+        except (AttributeError, OSError):
+            _renameat2 = False
+    if not _renameat2:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # this file system cannot exchange: the two-rename fallback
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _between_renames() -> None:
+    """Hook for the crash tests: runs while ``path`` is absent in the two-rename fallback."""
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Make ``tmp`` (complete) the directory at ``path`` and delete the previous one."""
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    if _exchange(tmp, path):  # path now the new version, tmp the old one: at no instant is path absent
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = owned_temp_dir(f".{path.name}.", path.parent, suffix=".old", pid_in_name=False)
+    moved = False
+    try:
+        os.replace(path, old / "x")
+        moved = True
+        _between_renames()
+        os.replace(tmp, path)
+        moved = False
+    except BaseException:
+        if moved:  # interrupted (Ctrl-C, SIGTERM) between the renames: put the old version back
+            os.replace(old / "x", path)
+        raise
+    finally:
+        remove_temp_dir(old)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it replaces ``path``.
 
     On any exception (including KeyboardInterrupt) the temporary directory is removed and an
-    existing ``path`` is untouched. When ``path`` exists it is moved aside, the new directory
-    renamed in, then the old one deleted, so at every instant ``path`` is absent only between two
-    renames and is never a half-written directory.
+    existing ``path`` is untouched. The swap is one atomic exchange where Linux offers it; elsewhere
+    ``path`` is moved aside, the new directory renamed in, then the old one deleted, and a process
+    killed between those two renames leaves the old version in ``.NAME.*.old``, which the next open
+    or save puts back (:func:`recover_directory`). A symlink at ``path`` is followed. Stale
+    temporaries of ``path`` left by killed processes are removed first.
     """
-    path = Path(path).absolute()
+    path = resolve_output(path)
+    recover_directory(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists; choose another output path or allow overwriting")
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a directory; choose another output path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp gives 0700; the final directory should look plainly created
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path.parent, name=path.name)
+        tmp = owned_temp_dir(f".{path.name}.", path.parent, suffix=".tmp", pid_in_name=False)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp gives 0700; the final directory should look plainly created
+    except OSError as exc:
+        raise (disk_error(exc, path) or exc) from None
     try:
         yield tmp
         for child in tmp.iterdir():
             if child.is_file():
                 with open(child, "rb") as fh:
                     os.fsync(fh.fileno())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _swap_in(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and (err := disk_error(exc, path)) is not None:
+            raise err from None
         raise
+    finally:
+        release_temp_dir(tmp)
 
 
 def allocated_bytes(root: str | os.PathLike[str]) -> int:
@@ -203,22 +631,171 @@ def write_fvecs(path: str | os.PathLike[str], x: np.ndarray) -> None:
     atomic_write_bytes(path, out.tobytes())
 
 
-def save_npy(path: str | os.PathLike[str], arr: np.ndarray) -> None:
-    """Save a .npy atomically (streams a memmap in chunks rather than loading it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _file_mode())
-    os.close(fd)
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    d = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    np.lib.format.write_array_header_1_0(buf, d)
+    return buf.getvalue()
+
+
+def npy_bytes(shape: tuple[int, ...], dtype: object) -> int:
+    """Size on disk of a ``.npy`` of this shape and dtype (header included)."""
+    dt = np.dtype(dtype)
+    return len(_npy_header(tuple(shape), dt)) + int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+
+
+def write_npy(
+    path: str | os.PathLike[str], shape: tuple[int, ...], dtype: object, chunks: Iterable[np.ndarray]
+) -> None:
+    """Write a C-order ``.npy`` of ``shape``/``dtype`` from row ``chunks``, atomically, with ordinary I/O.
+
+    The whole size is reserved first (``posix_fallocate``), so a full disk fails at once with one
+    :class:`StorageError` line and no partial file is left; nothing is written through a memory map
+    (a write fault there is SIGBUS, which kills the process). Use it in place of
+    ``np.lib.format.open_memmap(mode="w+")`` for anything large.
+    """
+    dt = np.dtype(dtype)
+    if dt.hasobject:
+        raise InputError(f"{path}: object arrays are never written (no pickle)")
+    shape = tuple(int(v) for v in shape)
+    path = resolve_output(path)
+    header = _npy_header(shape, dt)
+    total = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=arr.dtype, shape=arr.shape)
-        step = max(1, (1 << 26) // max(1, arr.itemsize * (arr.shape[1] if arr.ndim > 1 else 1)))
-        for start in range(0, arr.shape[0], step):
-            out[start : start + step] = arr[start : start + step]
-        out.flush()
-        del out
-        os.replace(tmp, path)
-    except BaseException:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path.parent, name=path.name)
+        fd, tmp = _owned_temp_file(path.parent, f".{path.name}.")
+    except OSError as exc:
+        raise (disk_error(exc, path) or exc) from None
+    try:
+        os.fchmod(fd, _file_mode())
+        preallocate(fd, len(header) + total, path)
+        _write_all(fd, header)
+        written = 0
+        for chunk in chunks:
+            block = np.ascontiguousarray(chunk, dtype=dt)
+            _write_all(fd, memoryview(block).cast("B"))
+            written += block.nbytes
+        if written != total:
+            raise ValueError(f"write_npy: got {written} bytes of data for shape {shape} ({total} expected)")
+        os.fsync(fd)
+        os.replace(tmp, path)  # before the descriptor (and its lock) is closed
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and (err := disk_error(exc, path)) is not None:
+            raise err from None
         raise
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:  # a write may be short
+        view = view[os.write(fd, view) :]
+
+
+def save_npy(path: str | os.PathLike[str], arr: np.ndarray) -> None:
+    """Save a .npy atomically (streams a memmap in bounded windows rather than loading it; see :func:`write_npy`)."""
+    arr = np.asarray(arr)
+    if arr.ndim == 0:
+        write_npy(path, (), arr.dtype, [arr.reshape(1)])
+        return
+    row = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+    step = max(1, (1 << 24) // max(1, row))
+    write_npy(path, arr.shape, arr.dtype, (w for _, w in stream_rows(arr, step)))
+
+
+# ---------------------------------------------------------------------- memory-map advice
+_PAGE = mmap.PAGESIZE
+
+
+def _mapping(arr: np.ndarray) -> tuple[mmap.mmap, int] | None:
+    """The ``mmap`` under ``arr`` (a memmap or a view of one) and its start address, else None."""
+    mm = getattr(arr, "_mmap", None)
+    base: Any = arr
+    while mm is None and base is not None:
+        if isinstance(base, mmap.mmap):
+            mm = base
+            break
+        base = getattr(base, "base", None)
+    if not isinstance(mm, mmap.mmap) or mm.closed:
+        return None
+    try:
+        start = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data if len(mm) else 0
+    except (ValueError, TypeError):
+        return None
+    return mm, start
+
+
+def _advise(arr: np.ndarray, option: int | None, lo: int | None = None, hi: int | None = None) -> bool:
+    """``madvise`` on the pages of rows ``lo:hi`` of ``arr`` (all rows when None); False when not possible."""
+    if option is None or not hasattr(mmap.mmap, "madvise") or arr.ndim == 0 or not len(arr):
+        return False
+    found = _mapping(arr)
+    if found is None:
+        return False
+    mm, base = found
+    n = len(arr)
+    lo = 0 if lo is None else max(0, min(lo, n))
+    hi = n if hi is None else max(lo, min(hi, n))
+    stride = arr.strides[0]
+    if hi <= lo or stride <= 0:
+        return False
+    first = arr.ctypes.data - base + lo * stride
+    last = arr.ctypes.data - base + (hi - 1) * stride + arr[0].nbytes
+    begin = (first // _PAGE) * _PAGE
+    end = min(len(mm), -(-last // _PAGE) * _PAGE)
+    if end <= begin:
+        return False
+    try:
+        mm.madvise(option, begin, end - begin)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def advise_sequential(arr: np.ndarray) -> bool:
+    """Tell the kernel ``arr``'s mapping is read front to back once (read-ahead, early reclaim)."""
+    return _advise(arr, getattr(mmap, "MADV_SEQUENTIAL", None))
+
+
+def advise_random(arr: np.ndarray) -> bool:
+    """Tell the kernel ``arr``'s mapping is read at random rows (the rerank's gathers): no read-ahead,
+    so each candidate costs one page, not a read-ahead window of pages nobody asked for."""
+    return _advise(arr, getattr(mmap, "MADV_RANDOM", None))
+
+
+def advise_normal(arr: np.ndarray) -> bool:
+    return _advise(arr, getattr(mmap, "MADV_NORMAL", None))
+
+
+def release_rows(arr: np.ndarray, start: int, stop: int) -> bool:
+    """Drop rows ``start:stop`` of a memory-mapped ``arr`` from this process's memory (``MADV_DONTNEED``).
+
+    For a read-only or file-backed shared mapping nothing is lost: the pages are read again from the
+    file if touched later. Used behind a streaming pass so its resident window stays bounded.
+    """
+    return _advise(arr, getattr(mmap, "MADV_DONTNEED", None), start, stop)
+
+
+def stream_rows(arr: np.ndarray, chunk_rows: int, *, release: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, window)`` over the rows of ``arr`` in order; for a memory map, advised sequential and each
+    window dropped from memory once the consumer moves past it (bounded resident memory)."""
+    n = len(arr) if arr.ndim else 0
+    mapped = _mapping(arr) is not None
+    if mapped:
+        advise_sequential(arr)
+    try:
+        for start in range(0, n, chunk_rows):
+            stop = min(start + chunk_rows, n)
+            yield start, arr[start:stop]
+            if mapped and release:
+                release_rows(arr, start, stop)
+    finally:
+        if mapped:
+            advise_normal(arr)

@@ -15,10 +15,13 @@ from typing import TypeVar
 import numpy as np
 
 from .errors import InputError
+from .storage import stream_rows
 
 T = TypeVar("T")
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 _CHUNK_ROWS = 65536
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_SMALLEST_SAFE_NORM = 1e-18  # below this, squares of the entries have lost precision in float32
 
 
 def iter_row_chunks(n_rows: int, chunk_rows: int = _CHUNK_ROWS) -> Iterator[slice]:
@@ -64,16 +67,25 @@ def check_embeddings(
         )
     if dim is not None and d != dim:
         raise InputError(f"{name}: has {d} dimensions but {dim} are expected; use embeddings from the same model")
-    for sl in iter_row_chunks(n):
-        chunk = np.asarray(arr[sl], dtype=np.float32)
+    # One sequential pass in bounded windows: a memory-mapped corpus is advised sequential and each
+    # window dropped from memory once checked, so validating never holds the corpus in RAM.
+    for start, window in stream_rows(arr, _CHUNK_ROWS):
+        chunk = np.asarray(window)
         finite = np.isfinite(chunk).all(axis=1)
         if not finite.all():
-            row = sl.start + int(np.argmin(finite))
+            row = start + int(np.argmin(finite))
             raise InputError(f"{name}: row {row} contains NaN or Inf; remove or fix non-finite embeddings")
+        if chunk.dtype == np.float64:
+            big = (np.abs(chunk) > _FLOAT32_MAX).any(axis=1)
+            if big.any():
+                row = start + int(np.argmax(big))
+                raise InputError(
+                    f"{name}: row {row} has values beyond float32's range (3.4e38); rescale the embeddings"
+                )
         if not allow_zero_rows:
             zero = ~chunk.any(axis=1)
             if zero.any():
-                row = sl.start + int(np.argmax(zero))
+                row = start + int(np.argmax(zero))
                 raise InputError(
                     f"{name}: row {row} is an all-zero vector, whose cosine similarity is undefined; drop it"
                 )
@@ -125,10 +137,28 @@ def check_fraction(value: object, name: str, *, low: float = 0.0, high: float = 
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Row-wise L2 normalisation to float32 (a copy)."""
+    """Row-wise L2 normalisation to float32 (a copy).
+
+    A row whose squares overflow (1e30) or underflow (1e-30) float32 is first divided by its largest
+    absolute value, so it normalises without overflow warnings or an all-zero result; other rows keep
+    the plain float32 computation bit for bit. All-zero rows stay zero.
+    """
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, eps)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        # Only rows whose squares overflow or underflow are rescaled first: every other row keeps the
+        # exact float32 result it always had (saved indexes answer bit for bit as before).
+        extreme = ~np.isfinite(norms[:, 0]) | (norms[:, 0] < _SMALLEST_SAFE_NORM)
+        if extreme.any():
+            rows = x[extreme]
+            scale = np.abs(rows).max(axis=1, keepdims=True)
+            rows = rows / np.where(scale > 0, scale, 1).astype(np.float32)
+            norms = norms.copy()
+            norms[extreme] = np.linalg.norm(rows, axis=1, keepdims=True)
+            x = x.copy()
+            x[extreme] = rows
+    out = x / np.maximum(norms, eps)
+    return out.astype(np.float32, copy=False)
 
 
 def best_time(fn: Callable[[], T], repeats: int = 1) -> tuple[float, T]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from matryoshka_index import MatryoshkaAdaptor, MatryoshkaIndex
-from matryoshka_index.manifest import MANIFEST_FILE, manifest_bytes, read_manifest
+from matryoshka_index.manifest import CHECKSUM_KEY, MANIFEST_FILE, manifest_bytes, manifest_checksum, read_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "index_v1"
 KINDS = ("pca", "adaptor")
@@ -58,8 +58,11 @@ def test_old_index_saves_back_byte_for_byte(kind: str, tmp_path: Path) -> None:
     index.save(tmp_path / "again")
     manifest = json.loads((tmp_path / "again" / MANIFEST_FILE).read_text())
     old = json.loads(original)
-    assert manifest == old  # same keys, same values (created is kept, library_version unchanged)
-    assert (tmp_path / "again" / MANIFEST_FILE).read_bytes() == original
+    # same keys, same values (created is kept, library_version unchanged), plus the manifest's own
+    # checksum (issue 15): re-saving seals an old manifest; the old bytes are the new ones without it
+    assert manifest.pop(CHECKSUM_KEY) == manifest_checksum(old)
+    assert manifest == old
+    assert manifest_bytes(manifest) == original
     for rel in old["files"]:
         assert (tmp_path / "again" / rel).read_bytes() == (FIXTURES / kind / rel).read_bytes(), rel
 

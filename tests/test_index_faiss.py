@@ -436,7 +436,7 @@ BAD_BUILD = [
     (lambda x: {"backend_options": {"efs": 3}}, "backend_options: unknown option(s) 'efs' for backend 'faiss'"),
     (lambda x: {"adaptor": "magic"}, "adaptor: expected None, 'pca', 'train'"),
     (lambda x: {"adaptor": PCARotation().fit(make_corpus(50, 16))}, "adaptor: was trained on 16-dimensional"),
-    (lambda x: {"payloads": [{"a": 1}] * 400}, "payloads: the faiss backend stores no payloads"),
+    (lambda x: {"payloads": ["a"] * 400}, "payloads: entry 0 is a str; give a dict (or None) per row"),
     (lambda x: {"payloads": [None] * 3}, "payloads: has 3 entries for 400 vectors"),
 ]
 

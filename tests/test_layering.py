@@ -25,8 +25,10 @@ ADAPTOR_MUST_NOT_IMPORT = tuple(f"{PACKAGE}.{m}" for m in ("index", "backends", 
 INDEX_MUST_NOT_IMPORT = tuple(f"{PACKAGE}.{m}" for m in ("evaluation", "quality", "plots", "migrate", "cli"))
 BOTTOM = tuple(
     f"{PACKAGE}.{m}"
-    for m in ("errors", "validation", "storage", "progress", "metrics", "calibration", "manifest", "exact", "_version")
+    for m in ("errors", "validation", "storage", "progress", "metrics", "calibration", "exact", "_version")
 )
+# The manifest sits just above the bottom: it may name the registered backends, nothing higher.
+MANIFEST_MAY_IMPORT = (*BOTTOM, f"{PACKAGE}.backends")
 ABOVE_BOTTOM = tuple(
     f"{PACKAGE}.{m}" for m in ("adaptor", "backends", "index", "evaluation", "quality", "plots", "migrate", "cli")
 )
@@ -178,6 +180,16 @@ def test_the_bottom_modules_import_nothing_above_them() -> None:
     assert bad == []
 
 
+def test_the_manifest_imports_only_the_bottom_and_the_backend_registry() -> None:
+    bad = [b for b in GRAPH.get(f"{PACKAGE}.manifest", ()) if b.startswith(PACKAGE) and b not in MANIFEST_MAY_IMPORT]
+    assert bad == []
+
+
+# The torch coarse engine (issue 14) is the one backend module that uses torch, imported inside the
+# functions that run it, so choosing the FAISS or Qdrant backends never loads torch.
+TORCH_ENGINE = "backends/torch_engine.py"
+
+
 def _imports_torch_directly(path: Path) -> bool:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "torch" for a in node.names):
@@ -191,4 +203,15 @@ def test_index_backends_and_shared_modules_never_import_torch_themselves() -> No
     """Only the adaptor may import torch (and it does so lazily); everything that composes it must not."""
     paths = [*(ROOT / "index").rglob("*.py"), *(ROOT / "backends").rglob("*.py")]
     paths += [ROOT / f"{m}.py" for m in ("calibration", "manifest", "exact", "metrics", "evaluation", "validation")]
-    assert [p.relative_to(ROOT).as_posix() for p in paths if _imports_torch_directly(p)] == []
+    direct = [p.relative_to(ROOT).as_posix() for p in paths if _imports_torch_directly(p)]
+    assert [p for p in direct if p != TORCH_ENGINE] == []
+
+
+def test_the_torch_engine_imports_torch_only_inside_functions() -> None:
+    tree = ast.parse((ROOT / TORCH_ENGINE).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not any(
+        (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "torch" for a in n.names))
+        or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "torch")
+        for n in top
+    )

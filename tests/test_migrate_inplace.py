@@ -255,13 +255,22 @@ def test_rollback_of_an_unfinished_migration_and_of_an_unnamed_vector(adaptor):
         migrate_collection(client, "plain", on_batch=crash, **kw)
     undone = rollback_in_place(client, "plain")
     assert undone.state_before == "updating" and undone.removed_vector == "coarse"
-    # local mode keeps the unnamed vector under "" in a dict once a named one has come and gone
-    assert client.get_collection("plain").config.params.vectors in (params, {"": params})
+    # the unnamed vector is given back in its single form (local mode would keep {"": params})
+    assert client.get_collection("plain").config.params.vectors == params
+    client.upsert("plain", [qm.PointStruct(id=9999, vector=x[0].tolist())])  # the application's own upsert
+    client.delete("plain", qm.PointIdsList(points=[9999]))
     assert dump(client, "plain") == before and [c.name for c in client.get_collections().collections] == ["plain"]
 
-    # the unnamed vector is the rerank vector of an in-place migration too
+    # the unnamed vector is the rerank vector of an in-place migration too; the plan says what the
+    # application's own upserts must change, and that is what Qdrant then asks for
+    plan = migrate_collection(client, "plain", dry_run=True, **kw).describe()
+    assert "Qdrant refuses upserts with an unnamed vector" in plan and "vector={'': v}" in plan
     report = migrate_collection(client, "plain", **kw)
     assert report.ok and report.plan.vector is None, report.describe()
+    with pytest.raises(Exception, match="Unnamed vectors are not allowed"):
+        client.upsert("plain", [qm.PointStruct(id=9999, vector=x[0].tolist())])
+    client.upsert("plain", [qm.PointStruct(id=9999, vector={"": x[0].tolist(), "coarse": [0.5] * COARSE})])
+    client.delete("plain", qm.PointIdsList(points=[9999]))
     assert without_coarse(dump(client, "plain")) == before
     index_mod = pytest.importorskip("matryoshka_index.index")
     idx = index_mod.MatryoshkaIndex.from_qdrant("plain", client=client, device="cpu")

@@ -343,16 +343,21 @@ class _StubIndex:
 
 
 def _manifest(coarse_dim: int, dim: int) -> dict:
-    return {
-        "format": "matryoshka-index",
-        "metric": "cosine",
-        "input_dim": dim,
-        "coarse_dim": coarse_dim,
-        "full_dim": dim,
-        "rerank": "original",
-        "adaptor": {"kind": "matryoshka-adaptor"},
-        "candidates": 40,
-    }
+    from matryoshka_index.manifest import make_manifest
+
+    return make_manifest(
+        metric="cosine",
+        input_dim=dim,
+        coarse_dim=coarse_dim,
+        full_dim=dim,
+        rerank="original",
+        adaptor_kind="matryoshka-adaptor",
+        adaptor_directory=None,
+        count=0,
+        candidates=40,
+        calibration={},
+        backend={"kind": "qdrant"},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,9 @@
-"""``MatryoshkaAdaptor``: the scikit-learn-style estimator users meet."""
+"""``MatryoshkaAdaptor``: the scikit-learn-style estimator users meet.
+
+torch is imported only by ``fit`` and by a CUDA device: a fitted adaptor is applied in numpy
+(:class:`.numpy_model.NumpyResidualAdaptor`, float32), so loading one and transforming queries work
+in an environment without torch and start in a fraction of the time.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,23 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .._version import __version__
 from ..errors import FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_positive_int, iter_row_chunks
+from .history import TrainHistory
 from .io import read_adaptor_dir, write_adaptor_dir, write_adaptor_files
-from .model import ResidualAdaptor
+from .numpy_model import NumpyResidualAdaptor, expected_shapes
 from .pca import pca_rotation
-from .training import LossWeights, TrainConfig, TrainHistory, train
+
+if TYPE_CHECKING:
+    import torch
+
+    from .training import TrainConfig
 
 _INITS = ("pca", "identity")
 
@@ -36,7 +45,21 @@ def default_matryoshka_dims(dim: int) -> tuple[int, ...]:
     return dims or (max(1, dim // 2),)
 
 
+def _import_torch(what: str) -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise MatryoshkaError(
+            f"{what} needs torch, which is not installed here (pip install torch); "
+            "loading and applying a fitted adaptor do not"
+        ) from None
+    return torch
+
+
 def resolve_device(device: str) -> torch.device:
+    """The torch device for ``device`` (imports torch: training and CUDA inference only)."""
+    torch = _import_torch(f"device={device!r}")
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -94,7 +117,9 @@ class MatryoshkaAdaptor:
     seed:
         Seeds every random choice; on CPU the same data and seed give the same weights.
     device:
-        ``"auto"`` (CUDA when torch sees a GPU, else CPU), ``"cpu"`` or ``"cuda"``.
+        Where ``fit`` trains: ``"auto"`` (CUDA when torch sees a GPU, else CPU), ``"cpu"`` or ``"cuda"``.
+        ``transform`` runs in numpy (no torch) after a CPU fit and after ``load`` with ``"auto"`` or
+        ``"cpu"``; in torch on the GPU after a GPU fit or ``load(..., device="cuda")``.
     quiet:
         No progress bar even on a terminal.
 
@@ -166,6 +191,8 @@ class MatryoshkaAdaptor:
         return f"MatryoshkaAdaptor({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     def _check_params(self, dim: int) -> TrainConfig:
+        from .training import LossWeights, TrainConfig  # torch: only fit needs it
+
         if self.init not in _INITS:
             raise InputError(f"init: must be one of {', '.join(_INITS)}, got {self.init!r}")
         dims = tuple(self.matryoshka_dims) if self.matryoshka_dims is not None else default_matryoshka_dims(dim)
@@ -218,6 +245,7 @@ class MatryoshkaAdaptor:
 
         ``positives[i]`` is the embedding of a document relevant to ``queries[i]``. Returns ``self``.
         """
+        torch = _import_torch("fit")  # one clear line where torch is missing, before any work
         corpus = check_embeddings(corpus, "corpus", min_rows=2)
         n, dim = corpus.shape
         cfg = self._check_params(dim)
@@ -236,6 +264,9 @@ class MatryoshkaAdaptor:
                     f"positives: has {len(positives)} rows for {len(queries)} queries; positives[i] must match queries[i]"
                 )
             pairs = (np.asarray(queries, dtype=np.float32), np.asarray(positives, dtype=np.float32))
+
+        from .torch_model import ResidualAdaptor
+        from .training import train
 
         device = resolve_device(self.device)
         rng = np.random.default_rng(self.seed)
@@ -284,7 +315,7 @@ class MatryoshkaAdaptor:
                 neighbour_space=neighbour_space,
                 quiet=self.quiet,
             )
-        self.model_ = model
+        self.model_ = _inference_model(model)
         self.input_dim_ = dim
         self.matryoshka_dims_ = cfg.dims
         self.history_ = history
@@ -326,13 +357,39 @@ class MatryoshkaAdaptor:
         if out_dim > self.input_dim_:
             raise InputError(f"dim: {out_dim} exceeds the adaptor's dimension {self.input_dim_}")
         out = np.empty((x.shape[0], out_dim), dtype=np.float32)
-        device = next(self.model_.parameters()).device
         batches = list(iter_row_chunks(x.shape[0], check_positive_int(batch_size, "batch_size")))
+        shown = progress(batches, desc="adapting", unit="batch", quiet=self.quiet or len(batches) < 4)
+        if isinstance(self.model_, NumpyResidualAdaptor):
+            for sl in shown:
+                out[sl] = self.model_(np.asarray(x[sl], dtype=np.float32))[:, :out_dim]
+            return out
+        import torch  # a CUDA model (fit on a GPU, or load(device="cuda"))
+
+        device = next(self.model_.parameters()).device
         with torch.no_grad():
-            for sl in progress(batches, desc="adapting", unit="batch", quiet=self.quiet or len(batches) < 4):
+            for sl in shown:
                 chunk = torch.from_numpy(np.array(x[sl], dtype=np.float32)).to(device)
                 out[sl] = self.model_(chunk)[:, :out_dim].cpu().numpy()
         return out
+
+    def to_torch(self, device: str = "cpu") -> torch.nn.Module:
+        """The adaptor as a torch ``ResidualAdaptor`` (``nn.Module``, eval mode) with these weights; imports torch."""
+        self._check_fitted()
+        return _torch_model(self.model_.state_dict(), resolve_device(device))
+
+    def to_sentence_transformers(self) -> torch.nn.Module:
+        """A module to append to a ``SentenceTransformer``: ``encode`` then returns adapted vectors.
+
+        ``model.append(adaptor.to_sentence_transformers())``; ``truncate_dim=m`` gives the Matryoshka
+        prefix; ``model.save(dir)`` stores the adaptor in the model directory and
+        ``SentenceTransformer(dir, trust_remote_code=True)`` loads it back (sentence-transformers >= 6 asks
+        for the flag for any module class outside its own package; see :mod:`.sentence_transformers`;
+        extra: ``pip install "matryoshka-index[st]"``).
+        """
+        self._check_fitted()
+        from .sentence_transformers import MatryoshkaAdaptorModule
+
+        return MatryoshkaAdaptorModule(self.model_.state_dict(), self.metadata_)
 
     def fit_transform(self, corpus: np.ndarray, dim: int | None = None) -> np.ndarray:
         return self.fit(corpus).transform(corpus, dim)
@@ -370,17 +427,16 @@ class MatryoshkaAdaptor:
             has_rotation = bool(meta["has_rotation"])
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"{path}: adaptor metadata is incomplete ({exc}); the file is corrupt") from None
-        model = ResidualAdaptor(dim, hidden, rotation=torch.zeros(dim, dim) if has_rotation else None)
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        expected = expected_shapes(dim, hidden, has_rotation)
+        found = {k: tuple(v.shape) for k, v in sorted(tensors.items())}
         if expected != found:
             raise FormatError(f"{path}: weights do not match the metadata (expected tensors {expected}, found {found})")
-        model.load_state_dict(tensors)
-        model.eval()
         params = {k: v for k, v in meta.get("params", {}).items() if k in _DEFAULTS}
         params["device"] = device
         obj = cls(**params)
-        obj.model_ = model.to(resolve_device(device))
+        # numpy on the CPU ("auto" included: no torch import to look for a GPU); torch for an explicit CUDA device
+        on_cpu = device in ("auto", "cpu")
+        obj.model_ = NumpyResidualAdaptor(tensors) if on_cpu else _torch_model(tensors, resolve_device(device))
         obj.input_dim_ = dim
         obj.matryoshka_dims_ = dims
         obj.history_ = TrainHistory(
@@ -388,6 +444,20 @@ class MatryoshkaAdaptor:
         )
         obj.metadata_ = meta
         return obj
+
+
+def _inference_model(model: Any) -> Any:
+    """What ``transform`` runs after ``fit``: the numpy twin on the CPU, the torch module itself on a GPU."""
+    if next(model.parameters()).device.type == "cpu":
+        return NumpyResidualAdaptor.from_torch(model)
+    return model.eval()
+
+
+def _torch_model(tensors: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    _import_torch("a torch adaptor")
+    from .torch_model import ResidualAdaptor
+
+    return ResidualAdaptor.from_tensors(tensors).to(device)
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

@@ -1,43 +1,22 @@
-"""The adaptor network: ``f(e) = e + MLP(e)``, optionally behind a fixed orthogonal rotation."""
+"""The adaptor network, ``f(e) = z + MLP(z)``: numpy twin always, torch module on first use of its name.
+
+``ResidualAdaptor`` (the torch ``nn.Module`` that training uses) lives in :mod:`.torch_model`; this module
+hands it out lazily so that importing the package, loading an adaptor and applying it never import torch.
+"""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import Any
 
+from .numpy_model import NumpyResidualAdaptor
 from .pca import pca_rotation  # re-exported: it lived here before
 
-__all__ = ["ResidualAdaptor", "pca_rotation"]
+__all__ = ["NumpyResidualAdaptor", "ResidualAdaptor", "pca_rotation"]  # noqa: F822 (module __getattr__)
 
 
-class ResidualAdaptor(nn.Module):
-    """Residual MLP of the Matryoshka-Adaptor paper, identity at initialisation.
+def __getattr__(name: str) -> Any:  # lazy: only training and CUDA inference need torch
+    if name == "ResidualAdaptor":
+        from .torch_model import ResidualAdaptor
 
-    ``f(e) = z + MLP(z)`` with ``z = e @ R`` when a rotation ``R`` (``d x d``, orthogonal, columns
-    ordered by importance, e.g. PCA directions) is given, else ``z = e``. The MLP's output layer
-    starts at zero, so before training ``f`` is exactly the identity (or the rotation): training
-    can only move away from a known-good starting point. An orthogonal ``R`` keeps every full-dim
-    inner product, so the rotation alone loses nothing at full dimension.
-    """
-
-    def __init__(self, dim: int, hidden_dim: int, rotation: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.dim = dim
-        self.hidden_dim = hidden_dim
-        if rotation is not None:
-            if rotation.shape != (dim, dim):
-                raise ValueError(f"rotation must be {dim}x{dim}, got {tuple(rotation.shape)}")
-            self.register_buffer("rotation", rotation.to(torch.float32).contiguous())
-        else:
-            self.rotation = None
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
-
-    def start(self, e: torch.Tensor) -> torch.Tensor:
-        """The starting point ``z`` (``e`` rotated, or ``e``) that the residual is added to."""
-        return e @ self.rotation if self.rotation is not None else e
-
-    def forward(self, e: torch.Tensor) -> torch.Tensor:
-        z = self.start(e)
-        return z + self.mlp(z)
+        return ResidualAdaptor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

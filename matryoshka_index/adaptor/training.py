@@ -18,6 +18,7 @@ import torch
 
 from ..errors import InputError
 from ..progress import progress
+from ..threads import apply as apply_threads
 from .losses import (
     listwise_loss,
     pairwise_similarity_loss,
@@ -183,6 +184,7 @@ def train(
     basis makes that search several times cheaper at the same neighbour quality); the losses always
     use the exact full-dimension similarities.
     """
+    apply_threads()  # torch follows the cores actually free (MINDEX_THREADS, affinity, load)
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     objective = _Objective(cfg)

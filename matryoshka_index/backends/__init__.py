@@ -1,4 +1,5 @@
-"""Storage backends behind one protocol (``base.SearchBackend``). Backends never import torch.
+"""Storage backends behind one protocol (``base.SearchBackend``). Backends never import torch, except the
+torch coarse engine (``torch_engine``), which imports it inside the functions that run it.
 
 Modules are named ``faiss_backend`` / ``qdrant_backend`` rather than ``faiss`` / ``qdrant`` so that
 inside this package ``import faiss`` can never be mistaken for (or shadowed by) our own module.

@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -53,7 +51,8 @@ from typing import Any, ClassVar
 import faiss
 import numpy as np
 
-from ..errors import BackendError, FormatError, InputError
+from ..errors import BackendError, FormatError, InputError, StorageError
+from ..storage import owned_temp_dir, preallocate, remove_temp_dir
 from . import faiss_codes as codes
 from .base import EMPTY_ID, empty_results
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
@@ -74,26 +73,39 @@ _NO_ROW = np.iinfo(np.int64).max  # sorts last; knn_inner_products_by_idx stops 
 
 
 class _SpillFile:
-    """An append-only float32 matrix in a raw temporary file, memory-mapped; capacity doubles as it grows."""
+    """An append-only float32 matrix in a raw temporary file, memory-mapped; capacity doubles as it grows.
+
+    The directory is owned (:func:`~matryoshka_index.storage.owned_temp_dir`: a later run sweeps it if
+    this process is killed) and lives in ``directory``, else ``$MINDEX_TMPDIR``, else the system temp
+    folder. Each growth reserves its blocks with ``posix_fallocate`` before the map is written, so a
+    full disk raises a one-line StorageError here instead of SIGBUS at a write through the map.
+    """
 
     def __init__(self, dim: int, directory: str | None) -> None:
         self.dim = dim
-        self.dir = tempfile.mkdtemp(prefix="mindex-spill-", dir=directory)
+        self.dir = str(owned_temp_dir("mindex-spill-", directory))
         self.path = os.path.join(self.dir, "full.f32")
         self.n = 0
         self._cap = 0
         self._mm: np.ndarray | None = None
         open(self.path, "wb").close()
         # The directory goes away with this object (or at interpreter exit), never left in /tmp.
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self.dir, True)
+        self._finalizer = weakref.finalize(self, remove_temp_dir, self.dir)
 
     def append(self, x: np.ndarray) -> None:
         need = self.n + len(x)
         if need > self._cap:
             cap = max(need, 2 * self._cap, 1024)
-            self._mm = None
-            with open(self.path, "r+b") as fh:
-                fh.truncate(cap * self.dim * 4)
+            fd = os.open(self.path, os.O_RDWR)
+            try:
+                try:
+                    preallocate(fd, cap * self.dim * 4, self.path)
+                except StorageError:  # the doubling does not fit: the rows themselves may still
+                    cap = need
+                    preallocate(fd, cap * self.dim * 4, self.path)
+                os.ftruncate(fd, cap * self.dim * 4)  # no-op where fallocate worked; sizes it where not
+            finally:
+                os.close(fd)
             self._mm = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(cap, self.dim))
             self._cap = cap
         assert self._mm is not None
@@ -222,6 +234,10 @@ class FaissBackend:
         self.balance = balance  # "itq": prefixes rotated (and stored ones centred) inside the prefix, see faiss_codes
         self._balance = balance_matrix
 
+    @property
+    def mirrorable(self) -> bool:  # what a device engine can mirror: float prefixes in IndexIDMap(IndexFlatIP)
+        return self.index_type == "flat" and self.code == "float" and self.balance == "none"
+
     def _alive_mask(self) -> np.ndarray:
         return self._alive if self._alive is not None else np.ones(len(self._ids), dtype=bool)
 
@@ -246,20 +262,15 @@ class FaissBackend:
         device: str = "auto",
         spill_dir: str | None = None,
     ) -> FaissBackend:
-        """An empty backend.
+        """An empty backend: ``index`` (structure) x ``code``, pairs and options in :mod:`.faiss_codes`.
 
-        ``index`` (the structure): ``"flat"`` (every coarse vector scored), ``"hnsw"`` (graph;
-        ``hnsw_m`` links per node, ``ef_construction``; searches use ``efSearch = max(ef_search,
-        candidates)``) or ``"ivf"`` (``nlist`` lists, default about 4 sqrt(n) chosen at :meth:`train`;
-        ``nprobe`` lists probed, default calibrated by the index); ``"pq"`` is an alias of
-        ``index="flat", code="pq4"``. ``code`` (how each prefix is stored): ``"float"``, ``"sq8"``,
-        ``"sq4"``, ``"pq4"`` (4-bit PQ, ``pq_m`` sub-quantizers, default ``coarse_dim``),
-        ``"rabitq"`` (``rabitq_bits`` bits a dimension, default 1) or ``"binary"`` (sign bits,
-        Hamming). ``balance="itq"``: an ITQ rotation inside the prefix, learned at :meth:`train`
-        (keeps each query's float coarse order; balances sign bits). Pairs FAISS cannot do are refused (see :mod:`.faiss_codes`). ``device``:
-        ``"auto"`` (GPU when FAISS has one, else CPU; float flat / IVF only), ``"cpu"`` or ``"gpu"``
-        (still falls back to the CPU when no GPU works). ``spill_dir``: where the temporary
-        full-vector file of a build goes (default: the system temp directory).
+        ``hnsw``: ``hnsw_m`` links, ``ef_construction``, searches with ``efSearch = max(ef_search,
+        candidates)``; ``ivf``: ``nlist`` lists (default about 4 sqrt(n), chosen at :meth:`train`),
+        ``nprobe`` (default calibrated by the index); ``"pq"`` = ``index="flat", code="pq4"`` (``pq_m``
+        sub-quantizers, default ``coarse_dim``); ``rabitq_bits`` (default 1); ``balance="itq"``: an
+        ITQ rotation inside the prefix learned at :meth:`train`. ``device``: ``"auto"`` (GPU when FAISS
+        has one; float flat / IVF only), ``"cpu"`` or ``"gpu"`` (falls back to the CPU when no GPU
+        works). ``spill_dir``: where a build's temporary full-vector file goes (default: system temp).
         """
         if index not in INDEX_TYPES:
             raise InputError(f"index: unknown coarse index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
@@ -608,8 +619,8 @@ class FaissBackend:
                     gpu.nprobe = int(self._params.get("nprobe") or 1)
                 return gpu.search(coarse_queries, n)
         exhaustive = int(self._params.get("nprobe") or 1) >= int(self._params.get("nlist") or 1)
-        if self.structure == "ivf" and self.code == "float" and exhaustive:
-            return self._ivf_exhaustive_hits(coarse_queries, n)
+        if self.structure == "ivf" and self.code == "float" and exhaustive:  # one BLAS scan: see faiss_codes
+            return codes.ivf_exhaustive_hits(self._coarse, coarse_queries, n)
         # Removed rows that stay in the coarse index and cannot be filtered by a selector: ask for
         # as many more hits as there are removed rows, drop those, keep the first n live ones.
         dead = len(self._ids) - self._n_alive
@@ -629,26 +640,8 @@ class FaissBackend:
     def _coarse_rows(self, coarse_queries: np.ndarray, n: int) -> np.ndarray:  # top-n rows, -1 where none
         return self._coarse_hits(coarse_queries, n)[1]
 
-    def _ivf_exhaustive_hits(self, coarse_queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Probing every IVF list is an exact coarse search: run it as one BLAS flat search over the
-        lists' vectors instead (the same rows up to float rounding, ~10x faster at 1M vectors; the
-        calibration asks for it to find how many candidates an exact coarse stage needs)."""
-        invlists = faiss.extract_index_ivf(self._coarse).invlists
-        vecs, labels = [], []
-        for lst in range(invlists.nlist):
-            size = invlists.list_size(lst)
-            if size:
-                raw = faiss.rev_swig_ptr(invlists.get_codes(lst), size * invlists.code_size)
-                vecs.append(np.frombuffer(raw, dtype=np.float32).reshape(size, self.coarse_dim).copy())
-                labels.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
-        if not vecs:
-            return empty_results(len(coarse_queries), n)
-        scores, pos = faiss.knn(coarse_queries, np.concatenate(vecs), n, metric=faiss.METRIC_INNER_PRODUCT)
-        all_labels = np.concatenate(labels)
-        return scores, np.where(pos >= 0, all_labels[np.maximum(pos, 0)], -1)
-
     def _ivf_exhaustive_rows(self, coarse_queries: np.ndarray, n: int) -> np.ndarray:
-        return self._ivf_exhaustive_hits(coarse_queries, n)[1]
+        return codes.ivf_exhaustive_hits(self._coarse, coarse_queries, n)[1]
 
     def coarse_search(self, coarse_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Stage one alone: coarse scores (the code's: +-1 inner products for binary) and ids."""
@@ -665,6 +658,15 @@ class FaissBackend:
         ids = np.where(valid, self._ids[np.where(valid, rows, 0)], EMPTY_ID)
         scores = np.where(valid, scores, -np.inf).astype(np.float32, copy=False)
         return scores, ids
+
+    def device_arrays(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.ndarray]], np.ndarray]:
+        """``(live rows, their coarse vectors, full-vector segments, row -> id)`` of a flat index: what a
+        device engine (``backends/torch_engine.py``) mirrors to run both stages off this process's CPU."""
+        if not self.mirrorable or self._coarse is None:
+            raise InputError(f"device_arrays: only a float flat coarse index can be mirrored, not {self.index_type!r}")
+        rows = faiss.vector_to_array(self._coarse.id_map).astype(np.int64)
+        vectors = self._coarse.index.reconstruct_n(0, self._coarse.index.ntotal)
+        return rows, vectors, self._full.segments(), self._ids
 
     def rerank_rows(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` of the candidate ``rows`` (``-1`` = none) by full inner product: ``(scores, rows)``."""
@@ -829,15 +831,11 @@ class FaissBackend:
         return self._measured[1]
 
     def memory(self) -> dict[str, Any]:
-        """What this backend keeps in RAM, measured, and what it leaves to the page cache.
-
-        ``resident_bytes``: the coarse index (:meth:`_coarse_bytes`) plus every in-RAM NumPy array (ids
-        unless memory-mapped, the alive mask once a row was removed, the id -> row lookup once built,
-        full vectors read with ``mmap=False``). ``fixed_bytes``: the part that does not grow with the
-        count (the empty trained coarse index, measured at training: header, SQ ranges, codebooks,
-        centroids; the balance rotation); ``per_vector_bytes``: the rest per vector.
-        ``page_cache_bytes_per_vector``: memory-mapped files the search reads (full vectors, ids),
-        cached by the OS as far as queries touch them and evictable, unlike the resident bytes.
+        """What stays in RAM, measured, and what is left to the page cache. ``resident_bytes``: the coarse
+        index (:meth:`_coarse_bytes`) + in-RAM arrays (ids unless memory-mapped, the alive mask once a row
+        was removed, the id lookup once built, full vectors read with ``mmap=False``); ``fixed_bytes``: the
+        empty trained index (measured at training) + the balance rotation; ``per_vector_bytes``: the rest
+        per vector; ``page_cache_bytes_per_vector``: the memory-mapped files a search reads (evictable).
         """
         n = max(1, self._n_alive)
         coarse = self._coarse_bytes()

@@ -235,6 +235,25 @@ def serialized_bytes(index: Any) -> int:
     return int(faiss.serialize_index(index).size)
 
 
+def ivf_exhaustive_hits(index: Any, coarse_queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, rows)`` of a float IVF index probed in every list, as one BLAS flat search over the lists'
+    vectors (the same rows up to float rounding, ~10x faster at 1M vectors; the calibration asks for it to
+    find how many candidates an exact coarse stage needs). ``-1`` rows (score ``-inf``) where fewer exist."""
+    invlists = faiss.extract_index_ivf(index).invlists
+    vecs, labels = [], []
+    for lst in range(invlists.nlist):
+        size = invlists.list_size(lst)
+        if size:
+            raw = faiss.rev_swig_ptr(invlists.get_codes(lst), size * invlists.code_size)
+            vecs.append(np.frombuffer(raw, dtype=np.float32).reshape(size, index.d).copy())
+            labels.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
+    if not vecs:
+        return np.full((len(coarse_queries), n), -np.inf, np.float32), np.full((len(coarse_queries), n), -1, np.int64)
+    scores, pos = faiss.knn(coarse_queries, np.concatenate(vecs), n, metric=_IP)
+    all_labels = np.concatenate(labels)
+    return scores, np.where(pos >= 0, all_labels[np.maximum(pos, 0)], -1)
+
+
 def inverted_lists(index: Any) -> Any:
     return faiss.extract_index_ivf(index).invlists if not isinstance(index, faiss.IndexBinary) else index.invlists
 

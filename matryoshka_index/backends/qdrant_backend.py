@@ -74,9 +74,20 @@ from qdrant_client import models as qm
 
 from ..errors import FormatError, InputError
 from ..progress import progress
+from ..validation import check_positive_int
 from .base import EMPTY_ID, empty_results
-from .qdrant_common import COARSE, FULL, QUANTIZATIONS, Payloads, add_inputs, membership, quantized_bytes, query_pairs
-from .qdrant_connection import client_mode, close_quietly, connect, describe_client, is_local_client
+from .qdrant_common import (
+    COARSE,
+    FULL,
+    QUANTIZATIONS,
+    Closing,
+    Payloads,
+    add_inputs,
+    membership,
+    quantized_bytes,
+    query_pairs,
+)
+from .qdrant_connection import CONNECTION_OPTIONS, client_mode, close_quietly, connect, describe_client, is_local_client
 from .qdrant_errors import call, is_transient, translate_error
 from .qdrant_metadata import (
     CHUNK_BYTES,
@@ -154,8 +165,7 @@ def _positive(*, optional: bool = False, **values: Any) -> None:
     for name, value in values.items():
         if optional and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name}: must be a positive integer, got {value!r}")
+        check_positive_int(value, name)
 
 
 def _layout(
@@ -184,7 +194,7 @@ def _layout(
     }
 
 
-class QdrantBackend:
+class QdrantBackend(Closing):
     """Coarse + full named vectors in a Qdrant collection; both search stages run inside Qdrant.
 
     Create one with :meth:`create` (a new collection), :meth:`open` (from a saved index manifest) or
@@ -255,15 +265,6 @@ class QdrantBackend:
         full_dim: int,
         metric: str = "cosine",
         index: str = "hnsw",
-        url: str | None = None,
-        api_key: str | None = None,
-        https: bool | None = None,
-        timeout: int | None = None,
-        prefer_grpc: bool = False,
-        grpc_port: int | None = None,
-        path: str | os.PathLike[str] | None = None,
-        location: str | None = None,
-        client: QdrantClient | None = None,
         collection: str | None = None,
         shard_number: int | None = None,
         replication_factor: int | None = None,
@@ -281,15 +282,15 @@ class QdrantBackend:
         parallel: int = 1,
         max_retries: int = 5,
         quiet: bool = False,
-        **unknown: Any,
+        **connection: Any,
     ) -> QdrantBackend:
         """Create a new collection with the ``coarse`` + ``full`` layout (it must not exist yet).
 
         ``index``: ``"hnsw"`` (an HNSW graph on ``coarse``) or ``"flat"`` (exact coarse stage,
         ``SearchParams(exact=True)``, no graph: the same results as FAISS ``flat``).
-        Connection: ``url`` (+ ``api_key``, ``https``, ``timeout``, ``prefer_grpc``), ``path`` (local
-        mode on disk), ``location=":memory:"`` or ``client``; none of them: embedded in memory, saved
-        as a snapshot inside the index directory. Cluster options: ``shard_number``,
+        Connection (keywords, see :data:`CONNECTION_OPTIONS`): ``url`` (+ ``api_key``, ``https``,
+        ``timeout``, ``prefer_grpc``, ``grpc_port``), ``path`` (local mode on disk), ``location=":memory:"``
+        or ``client``; none of them: embedded in memory, saved as a snapshot inside the index directory. Cluster options: ``shard_number``,
         ``replication_factor``, ``write_consistency_factor``. ``on_disk`` keeps ``full`` on disk
         (memory-mapped; it is only read to rerank). ``coarse_quantization``: None, ``"int8"`` or
         ``"binary"``, searched with ``rescore`` (and optional ``oversampling``). ``hnsw_m``,
@@ -297,8 +298,9 @@ class QdrantBackend:
         ``candidates`` is always used). ``upload_batch_size`` points per request, ``parallel``
         concurrent requests (server mode), ``max_retries`` on transient errors.
         """
+        unknown = sorted(set(connection) - set(CONNECTION_OPTIONS))
         if unknown:
-            raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(unknown))}")
+            raise InputError(f"Qdrant backend: unknown option(s) {', '.join(unknown)}")
         metric = _check_metric(metric)
         _positive(coarse_dim=coarse_dim, full_dim=full_dim)
         if coarse_dim > full_dim:
@@ -306,19 +308,9 @@ class QdrantBackend:
         index = _check_index(index)
         quant = quantization_config(coarse_quantization, quantization_always_ram)
         _positive(shard_number=shard_number, replication_factor=replication_factor, optional=True)
-        if url is None and path is None and location is None and client is None:
-            location = ":memory:"
-        qclient, owns = connect(
-            url=url,
-            path=path,
-            location=location,
-            client=client,
-            api_key=api_key,
-            https=https,
-            timeout=timeout,
-            prefer_grpc=prefer_grpc,
-            grpc_port=grpc_port,
-        )
+        if all(connection.get(k) is None for k in ("url", "path", "location", "client")):
+            connection["location"] = ":memory:"
+        qclient, owns = connect(**connection)
         endpoint = describe_client(qclient)
         name = collection or DEFAULT_COLLECTION
         if name.endswith(COMPANION_SUFFIX):
@@ -347,7 +339,7 @@ class QdrantBackend:
             if owns:
                 close_quietly(qclient)
             raise
-        connection = {k: v for k, v in (("timeout", timeout), ("prefer_grpc", prefer_grpc or None)) if v is not None}
+        saved = {k: connection[k] for k in ("timeout", "prefer_grpc") if connection.get(k)}
         return cls(
             qclient,
             name,
@@ -364,7 +356,7 @@ class QdrantBackend:
             parallel=parallel,
             max_retries=max_retries,
             quiet=quiet,
-            connection=connection,
+            connection=saved,
         )
 
     @classmethod
@@ -451,8 +443,7 @@ class QdrantBackend:
                 f"version {section.get('format_version')!r} is not supported by this version of matryoshka-index"
             )
         options = dict(backend_options)
-        conn_keys = ("url", "path", "location", "client", "api_key", "https", "timeout", "prefer_grpc", "grpc_port")
-        conn = {k: options.pop(k) for k in conn_keys if k in options}
+        conn = {k: options.pop(k) for k in CONNECTION_OPTIONS if k in options}
         collection = options.pop("collection", None) or section["collection"]
         given = any(conn.get(k) is not None for k in ("url", "path", "location", "client"))
         if section.get("mode") == "memory" and not given:
@@ -489,16 +480,6 @@ class QdrantBackend:
         return backend
 
     # ---------------------------------------------------------------------------- lifecycle
-    def close(self) -> None:
-        """Close the client if this backend opened it."""
-        self._finalizer()
-
-    def __enter__(self) -> QdrantBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _call(self, fn: Callable[[], T], what: str, *, retries: int | None = None) -> T:
         return call(fn, self.endpoint, what, retries=self.max_retries if retries is None else retries)
 
@@ -858,6 +839,7 @@ __all__ = [  # the backend, and the names of the modules it stands on that were 
     "CHUNK_BYTES",
     "COARSE",
     "COMPANION_SUFFIX",
+    "CONNECTION_OPTIONS",
     "DEFAULT_COLLECTION",
     "FULL",
     "META_KEY",

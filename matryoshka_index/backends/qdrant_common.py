@@ -17,6 +17,22 @@ FULL = "full"
 QUANTIZATIONS = (None, "int8", "binary")
 
 
+class Closing:
+    """``close()`` (idempotent: it runs the backend's ``weakref.finalize``) and use as a context manager."""
+
+    _finalizer: Any
+
+    def close(self) -> None:
+        """Release what the backend holds: its client (if it opened it), or its shard, lock and working copy."""
+        self._finalizer()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's text (its class name when it has none)."""
     text = str(exc).strip()

@@ -12,6 +12,9 @@ from qdrant_client import QdrantClient
 from ..errors import BackendError, InputError
 from .qdrant_common import first_line
 
+CONNECTION_OPTIONS = ("url", "path", "location", "client", "api_key", "https", "timeout", "prefer_grpc", "grpc_port")
+"""The keywords :func:`connect` takes to reach Qdrant (``must_exist`` aside)."""
+
 
 def describe_client(client: QdrantClient) -> str:
     """A short human name of where a client points: its URL, its local path, or 'in-memory Qdrant'."""
@@ -111,4 +114,4 @@ def close_quietly(client: QdrantClient | None) -> None:
             client.close()
 
 
-__all__ = ["client_mode", "close_quietly", "connect", "describe_client", "is_local_client"]
+__all__ = ["CONNECTION_OPTIONS", "client_mode", "close_quietly", "connect", "describe_client", "is_local_client"]

@@ -59,11 +59,13 @@ import numpy as np
 from ..errors import BackendError, FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..storage import allocated_bytes
+from ..validation import check_positive_int
 from .base import EMPTY_ID, empty_results
 from .qdrant_common import (
     COARSE,
     FULL,
     QUANTIZATIONS,
+    Closing,
     Payloads,
     add_inputs,
     first_line,
@@ -261,12 +263,6 @@ def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
-def _positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _quantization(kind: str | None) -> Any:
     if kind == "int8":
         return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
@@ -308,7 +304,7 @@ def _edge_config(p: dict[str, Any], max_search_threads: int | None) -> Any:
     )
 
 
-class QdrantEdgeBackend:
+class QdrantEdgeBackend(Closing):
     """Coarse + full named vectors in an in-process qdrant-edge shard; both stages run inside the engine.
 
     Create one with :meth:`create` (a new, empty shard) or :meth:`open` (a copy of a saved one).
@@ -328,7 +324,7 @@ class QdrantEdgeBackend:
         self.rescore = bool(params["rescore"])
         self.oversampling = params["oversampling"]
         self.hnsw_ef = params["hnsw_ef"]
-        self.upload_batch_size = _positive_int("upload_batch_size", upload_batch_size)
+        self.upload_batch_size = check_positive_int(upload_batch_size, "upload_batch_size")
         self.quiet = quiet
         self._dirty = False
         self._optimize_lock = threading.Lock()
@@ -375,8 +371,8 @@ class QdrantEdgeBackend:
         _check_choice("metric", metric, METRICS)
         _check_choice("index", index, INDEX_TYPES)
         _check_choice("coarse_quantization", coarse_quantization, QUANTIZATIONS)
-        coarse_dim = _positive_int("coarse_dim", coarse_dim)
-        full_dim = _positive_int("full_dim", full_dim)
+        coarse_dim = check_positive_int(coarse_dim, "coarse_dim")
+        full_dim = check_positive_int(full_dim, "full_dim")
         if coarse_dim > full_dim:
             raise InputError(f"coarse_dim: {coarse_dim} exceeds full_dim {full_dim}")
         params: dict[str, Any] = {
@@ -388,18 +384,20 @@ class QdrantEdgeBackend:
             "on_disk": bool(on_disk),
             "rescore": bool(rescore),
             "oversampling": None if oversampling is None else float(oversampling),
-            "hnsw_m": _positive_int("hnsw_m", hnsw_m, minimum=2),
-            "hnsw_ef_construct": _positive_int("hnsw_ef_construct", hnsw_ef_construct, minimum=4),
-            "hnsw_ef": None if hnsw_ef is None else _positive_int("hnsw_ef", hnsw_ef),
+            "hnsw_m": check_positive_int(hnsw_m, "hnsw_m", minimum=2),
+            "hnsw_ef_construct": check_positive_int(hnsw_ef_construct, "hnsw_ef_construct", minimum=4),
+            "hnsw_ef": None if hnsw_ef is None else check_positive_int(hnsw_ef, "hnsw_ef"),
             "indexing_threshold_kb": (
-                None if indexing_threshold_kb is None else _positive_int("indexing_threshold_kb", indexing_threshold_kb)
+                None
+                if indexing_threshold_kb is None
+                else check_positive_int(indexing_threshold_kb, "indexing_threshold_kb")
             ),
             "wal": bool(wal),
         }
         if oversampling is not None and params["oversampling"] < 1:
             raise InputError(f"oversampling: must be >= 1, got {oversampling!r}")
         if max_search_threads is not None:
-            max_search_threads = _positive_int("max_search_threads", max_search_threads)
+            max_search_threads = check_positive_int(max_search_threads, "max_search_threads")
         live = _claim(path)
         try:
             config = _edge_config(params, max_search_threads)
@@ -450,13 +448,13 @@ class QdrantEdgeBackend:
         except (KeyError, TypeError, ValueError):
             raise FormatError(f"{directory}: the qdrant-edge backend section of the manifest is incomplete") from None
         if hnsw_ef is not None:
-            params["hnsw_ef"] = _positive_int("hnsw_ef", hnsw_ef)
+            params["hnsw_ef"] = check_positive_int(hnsw_ef, "hnsw_ef")
         if rescore is not None:
             params["rescore"] = bool(rescore)
         if oversampling is not None:
             params["oversampling"] = float(oversampling)
         if max_search_threads is not None:
-            max_search_threads = _positive_int("max_search_threads", max_search_threads)
+            max_search_threads = check_positive_int(max_search_threads, "max_search_threads")
         _check_saved_shard(saved, params)
         live = _claim(path)
         try:
@@ -486,16 +484,6 @@ class QdrantEdgeBackend:
         if self._live.shard is None:
             raise InputError("qdrant-edge backend: the shard is closed")
         return self._live.shard
-
-    def close(self) -> None:
-        """Close the shard, release its directory lock and delete the working copy (idempotent)."""
-        self._finalizer()
-
-    def __enter__(self) -> QdrantEdgeBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _call(self, fn: Callable[[Any], T], what: str) -> T:
         shard = self.shard

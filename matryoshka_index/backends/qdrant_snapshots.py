@@ -1,5 +1,8 @@
 """The in-memory Qdrant backend's snapshot: ``.npy`` + JSON files in the index directory, no pickle.
 
+The functions take the backend (its class, or one) as their first argument; this module does not
+import it, so the backend can import this one without a circle.
+
 An index built on an embedded in-memory Qdrant (no url, path or client) is saved as these files
 and loaded back into a fresh in-memory collection by :meth:`QdrantBackend.open`.
 """
@@ -9,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -18,15 +21,12 @@ from ..storage import atomic_write_json, save_npy
 from .qdrant_common import COARSE, FULL
 from .qdrant_metadata import META_KEY, MIGRATION_KEY, is_foreign_id, vector_params
 
-if TYPE_CHECKING:
-    from .qdrant_backend import QdrantBackend
-
 SNAPSHOT_FORMAT = "matryoshka-index-qdrant-snapshot"
 SNAPSHOT_VERSION = 1
 SNAPSHOT_DIR = "qdrant"
 
 
-def open_snapshot(cls: type[QdrantBackend], snap: Path, collection: str, options: dict[str, Any]) -> QdrantBackend:
+def open_snapshot(cls: Any, snap: Path, collection: str, options: dict[str, Any]) -> Any:
     """A new in-memory collection loaded with the snapshot in ``snap`` (what :func:`write_snapshot` wrote)."""
     meta_path = snap / "collection.json"
     if not meta_path.is_file():
@@ -77,7 +77,7 @@ def open_snapshot(cls: type[QdrantBackend], snap: Path, collection: str, options
     return backend
 
 
-def write_snapshot(self: QdrantBackend, snap: Path) -> None:
+def write_snapshot(self: Any, snap: Path) -> None:
     """Every point (ids, coarse and full vectors, payloads) and the metadata records, as files in ``snap``."""
     info = self._call(lambda: self.client.get_collection(self.collection), "reading the collection")
     extra = sorted(set(vector_params(info)) - {COARSE, self.full_vector}) + sorted(

@@ -1,4 +1,4 @@
-"""Shared pieces of the CLI: one-line errors with exit code 2, vector-file loading, --quiet."""
+"""Shared pieces of the CLI: one-line errors with exit code 2, output checks, vector-file loading, --quiet."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import numpy as np
 
 from ..errors import MatryoshkaError
-from ..storage import load_vectors
+from ..progress import stage_lines
+from ..storage import check_writable, disk_error, load_vectors, sweep_stale
 from ..validation import check_embeddings
+from ._signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated, command_signals
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,8 +29,23 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the disk's own words for full / read-only / no permission, else its strerror."""
+    err = disk_error(exc)
+    if err is not None:
+        return str(err)
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or _one_line(exc)}"
+
+
 def user_errors(func: F) -> F:
-    """Turn every :class:`MatryoshkaError` (and a missing file) into one line on stderr and exit 2.
+    """Turn every :class:`MatryoshkaError`, a disk error (full, read-only, no permission, a missing file)
+    and a truncated file into one line on stderr and exit 2; Ctrl-C into one line and exit 130, SIGTERM
+    into one line and exit 143 (both after the cleanup of any half-written output).
 
     ``MINDEX_DEBUG=1`` re-raises instead, for a traceback when reporting a bug.
     """
@@ -35,17 +53,38 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
-        except (MatryoshkaError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            with command_signals(), stage_lines():
+                return func(*args, **kwargs)
+        except MatryoshkaError as exc:
             if os.environ.get("MINDEX_DEBUG"):
                 raise
-            message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            fail(message)
+            fail(_one_line(exc))
+        except OSError as exc:
+            if os.environ.get("MINDEX_DEBUG"):
+                raise
+            fail(_os_error_line(exc))
+        except EOFError as exc:  # np.load of an empty or cut file; click would print only "Aborted!"
+            if os.environ.get("MINDEX_DEBUG"):
+                raise
+            fail(
+                f"a file ended before its data did ({_one_line(exc)}): it is empty or truncated; rebuild or re-save it"
+            )
+        except Terminated:
+            click.echo("Terminated; nothing was left half-written.", err=True)
+            sys.exit(EXIT_SIGTERM)
         except KeyboardInterrupt:
             click.echo("Interrupted; nothing was left half-written.", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_SIGINT)
 
     return wrapper  # type: ignore[return-value]
+
+
+def output_location(path: str, what: str = "--output") -> Path:
+    """Check before any work that ``path`` can be written (one line and exit 2 if not); returns where it will go
+    (a symlink followed to its target). Stale temporaries a killed run left beside it are swept."""
+    target = check_writable(path, what)
+    sweep_stale(target.parent, name=target.name)
+    return target
 
 
 def quiet_option(func: F) -> F:

@@ -7,7 +7,7 @@ import json
 import click
 
 from ..adaptor import MatryoshkaAdaptor
-from ._common import quiet_option, read_vectors, user_errors
+from ._common import output_location, quiet_option, read_vectors, user_errors
 
 _DEFAULTS = MatryoshkaAdaptor().get_params()  # the library defaults, shown in --help
 
@@ -82,6 +82,7 @@ def train_command(
     Unsupervised from the corpus alone; supervised when --queries and --positives are given
     (row i of each is a query and a document relevant to it).
     """
+    output_location(output, "-o/--output")  # read-only or unwritable: now, not after the training
     x = read_vectors(corpus, "corpus", min_rows=2)
     q = p = None
     if (queries is None) != (positives is None):

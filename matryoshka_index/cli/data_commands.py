@@ -6,7 +6,7 @@ import click
 
 from ..datasets import write_low_rank_corpus
 from ..validation import check_positive_int
-from ._common import quiet_option, user_errors
+from ._common import output_location, quiet_option, user_errors
 
 
 @click.command("synthetic")
@@ -26,6 +26,7 @@ def synthetic_command(output, rows, dim, rank, seed, quiet):
     check_positive_int(rows, "--rows")
     check_positive_int(dim, "--dim", minimum=2)
     check_positive_int(rank, "--rank")
+    output_location(output, "OUTPUT")
     path = write_low_rank_corpus(output, rows, dim, rank=min(rank, dim), seed=seed, quiet=quiet)
     click.echo(f"wrote {rows} x {dim} float32 to {path}")
 

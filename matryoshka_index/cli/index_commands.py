@@ -10,8 +10,52 @@ import click
 import numpy as np
 
 from ..errors import InputError
-from ..storage import atomic_write_bytes, load_vectors, save_npy
-from ._common import quiet_option, read_vectors, user_errors
+from ..progress import stage
+from ..storage import (
+    atomic_write_bytes,
+    check_free_space,
+    check_writable,
+    human_bytes,
+    load_vectors,
+    recover_directory,
+    save_npy,
+    temp_root,
+)
+from ._common import output_location, quiet_option, read_vectors, user_errors
+
+
+def _check_build_space(out: Path, n: int, dim: int, coarse_dim: int, backend: str) -> Path | None:
+    """Fail before the build if the index (and, for FAISS, the spill file the build writes its full
+    vectors to) will not fit; returns the spill directory for FAISS. Estimates are lower bounds."""
+    index_bytes = n * (4 * dim + 8) + n * (4 * coarse_dim + 8 + 256)  # full vectors + ids, coarse + graph links
+    if backend != "faiss":
+        check_free_space(out.parent, index_bytes, f"the index {out.name} ({n} vectors)")
+        return None
+    spill = temp_root(out)
+    spill_bytes = n * 4 * dim
+    try:
+        same_fs = spill.stat().st_dev == out.parent.stat().st_dev if out.parent.exists() else False
+    except OSError:
+        same_fs = False
+    if same_fs:
+        check_free_space(
+            out.parent,
+            index_bytes + spill_bytes,
+            f"the index {out.name} ({human_bytes(index_bytes)}) and its build's spill file ({human_bytes(spill_bytes)})",
+        )
+    else:
+        check_free_space(out.parent, index_bytes, f"the index {out.name} ({n} vectors)")
+        check_free_space(spill, spill_bytes, "the build's spill file (set MINDEX_TMPDIR to move it)")
+    check_writable(spill / "x", "spill directory (MINDEX_TMPDIR)")
+    return spill
+
+
+device_option = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto | cpu | cuda | cuda:N: where the adaptor, the coarse stage and the rerank run (mindex info shows it).",
+)
 
 
 def _read_ids(path: str, n: int) -> np.ndarray:
@@ -39,7 +83,7 @@ def _read_ids(path: str, n: int) -> np.ndarray:
     type=click.Choice(["faiss", "qdrant", "qdrant-edge"]),
     default="faiss",
     show_default=True,
-    help="Where the vectors live: FAISS files, a Qdrant collection (local mode, or a server with --url), "
+    help="Where the vectors live: FAISS files, a Qdrant collection (embedded, or a server with --url), "
     "or an embedded qdrant-edge shard (needs the edge extra).",
 )
 @click.option(
@@ -51,7 +95,9 @@ def _read_ids(path: str, n: int) -> np.ndarray:
     "FAISS only). [default: flat for faiss, hnsw for qdrant]",
 )
 @click.option(
-    "--url", help="Qdrant server URL (with --backend qdrant); default: local mode inside the index directory."
+    "--url",
+    help="Qdrant server URL (with --backend qdrant); default: embedded, saved inside the index directory "
+    "(qdrant-edge when the edge extra is installed, else qdrant-client local mode).",
 )
 @click.option("--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key (or set QDRANT_API_KEY).")
 @click.option("--collection", help="Qdrant collection to create (with --backend qdrant).")
@@ -86,6 +132,7 @@ def _read_ids(path: str, n: int) -> np.ndarray:
     help="Resident bytes per vector (FAISS): the index picks coarse dim, code and structure itself "
     "(the fastest that fits and reaches --target-recall; see mindex info for what it chose and rejected).",
 )
+@device_option
 @quiet_option
 @user_errors
 def build_command(
@@ -107,6 +154,7 @@ def build_command(
     sample_size,
     code,
     ram_budget,
+    device,
     quiet,
 ):
     """Build an index over CORPUS embeddings (.npy, memory-mapped, or .fvecs) and write it to -o DIR.
@@ -133,8 +181,13 @@ def build_command(
                 raise InputError(f"{flag}: only with --backend qdrant (got --backend {backend})")
             backend_options[key] = value
     out = check_output_path(output)  # fail before a long build, not after it
-    x = read_vectors(corpus, "corpus", min_rows=1)
-    ids = _read_ids(ids_path, len(x)) if ids_path else None
+    target = output_location(str(out), "-o/--output")  # read-only or unwritable: now, not after the build
+    with stage("checking the corpus", quiet=quiet):
+        x = read_vectors(corpus, "corpus", min_rows=1)
+        ids = _read_ids(ids_path, len(x)) if ids_path else None
+    spill = _check_build_space(target, len(x), x.shape[1], coarse_dim, backend)
+    if spill is not None:
+        backend_options["spill_dir"] = str(spill)
     adaptor: object = None
     if adaptor_dir:
         adaptor = MatryoshkaAdaptor.load(adaptor_dir)
@@ -158,8 +211,10 @@ def build_command(
         quiet=quiet,
         code=code,
         ram_budget=ram_budget,
+        device=device,
     )
-    index.save(out)
+    with stage(f"saving {out}", quiet=quiet):
+        index.save(out)
     info = index.info()
     click.echo(
         json.dumps(
@@ -178,6 +233,7 @@ def build_command(
                 **({"code": info["code"]} if info.get("code") else {}),
                 **({"ram_budget_chose": info["ram_budget"]["chosen"]} if info.get("ram_budget") else {}),
                 "disk_bytes_per_vector": info["memory"]["disk_bytes_per_vector"],
+                "stages": info["stages"],
                 "seconds": round(time.perf_counter() - t0, 2),
             }
         )
@@ -210,6 +266,16 @@ def _jsonl(scores: np.ndarray, ids: np.ndarray) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _jsonl_hits(hits: list, with_payload: bool) -> str:
+    lines = []
+    for i, row in enumerate(hits):
+        rec = {"query": i, "ids": [h.id for h in row], "scores": [round(h.score, 6) for h in row]}
+        if with_payload:
+            rec["payloads"] = [h.payload for h in row]
+        lines.append(json.dumps(rec))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 @click.command("search")
 @click.argument("index_path", metavar="INDEX", type=click.Path())
 @click.argument("queries", type=click.Path(dir_okay=False))
@@ -222,21 +288,42 @@ def _jsonl(scores: np.ndarray, ids: np.ndarray) -> str:
     help="results.npy (ids; scores go to results.scores.npy) or results.jsonl; default: JSON lines on stdout.",
 )
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the index files (faster on large indexes).")
+@click.option("--with-payload", is_flag=True, help="Add each hit's payload (JSON lines output).")
+@device_option
 @quiet_option
 @user_errors
-def search_command(index_path, queries, k, candidates, output, no_verify, quiet):
-    """Search INDEX with QUERIES embeddings (.npy or .fvecs): the top -k ids and scores per query."""
-    from ..index import MatryoshkaIndex
+def search_command(index_path, queries, k, candidates, output, no_verify, with_payload, device, quiet):
+    """Search INDEX with QUERIES embeddings (.npy or .fvecs): the top -k ids and scores per query.
 
-    if output is not None and Path(output).suffix.lower() not in (".npy", ".jsonl"):
+    JSON lines carry the points' own ids (ints, or UUID strings in a migrated Qdrant collection);
+    a .npy file holds the int64 ids the index returns.
+    """
+    from ..index import MatryoshkaIndex
+    from ..index.points import maps_points
+
+    suffix = None if output is None else Path(output).suffix.lower()
+    if suffix not in (None, ".npy", ".jsonl"):
         raise InputError(f"--output ({output}): unknown result file type {Path(output).suffix!r}; use .npy or .jsonl")
-    index = MatryoshkaIndex.load(index_path, verify=not no_verify)
+    if with_payload and suffix == ".npy":
+        raise InputError("--with-payload: payloads go to JSON lines; use -o results.jsonl (or no -o for stdout)")
+    if output is not None:
+        output_location(output)
+    recover_directory(index_path)
+    index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
     q = read_vectors(queries, "queries", dim=index.input_dim)
-    scores, ids = index.search(q, k=k, candidates=candidates)
-    if output is None:
-        click.echo(_jsonl(scores, ids), nl=False)
-        return
-    written = _write_results(output, scores, ids)
+    if suffix != ".npy" and (with_payload or maps_points(index.backend)):
+        text = _jsonl_hits(index.query(q, k=k, candidates=candidates, with_payload=with_payload), with_payload)
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        atomic_write_bytes(output, text.encode())
+        written = [str(output)]
+    else:
+        scores, ids = index.search(q, k=k, candidates=candidates)
+        if output is None:
+            click.echo(_jsonl(scores, ids), nl=False)
+            return
+        written = _write_results(output, scores, ids)
     if not quiet:
         click.echo(json.dumps({"queries": len(q), "k": k, "written": written}))
 
@@ -244,13 +331,50 @@ def search_command(index_path, queries, k, candidates, output, no_verify, quiet)
 @click.command("info")
 @click.argument("index_path", metavar="INDEX", type=click.Path())
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file (faster on large indexes).")
+@click.option(
+    "--qdrant-query",
+    is_flag=True,
+    help="Print the raw Qdrant request (method, path, JSON body) a client in any language sends for one query.",
+)
+@click.option(
+    "--query",
+    "query_file",
+    type=click.Path(dir_okay=False),
+    help="With --qdrant-query: fill the request with the first row of this .npy (else placeholders).",
+)
+@click.option("-k", type=int, default=10, show_default=True, help="With --qdrant-query: results per query.")
+@device_option
 @user_errors
-def info_command(index_path, no_verify):
-    """Describe INDEX: counts, dims, adaptor, calibrated candidates and recall, device, bytes per vector."""
+def info_command(index_path, no_verify, qdrant_query, query_file, k, device):
+    """Describe INDEX: counts, dims, adaptor, calibrated candidates and recall, where each stage runs
+    on --device ("stages"; the adaptor's training device too), bytes per vector.
+
+    With --qdrant-query, the two-stage request of a Qdrant-backed INDEX as Qdrant's REST API takes it
+    (prefetch on "coarse" with the adapted prefix, then the full vector), from the index's own manifest.
+    """
     from ..index import MatryoshkaIndex
 
-    index = MatryoshkaIndex.load(index_path, verify=not no_verify)
+    if query_file is not None and not qdrant_query:
+        raise InputError("--query: only with --qdrant-query")
+    recover_directory(index_path)
+    index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
+    if qdrant_query:
+        click.echo(json.dumps(_qdrant_request(index, index_path, query_file, k), indent=2))
+        return
     click.echo(json.dumps(index.info(), indent=2))
+
+
+def _qdrant_request(index, index_path: str, query_file: str | None, k: int) -> dict:
+    from ..manifest import read_manifest
+    from ..qdrant_request import query_path, query_request, query_vectors
+
+    manifest = read_manifest(Path(index_path), verify=False)  # load() above verified it
+    coarse = full = None
+    if query_file is not None:
+        q = read_vectors(query_file, "query", dim=index.input_dim)
+        coarse, full = query_vectors(index.adaptor, q[0], manifest)
+    body = query_request(manifest, coarse, full, k=k)
+    return {"method": "POST", "path": query_path(manifest), "body": body}
 
 
 @click.command("calibrate")
@@ -272,6 +396,8 @@ def calibrate_command(index_path, queries, target_recall, quiet):
     """
     from ..index import MatryoshkaIndex
 
+    recover_directory(index_path)
+    output_location(index_path, "INDEX")  # it is rewritten: an unwritable location fails now, not after the work
     index = MatryoshkaIndex.load(index_path)
     q = read_vectors(queries, "queries", dim=index.input_dim)
     before = index.candidates

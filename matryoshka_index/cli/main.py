@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import os
+
+# Before any command module loads torch or faiss (libgomp reads it once, when it loads): OpenMP
+# workers that wait sleep instead of spinning, which matters on a machine shared with busy processes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import click
 
+from .. import threads as _threads
 from .._version import __version__
-from . import adaptor_commands, data_commands, eval_commands, index_commands, migrate_commands
+from . import adaptor_commands, data_commands, eval_commands, export_commands, index_commands, migrate_commands
+from ._common import user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mindex")
-def main() -> None:
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Threads for torch and FAISS [default: $MINDEX_THREADS, else the cores free: affinity, cgroup quota, "
+    "less the load of other processes].",
+)
+@user_errors
+def main(threads: int | None) -> None:
     """matryoshka-index: shrink embeddings with a Matryoshka-Adaptor, search a short prefix, rerank at full dimension.
 
     \b
@@ -25,8 +42,13 @@ def main() -> None:
 
     Every command takes --help. Bad input gives one line on stderr and exit code 2.
     """
+    _threads.apply(threads, export=True)
 
 
-for _module in (data_commands, adaptor_commands, index_commands, eval_commands, migrate_commands):
+for _module in (data_commands, adaptor_commands, index_commands, eval_commands, migrate_commands, export_commands):
     for _command in _module.COMMANDS:
         main.add_command(_command)
+
+from .gc_commands import gc_command  # noqa: E402  (mindex gc)
+
+main.add_command(gc_command)

@@ -63,6 +63,12 @@ from ._common import quiet_option, user_errors
 @click.option("--replication-factor", type=int, help="Replicas of the target [default: as the source].")
 @click.option("--on-disk/--in-ram", "on_disk", default=None, help="Keep 'full' on disk [default: as the source].")
 @click.option("--coarse-quantization", type=click.Choice(["none", "int8", "binary"]), default="none", show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    help="Seed of the training sample, the training and the verification's sample of points and recall queries "
+    "(which are then the same on every run) [default: training seed 0, verification by Qdrant's random sample].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @quiet_option
 @user_errors
@@ -94,6 +100,7 @@ def migrate(
     replication_factor,
     on_disk,
     coarse_quantization,
+    seed,
     as_json,
     quiet,
 ):
@@ -156,6 +163,8 @@ def migrate(
             replication_factor=replication_factor,
             on_disk=on_disk,
             coarse_quantization=None if coarse_quantization == "none" else coarse_quantization,
+            seed=0 if seed is None else seed,
+            verify_seed=seed,
             quiet=quiet,
             in_place=in_place,
         )

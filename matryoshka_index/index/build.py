@@ -20,12 +20,14 @@ from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import get_backend_class
 from ..backends.base import METRICS, TrainableCoarse
-from ..calibration import CALIBRATION_K, MAX_CANDIDATES
-from ..errors import InputError
+from ..calibration import CALIBRATION_K, MAX_CANDIDATES, min_queries
+from ..errors import CalibrationWarning, InputError
 from ..exact import exact_topk
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
 from .budget import check_budget, choose_configuration
+from .device_stage import attach_device, resolve_index_device
+from .points import PayloadStore, index_keeps_payloads
 
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
@@ -100,9 +102,10 @@ def embedded_qdrant_backend(options: dict[str, Any], *, stacklevel: int = 3) -> 
 
 
 def resolve_adaptor(
-    adaptor: Any, sample: np.ndarray, dim: int, coarse_dim: int, *, seed: int, quiet: bool
+    adaptor: Any, sample: np.ndarray, dim: int, coarse_dim: int, *, seed: int, quiet: bool, device: str = "auto"
 ) -> MatryoshkaAdaptor | PCARotation | None:
-    """The fitted adaptor ``build`` was asked for (see its ``adaptor`` parameter), fitted on ``sample``."""
+    """The fitted adaptor ``build`` was asked for (see its ``adaptor`` parameter), fitted on ``sample``;
+    ``device`` (a torch device string) is where ``"train"`` trains and where a loaded adaptor runs."""
     if adaptor is None:
         return None
     if isinstance(adaptor, str) and adaptor == "pca":
@@ -114,13 +117,15 @@ def resolve_adaptor(
         batch = min(MatryoshkaAdaptor().batch_size, len(sample) - n_val)
         if batch < 4:
             raise InputError(f"adaptor: 'train' needs at least 5 vectors, got {len(sample)}; use adaptor=None or 'pca'")
-        adaptor = MatryoshkaAdaptor(batch_size=batch, max_samples=max(2, len(sample)), seed=seed, quiet=quiet)
+        adaptor = MatryoshkaAdaptor(
+            batch_size=batch, max_samples=max(2, len(sample)), seed=seed, quiet=quiet, device=device
+        )
     elif isinstance(adaptor, (str, os.PathLike)):
         if not Path(adaptor).is_dir():
             raise InputError(
                 f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or an adaptor directory, got {adaptor!r}"
             )
-        adaptor = MatryoshkaAdaptor.load(adaptor)
+        adaptor = MatryoshkaAdaptor.load(adaptor, device=device)
     if not isinstance(adaptor, (MatryoshkaAdaptor, PCARotation)):
         raise InputError(
             f"adaptor: expected None, 'pca', 'train', a MatryoshkaAdaptor or PCARotation, got {type(adaptor).__name__}"
@@ -248,7 +253,7 @@ def add_rows(
         chunk_payloads = list(payloads[rows])
     else:
         chunk_payloads = [payloads[int(r)] for r in rows]
-    index.backend.add(id_arr[rows], coarse, full, chunk_payloads)
+    index._store(id_arr[rows], coarse, full, chunk_payloads)
 
 
 def calibrate_held_out(
@@ -277,7 +282,20 @@ def calibrate_held_out(
         _, rows = exact_topk(orig_q, vectors, k, normalize=index.metric == "cosine", include=indexed)
         truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
         note = "exact inner-product search over the original vectors (rerank uses the adapted ones)"
-    index._calibrate(
+    # Fewer held-out rows than the bound needs (a small corpus, few calibration_queries, a target of
+    # 1.0): a bisection would be decided by luck, so the default is the largest candidate count.
+    need = min_queries(target_recall, k)
+    fallback = None
+    if fixed is None and (need is None or len(q) < need):
+        fixed = min(len(vectors), MAX_CANDIDATES)
+        fallback = (
+            f"too few queries for the lower confidence bound ({len(q)} held out; target_recall {target_recall} "
+            f"needs {need or 'more than any sample'}): the largest candidate count"
+            + (" (every vector: exact search)" if fixed == len(vectors) else "")
+            + ", not a calibrated one",
+            need,
+        )
+    record = index._calibrate(
         q,
         target=target_recall,
         truth=truth,
@@ -287,7 +305,10 @@ def calibrate_held_out(
         query_source="random corpus rows held out of the index while calibrating, then added",
         k=k,
         quiet=quiet,
+        fallback=fallback,
     )
+    if "warning" in record:  # the index is usable; the build says loudly that the target was missed
+        warnings.warn(record["warning"], CalibrationWarning, stacklevel=5)
 
 
 def fill_and_calibrate(
@@ -342,8 +363,11 @@ def build_index(
     code: str | None = None,
     ram_budget: float | None = None,
     optimize: str = "speed",
+    device: str = "auto",
 ) -> MatryoshkaIndex:
     """``MatryoshkaIndex.build`` (whose docstring documents the arguments), step by step."""
+    # first: a GPU asked for and missing fails before any work
+    dev, faiss_device, adaptor_device = resolve_index_device(device)
     args = check_build_arguments(
         vectors,
         metric=metric,
@@ -369,10 +393,14 @@ def build_index(
             )
         if code is not None:
             options["code"] = code
+    if payloads is not None and index_keeps_payloads(backend_cls):
+        payloads = PayloadStore.check(payloads)  # before any training: a bad payload fails at once
+    if "device" in inspect.signature(backend_cls.create).parameters:  # named, not just **kwargs (Qdrant)
+        options.setdefault("device", faiss_device)
     dim = vectors.shape[1]
     rng = np.random.default_rng(seed)
     sample_rows, sample = draw_sample(vectors, args["sample_size"], rng)
-    fitted = resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet)
+    fitted = resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet, device=adaptor_device)
     del sample  # not needed any more: free it before the corpus is streamed through
     choice = None
     if budget is not None:
@@ -382,9 +410,11 @@ def build_index(
         )  # fmt: skip
         coarse_dim = choice["coarse_dim"]
         options = {**options, "index": choice["index"], **choice["options"]}
+    if device == "auto":  # training may have loaded torch, which can now say whether there is a GPU
+        dev = resolve_index_device(device)[0]
     self = cls._new(
         adaptor=fitted,
-        backend=backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options),
+        backend=attach_device(backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options), dev),
         metric=metric,
         rerank=rerank,
         input_dim=dim,

@@ -58,8 +58,16 @@ import numpy as np
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends.base import Closeable, ReportsTimings, SearchKnob, StoresIndexMetadata
-from ..calibration import CALIBRATION_K, MAX_CANDIDATES, Calibrator, OperatingPoints, recall_with_lower_bound
-from ..errors import FormatError, InputError
+from ..calibration import (
+    CALIBRATION_K,
+    MAX_CANDIDATES,
+    Calibrator,
+    OperatingPoints,
+    check_calibration_queries,
+    not_reached_message,
+    recall_with_lower_bound,
+)
+from ..errors import CalibrationError, FormatError, InputError
 from ..manifest import ADAPTOR_DIR, make_manifest, now_utc
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
@@ -67,6 +75,7 @@ from .build import BUILD_CHUNK_ROWS, METRICS, RERANKS, Adaptor, adaptor_kind, bu
 from .describe import describe
 from .locking import ReadWriteLock
 from .persistence import load_index, save_index
+from .points import Hit, PayloadStore, index_keeps_payloads, to_hits
 
 _SEARCH_CHUNK_ROWS = 4096
 
@@ -108,6 +117,7 @@ class MatryoshkaIndex:
         code: str | None = None,
         ram_budget: float | None = None,
         optimize: str = "speed",
+        device: str = "auto",
     ) -> MatryoshkaIndex:
         """Build an index over ``vectors`` (``(n, d)`` float16/32/64; a memory map is read in batches).
 
@@ -170,6 +180,12 @@ class MatryoshkaIndex:
             bytes, recall and queries/s, and the fastest within the budget is built
             (``optimize="memory"``: the fewest bytes at ``target_recall``); an impossible budget is
             refused with the smallest feasible one. See :mod:`matryoshka_index.index.budget`.
+        device:
+            ``"auto"`` (default: GPU 0 when one is visible, else the CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``: the adaptor trains and transforms there, the FAISS coarse stage runs there
+            (faiss-gpu, or the torch engine for a flat index when faiss cannot use the GPU) and so
+            does the rerank with the torch engine. ``info()["stages"]`` says where each stage runs.
+            The saved index is the same on every device.
         """
         return build_index(
             cls,
@@ -192,6 +208,7 @@ class MatryoshkaIndex:
             code=code,
             ram_budget=ram_budget,
             optimize=optimize,
+            device=device,
         )
 
     _resolve_adaptor = staticmethod(resolve_adaptor)
@@ -226,6 +243,7 @@ class MatryoshkaIndex:
         self._path = path
         self._modified_since_load = path is None
         self._lock = ReadWriteLock()
+        self._payloads = PayloadStore()  # used only where the backend keeps no payloads (FAISS)
         return self
 
     @classmethod
@@ -355,6 +373,8 @@ class MatryoshkaIndex:
         x = self._check_vectors(vectors, "vectors")
         if payloads is not None and len(payloads) != len(x):
             raise InputError(f"payloads: has {len(payloads)} entries for {len(x)} vectors; give one per row (or None)")
+        if payloads is not None and index_keeps_payloads(self._backend):
+            payloads = PayloadStore.check(payloads)
         with self._lock.write():
             if ids is None:
                 existing = self._backend.ids()
@@ -371,7 +391,7 @@ class MatryoshkaIndex:
             with progress(total=len(x), desc="adding", unit="vec", quiet=quiet or len(x) < 4 * BUILD_CHUNK_ROWS) as bar:
                 for sl in iter_row_chunks(len(x), BUILD_CHUNK_ROWS):
                     coarse, full = self._prepare(x[sl])
-                    self._backend.add(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
+                    self._store(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
                     bar.update(sl.stop - sl.start)
             self._modified_since_load = True
             self._attach_metadata()
@@ -394,9 +414,20 @@ class MatryoshkaIndex:
                     "pass missing_ok=True to ignore them"
                 )
             removed = int(self._backend.remove(id_arr[present])) if present.any() else 0
+            self._payloads.remove(id_arr[present].tolist())
             self._modified_since_load = True
             self._attach_metadata()
         return removed
+
+    def _store(
+        self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: list[dict[str, Any] | None] | None
+    ) -> None:
+        """Hand prepared vectors to the backend; their payloads too, or to the index's own store (FAISS)."""
+        if payloads is not None and index_keeps_payloads(self._backend):
+            self._backend.add(ids, coarse, full, None)
+            self._payloads.set(ids, payloads)
+        else:
+            self._backend.add(ids, coarse, full, payloads)
 
     def _attach_metadata(self) -> None:
         if not isinstance(self._backend, StoresIndexMetadata):
@@ -455,6 +486,29 @@ class MatryoshkaIndex:
                 scores[sl], ids[sl] = self._backend.search(coarse, full, k, c, **kw)
         return scores, ids
 
+    def query(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        with_payload: bool = False,
+        query_filter: Any | None = None,
+        candidates: int | None = None,
+    ) -> list[list[Hit]]:
+        """Top-``k`` per query as :class:`~matryoshka_index.index.points.Hit` lists (``id``, ``score``, ``payload``).
+
+        Like qdrant-client's ``query_points``: ``id`` is the point's own id exactly as stored (an int,
+        or a UUID string in a migrated Qdrant collection), ``payload`` its payload when
+        ``with_payload`` (FAISS: the ``payloads=`` given to ``build``/``add``). ``query_filter`` and
+        ``candidates`` as in :meth:`search`, which stays the array-shaped call for numeric work.
+        A 1-d ``queries`` is one query (the result is still a list of one list).
+        """
+        q = np.asarray(queries)
+        q = q[None] if q.ndim == 1 else q
+        scores, handles = self.search(q, k, candidates, query_filter=query_filter)
+        with self._lock.read():
+            return to_hits(self._backend, self._payloads, scores, handles, with_payload=with_payload)
+
     def exact_search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Exact brute-force search over the full (rerank) vectors: the ground truth for recall."""
         q = self._check_vectors(queries, "queries")
@@ -478,12 +532,19 @@ class MatryoshkaIndex:
         """Re-calibrate the default candidate count on your own queries (e.g. real user queries,
         which may differ from corpus rows) so recall@10 against exact search reaches
         ``target_recall`` (default: the build's target). Stores and returns the calibration record;
-        save the index to keep it."""
+        save the index to keep it.
+
+        The criterion is the recall's one-sided 95% lower confidence bound, which needs enough
+        queries to mean anything (:func:`~matryoshka_index.calibration.min_queries`: 27 for 0.99,
+        265 for 0.999); fewer, or a target of 1.0, are refused with an :class:`InputError`. A target
+        not reached within ``max_candidates`` raises :class:`~matryoshka_index.errors.CalibrationError`
+        (its ``record`` holds every step measured) and the index keeps the default it had."""
         q = self._check_vectors(queries, "queries")
         target = check_fraction(
             self._calibration.get("target_recall", 0.99) if target_recall is None else target_recall, "target_recall"
         )
         max_candidates = check_positive_int(max_candidates, "max_candidates")
+        check_calibration_queries(len(q), target, max(1, min(CALIBRATION_K, len(self._backend))))
         with self._lock.write():
             record = self._calibrate(
                 q,
@@ -494,6 +555,7 @@ class MatryoshkaIndex:
                 truth_note="exact inner-product search over the index's full vectors, for the given queries",
                 query_source="caller's queries",
                 quiet=quiet,
+                if_not_reached="raise",
             )
             self._modified_since_load = True
             self._attach_metadata()
@@ -511,8 +573,16 @@ class MatryoshkaIndex:
         query_source: str,
         k: int = CALIBRATION_K,
         quiet: bool = False,
+        fallback: tuple[str, int | None] | None = None,
+        if_not_reached: str = "record",
     ) -> dict[str, Any]:
-        """Choose and store the default candidates (and knob) on queries ``q`` (see :mod:`..calibration`)."""
+        """Choose and store the default candidates (and knob) on queries ``q`` (see :mod:`..calibration`).
+
+        ``fallback``: ``(method, min_queries)`` when the caller fixed ``fixed`` because the queries are
+        too few for the bound (the knob is then the exhaustive value, and the target still applies).
+        A target not reached (unless the caller fixed the candidates) raises a CalibrationError with
+        ``if_not_reached="raise"``, leaving the index as it was, else is recorded under ``"warning"``.
+        """
         t_start = time.perf_counter()
         be = self._backend
         n = len(be)
@@ -521,6 +591,7 @@ class MatryoshkaIndex:
         if truth is None:
             _, truth = be.exact_search(full_q, k)
         knob = be.search_knob() if isinstance(be, SearchKnob) else None
+        knob_before = be.get_search_knob() if knob else None
 
         def measure(c: int, knob_value: int | None) -> tuple[float, float]:
             if knob_value is not None:
@@ -529,7 +600,7 @@ class MatryoshkaIndex:
             return recall_with_lower_bound(found, truth)
 
         calibrator = Calibrator(k, min(n, max_candidates), knob=knob, cost=be.search_cost if knob else None)
-        fixed_knob = be.get_search_knob() if knob and fixed is not None else None
+        fixed_knob = knob_before if fixed is not None and fallback is None else None
         bar = progress(desc="calibrating", unit="search", quiet=quiet)
         points = OperatingPoints(measure, on_measure=lambda _: bar.update(1))
         try:
@@ -545,6 +616,17 @@ class MatryoshkaIndex:
             )
         finally:
             bar.close()
+        if fallback is not None:
+            record["method"], record["min_queries"] = fallback
+        if (fixed is None or fallback is not None) and not record["reached"]:
+            where = {"cap": min(n, max_candidates), "n": n, "knob": calibrator.knob_name}
+            if if_not_reached == "raise":
+                if knob_before is not None:  # the measurement moved the knob: put it back
+                    be.set_search_knob(knob_before)
+                kept = f"the index keeps its {self._candidates} candidates"
+                raise CalibrationError(not_reached_message(record, outcome=kept, **where), record)
+            used = "the index uses them (search(..., candidates=N) overrides it)"
+            record["warning"] = not_reached_message(record, outcome=used, **where)
         if knob is not None and choice.knob is not None:
             be.set_search_knob(choice.knob)
         self._candidates = int(choice.candidates)
@@ -579,15 +661,20 @@ class MatryoshkaIndex:
         self._modified_since_load = False
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, verify: bool = True, **backend_options: Any) -> MatryoshkaIndex:
+    def load(
+        cls, path: str | os.PathLike[str], *, verify: bool = True, device: str = "auto", **backend_options: Any
+    ) -> MatryoshkaIndex:
         """Open an index saved by :meth:`save`.
+
+        ``device``: where the adaptor, the coarse stage and the rerank run, as in :meth:`build`
+        (``"gpu"``, the FAISS backend's older spelling, still means "the GPU when one works").
 
         ``verify`` (default) checks every file's sha256 against the manifest (reads every byte once;
         ``verify=False`` only checks the files exist). ``backend_options`` go to the backend's
         ``open`` (FAISS: ``mmap=True`` to memory-map the full vectors, ``device``, ``spill_dir``).
         Any missing, corrupt, foreign or newer-format file fails with one :class:`FormatError` line.
         """
-        return load_index(cls, path, verify=verify, backend_options=backend_options)
+        return load_index(cls, path, verify=verify, backend_options=backend_options, device=device)
 
     # ------------------------------------------------------------------ facts
     def info(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from ..adaptor import MatryoshkaAdaptor
 from ..manifest import FORMAT, FORMAT_VERSION
 from ..storage import allocated_bytes
 from .build import adaptor_kind
+from .device_stage import stages
 
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
@@ -45,6 +46,7 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
         memory["disk_bytes_per_vector"] = round(disk / count, 1)
         memory["disk_bytes"] = disk
     cal = index._calibration
+    adaptor = _adaptor_facts(index.adaptor)
     return {
         "path": str(path) if path is not None else None,
         "format": FORMAT,
@@ -55,7 +57,7 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
         "full_dim": index.full_dim,
         "metric": index.metric,
         "rerank": index.rerank,
-        "adaptor": _adaptor_facts(index.adaptor),
+        "adaptor": adaptor,
         "candidates": {
             "default": index._candidates,
             "calibrated_recall": cal.get("recall"),
@@ -68,6 +70,7 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
         "code": b.get("code"),
         "ram_budget": cal.get("budget"),
         "device": b.get("device"),
+        "stages": stages(index, b, adaptor),
         "memory": memory,
         "backend": b,
     }

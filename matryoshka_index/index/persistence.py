@@ -15,10 +15,22 @@ from typing import TYPE_CHECKING, Any
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import BACKENDS, get_backend_class
+from ..backends.base import Closeable
 from ..errors import FormatError, InputError
-from ..manifest import ADAPTOR_DIR, MANIFEST_FILE, file_table, is_index_directory, manifest_bytes, read_manifest
+from ..manifest import (
+    ADAPTOR_DIR,
+    MANIFEST_FILE,
+    check_manifest_fits,
+    file_table,
+    is_index_directory,
+    manifest_bytes,
+    read_manifest,
+    verify_manifest_checksum,
+)
 from ..storage import atomic_directory, atomic_write_bytes
 from .build import Adaptor, check_backend_options
+from .device_stage import attach_device, resolve_index_device
+from .points import PAYLOADS_FILE, PayloadStore
 
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
@@ -55,13 +67,14 @@ def save_index(index: MatryoshkaIndex, path: str | os.PathLike[str]) -> Path:
         section.setdefault("kind", index.backend.kind)
         if index.adaptor is not None:
             index.adaptor.save(tmp / ADAPTOR_DIR)
+        index._payloads.save(tmp)  # payloads.jsonl, FAISS indexes given payloads only
         manifest = index._manifest(section, file_table(tmp))
         atomic_write_bytes(tmp / MANIFEST_FILE, manifest_bytes(manifest))
         fsync_tree(tmp)
     return path
 
 
-def load_adaptor(path: Path, manifest: dict[str, Any]) -> Adaptor:
+def load_adaptor(path: Path, manifest: dict[str, Any], device: str = "auto") -> Adaptor:
     """The adaptor the manifest names, from ``path/adaptor`` (None for the identity)."""
     adaptor_meta = manifest.get("adaptor")
     kind = adaptor_meta.get("kind") if isinstance(adaptor_meta, dict) else None
@@ -70,7 +83,7 @@ def load_adaptor(path: Path, manifest: dict[str, Any]) -> Adaptor:
     if kind == "pca":
         return PCARotation.load(path / ADAPTOR_DIR)
     if kind == "matryoshka-adaptor":
-        return MatryoshkaAdaptor.load(path / ADAPTOR_DIR)
+        return MatryoshkaAdaptor.load(path / ADAPTOR_DIR, device=device)
     raise FormatError(f"{path / MANIFEST_FILE}: unknown adaptor kind {kind!r}")
 
 
@@ -87,14 +100,39 @@ def open_backend(path: Path, manifest: dict[str, Any], backend_options: dict[str
 
 
 def load_index(
-    cls: type[MatryoshkaIndex], path: str | os.PathLike[str], *, verify: bool, backend_options: dict[str, Any]
+    cls: type[MatryoshkaIndex],
+    path: str | os.PathLike[str],
+    *,
+    verify: bool,
+    backend_options: dict[str, Any],
+    device: str = "auto",
 ) -> MatryoshkaIndex:
-    """Open an index saved by :func:`save_index` (see ``MatryoshkaIndex.load``)."""
+    """Open an index saved by :func:`save_index` (see ``MatryoshkaIndex.load``).
+
+    The manifest's fields are checked first, then the backend opened and checked against them, then
+    (with ``verify``) the manifest's own checksum: a field that is wrong is named, a manifest whose
+    fields all agree but differ from what was saved is caught by the checksum.
+    """
     path = Path(path)
-    manifest = read_manifest(path, verify=verify)
-    adaptor = load_adaptor(path, manifest)
-    backend = open_backend(path, manifest, backend_options)
-    self = cls._from_parts(adaptor, backend, manifest)
+    dev, faiss_device, adaptor_device = resolve_index_device(device)
+    where = str(path / MANIFEST_FILE)
+    manifest = read_manifest(path, verify=verify, verify_checksum=False)
+    adaptor = load_adaptor(path, manifest, adaptor_device)
+    section = manifest.get("backend")
+    if isinstance(section, dict) and section.get("kind") == "faiss":
+        backend_options = {"device": faiss_device, **backend_options}
+    backend = attach_device(open_backend(path, manifest, backend_options), dev)
+    try:
+        check_manifest_fits(manifest, backend, where=where)
+        if verify:
+            verify_manifest_checksum(manifest, where=where)
+        self = cls._from_parts(adaptor, backend, manifest)
+    except BaseException:
+        if isinstance(backend, Closeable):  # a qdrant-edge shard holds a lock until closed
+            backend.close()
+        raise
+    if PAYLOADS_FILE in (manifest.get("files") or {}):  # listed, so read_manifest checked it
+        self._payloads = PayloadStore.load(path / PAYLOADS_FILE)
     self._path = path.absolute()
     self._modified_since_load = False
     return self

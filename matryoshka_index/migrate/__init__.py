@@ -80,7 +80,7 @@ verification then reports (a count mismatch, or points without ``coarse``).
 
 Layout
 ------
-One driver (:mod:`.driver`) runs the stages both modes share; :mod:`.modes` holds only what
+One driver (:mod:`.driver`) runs the stages both modes share (:mod:`.context` holds what they pass on); :mod:`.modes` holds only what
 differs (:class:`~.modes.CopyMode`, :class:`~.modes.InPlaceMode`). The stages: :mod:`.source`
 (read the source), :mod:`.checkpoint` (the typed migration record), :mod:`.adapting` (stored, given
 or trained adaptor), :mod:`.plan` (estimates), :mod:`.writer` (batches and checkpoints),

@@ -9,7 +9,8 @@ version wrote, so a record written by any version reads back here and is written
   written so far under ``copied`` (copy mode) or ``coarse_added`` (in place);
 * once known: ``adaptor_sha256``, ``verification`` (the verification summary), ``finished``, and in
   copy mode ``alias`` with ``alias_previous`` once an alias was switched;
-* in place only: ``mode: "in_place"``, ``added_vector``, ``coarse_quantization``, ``companion_created``.
+* in place only: ``mode: "in_place"``, ``added_vector``, ``coarse_quantization``, ``companion_created``,
+  and (since 0.2, for an unnamed vector) ``unnamed_form``.
 
 Keys this version does not know are kept as they are (``extra``).
 """
@@ -63,7 +64,7 @@ _COMMON = (
     "updated",
     "library_version",
 )
-_LATER = ("adaptor_sha256", "verification", "finished")
+_LATER = ("adaptor_sha256", "verification", "finished", "unnamed_form")
 _IN_PLACE = ("mode", "added_vector", "coarse_quantization", "companion_created")
 
 
@@ -105,6 +106,9 @@ class Checkpoint:
     added_vector: str | None = None
     coarse_quantization: str | None = None
     companion_created: bool = False
+    unnamed_form: str | None = None
+    """In place, of an unnamed vector: ``"single"`` when the config held it as one ``VectorParams``
+    (rollback gives that form back), ``"named"`` when as ``{"": VectorParams}``."""
     format_version: int = MIGRATION_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -149,6 +153,7 @@ class Checkpoint:
                 added_vector=record.get("added_vector"),
                 coarse_quantization=record.get("coarse_quantization"),
                 companion_created=bool(record.get("companion_created", False)),
+                unnamed_form=record.get("unnamed_form"),
                 format_version=int(record.get("format_version", MIGRATION_VERSION)),
                 extra={k: v for k, v in record.items() if k not in known},
             )

@@ -11,16 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from qdrant_client import QdrantClient
 
-from .._version import __version__
 from ..backends.qdrant_backend import (
     META_KEY,
-    MIGRATION_KEY,
-    MetadataStore,
     connect,
     describe_client,
     index_record,
@@ -30,113 +26,18 @@ from ..backends.qdrant_backend import (
 )
 from ..errors import InputError
 from ..validation import check_positive_int
-from .adapting import MIN_TRAIN_ROWS, AdaptorChoice, resolve_adaptor, train_adaptor, weights_sha
+from .adapting import MIN_TRAIN_ROWS, resolve_adaptor
 from .checkpoint import Checkpoint, State
+from .context import Options, Run
 from .modes import CopyMode, InPlaceMode
 from .plan import index_manifest, measure_sample, storage_estimate
 from .reports import BatchEvent, MigrationPlan, MigrationReport
-from .source import Source, read_source
+from .source import read_source
 from .verify import finish_verification
 from .writer import write_batches
 
 DEFAULT_COARSE_DIM = 64
 _PACKAGE_LOGGER = "matryoshka_index.migrate"
-
-
-@dataclass
-class Options:
-    """``migrate_collection``'s arguments that every stage may read (validated)."""
-
-    vector: str | None
-    coarse_dim: int | None
-    sample: int
-    resume: bool
-    dry_run: bool
-    verify: str
-    verify_sample: int
-    verify_seed: int | None
-    recall_queries: int
-    candidates: int
-    adaptor: Any
-    adaptor_options: dict[str, Any]
-    batch_size: int
-    parallel: int
-    max_retries: int
-    checkpoint_seconds: float
-    coarse_quantization: str | None
-    seed: int
-    quiet: bool
-    on_batch: Callable[[BatchEvent], None] | None
-
-
-@dataclass
-class Run:
-    """What the stages of one migration share."""
-
-    client: QdrantClient
-    endpoint: str
-    opts: Options
-    mode: CopyMode | InPlaceMode
-    src: Source = None  # type: ignore[assignment]
-    store: MetadataStore = None  # type: ignore[assignment]
-    coarse_dim: int = 0
-    choice: AdaptorChoice | None = None
-    adaptor_was_stored: bool = False
-    report: MigrationReport | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def save(self, cp: Checkpoint) -> None:
-        """Write the checkpoint (one metadata update: atomic)."""
-        cp.updated = utc_now()
-        self.store.write(cp.to_dict(), MIGRATION_KEY)
-
-    def new_checkpoint(self, mode: str) -> Checkpoint:
-        now = utc_now()
-        return Checkpoint(
-            mode=mode,
-            state=State.CREATING,
-            source=self.src.name,
-            vector=self.src.vector,
-            coarse_dim=self.coarse_dim,
-            source_count=self.src.count,
-            started=now,
-            updated=now,
-            library_version=__version__,
-        )
-
-    def ensure_model(self) -> Any:
-        """The adaptor: stored or given, else trained now on a sample of the source."""
-        choice = self.choice
-        assert choice is not None
-        if choice.model is None:
-            choice.model = train_adaptor(
-                self.client,
-                self.src,
-                self.endpoint,
-                self.coarse_dim,
-                choice.train_rows or min(self.opts.sample, self.src.count),
-                seed=self.opts.seed,
-                quiet=self.opts.quiet,
-                options=self.opts.adaptor_options,
-            )
-            self.report.adaptor_trained = True  # type: ignore[union-attr]
-        return choice.model
-
-    def store_adaptor(self, cp: Checkpoint, model: Any) -> None:
-        """The adaptor files into the companion collection, then the index record that points to them."""
-        files = model.to_files()
-        descriptor = self.store.write_blobs(files)
-        manifest = index_manifest(self.src, self.coarse_dim, self.opts.candidates, in_place=self.mode.in_place)
-        record = index_record(
-            self.coarse_dim,
-            self.src.params.size,
-            self.src.metric,
-            manifest=manifest,
-            adaptor=descriptor,
-            full_vector=self.mode.full_vector,
-        )
-        self.store.write(record, META_KEY)
-        cp.adaptor_sha256 = weights_sha(files)
 
 
 class _Collect(logging.Handler):
@@ -378,10 +279,10 @@ def _stored_adaptor_files(run: Run, cp: Checkpoint | None) -> dict[str, bytes] |
 def _plan(run: Run, collection: str, resume_from: int) -> MigrationPlan:
     src, opts, choice = run.src, run.opts, run.choice
     assert choice is not None
-    est_bytes, est_seconds, payload_bytes, other_bytes = measure_sample(
+    est_bytes, est_seconds, payload_bytes, other_bytes, basis = measure_sample(
         run.client, src, run.coarse_dim, opts.batch_size, run.endpoint, opts.coarse_quantization
     )
-    fields = run.mode.plan_fields(run, est_bytes, est_seconds)
+    fields = run.mode.plan_fields(run, est_bytes, est_seconds, basis)
     notes = fields.pop("notes")
     if src.metric == "cosine":
         notes.append("Cosine collection: vectors are stored normalised, original norms are not recoverable")

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from qdrant_client import QdrantClient
@@ -25,15 +25,13 @@ from ..backends.qdrant_metadata import COMPANION_SUFFIX, META_KEY, MIGRATION_KEY
 from ..errors import BackendError, InputError
 from .adapting import coarse_vectors
 from .checkpoint import Checkpoint, State, is_migration_record
+from .context import Run
 from .fingerprint import CHECK_KEY, fingerprint
-from .plan import HNSW_LINK_BYTES
+from .plan import HNSW_LINK_BYTES, READ_BASIS
 from .reports import MigrationReport, VerificationResult
 from .source import Source, in_place_checkpoint, vector_of
 from .verify import verify_copy, verify_in_place
 from .writer import WriteJob
-
-if TYPE_CHECKING:
-    from .driver import Run
 
 MIN_IN_PLACE_VERSION = (1, 18)
 
@@ -220,8 +218,9 @@ class CopyMode:
     def stored_adaptor_missing(self) -> None:
         raise InputError(f"target: {self.target!r} has no stored adaptor; delete it and start the migration again")
 
-    def plan_fields(self, run: Run, est_bytes: int, est_seconds: float | None) -> dict[str, Any]:
+    def plan_fields(self, run: Run, est_bytes: int, est_seconds: float | None, basis: str) -> dict[str, Any]:
         return {
+            "time_basis": basis,
             "target": self.target,
             "target_exists": self.target_exists,
             "alias": self.alias,
@@ -398,8 +397,10 @@ class InPlaceMode:
     def stored_adaptor_missing(self) -> None:
         """Crashed before the adaptor was stored: nothing was added yet, it is trained (or given) again."""
 
-    def plan_fields(self, run: Run, est_bytes: int, est_seconds: float | None) -> dict[str, Any]:
+    def plan_fields(self, run: Run, est_bytes: int, est_seconds: float | None, basis: str) -> dict[str, Any]:
         src, coarse_dim = run.src, run.coarse_dim
+        if est_seconds is not None and basis == READ_BASIS:  # no full point is written, only coarse
+            est_seconds, basis = est_seconds * 2 / 3, "rough: measured read speed x 2"
         quant = quantized_bytes(coarse_dim, run.opts.coarse_quantization)
         notes = [
             "in place: the collection's own vector "
@@ -415,7 +416,8 @@ class InPlaceMode:
             "alias": None,
             "alias_now_points_to": None,
             "estimated_target_bytes": int(src.count * (coarse_dim * 4 + quant + HNSW_LINK_BYTES)),
-            "estimated_copy_seconds": None if est_seconds is None else est_seconds * 2 / 3,
+            "estimated_copy_seconds": est_seconds,
+            "time_basis": basis,
             "notes": notes,
             "mode": "in_place",
         }
@@ -428,6 +430,9 @@ class InPlaceMode:
             cp = run.new_checkpoint("in_place")
             cp.added_vector, cp.coarse_quantization = COARSE, opts.coarse_quantization
             cp.companion_created = not store.companion_exists()
+            if src.vector is None:  # rollback gives the unnamed vector back in the form it had
+                single = isinstance(src.info.config.params.vectors, qm.VectorParams)
+                cp.unnamed_form = "single" if single else "named"
             store.write(cp.to_dict(), MIGRATION_KEY)
         if cp.state != State.CREATING:
             return cp

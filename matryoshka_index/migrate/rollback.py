@@ -61,6 +61,8 @@ def rollback_in_place(client: QdrantClient, collection: str, *, max_retries: int
             retries=max_retries,
         )
         removed_vector = COARSE
+        if cp.vector is None and cp.unnamed_form != "named":
+            _restore_single_vector(client, real)
     store = MetadataStore(client, real, endpoint, retries=max_retries)
     removed_companion = None
     if cp.companion_created and store.companion_exists():
@@ -91,6 +93,22 @@ def rollback_in_place(client: QdrantClient, collection: str, *, max_retries: int
         state_before=stored_state(cp.mode, cp.state),
         seconds=time.monotonic() - started,
     )
+
+
+def _restore_single_vector(client: QdrantClient, collection: str) -> None:
+    """Give an unnamed vector back its single ``VectorParams`` form after ``coarse`` is gone.
+
+    qdrant-client's local mode turns ``VectorParams`` into ``{"": VectorParams}`` when a named vector
+    is added and keeps the dict when it is deleted, so the config would not read as before. Its
+    collections are plain Python objects saved to ``meta.json``: set the single form back and save.
+    (A server's config is whatever the server keeps; there is no request that changes the form.)
+    """
+    inner = getattr(client, "_client", None)
+    coll = (getattr(inner, "collections", None) or {}).get(collection)
+    vectors = getattr(getattr(coll, "config", None), "vectors", None)
+    if isinstance(vectors, dict) and set(vectors) == {""} and callable(getattr(inner, "_save", None)):
+        coll.config.vectors = vectors[""]  # type: ignore[union-attr]
+        inner._save()  # type: ignore[union-attr]
 
 
 __all__ = ["rollback_in_place"]

@@ -1,0 +1,29 @@
+"""``TrainHistory`` without torch: what ``load`` restores from ``adaptor.json`` needs no training code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["TrainHistory"]
+
+
+@dataclass
+class TrainHistory:
+    """What happened during fit: per-epoch losses, the epoch kept, and time spent."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    steps: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "train_loss": [round(v, 6) for v in self.train_loss],
+            "val_loss": [round(v, 6) for v in self.val_loss],
+            "best_epoch": self.best_epoch,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 3),
+            "stopped_early": self.stopped_early,
+        }

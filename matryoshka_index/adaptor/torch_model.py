@@ -1,0 +1,56 @@
+"""The adaptor network in torch (training, CUDA): ``f(e) = e + MLP(e)``, optionally behind a fixed rotation.
+
+Imported only where torch is wanted; :mod:`.numpy_model` applies the same weights without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ResidualAdaptor"]
+
+
+class ResidualAdaptor(nn.Module):
+    """Residual MLP of the Matryoshka-Adaptor paper, identity at initialisation.
+
+    ``f(e) = z + MLP(z)`` with ``z = e @ R`` when a rotation ``R`` (``d x d``, orthogonal, columns
+    ordered by importance, e.g. PCA directions) is given, else ``z = e``. The MLP's output layer
+    starts at zero, so before training ``f`` is exactly the identity (or the rotation): training
+    can only move away from a known-good starting point. An orthogonal ``R`` keeps every full-dim
+    inner product, so the rotation alone loses nothing at full dimension.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, rotation: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        if rotation is not None:
+            if rotation.shape != (dim, dim):
+                raise ValueError(f"rotation must be {dim}x{dim}, got {tuple(rotation.shape)}")
+            self.register_buffer("rotation", rotation.to(torch.float32).contiguous())
+        else:
+            self.rotation = None
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Any]) -> ResidualAdaptor:
+        """A module (eval mode, CPU) holding these tensors (numpy arrays or tensors, the state dict's names)."""
+        state = {k: torch.as_tensor(np.array(v, dtype=np.float32)) for k, v in tensors.items()}
+        dim, hidden = (int(s) for s in state["mlp.2.weight"].shape)
+        model = cls(dim, hidden, rotation=torch.zeros(dim, dim) if "rotation" in state else None)
+        model.load_state_dict(state)
+        return model.eval()
+
+    def start(self, e: torch.Tensor) -> torch.Tensor:
+        """The starting point ``z`` (``e`` rotated, or ``e``) that the residual is added to."""
+        return e @ self.rotation if self.rotation is not None else e
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        z = self.start(e)
+        return z + self.mlp(z)
