@@ -202,3 +202,16 @@ def test_cli_build_with_a_ram_budget(data, tmp_path):
     assert summary["ram_budget_chose"].startswith("coarse_dim=")
     info = MatryoshkaIndex.load(out).info()
     assert info["ram_budget"]["chosen"] == summary["ram_budget_chose"] and info["memory"]["per_vector_bytes"] <= 10
+
+
+def test_the_torch_engine_refuses_coded_or_balanced_prefixes(data):
+    from matryoshka_index.device import resolve_device
+    from matryoshka_index.index.device_stage import attach_device
+
+    for options in ({"code": "sq8"}, {"code": "float", "balance": "itq"}):
+        be = build(data[0], "flat", "float", backend_options=options).backend
+        assert not be.mirrorable
+        with pytest.raises(InputError, match="torch engine serves FAISS flat"):
+            attach_device(be, resolve_device("cpu"), engine="torch")
+        assert attach_device(be, resolve_device("cpu")) is be  # auto: stays on FAISS
+    assert build(data[0], "flat", "float").backend.mirrorable
