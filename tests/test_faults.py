@@ -50,32 +50,46 @@ def _build(corpus: Path, out: Path) -> None:
     fl.cli(["build", str(corpus), "--coarse-dim", "8", "--pca", "-q", "-o", str(out)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 defect 2: temporaries a killed save leaves (.NAME.*.tmp) are never swept by the next run",
-)
+_KILLED_SAVE = """
+import os, sys
+from matryoshka_index import MatryoshkaIndex, storage
+idx = MatryoshkaIndex.load(sys.argv[1])
+{patch}
+idx.save(sys.argv[1])
+"""
+# kill -9 while the new version is being written (its temporary exists beside the output) ...
+_DIE_WHILE_WRITING = "storage._swap_in = lambda tmp, path: os._exit(9)"
+# ... or between the two renames of a file system without RENAME_EXCHANGE (the name is absent)
+_DIE_BETWEEN_RENAMES = "storage._exchange = lambda a, b: False\nstorage._between_renames = lambda: os._exit(9)"
+
+
+def _killed_save(out: Path, patch: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run(
+        [sys.executable, "-c", _KILLED_SAVE.format(patch=patch), str(out)], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 9, r.stderr[-2000:]
+
+
 def test_stale_temporary_of_a_killed_save_is_swept_by_the_next_run(data, tmp_path):
     out = tmp_path / "idx"
     _build(data["corpus_a"], out)
-    stale = tmp_path / ".idx.abc123.tmp"  # what kill -9 inside atomic_directory leaves
-    stale.mkdir()
-    (stale / "full.npy").write_bytes(b"\0" * 4096)
+    _killed_save(out, _DIE_WHILE_WRITING)
+    assert fl.leftovers(tmp_path, tmp_path / "none") != []  # the kill left its temporary
     _build(data["corpus_b"], out)
     assert fl.leftovers(tmp_path, tmp_path / "none") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 defect 3: a kill between the two renames of atomic_directory leaves 'no index here' "
-    "while the old index sits in .NAME.*.old",
-)
 def test_kill_between_the_two_renames_is_recovered(data, tmp_path):
     out = tmp_path / "idx"
     _build(data["corpus_a"], out)
     queries = fl.np.load(data["queries"])
     before = fl.index_fingerprint(out, queries)
-    os.rename(out, tmp_path / ".idx.k1ll3d.old")  # the first rename done, the second never happened
-    assert fl.index_fingerprint(out, queries) == before
+    _killed_save(out, _DIE_BETWEEN_RENAMES)
+    assert not out.exists()  # the first rename done, the second never happened
+    assert fl.index_fingerprint(out, queries) == before  # the API's load puts the old version back
+    _build(data["corpus_b"], out)  # the next successful save sweeps the killed one's temporary
+    assert fl.leftovers(tmp_path, tmp_path / "none") == []
 
 
 # ------------------------------------------------------------------------------- hostile files
@@ -149,10 +163,6 @@ needs_mount = pytest.mark.skipif(not _can_mount(), reason="needs root and a perm
 
 
 @needs_mount
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 defect 1: a full disk kills build with SIGBUS (exit 135, writes through memory maps)",
-)
 def test_disk_full_is_one_line(data, tmp_path):
     mnt = tmp_path / "full"
     mnt.mkdir()
@@ -168,10 +178,6 @@ def test_disk_full_is_one_line(data, tmp_path):
 
 
 @needs_mount
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 defect 4: a read-only output gives a raw OSError [Errno 30] traceback after the work",
-)
 def test_read_only_target_is_one_line(data, tmp_path):
     mnt = tmp_path / "ro"
     mnt.mkdir()

@@ -104,17 +104,19 @@ def test_import_sets_passive_wait_and_does_not_import_torch_for_it():
 
 def test_cli_threads_option_reaches_torch_and_faiss():
     code = (
-        "import sys, atexit\n"
+        "import sys\n"
         "from matryoshka_index.cli import main\n"
-        "def show():\n"
-        "    import faiss, torch\n"
-        "    print(torch.get_num_threads(), faiss.omp_get_max_threads())\n"
-        "atexit.register(show)\n"
         "sys.argv = ['mindex'] + sys.argv[1:]\n"
         "try:\n"
         "    main(['--threads', '3', 'info', '--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
+        # torch and faiss load after the option is read (the CLI no longer imports torch at start-up);
+        # training calls threads.apply() when it starts, which reads the exported count
+        "import faiss, torch\n"
+        "from matryoshka_index import threads\n"
+        "threads.apply()\n"
+        "print(torch.get_num_threads(), faiss.omp_get_max_threads())\n"
     )
     assert _run(code).splitlines()[-1] == "3 3"
     assert _run(code.replace("'--threads', '3', ", ""), MINDEX_THREADS="2").splitlines()[-1] == "2 2"

@@ -21,6 +21,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import FormatError, InputError, MatryoshkaError
 from ..progress import progress
+from ..storage import recover_directory
 from ..validation import check_embeddings, check_fraction, check_positive_int, iter_row_chunks
 from .history import TrainHistory
 from .io import read_adaptor_dir, write_adaptor_dir, write_adaptor_files
@@ -420,6 +421,7 @@ class MatryoshkaAdaptor:
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str = "auto") -> MatryoshkaAdaptor:
         """Load an adaptor written by :meth:`save`; fails with one clear line on a foreign or corrupt one."""
+        recover_directory(path)  # a save killed between its two renames left the previous version aside
         tensors, meta = read_adaptor_dir(path)
         try:
             dim, hidden = int(meta["input_dim"]), int(meta["hidden_dim"])

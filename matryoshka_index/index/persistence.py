@@ -27,7 +27,7 @@ from ..manifest import (
     read_manifest,
     verify_manifest_checksum,
 )
-from ..storage import atomic_directory, atomic_write_bytes
+from ..storage import atomic_directory, atomic_write_bytes, recover_directory
 from .build import Adaptor, check_backend_options
 from .device_stage import attach_device, resolve_index_device
 from .points import PAYLOADS_FILE, PayloadStore
@@ -114,6 +114,7 @@ def load_index(
     fields all agree but differ from what was saved is caught by the checksum.
     """
     path = Path(path)
+    recover_directory(path)  # a save killed between its two renames left the previous version aside
     dev, faiss_device, adaptor_device = resolve_index_device(device)
     where = str(path / MANIFEST_FILE)
     manifest = read_manifest(path, verify=verify, verify_checksum=False)
