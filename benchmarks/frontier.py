@@ -536,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="", help="comma-separated substrings: run only matching rows (quick looks)")
     ap.add_argument("--key", default=None, help="results entry to write (default: real / synthetic)")
     ap.add_argument("--title", default=None, help="heading of that entry (default: the dataset's name)")
+    ap.add_argument("--from-partial", type=Path, default=None, help="write results from a killed run's rows file")
     ap.add_argument("--merge", action="store_true", help="merge the rows a --qaware run kept aside, run nothing")
     args = ap.parse_args(argv)
     args.tmp.mkdir(parents=True, exist_ok=True)
@@ -561,6 +562,8 @@ def main(argv: list[str] | None = None) -> None:
     order: list[Any] = []
     for i in range(max(len(base), len(ours))):  # alternate: load drifts hit baselines and ours alike
         order += ([base[i]] if i < len(base) else []) + ([ours[i]] if i < len(ours) else [])
+    if args.from_partial is not None:
+        order, rows = [], json.loads(args.from_partial.read_text())
     for item in order:
         name = item.name if isinstance(item, Baseline) else item[0]
         if keep and not any(s in name for s in keep):
@@ -622,7 +625,9 @@ def merge_qaware(args, rows: list[dict], fit_s: float, started: float) -> None:
 
 
 def adaptor_bytes(adaptor: Any) -> int:
-    return int(sum(p.numel() * p.element_size() for p in adaptor.model_.state_dict().values()))
+    return int(
+        sum(np.asarray(p.cpu() if hasattr(p, "cpu") else p).nbytes for p in adaptor.model_.state_dict().values())
+    )
 
 
 def ablation_lines(rows: list[dict]) -> list[str]:
