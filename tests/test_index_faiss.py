@@ -311,7 +311,8 @@ def test_info_reports_memory_device_and_calibration(tmp_path, corpus):
     index = build(corpus, coarse_dim=8)
     info = index.info()
     assert info["device"] == "cpu"
-    assert info["memory"]["ram_bytes_per_vector"] == pytest.approx(8 * 4 + 8 + 25)  # coarse, id map, bookkeeping
+    # measured: coarse floats + IndexIDMap labels + the in-RAM ids (no alive mask, no lookup built) + header
+    assert 8 * 4 + 8 + 8 <= info["memory"]["ram_bytes_per_vector"] < 8 * 4 + 8 + 8 + 1
     assert info["memory"]["exact_search_ram_bytes_per_vector"] == 128
     assert info["candidates"]["default"] == index.candidates
     assert info["candidates"]["calibrated_recall"] == index.calibration["recall"]

@@ -92,6 +92,11 @@ class MatryoshkaAdaptor:
         Weights of the loss terms (0 switches a term off). ``ranking_weight`` (default 10) is used
         only when ``fit`` gets queries and positives; on our labelled dev set 10 beat the paper's
         unit weight at every prefix length (benchmarks/results/supervised_ablation.md).
+    code, code_weight:
+        The coarse code the prefixes will be stored in (``"binary"``, ``"sq8"``, ``"sq4"``; default
+        ``None``: float prefixes). When given, a quantization-aware listwise term
+        (:func:`~matryoshka_index.adaptor.losses.quantized_listwise_loss`) weighted ``code_weight``
+        keeps each prefix's neighbour order as the relaxed code scores it.
     k:
         Neighbours per item in the top-k loss (and the pool neighbours are drawn from). Default 10.
     temperature:
@@ -135,6 +140,8 @@ class MatryoshkaAdaptor:
         reconstruction_weight: float = 0.1,
         listwise_weight: float = 3.0,
         ranking_weight: float = 10.0,
+        code: str | None = None,
+        code_weight: float = 3.0,
         k: int = 10,
         temperature: float = 0.05,
         lr: float = 1e-3,
@@ -158,6 +165,8 @@ class MatryoshkaAdaptor:
         self.reconstruction_weight = reconstruction_weight
         self.listwise_weight = listwise_weight
         self.ranking_weight = ranking_weight
+        self.code = code
+        self.code_weight = code_weight
         self.k = k
         self.temperature = temperature
         self.lr = lr
@@ -198,6 +207,8 @@ class MatryoshkaAdaptor:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0 or not np.isfinite(v):
                 raise InputError(f"{name}: must be a finite number >= 0, got {v!r}")
+        if not isinstance(self.code_weight, (int, float)) or self.code_weight < 0 or not np.isfinite(self.code_weight):
+            raise InputError(f"code_weight: must be a finite number >= 0, got {self.code_weight!r}")
         if self.hidden_dim is not None:
             check_positive_int(self.hidden_dim, "hidden_dim")
         if self.max_samples is not None:
@@ -213,7 +224,9 @@ class MatryoshkaAdaptor:
                 reconstruction=float(self.reconstruction_weight),
                 listwise=float(self.listwise_weight),
                 ranking=float(self.ranking_weight),
+                quantized=float(self.code_weight) if self.code is not None else 0.0,
             ),
+            code=self.code,
             k=check_positive_int(self.k, "k"),
             temperature=float(self.temperature),
             lr=float(self.lr),

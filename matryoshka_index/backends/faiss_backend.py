@@ -6,20 +6,19 @@ Every stored vector has an internal *row*: its position in the full-vector store
 insertion order and never reused. The coarse FAISS index labels each vector with its row, so a
 coarse hit indexes the full store directly; ``ids[row]`` is the external int64 id.
 
-* **Coarse index** (``coarse.faiss``, always in RAM): ``flat`` (exact, ``IndexIDMap`` over
-  ``IndexFlatIP``), ``hnsw`` (``IndexHNSWFlat``), ``ivf`` (``IndexIVFFlat``, trained on a sample) or
-  ``pq`` (an exhaustive scan of 4-bit product-quantized codes, ``IndexIDMap`` over
-  ``IndexPQFastScan``, trained on a sample: every vector is still scored, as with ``flat``, but from
-  ``coarse_dim / 2`` bytes with SIMD lookup tables instead of ``4 * coarse_dim`` bytes with BLAS;
-  approximate, so it needs more candidates, which the calibration finds).
+* **Coarse index** (``coarse.faiss``, always in RAM): a structure (``flat``: every prefix scored;
+  ``hnsw``: a graph; ``ivf``: inverted lists) times a code (``float``, ``sq8``, ``sq4``, ``pq4``,
+  ``rabitq``, ``binary``), each pair FAISS's own index type (table in :mod:`.faiss_codes`);
+  ``index="pq"`` is ``flat`` + ``pq4``. Codes are approximate, so they need more candidates, which
+  the calibration finds; :meth:`FaissBackend.memory` measures what the coarse index holds.
 * **Full vectors** (``full.npy``): float32 rows, memory-mapped read-only after :meth:`FaissBackend.open`,
   so only the coarse index must fit in RAM. Rows added since (and every row of an index being built)
   go to an append-only spill file in a temporary directory, also memory-mapped: a build never holds
   the whole corpus in RAM.
 * **Removal**: tombstones. A removed row keeps its slot in the full store (``ids.npy`` holds -1 for
-  it) and is dropped from flat and IVF coarse indexes (``remove_ids``); HNSW cannot delete, so its
-  removed rows stay in the graph (keeping it connected) and are excluded during the search by a
-  bitmap ``IDSelector``. Removed rows are never returned.
+  it) and is dropped from flat-float and IVF coarse indexes (``remove_ids``); the others cannot
+  delete, so removed rows stay there (keeping a graph connected) and are excluded during the search
+  (HNSW: a bitmap ``IDSelector``; others: over-fetch and drop). Removed rows are never returned.
 
 Search: stage one asks the coarse index for the top ``candidates`` rows; stage two computes the
 inner products of each query with its candidates' full vectors and keeps the best ``k``, in one
@@ -27,12 +26,10 @@ C++ call (``faiss.knn_inner_products_by_idx``: gather + dot + heap, GIL released
 queries; measured 0.19 s for 1,000 queries x 2,000 candidates x 384 dims on 2 cores, against
 about 2 s for a NumPy gather from the memory map plus a batched matmul).
 
-GPU: with ``device="auto"`` (default), when ``faiss.get_num_gpus() > 0`` and the installed FAISS has
-GPU support, flat and IVF coarse indexes are mirrored on GPU 0 for stage one (HNSW and PQ fast-scan have no FAISS GPU
-implementation and stay on the CPU). Any failure to use the GPU falls back to the CPU silently;
-:meth:`FaissBackend.info` says which device ran. The rerank stays on the CPU: it is bounded by
-gathering rows from the memory-mapped file, which a GPU would not speed up (and backends never
-import torch).
+GPU: with ``device="auto"`` (default) and a FAISS with GPU support, float flat and IVF coarse
+indexes are mirrored on GPU 0 for stage one (HNSW and the codes stay on the CPU); any failure falls
+back to the CPU silently, :meth:`FaissBackend.info` says which device ran. The rerank stays on the
+CPU: it is bounded by gathering rows from the memory map, which a GPU would not speed up.
 
 Concurrency: searches may run concurrently (FAISS CPU searches are read-only and release the GIL;
 GPU searches are serialised by a lock). Mutations (``add``, ``remove``) must not run concurrently
@@ -43,7 +40,6 @@ readers-writer lock.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
@@ -57,7 +53,12 @@ import numpy as np
 
 from ..errors import BackendError, FormatError, InputError, StorageError
 from ..storage import owned_temp_dir, preallocate, remove_temp_dir
+from . import faiss_codes as codes
 from .base import EMPTY_ID, empty_results
+from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
+from .faiss_codes import default_pq_m as _default_pq_m
+from .faiss_codes import nprobe_ladder as _nprobe_ladder
+from .faiss_codes import tune_faiss_flat_search as _tune_faiss_flat_search
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 METRICS = ("cosine", "ip")
@@ -65,48 +66,10 @@ DEVICES = ("auto", "cpu", "gpu")
 COARSE_FILE = "coarse.faiss"
 FULL_FILE = "full.npy"
 IDS_FILE = "ids.npy"
-SECTION_VERSION = 1
+SECTION_VERSION = 2  # 2: coarse codes (``code``, ``labels``); version-1 sections still open
 
 _CHUNK_ROWS = 65536
 _NO_ROW = np.iinfo(np.int64).max  # sorts last; knn_inner_products_by_idx stops at the first id >= ny
-_BOOKKEEPING_BYTES = 8 + 1 + 16  # ids[row], alive[row], sorted id -> row lookup (two int64 arrays)
-_BLAS_THRESHOLD = 20 * 64
-
-
-def _tune_faiss_flat_search() -> None:
-    """Let FAISS's exhaustive search use BLAS from about 20 queries of 64 dimensions on.
-
-    FAISS takes its sequential (non-BLAS) kernel while ``n_queries * dim < 128000``: for a 64-dim
-    coarse index that is every batch under 2,000 queries, and a batch of 1,000 then runs about 6x
-    slower than with BLAS (measured on 49k x 64, 2 cores). The global is only ever lowered, and
-    only from FAISS's own default, so a value the user set is kept.
-    """
-    if faiss.cvar.distance_compute_blas_threshold == 128000:
-        faiss.cvar.distance_compute_blas_threshold = _BLAS_THRESHOLD
-
-
-def _default_pq_m(coarse_dim: int) -> int:
-    """One 4-bit sub-quantizer per dimension (``coarse_dim / 2`` bytes a vector, 8x less than float32).
-
-    Two dimensions per sub-quantizer halve the bytes again, but on a 32-dim PCA prefix they needed
-    about 5x the candidates for the same recall (761 against 160; flat needed 17), which the rerank
-    pays for.
-    """
-    return coarse_dim
-
-
-def default_nlist(n: int) -> int:
-    """IVF list count for ``n`` vectors: about 4 sqrt(n), and at least 39 training points per list."""
-    return int(max(1, min(round(4 * math.sqrt(max(n, 1))), n // 39)))
-
-
-def _nprobe_ladder(nlist: int) -> list[int]:
-    ladder = [1]
-    while ladder[-1] * 2 < nlist:
-        ladder.append(ladder[-1] * 2)
-    if ladder[-1] != nlist:
-        ladder.append(nlist)
-    return ladder
 
 
 class _SpillFile:
@@ -210,11 +173,13 @@ class _FullStore:
 
 
 class FaissBackend:
-    """Coarse FAISS index (flat / HNSW / IVF; GPU when present) + rerank over memory-mapped full vectors.
+    """Coarse FAISS index (structure flat / HNSW / IVF x code float / sq8 / sq4 / pq4 / rabitq / binary)
+    + rerank at full dimension over memory-mapped full vectors.
 
     Create with :meth:`create`, reopen a saved one with :meth:`open`. See the module docstring for the
-    storage model. ``metric`` is recorded for the manifest; both metrics search by inner product (the
-    index normalises vectors for cosine before they arrive here).
+    storage model and :mod:`.faiss_codes` for the FAISS index of each pair. ``metric`` is recorded for
+    the manifest; both metrics search by inner product (the index normalises vectors for cosine before
+    they arrive here).
     """
 
     kind: ClassVar[str] = "faiss"
@@ -227,21 +192,35 @@ class FaissBackend:
         full_dim: int,
         metric: str,
         index_type: str,
-        coarse: faiss.Index | None,
+        coarse: Any,
         full: _FullStore,
         ids: np.ndarray,
         params: dict[str, Any],
         device: str,
+        code: str = "float",
+        labels: str | None = None,
+        coarse_file_bytes: int | None = None,
+        balance: str = "none",
+        balance_matrix: np.ndarray | None = None,
     ) -> None:
         self.coarse_dim = coarse_dim
         self.full_dim = full_dim
         self.metric = metric
-        self.index_type = index_type
+        self.index_type = index_type  # the name asked for ("pq" stays "pq"); structure + code say what it is
+        self.structure = "flat" if index_type == "pq" else index_type
+        self.code = code
+        # "ids": the coarse index stores each vector's row (IndexIDMap, IVF lists) and deletes;
+        # "rows": a vector's label is its insertion position, equal to its row (no id map in RAM).
+        if labels is None:
+            labels = "ids" if codes.labels_are_rows_given(self.structure, code) else "rows"
+        self.labels = labels
         self._coarse = coarse
         self._full = full
-        self._ids = ids  # row -> external id, -1 for removed rows
-        self._alive = ids >= 0
-        self._n_alive = int(self._alive.sum())
+        self._ids = ids  # row -> external id, -1 for removed rows (memory-mapped after open)
+        n_alive = int((ids >= 0).sum())
+        # alive mask only once a row was removed: a served index without removals keeps no byte a row for it
+        self._alive: np.ndarray | None = None if n_alive == len(ids) else np.asarray(ids >= 0)
+        self._n_alive = n_alive
         self._params = dict(params)
         self._requested_device = device
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
@@ -250,7 +229,17 @@ class FaissBackend:
         self._gpu_res: Any = None
         self._gpu_failed = False
         self._gpu_lock = threading.Lock()
-        self._pending_train: list[np.ndarray] = []
+        self._measured: tuple[int, int] | None = None if coarse_file_bytes is None else (0, coarse_file_bytes)
+        self._version = 0  # bumped by every mutation: the measured coarse size is re-measured after one
+        self.balance = balance  # "itq": prefixes rotated (and stored ones centred) inside the prefix, see faiss_codes
+        self._balance = balance_matrix
+
+    @property
+    def mirrorable(self) -> bool:  # what a device engine can mirror: float prefixes in IndexIDMap(IndexFlatIP)
+        return self.index_type == "flat" and self.code == "float" and self.balance == "none"
+
+    def _alive_mask(self) -> np.ndarray:
+        return self._alive if self._alive is not None else np.ones(len(self._ids), dtype=bool)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -261,27 +250,34 @@ class FaissBackend:
         full_dim: int,
         metric: str = "cosine",
         index: str = "flat",
+        code: str = "float",
         hnsw_m: int = 32,
         ef_construction: int = 80,
         ef_search: int = 32,
         nlist: int | None = None,
         nprobe: int | None = None,
         pq_m: int | None = None,
+        rabitq_bits: int = 1,
+        balance: str = "none",
         device: str = "auto",
         spill_dir: str | None = None,
     ) -> FaissBackend:
-        """An empty backend.
+        """An empty backend: ``index`` (structure) x ``code``, pairs and options in :mod:`.faiss_codes`.
 
-        ``index``: ``"flat"`` (exact coarse search), ``"hnsw"`` (graph; ``hnsw_m`` links per node,
-        ``ef_construction``; searches use ``efSearch = max(ef_search, candidates)``) or ``"ivf"``
-        (``nlist`` lists, default about 4 sqrt(n) chosen at :meth:`train`; ``nprobe`` lists probed,
-        default calibrated by the index) or ``"pq"`` (exhaustive 4-bit PQ fast-scan with ``pq_m``
-        sub-quantizers, default ``coarse_dim``; trained at :meth:`train`). ``device``: ``"auto"`` (GPU when FAISS has one, else CPU),
-        ``"cpu"`` or ``"gpu"`` (still falls back to the CPU when no GPU works). ``spill_dir``: where
-        the temporary full-vector file of a build goes (default: the system temp directory).
+        ``hnsw``: ``hnsw_m`` links, ``ef_construction``, searches with ``efSearch = max(ef_search,
+        candidates)``; ``ivf``: ``nlist`` lists (default about 4 sqrt(n), chosen at :meth:`train`),
+        ``nprobe`` (default calibrated by the index); ``"pq"`` = ``index="flat", code="pq4"`` (``pq_m``
+        sub-quantizers, default ``coarse_dim``); ``rabitq_bits`` (default 1); ``balance="itq"``: an
+        ITQ rotation inside the prefix learned at :meth:`train`. ``device``: ``"auto"`` (GPU when FAISS
+        has one; float flat / IVF only), ``"cpu"`` or ``"gpu"`` (falls back to the CPU when no GPU
+        works). ``spill_dir``: where a build's temporary full-vector file goes (default: system temp).
         """
         if index not in INDEX_TYPES:
             raise InputError(f"index: unknown coarse index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
+        if index == "pq":
+            if code not in ("float", "pq4"):
+                raise InputError(f"index='pq' means code='pq4'; for code={code!r} use index='flat'")
+            code = "pq4"
         if metric not in METRICS:
             raise InputError(f"metric: unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
         if device not in DEVICES:
@@ -295,24 +291,31 @@ class FaissBackend:
         for name, value in (("nlist", nlist), ("nprobe", nprobe), ("pq_m", pq_m)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise InputError(f"{name}: must be a positive integer or None, got {value!r}")
+        if isinstance(rabitq_bits, bool) or not isinstance(rabitq_bits, (int, np.integer)) or not 1 <= rabitq_bits <= 9:
+            raise InputError(f"rabitq_bits: must be an integer from 1 to 9, got {rabitq_bits!r}")
+        structure = "flat" if index == "pq" else index
+        if balance not in codes.BALANCES:
+            raise InputError(f"balance: unknown balance {balance!r}; choose one of {', '.join(codes.BALANCES)}")
+        if not isinstance(code, str):
+            raise InputError(f"code: expected one of {', '.join(CODES)}, got {code!r}")
+        codes.check_pair(structure, code, int(coarse_dim))
         params: dict[str, Any] = {}
-        coarse: faiss.Index | None
-        _tune_faiss_flat_search()
-        if index == "flat":
-            coarse = faiss.IndexIDMap(faiss.IndexFlatIP(int(coarse_dim)))
-        elif index == "hnsw":
-            coarse = faiss.IndexHNSWFlat(int(coarse_dim), int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
-            coarse.hnsw.efConstruction = int(ef_construction)
+        if structure == "hnsw":
             params.update(hnsw_m=int(hnsw_m), ef_construction=int(ef_construction), ef_search=int(ef_search))
-        elif index == "pq":
+        if structure == "ivf":
+            params.update(nlist=None if nlist is None else int(nlist), nprobe=None if nprobe is None else int(nprobe))
+        if code == "pq4":
             m = int(pq_m) if pq_m is not None else _default_pq_m(int(coarse_dim))
             if coarse_dim % m:
                 raise InputError(f"pq_m: must divide coarse_dim {coarse_dim}, got {m}")
-            coarse = None  # trained by train() on the build sample
             params.update(pq_m=m)
-        else:
-            coarse = None  # built by train() once the list count can be chosen from the corpus size
-            params.update(nlist=None if nlist is None else int(nlist), nprobe=None if nprobe is None else int(nprobe))
+        if code == "rabitq":
+            params.update(rabitq_bits=int(rabitq_bits))
+        _tune_faiss_flat_search()
+        coarse = None  # trained (IVF: and sized) by train() on the build sample
+        if not codes.needs_training(structure, code):
+            coarse = codes.make_index(structure, code, int(coarse_dim), params)
+            params["fixed_coarse_bytes"] = codes.serialized_bytes(coarse)
         return cls(
             coarse_dim=int(coarse_dim),
             full_dim=int(full_dim),
@@ -323,6 +326,8 @@ class FaissBackend:
             ids=np.empty(0, dtype=np.int64),
             params=params,
             device=device,
+            code=code,
+            balance=balance,
         )
 
     @classmethod
@@ -331,15 +336,15 @@ class FaissBackend:
     ) -> FaissBackend:
         """Reopen a backend written by :meth:`save` into ``directory``; ``section`` is what save returned.
 
-        ``mmap=True`` (default) memory-maps the full vectors; ``False`` reads them into RAM.
+        ``mmap=True`` (default) memory-maps the full vectors and the ids; ``False`` reads them into RAM.
         """
         directory = Path(directory)
         if device not in DEVICES:
             raise InputError(f"device: unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         try:
-            if section.get("kind") != cls.kind or section.get("section_version") != SECTION_VERSION:
+            if section.get("kind") != cls.kind or section.get("section_version") not in (1, SECTION_VERSION):
                 raise FormatError(
-                    f"{directory}: backend section is not a FAISS section of version {SECTION_VERSION} "
+                    f"{directory}: backend section is not a FAISS section of version 1 or {SECTION_VERSION} "
                     f"(kind={section.get('kind')!r}, section_version={section.get('section_version')!r})"
                 )
             index_type = section["index"]
@@ -347,15 +352,24 @@ class FaissBackend:
             metric = section["metric"]
             rows = int(section["rows"])
             params = dict(section.get("params", {}))
+            code = section.get("code", "pq4" if index_type == "pq" else "float")
+            labels = section.get("labels", "rows" if index_type == "hnsw" else "ids")
+            balance = section.get("balance", "none")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"{directory}: backend section of the manifest is incomplete ({exc})") from None
-        if index_type not in INDEX_TYPES or metric not in METRICS:
-            raise FormatError(f"{directory}: unknown coarse index type {index_type!r} or metric {metric!r}")
+        structure = "flat" if index_type == "pq" else index_type
+        if index_type not in INDEX_TYPES or metric not in METRICS or (structure, code) not in PAIRS:
+            raise FormatError(
+                f"{directory}: unknown coarse index {index_type!r} with code {code!r}, or metric {metric!r}"
+            )
+        if labels not in ("ids", "rows") or balance not in codes.BALANCES:
+            raise FormatError(f"{directory}: unknown coarse labels {labels!r} or balance {balance!r}")
+        matrix = codes.read_balance(directory, coarse_dim) if balance != "none" else None
         for name in (COARSE_FILE, FULL_FILE, IDS_FILE):
             if not (directory / name).is_file():
                 raise FormatError(f"{directory / name}: missing; the index directory is incomplete")
         try:
-            ids = np.load(directory / IDS_FILE, allow_pickle=False)
+            ids = np.load(directory / IDS_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
             full = np.load(directory / FULL_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise FormatError(f"{directory}: cannot read {IDS_FILE} or {FULL_FILE} ({exc})") from None
@@ -366,19 +380,19 @@ class FaissBackend:
                 f"{directory / FULL_FILE}: expected float32 ({rows}, {full_dim}), found {full.dtype} {full.shape}"
             )
         try:
-            coarse = faiss.read_index(str(directory / COARSE_FILE))
+            coarse = codes.read(directory / COARSE_FILE, code)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
             raise FormatError(f"{directory / COARSE_FILE}: not a readable FAISS index ({first})") from None
         if coarse.d != coarse_dim:
             raise FormatError(f"{directory / COARSE_FILE}: has dimension {coarse.d}, manifest says {coarse_dim}")
-        expected_ntotal = rows if index_type == "hnsw" else int((ids >= 0).sum())
+        expected_ntotal = rows if labels == "rows" else int((ids >= 0).sum())
         if coarse.ntotal != expected_ntotal:
             raise FormatError(
                 f"{directory / COARSE_FILE}: holds {coarse.ntotal} vectors, manifest and ids say {expected_ntotal}"
             )
         _tune_faiss_flat_search()
-        if index_type == "hnsw":
+        if structure == "hnsw":
             coarse.hnsw.efConstruction = int(params.get("ef_construction", coarse.hnsw.efConstruction))
         return cls(
             coarse_dim=coarse_dim,
@@ -390,6 +404,11 @@ class FaissBackend:
             ids=ids,
             params=params,
             device=device,
+            code=code,
+            labels=labels,
+            coarse_file_bytes=(directory / COARSE_FILE).stat().st_size,
+            balance=balance,
+            balance_matrix=matrix,
         )
 
     # ------------------------------------------------------------------ ids
@@ -402,14 +421,14 @@ class FaissBackend:
         return len(self._ids)
 
     def ids(self) -> np.ndarray:
-        return self._ids[self._alive]
+        return np.array(self._ids[self._alive_mask()])
 
     def _sorted_lookup(self) -> tuple[np.ndarray, np.ndarray]:
         lookup = self._lookup
         if lookup is None:
-            rows = np.flatnonzero(self._alive)
+            rows = np.flatnonzero(self._alive_mask())
             order = np.argsort(self._ids[rows], kind="stable")
-            lookup = (self._ids[rows][order], rows[order])
+            lookup = (np.asarray(self._ids[rows][order]), rows[order])
             self._lookup = lookup
         return lookup
 
@@ -427,40 +446,35 @@ class FaissBackend:
 
     # ------------------------------------------------------------------ mutation
     def train(self, coarse_sample: np.ndarray, n_total: int) -> None:
-        """Prepare for ``n_total`` vectors: IVF chooses its list count and trains its quantizer on the sample.
+        """Prepare for ``n_total`` vectors: build and train the coarse index on the sample's prefixes.
 
-        PQ trains its codebooks on the sample. A no-op for flat and HNSW. Called by the index before
-        the first :meth:`add` of a build.
+        IVF chooses its list count from ``n_total`` and trains its quantizer (and its code) on the
+        sample; SQ, PQ and RaBitQ train their code on at most 64k rows of it. A no-op for flat /
+        HNSW float and binary. Called by the index before the first :meth:`add` of a build.
         """
-        if self.index_type not in ("ivf", "pq") or self._coarse is not None:
-            return
         sample = np.ascontiguousarray(coarse_sample, dtype=np.float32)
-        if self.index_type == "pq":
-            pq = faiss.IndexPQFastScan(self.coarse_dim, int(self._params["pq_m"]), 4, faiss.METRIC_INNER_PRODUCT)
-            # 16 centroids per sub-quantizer: 64k rows train them as well as the whole corpus would
-            rows = np.random.default_rng(1234).permutation(len(sample))[:65536]
-            pq.train(sample[np.sort(rows)])
-            wrapped = faiss.IndexIDMap(pq)
-            wrapped.own_fields = True
-            pq.this.disown()  # the id map owns (and frees) the PQ index
-            self._coarse = wrapped
+        if self.balance == "itq" and self._balance is None and len(sample):
+            self._balance = codes.itq_balance(sample)
+            self._version += 1
+        if self._coarse is not None:
             return
-        nlist = self._params.get("nlist") or default_nlist(n_total)
-        # k-means wants at least 39 training points per list (FAISS warns below that): a 100k-row
-        # sample caps nlist at 2,564 (4 sqrt(n) passes that at n = 410k; pass a larger sample_size
-        # to the index build for more lists on larger corpora).
-        nlist = int(max(1, min(nlist, len(sample) // 39 or 1)))
-        quantizer = faiss.IndexFlatIP(self.coarse_dim)
-        ivf = faiss.IndexIVFFlat(quantizer, self.coarse_dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.own_fields = True
-        quantizer.this.disown()  # the IVF index owns (and frees) its quantizer
-        ivf.cp.seed = 1234
-        ivf.cp.max_points_per_centroid = 64  # train on at most 64 points per list: time, not quality, is the limit
-        ivf.train(sample)
-        self._params["nlist"] = nlist
-        if self._params.get("nprobe") is None:
-            self._params["nprobe"] = min(nlist, max(1, nlist // 32))
-        self._coarse = ivf
+        sample = codes.balance_stored(self._balance, sample)
+        nlist = 0
+        if self.structure == "ivf":
+            nlist = self._params.get("nlist") or default_nlist(n_total)
+            # k-means wants at least 39 training points per list (FAISS warns below that): a 100k-row
+            # sample caps nlist at 2,564 (4 sqrt(n) passes that at n = 410k; pass a larger sample_size
+            # to the index build for more lists on larger corpora).
+            nlist = int(max(1, min(nlist, len(sample) // 39 or 1)))
+        index = codes.make_index(self.structure, self.code, self.coarse_dim, self._params, nlist)
+        codes.train(index, self.code, sample, self.structure)
+        self._params["fixed_coarse_bytes"] = codes.serialized_bytes(index)  # trained, still empty: header + parameters
+        if self.structure == "ivf":
+            self._params["nlist"] = nlist
+            if self._params.get("nprobe") is None:
+                self._params["nprobe"] = min(nlist, max(1, nlist // 32))
+        self._coarse = index
+        self._version += 1
 
     def add(
         self,
@@ -481,40 +495,45 @@ class FaissBackend:
             )
         if not len(ids):
             return
-        if self._coarse is None:  # IVF added to without an explicit train(): train on this first batch
+        if self._coarse is None or (self.balance != "none" and self._balance is None):
+            # added to without an explicit train(): train on this first batch
             self.train(coarse, max(len(ids), self._n_alive))
         start = len(self._full)
         rows = np.arange(start, start + len(ids), dtype=np.int64)
-        if self.index_type == "hnsw":
-            if self._coarse.ntotal != start:  # HNSW labels are insertion positions, which must equal rows
-                raise BackendError(f"HNSW index holds {self._coarse.ntotal} vectors but the store {start} rows")
-            self._coarse.add(coarse)
+        encoded = np.ascontiguousarray(codes.encode(self.code, codes.balance_stored(self._balance, coarse)))
+        if self.labels == "rows":
+            if self._coarse.ntotal != start:  # labels are insertion positions, which must equal rows
+                raise BackendError(f"coarse index holds {self._coarse.ntotal} vectors but the store {start} rows")
+            self._coarse.add(encoded)
         else:
-            self._coarse.add_with_ids(coarse, rows)
+            self._coarse.add_with_ids(encoded, rows)
         self._full.append(full)
         self._ids = np.concatenate([self._ids, ids])
-        self._alive = np.concatenate([self._alive, np.ones(len(ids), dtype=bool)])
+        if self._alive is not None:
+            self._alive = np.concatenate([self._alive, np.ones(len(ids), dtype=bool)])
         self._n_alive += len(ids)
         self._lookup = None
         self._alive_bitmap = None
         self._gpu_index = None  # the GPU mirror is rebuilt at the next search
+        self._version += 1
 
     def remove(self, ids: np.ndarray) -> int:
         rows = self.rows_of(np.asarray(ids, dtype=np.int64))
         rows = np.unique(rows[rows >= 0])
         if not len(rows):
             return 0
-        if self.index_type != "hnsw":
+        if self.labels == "ids":
             self._coarse.remove_ids(rows)
-        alive = self._alive.copy()
+        alive = self._alive_mask().copy()
         alive[rows] = False
-        id_arr = self._ids.copy()
+        id_arr = np.array(self._ids)
         id_arr[rows] = EMPTY_ID
         self._alive, self._ids = alive, id_arr
         self._n_alive -= len(rows)
         self._lookup = None
         self._alive_bitmap = None
         self._gpu_index = None
+        self._version += 1
         return len(rows)
 
     # ------------------------------------------------------------------ search knobs (used by calibration)
@@ -522,18 +541,18 @@ class FaissBackend:
         """The search-time parameter the index calibrates together with candidates: IVF's ``nprobe``.
 
         Returns ``(name, ladder)`` with the ladder ascending, its last value exhaustive; ``None`` for
-        flat (exact) and HNSW (whose ``efSearch`` follows ``candidates``).
+        flat and HNSW (whose ``efSearch`` follows ``candidates``).
         """
-        if self.index_type != "ivf" or self._coarse is None:
+        if self.structure != "ivf" or self._coarse is None:
             return None
         return "nprobe", _nprobe_ladder(int(self._params["nlist"]))
 
     def set_search_knob(self, value: int) -> None:
-        if self.index_type == "ivf":
+        if self.structure == "ivf":
             self._params["nprobe"] = int(value)
 
     def get_search_knob(self) -> int | None:
-        return int(self._params["nprobe"]) if self.index_type == "ivf" and self._params.get("nprobe") else None
+        return int(self._params["nprobe"]) if self.structure == "ivf" and self._params.get("nprobe") else None
 
     def search_cost(self, candidates: int, knob: int | None = None) -> float:
         """Rough relative cost of one query, used to pick the cheapest (nprobe, candidates) pair.
@@ -542,9 +561,10 @@ class FaissBackend:
         centroids, costed per coordinate; stage two costs ``0.75 * full_dim`` per candidate. The
         weight is measured, not guessed: on 2 cores an IVF scan took about 27 ns per 64-dim coarse
         vector and the rerank about 115 ns per 384-dim candidate (1,000 queries, 49k-1M vectors).
+        Codes are costed like float prefixes (they scan faster: this leans to fewer probes).
         """
         coarse = float(self._n_alive * self.coarse_dim)
-        if self.index_type == "ivf" and self._params.get("nlist"):
+        if self.structure == "ivf" and self._params.get("nlist"):
             nlist = int(self._params["nlist"])
             probe = knob if knob is not None else int(self._params.get("nprobe") or 1)
             coarse = (probe * self._n_alive / nlist + nlist) * self.coarse_dim
@@ -552,24 +572,21 @@ class FaissBackend:
 
     # ------------------------------------------------------------------ search
     def _search_params(self, k: int) -> Any:
-        if self.index_type == "hnsw":
-            ef = max(int(self._params.get("ef_search", 32)), k)
-            if self._n_alive < len(self._ids):  # tombstones: keep them out of the results
-                if self._alive_bitmap is None:
-                    self._alive_bitmap = np.packbits(self._alive, bitorder="little")
-                bitmap = self._alive_bitmap
-                sel = faiss.IDSelectorBitmap(len(self._alive), faiss.swig_ptr(bitmap))
-                params = faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
-                params._keep = (sel, bitmap)  # the selector points into these; keep them alive
-                return params
-            return faiss.SearchParametersHNSW(efSearch=ef)
-        if self.index_type == "ivf":
-            return faiss.SearchParametersIVF(nprobe=int(self._params.get("nprobe") or 1))
-        return None
+        ef = max(int(self._params.get("ef_search", 32)), k)
+        sel = None
+        if self._alive is not None and self.labels == "rows" and codes.supports_selector(self.structure, self.code):
+            if self._alive_bitmap is None:
+                self._alive_bitmap = np.packbits(self._alive, bitorder="little")
+            bitmap = self._alive_bitmap
+            sel = faiss.IDSelectorBitmap(len(self._alive), faiss.swig_ptr(bitmap))
+        params = codes.search_params(self.structure, self.code, ef, int(self._params.get("nprobe") or 1), sel)
+        if sel is not None:
+            params._keep = (sel, self._alive_bitmap)  # the selector points into these; keep them alive
+        return params
 
     def _gpu(self) -> Any:
         """The GPU mirror of the coarse index, or None (CPU). Never raises: any failure means CPU."""
-        if self._requested_device == "cpu" or self.index_type in ("hnsw", "pq") or self._gpu_failed:
+        if self._requested_device == "cpu" or self.code != "float" or self.structure == "hnsw" or self._gpu_failed:
             return None
         if self._gpu_index is not None:
             return self._gpu_index
@@ -591,63 +608,49 @@ class FaissBackend:
         """Where stage one runs (or will run at the next search): ``"gpu:0"`` or ``"cpu"``."""
         return "gpu:0" if self._gpu() is not None else "cpu"
 
-    def _coarse_rows(self, coarse_queries: np.ndarray, n: int) -> np.ndarray:
-        """Top-``n`` rows from the coarse index (``-1`` where fewer exist)."""
+    def _coarse_hits(self, coarse_queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` live rows from the coarse index with their coarse scores (``-1`` rows where fewer exist)."""
         n = int(min(n, self._n_alive))
+        coarse_queries = codes.balance_queries(self._balance, coarse_queries)
         gpu = self._gpu() if len(coarse_queries) else None
         if gpu is not None:
             with self._gpu_lock:
-                if self.index_type == "ivf":
+                if self.structure == "ivf":
                     gpu.nprobe = int(self._params.get("nprobe") or 1)
-                _, rows = gpu.search(coarse_queries, n)
-            return rows
-        if self.index_type == "ivf" and int(self._params.get("nprobe") or 1) >= int(self._params.get("nlist") or 1):
-            return self._ivf_exhaustive_rows(coarse_queries, n)
-        params = self._search_params(n)
-        if params is None:
-            _, rows = self._coarse.search(coarse_queries, n)
-        else:
-            _, rows = self._coarse.search(coarse_queries, n, params=params)
-        return rows
+                return gpu.search(coarse_queries, n)
+        exhaustive = int(self._params.get("nprobe") or 1) >= int(self._params.get("nlist") or 1)
+        if self.structure == "ivf" and self.code == "float" and exhaustive:  # one BLAS scan: see faiss_codes
+            return codes.ivf_exhaustive_hits(self._coarse, coarse_queries, n)
+        # Removed rows that stay in the coarse index and cannot be filtered by a selector: ask for
+        # as many more hits as there are removed rows, drop those, keep the first n live ones.
+        dead = len(self._ids) - self._n_alive
+        overfetch = self.labels == "rows" and dead and not codes.supports_selector(self.structure, self.code)
+        want = min(n + dead, self._coarse.ntotal) if overfetch else n
+        q = np.ascontiguousarray(codes.encode(self.code, coarse_queries))
+        params = self._search_params(want)
+        dist, rows = self._coarse.search(q, want) if params is None else self._coarse.search(q, want, params=params)
+        scores = codes.scores_from(self.code, dist, self.coarse_dim)
+        if overfetch:
+            gone = (rows < 0) | ~self._alive_mask()[np.maximum(rows, 0)]
+            order = np.argsort(gone, axis=1, kind="stable")[:, :n]
+            rows = np.where(np.take_along_axis(gone, order, axis=1), -1, np.take_along_axis(rows, order, axis=1))
+            scores = np.take_along_axis(scores, order, axis=1)
+        return scores, rows
+
+    def _coarse_rows(self, coarse_queries: np.ndarray, n: int) -> np.ndarray:  # top-n rows, -1 where none
+        return self._coarse_hits(coarse_queries, n)[1]
 
     def _ivf_exhaustive_rows(self, coarse_queries: np.ndarray, n: int) -> np.ndarray:
-        """Probing every IVF list is an exact coarse search: run it as one BLAS flat search over the
-        lists' vectors instead (the same rows up to float rounding, ~10x faster at 1M vectors; the
-        calibration asks for it to find how many candidates an exact coarse stage needs)."""
-        invlists = faiss.extract_index_ivf(self._coarse).invlists
-        vecs, labels = [], []
-        for lst in range(invlists.nlist):
-            size = invlists.list_size(lst)
-            if size:
-                codes = faiss.rev_swig_ptr(invlists.get_codes(lst), size * invlists.code_size)
-                vecs.append(np.frombuffer(codes, dtype=np.float32).reshape(size, self.coarse_dim).copy())
-                labels.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
-        if not vecs:
-            return np.full((len(coarse_queries), n), -1, dtype=np.int64)
-        _, pos = faiss.knn(coarse_queries, np.concatenate(vecs), n, metric=faiss.METRIC_INNER_PRODUCT)
-        all_labels = np.concatenate(labels)
-        return np.where(pos >= 0, all_labels[np.maximum(pos, 0)], -1)
+        return codes.ivf_exhaustive_hits(self._coarse, coarse_queries, n)[1]
 
     def coarse_search(self, coarse_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stage one alone: coarse scores (the code's: +-1 inner products for binary) and ids."""
         coarse_queries = np.ascontiguousarray(coarse_queries, dtype=np.float32)
         if not self._n_alive or not len(coarse_queries):
             return empty_results(len(coarse_queries), k)
         scores, rows = empty_results(len(coarse_queries), k)
         n = min(k, self._n_alive)
-        gpu = self._gpu()
-        if gpu is not None:
-            with self._gpu_lock:
-                if self.index_type == "ivf":
-                    gpu.nprobe = int(self._params.get("nprobe") or 1)
-                d, r = gpu.search(coarse_queries, n)
-        else:
-            params = self._search_params(n)
-            d, r = (
-                self._coarse.search(coarse_queries, n)
-                if params is None
-                else self._coarse.search(coarse_queries, n, params=params)
-            )
-        scores[:, :n], rows[:, :n] = d, r
+        scores[:, :n], rows[:, :n] = self._coarse_hits(coarse_queries, n)
         return self._to_ids(scores, rows)
 
     def _to_ids(self, scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -659,8 +662,8 @@ class FaissBackend:
     def device_arrays(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.ndarray]], np.ndarray]:
         """``(live rows, their coarse vectors, full-vector segments, row -> id)`` of a flat index: what a
         device engine (``backends/torch_engine.py``) mirrors to run both stages off this process's CPU."""
-        if self.index_type != "flat" or self._coarse is None:
-            raise InputError(f"device_arrays: only a flat coarse index can be mirrored, not {self.index_type!r}")
+        if not self.mirrorable or self._coarse is None:
+            raise InputError(f"device_arrays: only a float flat coarse index can be mirrored, not {self.index_type!r}")
         rows = faiss.vector_to_array(self._coarse.id_map).astype(np.int64)
         vectors = self._coarse.index.reconstruct_n(0, self._coarse.index.ntotal)
         return rows, vectors, self._full.segments(), self._ids
@@ -749,7 +752,7 @@ class FaissBackend:
         if not self._n_alive or not nq:
             return best_s, best_r
         for start, chunk in self._full.iter_chunks():
-            alive = self._alive[start : start + len(chunk)]
+            alive = self._alive_mask()[start : start + len(chunk)]
             n_dead = len(chunk) - int(alive.sum())
             if n_dead == len(chunk):
                 continue
@@ -772,22 +775,33 @@ class FaissBackend:
     def save(self, directory: Path) -> dict[str, Any]:
         """Write ``coarse.faiss``, ``full.npy`` and ``ids.npy`` into ``directory``; returns the manifest section."""
         directory = Path(directory)
-        if self._coarse is None:  # an IVF index that never received vectors: train on nothing is impossible
-            raise InputError("save: this IVF index holds no vectors yet; add vectors before saving")
-        faiss.write_index(self._coarse, str(directory / COARSE_FILE))
+        if self._coarse is None:  # an index that needs training and never received vectors
+            raise InputError(
+                "save: this index holds no vectors yet and its coarse index is untrained; add vectors first"
+            )
+        codes.write(self._coarse, directory / COARSE_FILE)
+        self._measured = (self._version, (directory / COARSE_FILE).stat().st_size)
         self._write_full(directory / FULL_FILE)
-        np.save(directory / IDS_FILE, self._ids, allow_pickle=False)
+        np.save(directory / IDS_FILE, np.asarray(self._ids), allow_pickle=False)
+        files = [COARSE_FILE, FULL_FILE, IDS_FILE]
+        if self._balance is not None:
+            np.save(directory / codes.BALANCE_FILE, self._balance, allow_pickle=False)
+            files.append(codes.BALANCE_FILE)
+        legacy = (("pq4" if self.index_type == "pq" else "float"), ("rows" if self.index_type == "hnsw" else "ids"))
+        v1 = (self.code, self.labels) == legacy and self._balance is None  # version 1 can say it: byte for byte
+        extra = {} if v1 else {"code": self.code, "labels": self.labels, "balance": self.balance}
         return {
             "kind": self.kind,
-            "section_version": SECTION_VERSION,
+            "section_version": 1 if v1 else SECTION_VERSION,
             "index": self.index_type,
+            **extra,
             "coarse_dim": self.coarse_dim,
             "full_dim": self.full_dim,
             "metric": self.metric,
             "rows": len(self._ids),
             "count": int(self._n_alive),
             "params": dict(self._params),
-            "files": [COARSE_FILE, FULL_FILE, IDS_FILE],
+            "files": files,
         }
 
     def _write_full(self, path: Path) -> None:
@@ -807,26 +821,57 @@ class FaissBackend:
 
     # ------------------------------------------------------------------ facts
     def _coarse_bytes(self) -> int:
-        """Bytes of the coarse index in RAM (vectors, graph links or inverted lists, id maps)."""
-        idx = self._coarse
-        if idx is None:
+        """Bytes of the coarse index, measured: its FAISS serialisation (the saved file's size after a
+        save or load; serialised again after a change). FAISS reads that file into RAM as it is:
+        codes, graph links, inverted lists with their ids, per-vector factors, trained parameters."""
+        if self._coarse is None:
             return 0
-        n = idx.ntotal
-        if self.index_type == "flat":
-            return n * (self.coarse_dim * 4 + 8)
-        if self.index_type == "hnsw":
-            h = idx.hnsw
-            return n * self.coarse_dim * 4 + h.neighbors.size() * 4 + h.levels.size() * 4 + h.offsets.size() * 8
-        if self.index_type == "pq":
-            m = int(self._params["pq_m"])
-            blocks = -(-n // 32)  # fast-scan packs codes in blocks of 32 vectors
-            return blocks * 32 * m // 2 + n * 8 + m * 16 * (self.coarse_dim // m) * 4
-        nlist = int(self._params.get("nlist") or 0)
-        return n * (self.coarse_dim * 4 + 8) + nlist * self.coarse_dim * 4
+        if self._measured is None or self._measured[0] != self._version:
+            self._measured = (self._version, codes.serialized_bytes(self._coarse))
+        return self._measured[1]
+
+    def memory(self) -> dict[str, Any]:
+        """What stays in RAM, measured, and what is left to the page cache. ``resident_bytes``: the coarse
+        index (:meth:`_coarse_bytes`) + in-RAM arrays (ids unless memory-mapped, the alive mask once a row
+        was removed, the id lookup once built, full vectors read with ``mmap=False``); ``fixed_bytes``: the
+        empty trained index (measured at training) + the balance rotation; ``per_vector_bytes``: the rest
+        per vector; ``page_cache_bytes_per_vector``: the memory-mapped files a search reads (evictable).
+        """
+        n = max(1, self._n_alive)
+        coarse = self._coarse_bytes()
+        arrays = 0
+        ids_mapped = isinstance(self._ids, np.memmap)
+        if not ids_mapped:
+            arrays += int(self._ids.nbytes)
+        for extra in (self._alive, self._alive_bitmap, self._balance):
+            arrays += int(extra.nbytes) if extra is not None else 0
+        if self._lookup is not None:
+            arrays += int(self._lookup[0].nbytes + self._lookup[1].nbytes)
+        full_ram = self._full.ram_bytes
+        resident = coarse + arrays + full_ram
+        mapped = (0 if full_ram else self.full_dim * 4) + (8 if ids_mapped else 0)
+        fixed = int(self._params.get("fixed_coarse_bytes", 0)) + (
+            self._balance.nbytes if self._balance is not None else 0
+        )
+        return {
+            "resident_bytes": int(resident),
+            "resident_bytes_per_vector": round(resident / n, 2),
+            "fixed_bytes": fixed,
+            "per_vector_bytes": round((resident - fixed) / n, 2),
+            "coarse_index_bytes_per_vector": round(coarse / n, 2),
+            "bookkeeping_bytes_per_vector": round(arrays / n, 2),
+            "full_vectors_in_ram_bytes_per_vector": round(full_ram / n, 2),
+            "page_cache_bytes_per_vector": mapped * len(self._ids) / n,
+            "measured_as": "serialised FAISS coarse index + nbytes of in-RAM arrays",
+        }
+
+    def resident_bytes_per_vector(self) -> float:
+        """Bytes a live vector keeps resident in RAM, measured (see :meth:`memory`)."""
+        return float(self.memory()["resident_bytes_per_vector"])
 
     def info(self) -> dict[str, Any]:
         rows = max(1, len(self._ids))
-        ram = self._coarse_bytes() + rows * _BOOKKEEPING_BYTES + self._full.ram_bytes
+        mem = self.memory()
         disk = rows * (self.full_dim * 4 + 8) + self._coarse_bytes()
         gpu_count = 0
         with contextlib.suppress(Exception):
@@ -835,15 +880,19 @@ class FaissBackend:
             "backend": self.kind,
             "faiss_version": faiss.__version__,
             "coarse_index": self.index_type,
+            "structure": self.structure,
+            "code": self.code,
+            "balance": self.balance,
             "device": self.device,
             "gpus_visible_to_faiss": gpu_count,
             "count": int(self._n_alive),
             "removed_rows": int(len(self._ids) - self._n_alive),
-            "ram_bytes_per_vector": round(ram / rows, 1),
+            "ram_bytes_per_vector": mem["resident_bytes_per_vector"],
             "disk_bytes_per_vector": round(disk / rows, 1),
+            "memory": mem,
             "full_vectors": self._full.location,
             "params": dict(self._params),
         }
-        if self.device == "cpu" and self.index_type == "hnsw" and gpu_count:
+        if self.device == "cpu" and self.structure == "hnsw" and gpu_count:
             out["device_note"] = "HNSW has no FAISS GPU implementation; its coarse stage runs on the CPU"
         return out

@@ -119,6 +119,19 @@ def _read_ids(path: str, n: int) -> np.ndarray:
 @click.option(
     "--sample-size", type=int, default=100_000, show_default=True, help="Rows the adaptor (and IVF) train on."
 )
+@click.option(
+    "--code",
+    type=click.Choice(["float", "sq8", "sq4", "pq4", "rabitq", "binary"]),
+    default=None,
+    help="How coarse prefixes are stored (FAISS): float, 8/4-bit scalar, 4-bit PQ, RaBitQ or sign bits.",
+)
+@click.option(
+    "--ram-budget",
+    type=float,
+    default=None,
+    help="Resident bytes per vector (FAISS): the index picks coarse dim, code and structure itself "
+    "(the fastest that fits and reaches --target-recall; see mindex info for what it chose and rejected).",
+)
 @device_option
 @quiet_option
 @user_errors
@@ -139,6 +152,8 @@ def build_command(
     metric,
     rerank,
     sample_size,
+    code,
+    ram_budget,
     device,
     quiet,
 ):
@@ -194,6 +209,8 @@ def build_command(
         rerank=rerank,
         sample_size=sample_size,
         quiet=quiet,
+        code=code,
+        ram_budget=ram_budget,
         device=device,
     )
     with stage(f"saving {out}", quiet=quiet):
@@ -213,6 +230,8 @@ def build_command(
                 "calibrated_recall@10": info["candidates"]["calibrated_recall"],
                 "target_recall": info["candidates"]["target_recall"],
                 "ram_bytes_per_vector": info["memory"]["ram_bytes_per_vector"],
+                **({"code": info["code"]} if info.get("code") else {}),
+                **({"ram_budget_chose": info["ram_budget"]["chosen"]} if info.get("ram_budget") else {}),
                 "disk_bytes_per_vector": info["memory"]["disk_bytes_per_vector"],
                 "stages": info["stages"],
                 "seconds": round(time.perf_counter() - t0, 2),

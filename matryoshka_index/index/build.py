@@ -25,6 +25,7 @@ from ..errors import CalibrationWarning, InputError
 from ..exact import exact_topk
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
+from .budget import check_budget, choose_configuration
 from .device_stage import attach_device, resolve_index_device
 from .points import PayloadStore, index_keeps_payloads
 
@@ -359,6 +360,9 @@ def build_index(
     calibration_queries: int,
     seed: int,
     quiet: bool,
+    code: str | None = None,
+    ram_budget: float | None = None,
+    optimize: str = "speed",
     device: str = "auto",
 ) -> MatryoshkaIndex:
     """``MatryoshkaIndex.build`` (whose docstring documents the arguments), step by step."""
@@ -369,7 +373,7 @@ def build_index(
         metric=metric,
         rerank=rerank,
         index=index,
-        coarse_dim=coarse_dim,
+        coarse_dim=1 if ram_budget is not None else coarse_dim,  # a budget picks coarse_dim itself
         ids=ids,
         target_recall=target_recall,
         sample_size=sample_size,
@@ -379,7 +383,16 @@ def build_index(
         backend_options=backend_options,
     )
     vectors, coarse_dim, candidates = args["vectors"], args["coarse_dim"], args["candidates"]
-    backend_cls, _, options = resolve_backend(backend, index, backend_options, stacklevel=5)
+    budget = None if ram_budget is None else check_budget(ram_budget, optimize)
+    backend_cls, name, options = resolve_backend(backend, index, backend_options, stacklevel=5)
+    if code is not None or budget is not None:
+        if "code" not in inspect.signature(backend_cls.create).parameters:
+            what = "code" if budget is None else "ram_budget"
+            raise InputError(
+                f"{what}: the {name} backend has no coarse codes; use backend='faiss' (or leave {what} unset)"
+            )
+        if code is not None:
+            options["code"] = code
     if payloads is not None and index_keeps_payloads(backend_cls):
         payloads = PayloadStore.check(payloads)  # before any training: a bad payload fails at once
     if "device" in inspect.signature(backend_cls.create).parameters:  # named, not just **kwargs (Qdrant)
@@ -389,6 +402,14 @@ def build_index(
     sample_rows, sample = draw_sample(vectors, args["sample_size"], rng)
     fitted = resolve_adaptor(adaptor, sample, dim, coarse_dim, seed=seed, quiet=quiet, device=adaptor_device)
     del sample  # not needed any more: free it before the corpus is streamed through
+    choice = None
+    if budget is not None:
+        choice = choose_configuration(
+            cls, vectors, fitted, ram_budget=budget, optimize=optimize, target_recall=args["target_recall"],
+            metric=metric, rerank=rerank, backend=name, backend_options=options, seed=seed,
+        )  # fmt: skip
+        coarse_dim = choice["coarse_dim"]
+        options = {**options, "index": choice["index"], **choice["options"]}
     if device == "auto":  # training may have loaded torch, which can now say whether there is a GPU
         dev = resolve_index_device(device)[0]
     self = cls._new(
@@ -414,5 +435,7 @@ def build_index(
         candidates=candidates,
         quiet=quiet,
     )
+    if choice is not None:
+        self._calibration["budget"] = choice["record"]
     self._attach_metadata()
     return self

@@ -114,6 +114,9 @@ class MatryoshkaIndex:
         calibration_queries: int = 1000,
         seed: int = 0,
         quiet: bool = False,
+        code: str | None = None,
+        ram_budget: float | None = None,
+        optimize: str = "speed",
         device: str = "auto",
     ) -> MatryoshkaIndex:
         """Build an index over ``vectors`` (``(n, d)`` float16/32/64; a memory map is read in batches).
@@ -167,6 +170,16 @@ class MatryoshkaIndex:
             Seeds the sample and the calibration queries.
         quiet:
             No progress bars.
+        code:
+            How the coarse prefixes are stored (FAISS): ``"float"`` (default), ``"sq8"``, ``"sq4"``,
+            ``"pq4"``, ``"rabitq"`` or ``"binary"``, with any ``index`` structure FAISS supports
+            (see :mod:`matryoshka_index.backends.faiss_codes`; ``index="pq"`` is ``"flat"`` + ``"pq4"``).
+        ram_budget, optimize:
+            Resident bytes a vector may keep (FAISS). The index then picks ``coarse_dim``, ``code`` and
+            ``index`` itself (those given are ignored): trial indexes on a sample measure each option's
+            bytes, recall and queries/s, and the fastest within the budget is built
+            (``optimize="memory"``: the fewest bytes at ``target_recall``); an impossible budget is
+            refused with the smallest feasible one. See :mod:`matryoshka_index.index.budget`.
         device:
             ``"auto"`` (default: GPU 0 when one is visible, else the CPU), ``"cpu"``, ``"cuda"`` or
             ``"cuda:N"``: the adaptor trains and transforms there, the FAISS coarse stage runs there
@@ -192,6 +205,9 @@ class MatryoshkaIndex:
             calibration_queries=calibration_queries,
             seed=seed,
             quiet=quiet,
+            code=code,
+            ram_budget=ram_budget,
+            optimize=optimize,
             device=device,
         )
 

@@ -37,6 +37,9 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
         "full_vectors": b.get("full_vectors"),
         "exact_search_ram_bytes_per_vector": index.full_dim * 4,
     }
+    if "memory" in b:  # measured by the backend (FAISS): per-vector part, fixed part, page cache
+        m = b["memory"]
+        memory.update({k: m[k] for k in ("per_vector_bytes", "fixed_bytes", "page_cache_bytes_per_vector")})
     path = index._path
     if path is not None and not index._modified_since_load and count:
         disk = allocated_bytes(path)  # sparse files (qdrant-edge) count what they really use
@@ -64,6 +67,8 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
             "knob": cal.get("knob"),
             "calibration_queries": cal.get("queries"),
         },
+        "code": b.get("code"),
+        "ram_budget": cal.get("budget"),
         "device": b.get("device"),
         "stages": stages(index, b, adaptor),
         "memory": memory,

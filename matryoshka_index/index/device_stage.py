@@ -56,7 +56,7 @@ class TorchStages:
     """
 
     def __init__(self, inner: Any, device: Device) -> None:
-        if getattr(inner, "kind", None) != "faiss" or getattr(inner, "index_type", None) != "flat":
+        if getattr(inner, "kind", None) != "faiss" or not getattr(inner, "mirrorable", False):
             raise InputError("device: the torch engine serves FAISS flat coarse indexes only")
         self.inner = inner
         self.device = device
@@ -163,7 +163,7 @@ def attach_device(backend: Any, device: Device, *, engine: str = "auto") -> Any:
         raise InputError(f"engine: unknown coarse engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if isinstance(backend, TorchStages):
         backend = backend.inner
-    flat_faiss = getattr(backend, "kind", None) == "faiss" and getattr(backend, "index_type", None) == "flat"
+    flat_faiss = getattr(backend, "kind", None) == "faiss" and getattr(backend, "mirrorable", False)
     if engine == "faiss" or not flat_faiss:
         if engine == "torch" and not flat_faiss:
             raise InputError("engine: the torch engine serves FAISS flat coarse indexes only; use index='flat'")

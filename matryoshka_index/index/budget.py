@@ -1,0 +1,184 @@
+"""A memory budget instead of knobs: pick coarse_dim x code x structure for ``ram_budget`` bytes a vector.
+
+``MatryoshkaIndex.build(..., ram_budget=B)`` tries every configuration of :data:`GRID` whose code
+alone could fit ``B`` on a trial index over a sample of the corpus (at most :data:`TRIAL_ROWS` rows,
+built and calibrated exactly as ``build`` would, with the already fitted adaptor), and measures for
+each: the bytes a vector keeps resident (the backend's measured ``per_vector_bytes`` minus the
+bookkeeping a saved and reloaded index memory-maps), whether the calibration reached the target
+recall, and the queries/s of the calibrated operating point on held-out sample rows. It keeps the
+fastest configuration within the budget (``optimize="speed"``) or the one with the fewest bytes
+(``optimize="memory"``). The report of every option (chosen or why rejected) is kept in the index's
+calibration record, which ``mindex info`` shows.
+
+Candidates and recall found on the trial sample are not those of the full corpus (the full build
+calibrates its own); the trial ranks the configurations, the full build sets the operating point.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+OPTIMIZE = ("speed", "memory")
+TRIAL_ROWS = 20_000
+TRIAL_QUERIES = 500
+DIMS = (32, 64, 128, 256)
+# (code, structure, extra backend options as a function of coarse_dim)
+GRID: tuple[tuple[str, str, Any], ...] = (
+    ("float", "flat", lambda m: {}),
+    ("sq8", "flat", lambda m: {}),
+    ("sq4", "flat", lambda m: {}),
+    ("pq4", "flat", lambda m: {"pq_m": m}),
+    ("pq4", "flat", lambda m: {"pq_m": m // 2}),
+    ("rabitq", "flat", lambda m: {"balance": "itq"}),
+    ("binary", "flat", lambda m: {"balance": "itq"}),
+    ("float", "hnsw", lambda m: {}),
+    ("sq8", "hnsw", lambda m: {}),
+)
+
+
+def code_bytes(code: str, m: int, options: dict[str, Any]) -> float:
+    """Bytes of the code alone (a lower bound of what the configuration keeps): prunes before any trial."""
+    return {
+        "float": 4.0 * m,
+        "sq8": float(m),
+        "sq4": m / 2,
+        "pq4": options.get("pq_m", m) / 2,
+        "rabitq": m / 8 + 8,
+        "binary": m / 8,
+    }[code]
+
+
+def describe_option(m: int, code: str, structure: str, options: dict[str, Any]) -> str:
+    extra = "".join(f" {k}={v}" for k, v in sorted(options.items()))
+    return f"coarse_dim={m} index={structure} code={code}{extra}"
+
+
+def check_budget(ram_budget: Any, optimize: Any) -> float:
+    if isinstance(ram_budget, bool) or not isinstance(ram_budget, (int, float)) or not ram_budget > 0:
+        raise InputError(f"ram_budget: must be a positive number of bytes per vector, got {ram_budget!r}")
+    if optimize not in OPTIMIZE:
+        raise InputError(f"optimize: must be one of {', '.join(OPTIMIZE)}, got {optimize!r}")
+    return float(ram_budget)
+
+
+def choose_configuration(
+    cls: Any,
+    vectors: np.ndarray,
+    adaptor: Any,
+    *,
+    ram_budget: float,
+    optimize: str,
+    target_recall: float,
+    metric: str,
+    rerank: str,
+    backend: str,
+    backend_options: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """The chosen ``{"coarse_dim", "options", ...}`` and the report of every option; refuses an impossible budget."""
+    n, dim = vectors.shape
+    rng = np.random.default_rng(seed + 1)
+    n_q = min(TRIAL_QUERIES, max(1, n // 10))
+    rows = rng.permutation(n)[: min(n, TRIAL_ROWS + n_q)]
+    trial_rows, query_rows = np.sort(rows[n_q:]), np.sort(rows[:n_q])
+    trial, queries = np.asarray(vectors[trial_rows]), np.asarray(vectors[query_rows])
+    base = {k: v for k, v in backend_options.items() if k not in ("index", "code")}
+    report: list[dict[str, Any]] = []
+
+    def trial_of(entry: dict[str, Any]) -> None:
+        m, code, structure, options = entry.pop("_spec")
+        index = cls.build(
+            trial,
+            coarse_dim=m,
+            adaptor=adaptor,
+            backend=backend,
+            index=structure,
+            target_recall=target_recall,
+            metric=metric,
+            rerank=rerank,
+            backend_options={**base, "code": code, **options},
+            seed=seed,
+            quiet=True,
+        )
+        mem = index.backend.memory()
+        per = round(mem["per_vector_bytes"] - mem["bookkeeping_bytes_per_vector"], 2)
+        t0 = time.perf_counter()
+        index.search(queries, k=10)
+        cal = index.calibration
+        entry.update(
+            coarse_dim=m,
+            index=structure,
+            options={"code": code, **options},
+            bytes_per_vector=per,
+            queries_per_s=round(len(queries) / max(time.perf_counter() - t0, 1e-9), 1),
+            trial_candidates=index.candidates,
+            trial_recall=cal.get("recall"),
+            reached=bool(cal.get("reached")),
+        )
+        if not entry["reached"]:
+            entry["verdict"] = f"rejected: recall@10 {cal.get('recall')} < {target_recall} on the trial"
+        elif per > ram_budget:
+            entry["verdict"] = f"rejected: measured {per:g} B/vector > budget"
+        else:
+            entry["verdict"] = "feasible"
+
+    pruned = []
+    for m in (d for d in DIMS if d <= dim):
+        for code, structure, extra in GRID:
+            options = extra(m)
+            if (code == "binary" and m % 8) or (code == "pq4" and (options["pq_m"] < 1 or m % options["pq_m"])):
+                continue
+            entry: dict[str, Any] = {"option": describe_option(m, code, structure, options)}
+            entry["_spec"] = (m, code, structure, options)
+            report.append(entry)
+            lower = code_bytes(code, m, options)
+            if lower > ram_budget:
+                entry.update(bytes_per_vector=lower, verdict=f"rejected: its code alone is {lower:g} B/vector")
+                pruned.append(entry)
+            else:
+                trial_of(entry)
+    feasible = [e for e in report if e.get("verdict") == "feasible"]
+    if not feasible:
+        # the smallest feasible budget: try the pruned options, fewest code bytes first, until one reaches
+        found = [e for e in report if e.get("reached")]
+        for entry in sorted(pruned, key=lambda e: e["bytes_per_vector"]):
+            if found and entry["bytes_per_vector"] > min(e["bytes_per_vector"] for e in found):
+                break
+            trial_of(entry)
+            if entry["reached"]:
+                found.append(entry)
+        if not found:
+            raise InputError(f"ram_budget: no configuration reached recall@10 {target_recall}; lower target_recall")
+        small = min(found, key=lambda e: e["bytes_per_vector"])
+        raise InputError(
+            f"ram_budget: {ram_budget:g} B/vector is below every configuration reaching recall@10 {target_recall}; "
+            f"the smallest feasible is {small['bytes_per_vector']:g} B/vector ({small['option']}): "
+            f"use ram_budget >= {math.ceil(small['bytes_per_vector'])}"
+        )
+    for e in report:
+        e.pop("_spec", None)
+    if optimize == "speed":
+        chosen = max(feasible, key=lambda e: (e["queries_per_s"], -e["bytes_per_vector"]))
+    else:
+        chosen = min(feasible, key=lambda e: (e["bytes_per_vector"], -e["queries_per_s"]))
+    for e in feasible:
+        e["verdict"] = "chosen" if e is chosen else f"feasible, not chosen (optimize={optimize})"
+    return {
+        "coarse_dim": chosen["coarse_dim"],
+        "index": chosen["index"],
+        "options": chosen["options"],
+        "record": {
+            "ram_budget": ram_budget,
+            "optimize": optimize,
+            "chosen": chosen["option"],
+            "trial_rows": len(trial_rows),
+            "trial_queries": len(query_rows),
+            "options": report,
+        },
+    }
