@@ -56,7 +56,7 @@ import faiss
 import numpy as np
 
 from ..errors import BackendError, FormatError, InputError, StorageError
-from ..storage import owned_temp_dir, preallocate, remove_temp_dir
+from ..storage import advise_random, owned_temp_dir, preallocate, remove_temp_dir
 from .base import EMPTY_ID, empty_results
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
@@ -116,6 +116,7 @@ class _SpillFile:
     this process is killed) and lives in ``directory``, else ``$MINDEX_TMPDIR``, else the system temp
     folder. Each growth reserves its blocks with ``posix_fallocate`` before the map is written, so a
     full disk raises a one-line StorageError here instead of SIGBUS at a write through the map.
+    The map is advised random-access (``MADV_RANDOM``).
     """
 
     def __init__(self, dim: int, directory: str | None) -> None:
@@ -144,6 +145,9 @@ class _SpillFile:
             finally:
                 os.close(fd)
             self._mm = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(cap, self.dim))
+            # Read back at random rows (the rerank's gathers, the calibration's): no read-ahead, so a
+            # spill file larger than the memory left does not thrash (benchmarks/results/memory_limit.md).
+            advise_random(self._mm)
             self._cap = cap
         assert self._mm is not None
         self._mm[self.n : need] = x
