@@ -313,6 +313,33 @@ def test_checking_a_memory_mapped_corpus_keeps_a_bounded_window_resident(tmp_pat
     np.testing.assert_array_equal(np.load(out, mmap_mode="r")[-5:], x[-5:])
 
 
+def _vm_flags(path: Path) -> set[str]:
+    """The VmFlags of this process's mappings of ``path`` ("rr": advised random, "sr": sequential)."""
+    flags: set[str] = set()
+    inside = False
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("VmFlags:"):
+                flags |= set(line.split()[1:])
+    return flags
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_the_spill_file_is_advised_random_and_streaming_sequential(tmp_path):
+    from matryoshka_index.backends.faiss_backend import FaissBackend
+
+    b = FaissBackend.create(coarse_dim=4, full_dim=16)
+    x = np.ones((5000, 16), np.float32)
+    b.add(np.arange(5000), x[:, :4].copy(), x)
+    assert "rr" in _vm_flags(Path(b._full.spill.path))  # the rerank's gathers: no read-ahead
+    storage.save_npy(tmp_path / "a.npy", np.ones((50_000, 16), np.float32))
+    m = storage.load_vectors(tmp_path / "a.npy")
+    seen = [_vm_flags(tmp_path / "a.npy") for _ in storage.stream_rows(m, 10_000)]
+    assert all("sr" in f for f in seen) and "sr" not in _vm_flags(tmp_path / "a.npy")
+
+
 def test_advice_is_a_no_op_on_plain_arrays_and_works_on_maps(tmp_path):
     assert storage.advise_random(np.zeros((4, 4), np.float32)) is False
     storage.save_npy(tmp_path / "a.npy", np.ones((5000, 8), np.float32))

@@ -52,7 +52,7 @@ import faiss
 import numpy as np
 
 from ..errors import BackendError, FormatError, InputError, StorageError
-from ..storage import owned_temp_dir, preallocate, remove_temp_dir
+from ..storage import advise_random, owned_temp_dir, preallocate, remove_temp_dir
 from . import faiss_codes as codes
 from .base import EMPTY_ID, empty_results
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
@@ -79,6 +79,7 @@ class _SpillFile:
     this process is killed) and lives in ``directory``, else ``$MINDEX_TMPDIR``, else the system temp
     folder. Each growth reserves its blocks with ``posix_fallocate`` before the map is written, so a
     full disk raises a one-line StorageError here instead of SIGBUS at a write through the map.
+    The map is advised random-access (``MADV_RANDOM``).
     """
 
     def __init__(self, dim: int, directory: str | None) -> None:
@@ -107,6 +108,9 @@ class _SpillFile:
             finally:
                 os.close(fd)
             self._mm = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(cap, self.dim))
+            # Read back at random rows (the rerank's gathers, the calibration's): no read-ahead, so a
+            # spill file larger than the memory left does not thrash (benchmarks/results/memory_limit.md).
+            advise_random(self._mm)
             self._cap = cap
         assert self._mm is not None
         self._mm[self.n : need] = x
