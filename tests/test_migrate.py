@@ -516,3 +516,25 @@ def test_path_mode_writes_through_a_write_ahead_log_and_resumes_after_a_crash(st
         assert _journal_mode(client, "dst") == "delete" and _journal_mode(client, "docs_v1") == src_mode
     finally:
         client.close()
+
+
+def test_a_crash_between_creating_the_target_and_storing_the_adaptor_resumes(adaptor, monkeypatch):
+    """Found by benchmarks/faults.py: kill -9 right after the target was created left a target that
+    --resume refused ('has no stored adaptor; delete it'), although nothing had been copied yet."""
+    from matryoshka_index.migrate.context import Run
+
+    client = QdrantClient(":memory:")
+    make_source(client, "src", 300)
+    kw = dict(vector="emb", coarse_dim=COARSE, adaptor=adaptor, target="dst", batch_size=100, recall_queries=5)
+    real = Run.store_adaptor
+
+    def crash(self, cp, model):
+        raise Crash("killed before the adaptor was stored")
+
+    monkeypatch.setattr(Run, "store_adaptor", crash)
+    with pytest.raises(Crash):
+        migrate_collection(client, "src", quiet=True, **kw)
+    assert "dst" in {c.name for c in client.get_collections().collections}  # the target was created
+    monkeypatch.setattr(Run, "store_adaptor", real)
+    report = migrate_collection(client, "src", resume=True, quiet=True, **kw)
+    assert report.ok and client.count("dst").count == 300

@@ -271,7 +271,7 @@ def _stored_adaptor_files(run: Run, cp: Checkpoint | None) -> dict[str, bytes] |
         return None
     descriptor = (run.store.read(META_KEY) or {}).get("adaptor")
     if not descriptor:
-        run.mode.stored_adaptor_missing()
+        run.mode.stored_adaptor_missing(cp)
         return None
     return run.store.read_blobs(descriptor)
 

@@ -215,8 +215,11 @@ class CopyMode:
             "drop --coarse-dim to resume"
         )
 
-    def stored_adaptor_missing(self) -> None:
-        raise InputError(f"target: {self.target!r} has no stored adaptor; delete it and start the migration again")
+    def stored_adaptor_missing(self, cp: Checkpoint) -> None:
+        """Killed between creating the target and storing the adaptor: nothing was copied yet, so the
+        adaptor is given or trained again and stored by :meth:`prepare`. Any later state must have one."""
+        if cp.state != State.CREATING:
+            raise InputError(f"target: {self.target!r} has no stored adaptor; delete it and start the migration again")
 
     def plan_fields(self, run: Run, est_bytes: int, est_seconds: float | None, basis: str) -> dict[str, Any]:
         return {
@@ -249,11 +252,9 @@ class CopyMode:
             run.store_adaptor(cp, model)
             cp.state = State.WRITING
             run.save(cp)
-        if cp.state == State.CREATING:  # crashed right after creating: the adaptor must be stored
+        if cp.state == State.CREATING:  # killed right after creating the target: nothing copied yet
             if not (run.store.read(META_KEY) or {}).get("adaptor"):
-                raise InputError(
-                    f"target: {self.target!r} was left incomplete before copying began; delete it and start again"
-                )
+                run.store_adaptor(cp, model)
             cp.state = State.WRITING
             run.save(cp)
         return cp
@@ -394,7 +395,7 @@ class InPlaceMode:
             f"not {given}; drop --coarse-dim to resume"
         )
 
-    def stored_adaptor_missing(self) -> None:
+    def stored_adaptor_missing(self, cp: Checkpoint) -> None:
         """Crashed before the adaptor was stored: nothing was added yet, it is trained (or given) again."""
 
     def plan_fields(self, run: Run, est_bytes: int, est_seconds: float | None, basis: str) -> dict[str, Any]:
