@@ -76,13 +76,14 @@ def query_request(
 
     Reads from ``manifest`` (the index's ``manifest.json``): ``coarse_dim``, ``full_dim``,
     ``candidates`` (the calibrated default, when ``candidates`` is not given), ``backend.index``
-    (``"flat"``: an exact coarse stage) and the coarse code (``backend.code``; ``backend.coarse_quantization``
-    in manifests written before codes). With a code the coarse stage searches the codes with
-    Qdrant's rescoring off (``"quantization": {"rescore": false}``, and a flat index is then a plain
-    scan of the codes, not ``exact``, which would read the floats), as the backend sends it; ``rescore``
-    (default: the index's ``backend.coarse_rescore``, else on for a pre-code manifest) overrides it. ``full_vector``: the
-    name of the full vector (default ``backend.full_vector``, else ``"full"``; ``""`` for a collection
-    migrated in place whose vector is unnamed, which then sends no ``using``). With ``coarse`` or
+    (``"flat"``: an exact coarse stage) and the coarse code (``backend.code``;
+    ``backend.coarse_quantization`` in manifests written before codes). With a code the coarse stage
+    searches the codes with Qdrant's rescoring off (``"quantization": {"rescore": false}``; a flat
+    index is then a plain scan of the codes, not ``exact``, which would read the floats), as the
+    backend sends it; ``rescore`` (default: the index's ``backend.coarse_rescore``, else on for a
+    pre-code manifest) overrides it. ``full_vector``: the name of the full vector (default
+    ``backend.full_vector``, else ``"full"``; ``""`` for a collection migrated in place whose vector
+    is unnamed, which then sends no ``using``). With ``coarse`` or
     ``full`` left out the body is a template (a placeholder string where the floats go).
     """
     section = _section(manifest)

@@ -259,7 +259,9 @@ class QdrantBackend(Closing):
         off (``rescore=True`` turns it on: our rerank on ``full`` already is the rescoring), and the
         float coarse vectors go on disk unless ``coarse_on_disk=False``. ``coarse_quantization``
         (None, ``"int8"``, ``"binary"``) is the older name of ``code`` (``"sq8"``, ``"binary"``).
-        qdrant-client local mode keeps the config but searches the floats (see :meth:`info`). ``hnsw_m``,
+        A server quantizes a segment when its optimizer indexes it: points in segments below the
+        collection's ``indexing_threshold`` are searched as floats until then. qdrant-client local
+        mode keeps the config but always searches the floats (see :meth:`info`). ``hnsw_m``,
         ``hnsw_ef_construct``: HNSW graph of ``coarse``; ``hnsw_ef``: search breadth (at least
         ``candidates`` is always used). ``upload_batch_size`` points per request, ``parallel``
         concurrent requests (server mode), ``max_retries`` on transient errors.

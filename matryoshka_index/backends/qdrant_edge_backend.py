@@ -397,7 +397,8 @@ class QdrantEdgeBackend(Closing):
         rescoring off (``rescore=True`` turns it on, with optional ``oversampling``); the float
         coarse vectors then stay on disk unless ``coarse_on_disk=False``, and every segment is
         quantized on optimize (``indexing_threshold_kb`` defaults to 1). ``coarse_quantization``
-        (None, ``"int8"``, ``"binary"``) is the older name of ``code``. ``hnsw_m``, ``hnsw_ef_construct``: the coarse graph; ``hnsw_ef``: search
+        (None, ``"int8"``, ``"binary"``) is the older name of ``code``. ``hnsw_m``,
+        ``hnsw_ef_construct``: the coarse graph; ``hnsw_ef``: search
         breadth (at least ``candidates`` is always used). ``indexing_threshold_kb``: segments larger
         than this get their HNSW graph on optimize (default: the engine's own, about 10 MB of vectors;
         smaller segments are scanned, which is as fast at that size). ``max_search_threads``: the
