@@ -247,3 +247,18 @@ def test_index_built_with_a_code_keeps_it_through_save_and_load(Edge, data, tmp_
     scores, got = loaded.search(queries, k=K)
     assert (got != -1).all()
     np.testing.assert_allclose(scores, np.einsum("qkd,qd->qk", full[got], queries), atol=1e-5)
+
+
+def test_edge_info_right_after_add_reports_the_codes_a_search_will_use(Edge, data):
+    ids, coarse, full, _, _ = data
+    be = Edge.create(coarse_dim=C, full_dim=D, code="sq8", quiet=True)
+    be.add(ids[:200], coarse[:200], full[:200])
+    be.search(coarse[:1], full[:1], K, CANDS)  # optimized: the codes cover these 200
+    be.add(ids[200:], coarse[200:], full[200:])  # pending: the next search optimizes first
+    info = be.info()
+    assert info["optimize_pending"] and 0.4 < info["coarse_code_coverage"] < 0.6  # codes of 200 of 400 exist
+    assert info["coarse_code_applied"] is True and info["coarse_code_bytes_per_vector"] == code_bytes("sq8", C)
+    be.search(coarse[:1], full[:1], K, CANDS)
+    info = be.info()
+    assert info["coarse_code_coverage"] == 1.0 and info["coarse_code_bytes_per_vector"] == code_bytes("sq8", C)
+    be.close()

@@ -725,9 +725,11 @@ class QdrantEdgeBackend(Closing):
         The engine writes the codes (``quantized.data``, pinned in RAM), the HNSW links and the id
         tracker as files it reads whole: their sizes over the point count are what a vector keeps
         resident (after a flush, so that replaced segments are gone). The float coarse vectors count
-        unless they are on disk (a code without rescoring never reads them). ``coarse_code_applied``:
-        whether the codes cover every point (points the optimizer has not reached yet are searched as
-        floats until the next search optimizes them).
+        unless they are on disk (a code without rescoring never reads them). ``coarse_code_coverage``:
+        the share of points whose codes exist now; ``coarse_code_applied``: whether a search scans
+        codes for every point (it optimizes pending changes first, and with the default
+        ``indexing_threshold_kb`` every segment then gets its codes). With an optimize pending the
+        code bytes are the engine's layout (:func:`~.qdrant_common.code_bytes`), not yet the files'.
         """
         self._call(lambda s: s.flush(), "flushing the shard")
         n = int(self._call(lambda s: s.info(), "reading shard info").points_count)
@@ -742,10 +744,14 @@ class QdrantEdgeBackend(Closing):
         ids = total("*/id_tracker.*")
         if not n:
             return {**estimate, "coarse_code_applied": self.code == "float"}
-        applied = self.code == "float" or codes >= n * code_bytes(self.code, self.coarse_dim)
-        code_b = round(codes / n, 2) if self.code != "float" else 0
+        per_point = code_bytes(self.code, self.coarse_dim)
+        coverage = 1.0 if self.code == "float" else min(1.0, codes / (n * per_point))
+        pending = self._dirty and self._params.get("indexing_threshold_kb") is None
+        applied = coverage >= 1.0 or pending
+        code_b = 0.0 if self.code == "float" else per_point if coverage < 1.0 and pending else round(codes / n, 2)
         floats = estimate["coarse_float_bytes_per_vector_resident"] if applied else 4 * self.coarse_dim
         out = {
+            "coarse_code_coverage": round(coverage, 4),
             "coarse_code_bytes_per_vector": code_b,
             "coarse_float_bytes_per_vector_resident": floats,
             "coarse_links_bytes_per_vector": round(links / n, 2),
