@@ -69,16 +69,21 @@ def query_request(
     query_filter: dict[str, Any] | None = None,
     full_vector: str | None = None,
     hnsw_ef: int | None = None,
-    rescore: bool = True,
+    rescore: bool | None = None,
     oversampling: float | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /collections/{name}/points/query`` for one two-stage query.
 
     Reads from ``manifest`` (the index's ``manifest.json``): ``coarse_dim``, ``full_dim``,
     ``candidates`` (the calibrated default, when ``candidates`` is not given), ``backend.index``
-    (``"flat"``: an exact coarse stage) and ``backend.coarse_quantization``. ``full_vector``: the
-    name of the full vector (default ``backend.full_vector``, else ``"full"``; ``""`` for a collection
-    migrated in place whose vector is unnamed, which then sends no ``using``). With ``coarse`` or
+    (``"flat"``: an exact coarse stage) and the coarse code (``backend.code``;
+    ``backend.coarse_quantization`` in manifests written before codes). With a code the coarse stage
+    searches the codes with Qdrant's rescoring off (``"quantization": {"rescore": false}``; a flat
+    index is then a plain scan of the codes, not ``exact``, which would read the floats), as the
+    backend sends it; ``rescore`` (default: the index's ``backend.coarse_rescore``, else on for a
+    pre-code manifest) overrides it. ``full_vector``: the name of the full vector (default
+    ``backend.full_vector``, else ``"full"``; ``""`` for a collection migrated in place whose vector
+    is unnamed, which then sends no ``using``). With ``coarse`` or
     ``full`` left out the body is a template (a placeholder string where the floats go).
     """
     section = _section(manifest)
@@ -91,12 +96,16 @@ def query_request(
         raise InputError(f"k: must be >= 1, got {k}")
     cands = candidates if candidates is not None else manifest.get("candidates") or k
     cands = max(int(cands), k)
+    code = section.get("code") or ("quantized" if section.get("coarse_quantization") else "float")
+    if rescore is None:  # an index saved before codes rescored its int8 / binary coarse stage
+        rescore = bool(section.get("coarse_rescore", section.get("rescore", "code" not in section)))
     coarse_params: dict[str, Any] = {}
     if section.get("index") == "flat":
-        coarse_params["exact"] = True
+        if code == "float" or rescore:
+            coarse_params["exact"] = True
     else:
         coarse_params["hnsw_ef"] = max(cands, int(hnsw_ef or 0))
-    if section.get("coarse_quantization"):
+    if code != "float":
         quant: dict[str, Any] = {"rescore": bool(rescore)}
         if oversampling is not None:
             quant["oversampling"] = float(oversampling)

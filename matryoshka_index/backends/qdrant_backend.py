@@ -2,7 +2,8 @@
 
 Layout of a collection this backend owns::
 
-    coarse   adapted prefix, coarse_dim, HNSW (optionally int8 / binary quantized, with rescoring)
+    coarse   adapted prefix, coarse_dim, HNSW (optionally quantized: ``code=``, searched without
+             Qdrant's rescoring, since the rerank on ``full`` is the rescoring)
     full     full vector (the original embedding by default), HNSW off (m=0): only used to rerank
     payload  kept as given
 
@@ -76,16 +77,27 @@ from ..errors import FormatError, InputError
 from ..progress import progress
 from ..validation import check_positive_int
 from .base import EMPTY_ID, empty_results
+from .qdrant_collection import (
+    check_index,
+    check_metric,
+    check_server_has,
+    code_config,
+    code_of,
+    collection_layout,
+    metric_of,
+    quantization_config,
+)
 from .qdrant_common import (
     COARSE,
     FULL,
-    QUANTIZATIONS,
     Closing,
     Payloads,
     add_inputs,
+    coarse_memory,
     membership,
-    quantized_bytes,
+    quantization_family,
     query_pairs,
+    resolve_code,
 )
 from .qdrant_connection import CONNECTION_OPTIONS, client_mode, close_quietly, connect, describe_client, is_local_client
 from .qdrant_errors import call, is_transient, translate_error
@@ -115,42 +127,6 @@ T = TypeVar("T")
 DEFAULT_COLLECTION = "matryoshka_index"
 _QUERY_BATCH = 64
 _ID_BATCH = 1024
-_METRICS = {"cosine": qm.Distance.COSINE, "ip": qm.Distance.DOT, "dot": qm.Distance.DOT}
-
-
-def _check_metric(metric: str) -> str:
-    m = str(metric).lower()
-    if m not in _METRICS:
-        raise InputError(f"metric: the Qdrant backend supports 'cosine' and 'ip' (inner product), got {metric!r}")
-    return "ip" if m == "dot" else m
-
-
-def _check_index(index: str) -> str:
-    if index not in ("hnsw", "flat"):
-        raise InputError(f"index: the Qdrant backend supports 'hnsw' and 'flat' (exact coarse stage), got {index!r}")
-    return index
-
-
-def metric_of(distance: qm.Distance) -> str:
-    if distance == qm.Distance.COSINE:
-        return "cosine"
-    if distance == qm.Distance.DOT:
-        return "ip"
-    raise InputError(
-        f"vector distance {distance.value} is not supported: matryoshka search ranks by inner product (Cosine or Dot)"
-    )
-
-
-def quantization_config(kind: str | None, always_ram: bool) -> qm.QuantizationConfig | None:
-    if kind not in QUANTIZATIONS:
-        raise InputError(f"coarse_quantization: choose None, 'int8' or 'binary', got {kind!r}")
-    if kind == "int8":
-        return qm.ScalarQuantization(
-            scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=0.99, always_ram=always_ram)
-        )
-    if kind == "binary":
-        return qm.BinaryQuantization(binary=qm.BinaryQuantizationConfig(always_ram=always_ram))
-    return None
 
 
 def _canonical_id(point_id: int | str) -> int | str:
@@ -166,32 +142,6 @@ def _positive(*, optional: bool = False, **values: Any) -> None:
         if optional and value is None:
             continue
         check_positive_int(value, name)
-
-
-def _layout(
-    coarse_dim: int,
-    full_dim: int,
-    metric: str,
-    index: str,
-    quant: qm.QuantizationConfig | None,
-    hnsw_m: int | None,
-    hnsw_ef_construct: int | None,
-    on_disk: bool,
-) -> dict[str, qm.VectorParams]:
-    """The two named vectors of a new collection: ``coarse`` (searched) and ``full`` (rerank only)."""
-    distance = _METRICS[metric]
-    hnsw = None
-    if index == "flat":  # exact coarse stage: no graph to build
-        hnsw = qm.HnswConfigDiff(m=0)
-    elif hnsw_m is not None or hnsw_ef_construct is not None:
-        hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
-    return {
-        COARSE: qm.VectorParams(size=coarse_dim, distance=distance, hnsw_config=hnsw, quantization_config=quant),
-        # m=0: no graph for `full`, it is only read to rerank the prefetched candidates
-        FULL: qm.VectorParams(
-            size=full_dim, distance=distance, hnsw_config=qm.HnswConfigDiff(m=0), on_disk=bool(on_disk)
-        ),
-    }
 
 
 class QdrantBackend(Closing):
@@ -214,10 +164,13 @@ class QdrantBackend(Closing):
         owns_client: bool = False,
         index: str = "hnsw",
         coarse_quantization: str | None = None,
-        rescore: bool = True,
+        rescore: bool | None = None,
         oversampling: float | None = None,
         hnsw_ef: int | None = None,
         full_quantized: bool = False,
+        code: str | None = None,
+        hnsw_m: int | None = None,
+        coarse_on_disk: bool = False,
         upload_batch_size: int = 256,
         parallel: int = 1,
         max_retries: int = 5,
@@ -232,11 +185,16 @@ class QdrantBackend(Closing):
         """Name of the full (rerank) vector: ``"full"``, or an in-place-migrated collection's own vector."""
         self.coarse_dim = int(coarse_dim)
         self.full_dim = int(full_dim)
-        self.metric = _check_metric(metric)
-        self.index = _check_index(index)
-        self.coarse_quantization = coarse_quantization
-        self.rescore = rescore
+        self.metric = check_metric(metric)
+        self.index = check_index(index)
+        self.code = resolve_code(code, coarse_quantization, "Qdrant")
+        """The coarse code (one of ``CODES``); ``coarse_quantization`` is its family (int8 / binary / turbo)."""
+        self.coarse_quantization = quantization_family(self.code)
+        # None: Qdrant's rescoring off, since our rerank on the full vector is the rescoring
+        self.rescore = bool(rescore)
         self.oversampling = oversampling
+        self.hnsw_m = hnsw_m
+        self.coarse_on_disk = bool(coarse_on_disk)
         self.hnsw_ef = hnsw_ef
         self.full_quantized = full_quantized
         self.upload_batch_size = max(1, int(upload_batch_size))
@@ -272,8 +230,10 @@ class QdrantBackend(Closing):
         on_disk: bool = False,
         on_disk_payload: bool | None = None,
         coarse_quantization: str | None = None,
+        code: str | None = None,
+        coarse_on_disk: bool | None = None,
         quantization_always_ram: bool = True,
-        rescore: bool = True,
+        rescore: bool | None = None,
         oversampling: float | None = None,
         hnsw_m: int | None = None,
         hnsw_ef_construct: int | None = None,
@@ -292,8 +252,16 @@ class QdrantBackend(Closing):
         ``timeout``, ``prefer_grpc``, ``grpc_port``), ``path`` (local mode on disk), ``location=":memory:"``
         or ``client``; none of them: embedded in memory, saved as a snapshot inside the index directory. Cluster options: ``shard_number``,
         ``replication_factor``, ``write_consistency_factor``. ``on_disk`` keeps ``full`` on disk
-        (memory-mapped; it is only read to rerank). ``coarse_quantization``: None, ``"int8"`` or
-        ``"binary"``, searched with ``rescore`` (and optional ``oversampling``). ``hnsw_m``,
+        (memory-mapped; it is only read to rerank). ``code``: how ``coarse`` is stored, one of
+        ``"float"`` (default), ``"sq8"`` (int8 scalar), ``"binary"``, ``"binary1.5"``, ``"binary2"``
+        (binary quantization, 1 / 1.5 / 2 bits a dimension), ``"turbo4"``, ``"turbo2"``, ``"turbo1"``
+        (TurboQuant, servers >= 1.18); the codes are kept in RAM and searched with Qdrant's rescoring
+        off (``rescore=True`` turns it on: our rerank on ``full`` already is the rescoring), and the
+        float coarse vectors go on disk unless ``coarse_on_disk=False``. ``coarse_quantization``
+        (None, ``"int8"``, ``"binary"``) is the older name of ``code`` (``"sq8"``, ``"binary"``).
+        A server quantizes a segment when its optimizer indexes it: points in segments below the
+        collection's ``indexing_threshold`` are searched as floats until then. qdrant-client local
+        mode keeps the config but always searches the floats (see :meth:`info`). ``hnsw_m``,
         ``hnsw_ef_construct``: HNSW graph of ``coarse``; ``hnsw_ef``: search breadth (at least
         ``candidates`` is always used). ``upload_batch_size`` points per request, ``parallel``
         concurrent requests (server mode), ``max_retries`` on transient errors.
@@ -301,12 +269,14 @@ class QdrantBackend(Closing):
         unknown = sorted(set(connection) - set(CONNECTION_OPTIONS))
         if unknown:
             raise InputError(f"Qdrant backend: unknown option(s) {', '.join(unknown)}")
-        metric = _check_metric(metric)
+        metric = check_metric(metric)
         _positive(coarse_dim=coarse_dim, full_dim=full_dim)
         if coarse_dim > full_dim:
             raise InputError(f"coarse_dim: {coarse_dim} exceeds full_dim {full_dim}")
-        index = _check_index(index)
-        quant = quantization_config(coarse_quantization, quantization_always_ram)
+        index = check_index(index)
+        code = resolve_code(code, coarse_quantization, "Qdrant")
+        quant = code_config(code, quantization_always_ram)
+        coarse_on_disk = code != "float" if coarse_on_disk is None else bool(coarse_on_disk)
         _positive(shard_number=shard_number, replication_factor=replication_factor, optional=True)
         if all(connection.get(k) is None for k in ("url", "path", "location", "client")):
             connection["location"] = ":memory:"
@@ -316,12 +286,15 @@ class QdrantBackend(Closing):
         if name.endswith(COMPANION_SUFFIX):
             raise InputError(f"collection: names ending in {COMPANION_SUFFIX!r} are reserved for index metadata")
         try:
+            check_server_has(code, qclient, endpoint, client_mode(qclient)[0], max_retries)
             if call(lambda: qclient.collection_exists(name), endpoint, "checking the collection", retries=max_retries):
                 raise InputError(
                     f"collection: {name!r} already exists at {endpoint}; choose another name (collection=...) "
                     "or open it with MatryoshkaIndex.from_qdrant"
                 )
-            vectors = _layout(int(coarse_dim), int(full_dim), metric, index, quant, hnsw_m, hnsw_ef_construct, on_disk)
+            vectors = collection_layout(
+                int(coarse_dim), int(full_dim), metric, index, quant, hnsw_m, hnsw_ef_construct, on_disk, coarse_on_disk
+            )
             call(
                 lambda: qclient.create_collection(
                     name,
@@ -348,10 +321,12 @@ class QdrantBackend(Closing):
             metric=metric,
             owns_client=owns,
             index=index,
-            coarse_quantization=coarse_quantization,
+            code=code,
             rescore=rescore,
             oversampling=oversampling,
             hnsw_ef=hnsw_ef,
+            hnsw_m=hnsw_m,
+            coarse_on_disk=coarse_on_disk,
             upload_batch_size=upload_batch_size,
             parallel=parallel,
             max_retries=max_retries,
@@ -373,12 +348,14 @@ class QdrantBackend(Closing):
         oversampling: float | None = None,
         quiet: bool = False,
         full_vector: str | None = None,
+        rescore: bool | None = None,
         **unknown: Any,
     ) -> QdrantBackend:
         """Attach to an existing collection (an alias is resolved) that has ``coarse`` and a full vector.
 
         ``full_vector``: the name of the full (rerank) vector; default: the one the index record
-        names (``"full"``, or the original vector of a collection migrated in place).
+        names (``"full"``, or the original vector of a collection migrated in place). The coarse code
+        is read from the collection's config; ``rescore``: Qdrant's rescoring of it (default off).
         """
         if unknown:
             raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(unknown))}")
@@ -400,12 +377,7 @@ class QdrantBackend(Closing):
         if coarse.distance != full.distance:
             raise InputError(f"collection {real!r}: 'coarse' and 'full' use different distances")
         metric = metric_of(full.distance)
-        quant = coarse.quantization_config or info.config.quantization_config
-        kind = None
-        if isinstance(quant, qm.ScalarQuantization):
-            kind = "int8"
-        elif isinstance(quant, qm.BinaryQuantization):
-            kind = "binary"
+        code = code_of(coarse.quantization_config or info.config.quantization_config)
         ids_info = record.get("point_ids") or {}
         m = coarse.hnsw_config.m if coarse.hnsw_config is not None and coarse.hnsw_config.m is not None else None
         if m is None:
@@ -418,8 +390,11 @@ class QdrantBackend(Closing):
             metric=metric,
             owns_client=owns_client,
             index="flat" if m == 0 else "hnsw",
-            coarse_quantization=kind,
+            code=code,
+            rescore=rescore,
             oversampling=oversampling,
+            hnsw_m=m,
+            coarse_on_disk=bool(coarse.on_disk),
             hnsw_ef=hnsw_ef,
             full_quantized=bool(full.quantization_config or info.config.quantization_config),
             upload_batch_size=upload_batch_size,
@@ -443,6 +418,10 @@ class QdrantBackend(Closing):
                 f"version {section.get('format_version')!r} is not supported by this version of matryoshka-index"
             )
         options = dict(backend_options)
+        if "rescore" not in options:
+            # an index saved before codes searched its int8 / binary coarse with rescoring: keep it so
+            saved_rescore = section.get("coarse_rescore", bool(section.get("coarse_quantization")))
+            options["rescore"] = bool(saved_rescore)
         conn = {k: options.pop(k) for k in CONNECTION_OPTIONS if k in options}
         collection = options.pop("collection", None) or section["collection"]
         given = any(conn.get(k) is not None for k in ("url", "path", "location", "client"))
@@ -626,15 +605,23 @@ class QdrantBackend(Closing):
         return len(set(point_ids))
 
     # ---------------------------------------------------------------------------- search
+    def coarse_search_params(self, candidates: int) -> qm.SearchParams:
+        """The ``params`` of the coarse stage (the prefetch), as a server gets them.
+
+        With a code and rescoring off, ``flat`` is not ``exact``: Qdrant's exact search reads the float
+        vectors and ignores the codes; without a graph (``m=0``) a plain search scans the codes.
+        """
+        quant = None
+        if self.code != "float":
+            quant = qm.QuantizationSearchParams(rescore=self.rescore, oversampling=self.oversampling)
+        if self.index == "flat":
+            return qm.SearchParams(exact=True if quant is None or self.rescore else None, quantization=quant)
+        return qm.SearchParams(hnsw_ef=max(int(candidates), int(self.hnsw_ef or 0)), quantization=quant)
+
     def _coarse_params(self, candidates: int) -> qm.SearchParams | None:
         if self._local:
             return None  # local mode is brute force; it warns about any search params
-        quant = None
-        if self.coarse_quantization:
-            quant = qm.QuantizationSearchParams(rescore=self.rescore, oversampling=self.oversampling)
-        if self.index == "flat":
-            return qm.SearchParams(exact=True, quantization=quant)
-        return qm.SearchParams(hnsw_ef=max(int(candidates), int(self.hnsw_ef or 0)), quantization=quant)
+        return self.coarse_search_params(candidates)
 
     @property
     def _full_using(self) -> str | None:
@@ -797,6 +784,9 @@ class QdrantBackend(Closing):
             "metric": self.metric,
             "index": self.index,
             "coarse_quantization": self.coarse_quantization,
+            "code": self.code,
+            "coarse_rescore": self.rescore,
+            "coarse_on_disk": self.coarse_on_disk,
         }
         if self.mode == "remote":
             section.update({k: v for k, v in self.connection.items() if k != "api_key"})
@@ -812,7 +802,10 @@ class QdrantBackend(Closing):
         params = info.config.params
         full_params = vector_params(info).get(self.full_vector)
         coarse_bytes = self.coarse_dim * 4
-        quant_bytes = quantized_bytes(self.coarse_dim, self.coarse_quantization)
+        applied = not self._local  # local mode is a brute-force emulation: it keeps the config, searches floats
+        memory = coarse_memory(
+            self.code, self.coarse_dim, self.index, self.hnsw_m, self.coarse_on_disk, applied=applied
+        )
         return {
             "backend": self.kind,
             "mode": self.mode,
@@ -824,13 +817,19 @@ class QdrantBackend(Closing):
             "metric": self.metric,
             "index": self.index,
             "coarse_quantization": self.coarse_quantization,
+            "code": self.code,
+            "coarse_code": self.code,
+            "coarse_code_applied": applied or self.code == "float",
+            "coarse_rescore": self.rescore,
+            "coarse_on_disk": self.coarse_on_disk,
+            **memory,
             "full_vector": self.full_vector,
             "full_on_disk": bool(full_params and full_params.on_disk),
             "shard_number": params.shard_number,
             "replication_factor": params.replication_factor,
             "status": str(info.status.value if hasattr(info.status, "value") else info.status),
             # vectors only (HNSW links and payloads come on top); full is RAM unless on_disk
-            "bytes_per_vector": coarse_bytes + quant_bytes + self.full_dim * 4,
+            "bytes_per_vector": coarse_bytes + memory["coarse_code_bytes_per_vector"] + self.full_dim * 4,
             "device": "qdrant server" if self.mode == "remote" else "cpu (qdrant-client local mode)",
         }
 

@@ -5,6 +5,7 @@ Imports neither qdrant-client nor qdrant-edge, so each backend takes it without 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,26 @@ from ..errors import InputError
 COARSE = "coarse"
 FULL = "full"
 QUANTIZATIONS = (None, "int8", "binary")
+"""The older ``coarse_quantization`` vocabulary; each is one of :data:`CODES` (see :data:`LEGACY_CODES`)."""
+
+CODES = ("float", "sq8", "binary", "binary1.5", "binary2", "turbo4", "turbo2", "turbo1")
+"""Coarse codes both Qdrant backends store (the FAISS backend's vocabulary, where Qdrant has the code):
+``float`` (no quantization), ``sq8`` (Qdrant's int8 scalar quantization), ``binary`` / ``binary1.5`` /
+``binary2`` (binary quantization with the one-bit, one-and-half-bits and two-bits encodings) and
+``turbo4`` / ``turbo2`` / ``turbo1`` (TurboQuant, Qdrant >= 1.18)."""
+LEGACY_CODES = {None: "float", "int8": "sq8", "binary": "binary"}
+"""``coarse_quantization`` -> ``code``."""
+FAISS_ONLY_CODES = {
+    "sq4": "Qdrant's scalar quantization is int8 only",
+    "pq4": "Qdrant's product quantization has 256-centroid (8-bit) codes, not 4-bit ones",
+    "rabitq": "Qdrant has no RaBitQ",
+}
+TURBO_MIN_SERVER = (1, 18)
+"""TurboQuant needs a Qdrant server of at least this version."""
+BINARY_BITS = {"binary": 1.0, "binary1.5": 1.5, "binary2": 2.0}
+TURBO_BITS = {"turbo4": 4, "turbo2": 2, "turbo1": 1}
+ID_BYTES = 21
+"""Qdrant's per-point id bookkeeping (id mapping ~13 + version 8 bytes), as qdrant-edge 0.9 writes it."""
 
 
 class Closing:
@@ -42,6 +63,75 @@ def first_line(exc: BaseException) -> str:
 def quantized_bytes(coarse_dim: int, kind: str | None) -> int:
     """Bytes per point of the quantized copy of ``coarse`` (int8: one per dim, binary: one bit per dim)."""
     return {"int8": coarse_dim, "binary": (coarse_dim + 7) // 8}.get(kind or "", 0)
+
+
+def resolve_code(code: str | None, coarse_quantization: str | None, backend: str) -> str:
+    """The coarse code of ``create(code=..., coarse_quantization=...)``: one of :data:`CODES`.
+
+    ``coarse_quantization`` (the older option) maps onto the same thing (``int8`` -> ``sq8``,
+    ``binary`` -> ``binary``); given both, they must agree. One line for a code Qdrant cannot store.
+    """
+    if coarse_quantization not in QUANTIZATIONS:
+        raise InputError(f"coarse_quantization: choose None, 'int8' or 'binary', got {coarse_quantization!r}")
+    legacy = LEGACY_CODES[coarse_quantization]
+    if code is None:
+        return legacy
+    if code not in CODES:
+        why = FAISS_ONLY_CODES.get(code) if isinstance(code, str) else None
+        reason = f" ({why}; backend='faiss' has it)" if why else ""
+        raise InputError(f"code: the {backend} backend stores coarse as {', '.join(CODES)}; got {code!r}{reason}")
+    if coarse_quantization is not None and legacy != code:
+        raise InputError(
+            f"code={code!r} and coarse_quantization={coarse_quantization!r} disagree "
+            f"(coarse_quantization={coarse_quantization!r} means code={legacy!r}); give only code="
+        )
+    return code
+
+
+def quantization_family(code: str) -> str | None:
+    """``coarse_quantization`` of a code: ``"int8"``, ``"binary"``, ``"turbo"`` or None (float)."""
+    if code == "sq8":
+        return "int8"
+    if code in BINARY_BITS:
+        return "binary"
+    if code in TURBO_BITS:
+        return "turbo"
+    return None
+
+
+def code_bytes(code: str, dim: int) -> int:
+    """Bytes a ``dim``-dim vector takes in the code's storage, as Qdrant's engine lays it out (checked
+    against qdrant-edge 0.9's ``quantized.data`` files): float ``4 dim``; sq8 ``dim + 4`` (an f32 offset a
+    vector); binary ``bits dim`` bits in whole 128-bit words; TurboQuant ``bits dim / 8`` bytes plus 8
+    bytes of per-vector factors."""
+    if code == "sq8":
+        return dim + 4
+    if code in BINARY_BITS:
+        return math.ceil(BINARY_BITS[code] * dim / 128) * 16
+    if code in TURBO_BITS:
+        return math.ceil(TURBO_BITS[code] * dim / 8) + 8
+    return 4 * dim
+
+
+def coarse_memory(
+    code: str, coarse_dim: int, index: str, hnsw_m: int | None, coarse_on_disk: bool, *, applied: bool = True
+) -> dict[str, Any]:
+    """Resident bytes a vector of the coarse stage, estimated from the code's size and Qdrant's per-point
+    overheads: the code (or the floats, for ``float``), the float coarse vectors unless on disk, level-0
+    HNSW links uncompressed (``2 m`` u32; Qdrant compresses them, so this is an upper bound) and the id
+    bookkeeping. Where the code is not applied (qdrant-client local mode) the floats are what is held."""
+    floats = 4 * coarse_dim
+    codes = code_bytes(code, coarse_dim) if code != "float" and applied else 0
+    originals = 0 if codes and coarse_on_disk else floats
+    links = 0 if index == "flat" else 2 * int(hnsw_m or 16) * 4
+    return {
+        "coarse_code_bytes_per_vector": codes,
+        "coarse_float_bytes_per_vector_resident": originals,
+        "coarse_links_bytes_per_vector": links,
+        "id_bytes_per_vector": ID_BYTES,
+        "coarse_resident_bytes_per_vector": codes + originals + links + ID_BYTES,
+        "coarse_resident_measured_as": "estimated (code size + Qdrant's per-point overheads, links uncompressed)",
+    }
 
 
 Payloads = Sequence[dict[str, Any] | None] | None
@@ -84,13 +174,23 @@ def query_pairs(coarse_queries: np.ndarray, full_queries: np.ndarray) -> tuple[n
 
 
 __all__ = [
+    "BINARY_BITS",
     "COARSE",
+    "CODES",
+    "FAISS_ONLY_CODES",
     "FULL",
+    "LEGACY_CODES",
     "QUANTIZATIONS",
+    "TURBO_BITS",
+    "TURBO_MIN_SERVER",
     "Payloads",
     "add_inputs",
+    "coarse_memory",
+    "code_bytes",
     "first_line",
     "membership",
+    "quantization_family",
     "quantized_bytes",
     "query_pairs",
+    "resolve_code",
 ]

@@ -4,8 +4,9 @@
 in-process: no server, no network, and a real engine, unlike qdrant-client's local mode (a
 pure-Python emulation meant for tests). One shard holds two named vectors::
 
-    coarse   adapted prefix, coarse_dim, HNSW (index="hnsw") or none (index="flat": exact scan),
-             optionally int8 / binary quantized (searched with rescoring)
+    coarse   adapted prefix, coarse_dim, HNSW (index="hnsw") or none (index="flat": a scan),
+             optionally quantized (``code=``: sq8, binary 1 / 1.5 / 2 bits, TurboQuant 4 / 2 / 1 bits),
+             searched without the engine's rescoring (the rerank on ``full`` is the rescoring)
     full     full vector, HNSW off (m=0): only read to rerank the prefetched candidates
     payload  kept as given (filters on it pass through to both stages)
 
@@ -64,14 +65,17 @@ from .base import EMPTY_ID, empty_results
 from .qdrant_common import (
     COARSE,
     FULL,
-    QUANTIZATIONS,
+    LEGACY_CODES,
     Closing,
     Payloads,
     add_inputs,
+    coarse_memory,
+    code_bytes,
     first_line,
     membership,
-    quantized_bytes,
+    quantization_family,
     query_pairs,
+    resolve_code,
 )
 
 try:
@@ -93,6 +97,9 @@ _CONFIG_FILE = "edge_config.json"
 _QUERY_BATCH = 256
 _ID_BATCH = 4096
 _FULL_SCAN_KB = 10_000  # Qdrant's default: filtered searches below this many KB of vectors scan
+# the engine quantizes a segment only when it optimizes (indexes) it, and it leaves segments below the
+# indexing threshold as they are: with a code, every segment is optimized, so the codes are what is searched
+_CODE_INDEXING_KB = 1
 
 
 def edge_version() -> str | None:
@@ -263,12 +270,28 @@ def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
-def _quantization(kind: str | None) -> Any:
-    if kind == "int8":
+_ENCODINGS = {"binary1.5": "OneAndHalfBits", "binary2": "TwoBits"}
+_TURBO = {"turbo4": "Bits4", "turbo2": "Bits2", "turbo1": "Bits1"}
+
+
+def _quantization(code: str) -> Any:
+    """The engine's quantization config of a code (codes kept in RAM: ``Memory.Pinned``); None for float."""
+    if code == "sq8":
         return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
-    if kind == "binary":
+    if code == "binary":
         return qe.BinaryQuantizationConfig(memory=qe.Memory.Pinned)
+    if code in _ENCODINGS:
+        encoding = getattr(qe.BinaryQuantizationEncoding, _ENCODINGS[code])
+        return qe.BinaryQuantizationConfig(encoding=encoding, memory=qe.Memory.Pinned)
+    if code in _TURBO:
+        bits = getattr(qe.TurboQuantBitSize, _TURBO[code])
+        return qe.TurboQuantQuantizationConfig(bits=bits, memory=qe.Memory.Pinned)
     return None
+
+
+def _code_of(p: dict[str, Any]) -> str:
+    """The code of saved parameters (sections written before codes name only ``coarse_quantization``)."""
+    return str(p.get("code") or LEGACY_CODES.get(p.get("coarse_quantization"), "float"))
 
 
 def _edge_config(p: dict[str, Any], max_search_threads: int | None) -> Any:
@@ -283,7 +306,9 @@ def _edge_config(p: dict[str, Any], max_search_threads: int | None) -> Any:
             size=int(p["coarse_dim"]),
             distance=qe.Distance.Dot,
             hnsw_config=coarse_hnsw,
-            quantization_config=_quantization(p["coarse_quantization"]),
+            quantization_config=_quantization(_code_of(p)),
+            # with a code the search reads only the codes (pinned in RAM): the floats may stay on disk
+            memory=qe.Memory.Cold if p.get("coarse_on_disk") else None,
         ),
         # m=0: no graph for `full`, it is only read to rerank the prefetched candidates
         FULL: qe.EdgeVectorParams(
@@ -296,6 +321,8 @@ def _edge_config(p: dict[str, Any], max_search_threads: int | None) -> Any:
         ),
     }
     threshold = p.get("indexing_threshold_kb")
+    if threshold is None and _code_of(p) != "float":
+        threshold = _CODE_INDEXING_KB
     return qe.EdgeConfig(
         vectors=vectors,
         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=int(threshold)) if threshold is not None else None,
@@ -319,7 +346,10 @@ class QdrantEdgeBackend(Closing):
         self.full_dim = int(params["full_dim"])
         self.metric = params["metric"]
         self.index = params["index"]
-        self.coarse_quantization = params["coarse_quantization"]
+        self.code = _code_of(params)
+        """The coarse code (one of ``CODES``); ``coarse_quantization`` is its family (int8 / binary / turbo)."""
+        self.coarse_quantization = quantization_family(self.code)
+        self.coarse_on_disk = bool(params.get("coarse_on_disk", False))
         self.on_disk = bool(params["on_disk"])
         self.rescore = bool(params["rescore"])
         self.oversampling = params["oversampling"]
@@ -342,7 +372,9 @@ class QdrantEdgeBackend(Closing):
         path: str | os.PathLike[str] | None = None,
         on_disk: bool = False,
         coarse_quantization: str | None = None,
-        rescore: bool = True,
+        code: str | None = None,
+        coarse_on_disk: bool | None = None,
+        rescore: bool | None = None,
         oversampling: float | None = None,
         hnsw_m: int = 16,
         hnsw_ef_construct: int = 100,
@@ -359,9 +391,14 @@ class QdrantEdgeBackend(Closing):
         ``"flat"`` (no graph: exact coarse stage, the same results as FAISS ``flat``).
         ``path``: directory of the working shard (absent or empty; default a temporary directory);
         deleted on close, see the module docstring. ``on_disk``: keep ``full`` on disk (memory-mapped,
-        not cached; it is only read to rerank). ``coarse_quantization``: None, ``"int8"`` or
-        ``"binary"`` on ``coarse`` (kept in RAM), searched with ``rescore`` (and optional
-        ``oversampling``). ``hnsw_m``, ``hnsw_ef_construct``: the coarse graph; ``hnsw_ef``: search
+        not cached; it is only read to rerank). ``code``: how ``coarse`` is stored: ``"float"``
+        (default), ``"sq8"``, ``"binary"``, ``"binary1.5"``, ``"binary2"``, ``"turbo4"``, ``"turbo2"``
+        or ``"turbo1"`` (the engine has them all), pinned in RAM and searched with the engine's
+        rescoring off (``rescore=True`` turns it on, with optional ``oversampling``); the float
+        coarse vectors then stay on disk unless ``coarse_on_disk=False``, and every segment is
+        quantized on optimize (``indexing_threshold_kb`` defaults to 1). ``coarse_quantization``
+        (None, ``"int8"``, ``"binary"``) is the older name of ``code``. ``hnsw_m``,
+        ``hnsw_ef_construct``: the coarse graph; ``hnsw_ef``: search
         breadth (at least ``candidates`` is always used). ``indexing_threshold_kb``: segments larger
         than this get their HNSW graph on optimize (default: the engine's own, about 10 MB of vectors;
         smaller segments are scanned, which is as fast at that size). ``max_search_threads``: the
@@ -370,7 +407,7 @@ class QdrantEdgeBackend(Closing):
         """
         _check_choice("metric", metric, METRICS)
         _check_choice("index", index, INDEX_TYPES)
-        _check_choice("coarse_quantization", coarse_quantization, QUANTIZATIONS)
+        code = resolve_code(code, coarse_quantization, "qdrant-edge")
         coarse_dim = check_positive_int(coarse_dim, "coarse_dim")
         full_dim = check_positive_int(full_dim, "full_dim")
         if coarse_dim > full_dim:
@@ -380,7 +417,9 @@ class QdrantEdgeBackend(Closing):
             "full_dim": full_dim,
             "metric": metric,
             "index": index,
-            "coarse_quantization": coarse_quantization,
+            "coarse_quantization": quantization_family(code),
+            "code": code,
+            "coarse_on_disk": code != "float" if coarse_on_disk is None else bool(coarse_on_disk),
             "on_disk": bool(on_disk),
             "rescore": bool(rescore),
             "oversampling": None if oversampling is None else float(oversampling),
@@ -435,6 +474,8 @@ class QdrantEdgeBackend(Closing):
         try:
             params = {k: section[k] for k in ("coarse_dim", "full_dim", "metric", "index", "coarse_quantization")}
             params.update(
+                code=_code_of(section),
+                coarse_on_disk=bool(section.get("coarse_on_disk", False)),
                 on_disk=bool(section.get("on_disk", False)),
                 rescore=bool(section.get("rescore", True)),
                 oversampling=section.get("oversampling"),
@@ -562,13 +603,16 @@ class QdrantEdgeBackend(Closing):
 
     # ---------------------------------------------------------------------------- search
     def _quant_params(self) -> Any:
-        if not self.coarse_quantization:
+        if self.code == "float":
             return None
         return qe.QuantizationSearchParams(rescore=self.rescore, oversampling=self.oversampling)
 
     def _coarse_params(self, candidates: int) -> Any:
         if self.index == "flat":
-            return qe.SearchParams(exact=True, quantization=self._quant_params())
+            # the engine's exact search reads the floats and ignores the codes; a graph-less (m=0) plain
+            # search scans the codes, which is what a code without rescoring asks for
+            exact = self.code == "float" or self.rescore
+            return qe.SearchParams(exact=exact, quantization=self._quant_params())
         return qe.SearchParams(hnsw_ef=max(int(candidates), int(self.hnsw_ef or 0)), quantization=self._quant_params())
 
     def _run(self, requests: list[Any], k: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -675,16 +719,60 @@ class QdrantEdgeBackend(Closing):
             **self._params,
         }
 
+    def coarse_memory(self) -> dict[str, Any]:
+        """Resident bytes a vector of the coarse stage, measured from the shard's files where they exist.
+
+        The engine writes the codes (``quantized.data``, pinned in RAM), the HNSW links and the id
+        tracker as files it reads whole: their sizes over the point count are what a vector keeps
+        resident (after a flush, so that replaced segments are gone). The float coarse vectors count
+        unless they are on disk (a code without rescoring never reads them). ``coarse_code_coverage``:
+        the share of points whose codes exist now; ``coarse_code_applied``: whether a search scans
+        codes for every point (it optimizes pending changes first, and with the default
+        ``indexing_threshold_kb`` every segment then gets its codes). With an optimize pending the
+        code bytes are the engine's layout (:func:`~.qdrant_common.code_bytes`), not yet the files'.
+        """
+        self._call(lambda s: s.flush(), "flushing the shard")
+        n = int(self._call(lambda s: s.info(), "reading shard info").points_count)
+        estimate = coarse_memory(self.code, self.coarse_dim, self.index, self._params["hnsw_m"], self.coarse_on_disk)
+        segments = self.path / "segments"
+
+        def total(pattern: str) -> int:
+            return sum(f.stat().st_size for f in segments.glob(pattern) if f.is_file())
+
+        codes = total(f"*/vector_storage-{COARSE}/quantized.data")
+        links = total(f"*/vector_index-{COARSE}/*.bin")
+        ids = total("*/id_tracker.*")
+        if not n:
+            return {**estimate, "coarse_code_applied": self.code == "float"}
+        per_point = code_bytes(self.code, self.coarse_dim)
+        coverage = 1.0 if self.code == "float" else min(1.0, codes / (n * per_point))
+        pending = self._dirty and self._params.get("indexing_threshold_kb") is None
+        applied = coverage >= 1.0 or pending
+        code_b = 0.0 if self.code == "float" else per_point if coverage < 1.0 and pending else round(codes / n, 2)
+        floats = estimate["coarse_float_bytes_per_vector_resident"] if applied else 4 * self.coarse_dim
+        out = {
+            "coarse_code_coverage": round(coverage, 4),
+            "coarse_code_bytes_per_vector": code_b,
+            "coarse_float_bytes_per_vector_resident": floats,
+            "coarse_links_bytes_per_vector": round(links / n, 2),
+            "id_bytes_per_vector": round(ids / n, 2) if ids else estimate["id_bytes_per_vector"],
+            "coarse_code_applied": applied,
+            "coarse_resident_measured_as": "measured: sizes of the shard's code, link and id-tracker files",
+        }
+        parts = ("coarse_code_bytes_per_vector", "coarse_float_bytes_per_vector_resident")
+        resident = sum(out[k] for k in (*parts, "coarse_links_bytes_per_vector", "id_bytes_per_vector"))
+        out["coarse_resident_bytes_per_vector"] = round(resident, 2)
+        return out
+
     def info(self) -> dict[str, Any]:
         """Facts for ``mindex info``; disk bytes are what the working shard occupies now (segments an
         optimize replaced are deleted at the next flush or save)."""
+        memory = self.coarse_memory()
         si = self._call(lambda s: s.info(), "reading shard info")
         n = int(si.points_count)
         rows = max(1, n)
-        quant = quantized_bytes(self.coarse_dim, self.coarse_quantization)
-        graph = 0 if self.index == "flat" else 2 * int(self._params["hnsw_m"]) * 4  # level-0 links
         full_bytes = self.full_dim * 4
-        ram = self.coarse_dim * 4 + quant + graph + 8 + (0 if self.on_disk else full_bytes)
+        ram = memory["coarse_resident_bytes_per_vector"] + (0 if self.on_disk else full_bytes)
         disk = allocated_bytes(self.path)
         return {
             "backend": self.kind,
@@ -697,10 +785,15 @@ class QdrantEdgeBackend(Closing):
             "optimize_pending": self._dirty,
             "coarse_index": self.index,
             "coarse_quantization": self.coarse_quantization,
+            "code": self.code,
+            "coarse_code": self.code,
+            "coarse_rescore": self.rescore,
+            "coarse_on_disk": self.coarse_on_disk,
+            **memory,
             "metric": self.metric,
             "coarse_dim": self.coarse_dim,
             "full_dim": self.full_dim,
-            # vectors, quantized codes, level-0 HNSW links and the id: an estimate (payloads on top)
+            # the coarse stage (codes, links, ids; floats unless on disk) + full unless on disk; payloads on top
             "ram_bytes_per_vector": float(ram),
             "disk_bytes_per_vector": round(disk / rows, 1),
             "full_vectors": "disk (memory-mapped, not cached)" if self.on_disk else "memory-mapped, cached in RAM",

@@ -45,14 +45,19 @@ def open_snapshot(cls: Any, snap: Path, collection: str, options: dict[str, Any]
     payloads = [json.loads(line) for line in (snap / "payloads.jsonl").read_text().splitlines() if line]
     if not (len(ids) == len(coarse) == len(full) == len(payloads)):
         raise FormatError(f"{snap}: snapshot files disagree on the number of points; the index directory is corrupt")
-    create_opts = {k: options.pop(k) for k in list(options) if k in ("upload_batch_size", "max_retries", "quiet")}
+    create_opts = {
+        k: options.pop(k) for k in list(options) if k in ("upload_batch_size", "max_retries", "quiet", "rescore")
+    }
+    code = meta.get("code")  # absent in snapshots written before codes: coarse_quantization says it
     backend = cls.create(
         index=meta.get("index", "hnsw"),
         coarse_dim=int(meta["coarse_dim"]),
         full_dim=int(meta["full_dim"]),
         metric=meta["metric"],
         collection=collection,
-        coarse_quantization=meta.get("coarse_quantization"),
+        coarse_quantization=None if code else meta.get("coarse_quantization"),
+        code=code,
+        coarse_on_disk=meta.get("coarse_on_disk"),
         on_disk=bool(meta.get("on_disk", False)),
         **create_opts,
     )
@@ -133,6 +138,8 @@ def write_snapshot(self: Any, snap: Path) -> None:
             "metric": self.metric,
             "index": self.index,
             "coarse_quantization": self.coarse_quantization,
+            "code": self.code,
+            "coarse_on_disk": self.coarse_on_disk,
             "on_disk": bool(full_params.on_disk),
             **exported,
         },
