@@ -262,3 +262,12 @@ def test_edge_info_right_after_add_reports_the_codes_a_search_will_use(Edge, dat
     info = be.info()
     assert info["coarse_code_coverage"] == 1.0 and info["coarse_code_bytes_per_vector"] == code_bytes("sq8", C)
     be.close()
+
+
+def test_ram_budget_on_a_qdrant_backend_is_one_line():
+    from matryoshka_index import MatryoshkaIndex
+    from matryoshka_index.errors import InputError
+
+    x = np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32)
+    with pytest.raises(InputError, match="ram_budget: the qdrant backend does not measure its memory"):
+        MatryoshkaIndex.build(x, backend="qdrant", backend_options={"location": ":memory:"}, ram_budget=16, quiet=True)

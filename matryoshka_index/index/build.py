@@ -391,6 +391,11 @@ def build_index(
             raise InputError(
                 f"{what}: the {name} backend has no coarse codes; use backend='faiss' (or leave {what} unset)"
             )
+        if budget is not None and not callable(getattr(backend_cls, "memory", None)):
+            raise InputError(
+                f"ram_budget: the {name} backend does not measure its memory yet; use backend='faiss', or give "
+                "code= and coarse_dim= yourself"
+            )
         if code is not None:
             options["code"] = code
     if payloads is not None and index_keeps_payloads(backend_cls):

@@ -174,6 +174,8 @@ class MatryoshkaIndex:
             How the coarse prefixes are stored (FAISS): ``"float"`` (default), ``"sq8"``, ``"sq4"``,
             ``"pq4"``, ``"rabitq"`` or ``"binary"``, with any ``index`` structure FAISS supports
             (see :mod:`matryoshka_index.backends.faiss_codes`; ``index="pq"`` is ``"flat"`` + ``"pq4"``).
+            The Qdrant backends take ``"float"``, ``"sq8"``, ``"binary"``, ``"binary1.5"``, ``"binary2"``
+            and ``"turbo4"``/``"turbo2"``/``"turbo1"`` (searched with Qdrant's rescoring off: the rerank is ours).
         ram_budget, optimize:
             Resident bytes a vector may keep (FAISS). The index then picks ``coarse_dim``, ``code`` and
             ``index`` itself (those given are ignored): trial indexes on a sample measure each option's
