@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover
 
 TMPDIR_ENV = "MINDEX_TMPDIR"
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?P<kind>tmp|old)$")
-_WORK_DIR = re.compile(r"^(?P<name>mindex-(?:spill|edge))-(?:(?P<pid>\d+)-)?[a-z0-9_]{8}$")
+_WORK_DIR = re.compile(r"^(?P<name>mindex-(?:spill|edge|estimate))-(?:(?P<pid>\d+)-)?[a-z0-9_]{8}$")
 _LEGACY_CORPUS_TMP = re.compile(r"^\.(?P<name>.+\.npy)\.tmp\.npy$")  # datasets.py before owned temporaries
 # Work directories without the owner's pid in their name come from older versions (or Windows,
 # without flock): their owner cannot be asked, so only those older than this count as stale.

@@ -538,3 +538,29 @@ def test_a_crash_between_creating_the_target_and_storing_the_adaptor_resumes(ada
     monkeypatch.setattr(Run, "store_adaptor", real)
     report = migrate_collection(client, "src", resume=True, quiet=True, **kw)
     assert report.ok and client.count("dst").count == 300
+
+
+def test_the_dry_run_scratch_storage_of_a_killed_run_is_swept(tmp_path, monkeypatch):
+    """Found by benchmarks/faults.py: every killed local-mode migration left a mindex-estimate-* folder."""
+    import os
+    import subprocess
+    import sys
+
+    from matryoshka_index import storage
+    from matryoshka_index.migrate import plan
+
+    monkeypatch.setenv("MINDEX_TMPDIR", str(tmp_path))
+    code = "from matryoshka_index import storage; import os; storage.owned_temp_dir('mindex-estimate-'); os._exit(9)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-c", code], env=env, check=False)
+    assert [p.name.startswith("mindex-estimate-") for p in tmp_path.iterdir()] == [True]
+    client = QdrantClient(path=str(tmp_path / "q"))
+    make_source(client, "src", 20)
+    from matryoshka_index.migrate.source import read_source
+
+    src = read_source(client, "src", "emb", "local")
+    records = client.scroll("src", limit=5, with_vectors=True)[0]
+    assert plan.local_write_seconds(records, src, COARSE) > 0
+    client.close()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("mindex-estimate-")] == []
+    storage.sweep_stale(tmp_path)

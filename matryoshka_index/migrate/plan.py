@@ -7,10 +7,7 @@ HNSW links, payload indexes and the write-ahead log come on top.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +17,7 @@ from .._version import __version__
 from ..backends.qdrant_backend import call, utc_now
 from ..backends.qdrant_common import quantized_bytes
 from ..backends.qdrant_connection import client_mode
+from ..storage import owned_temp_dir, remove_temp_dir
 from .source import Source, vector_of
 
 ESTIMATE_BASIS = (
@@ -73,7 +71,7 @@ def local_write_seconds(records: list[Any], src: Source, coarse_dim: int) -> flo
 
     from .writer import local_write_ahead_log
 
-    scratch = Path(tempfile.mkdtemp(prefix="mindex-estimate-"))
+    scratch = owned_temp_dir("mindex-estimate-")  # pid-locked: swept by the next run if we are killed
     try:
         probe = QdrantClient(path=str(scratch))
         try:
@@ -97,7 +95,7 @@ def local_write_seconds(records: list[Any], src: Source, coarse_dim: int) -> flo
         finally:
             probe.close()
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_temp_dir(scratch)
     return seconds / max(1, len(points))
 
 
