@@ -52,7 +52,7 @@ import numpy as np
 
 from ..errors import BackendError, FormatError, InputError
 from . import faiss_codes as codes
-from .base import EMPTY_ID, empty_results
+from .base import EMPTY_ID, add_timings, empty_results, reject_query_filter
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
 from .faiss_codes import default_pq_m as _default_pq_m
 from .faiss_codes import nprobe_ladder as _nprobe_ladder
@@ -627,8 +627,7 @@ class FaissBackend:
         timings: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Two-stage search; ``timings`` (optional) accumulates seconds under ``"coarse"`` and ``"rerank"``."""
-        if query_filter is not None:
-            raise InputError("query_filter: the faiss backend has no payload filters; use backend='qdrant'")
+        reject_query_filter(query_filter, "faiss")
         nq = len(coarse_queries)
         if not self._n_alive or not nq:
             return empty_results(nq, k)
@@ -639,9 +638,7 @@ class FaissBackend:
         t1 = time.perf_counter()
         scores, rows = self.rerank_rows(full_queries, rows, k)
         t2 = time.perf_counter()
-        if timings is not None:
-            timings["coarse"] = timings.get("coarse", 0.0) + (t1 - t0)
-            timings["rerank"] = timings.get("rerank", 0.0) + (t2 - t1)
+        add_timings(timings, coarse=t1 - t0, rerank=t2 - t1)
         return self._to_ids(scores, rows)
 
     def exact_search(self, full_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
