@@ -610,6 +610,12 @@ class Rollback(MigrateInPlace):
         shutil.copytree(self.reference_dir(), self.pristine)
         self.refs["result"] = self.refs["source"]
 
+    def _rolled_back(self) -> str | None:
+        diff = points_equal(dump_collection(self.storage, "src"), self.refs["result"])
+        if diff is None and collection_vectors_config(self.storage, "src") != self.refs["source_config"]:
+            diff = "the vectors config differs from the original"
+        return diff
+
     def rollback_args(self) -> list[str]:
         return ["migrate", "--qdrant-path", str(self.storage), "--collection", "src", "--rollback", "-q"]
 
@@ -619,7 +625,13 @@ class Rollback(MigrateInPlace):
     def finish(self) -> tuple[bool, str]:
         try:
             with private_tempdir(self.tmp):
-                cli(self.rollback_args())
+                try:
+                    cli(self.rollback_args())
+                except RuntimeError:  # refused: right only when the killed rollback had already finished
+                    diff = self._rolled_back()
+                    if diff is None:
+                        return True, "already rolled back before the kill (--rollback again refuses, rightly)"
+                    raise RuntimeError(f"--rollback refused on a state that is not rolled back ({diff})") from None
             diff = points_equal(dump_collection(self.storage, "src"), self.refs["result"])
             if diff is None and collection_vectors_config(self.storage, "src") != self.refs["source_config"]:
                 diff = "the vectors config differs from the original"

@@ -210,7 +210,10 @@ def main() -> None:
         merged: dict = {}
         for path in args.merge:
             part = json.loads(path.read_text())
+            kills = {r["operation"]: r for r in merged.get("kills", [])}
+            kills.update({r["operation"]: r for r in part.get("kills", [])})  # a later run of an operation wins
             merged.update({k: v for k, v in part.items() if v or k not in merged})
+            merged["kills"] = list(kills.values())
         write(merged, args.results)
         return
     skip = set(filter(None, args.skip.split(",")))

@@ -23,7 +23,7 @@ import _faults_lib as fl
 
 from matryoshka_index.cli import main
 
-KILLS = {"build": 2, "save": 2, "train": 2, "calibrate": 2, "migrate-copy": 1, "migrate-in-place": 1}
+KILLS = {"build": 2, "save": 2, "train": 1, "calibrate": 2, "migrate-copy": 1, "migrate-in-place": 1}
 KILLS["migrate-rollback"] = 1
 WINDOW_S = {"build": 1.5, "save": 0.4, "train": 2.0, "calibrate": 1.0}  # roughly each run's length on 2 cores
 
