@@ -406,6 +406,23 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     one-line :class:`StorageError` and leaves nothing behind.
     """
     path = resolve_output(path)
+    with _temp_beside(path) as (fd, tmp):
+        preallocate(fd, len(data), path)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.replace(tmp, path)  # before the descriptor (and its lock) is closed
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _temp_beside(path: Path) -> Iterator[tuple[int, str]]:
+    """An owned temporary file beside ``path`` (stale ones of killed runs swept first), as ``(fd, name)``.
+
+    The body writes it and renames it over ``path``; if the body fails, the temporary file is removed
+    and a full or read-only disk becomes one :class:`StorageError` line. Closing ``fd`` is the body's.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale(path.parent, name=path.name)
@@ -414,19 +431,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise (disk_error(exc, path) or exc) from None
     try:
         os.fchmod(fd, _file_mode())
-        preallocate(fd, len(data), path)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.replace(tmp, path)  # before the descriptor (and its lock) is closed
+        yield fd, tmp
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and (err := disk_error(exc, path)) is not None:
             raise err from None
         raise
-    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -663,33 +674,21 @@ def write_npy(
     path = resolve_output(path)
     header = _npy_header(shape, dt)
     total = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale(path.parent, name=path.name)
-        fd, tmp = _owned_temp_file(path.parent, f".{path.name}.")
-    except OSError as exc:
-        raise (disk_error(exc, path) or exc) from None
-    try:
-        os.fchmod(fd, _file_mode())
-        preallocate(fd, len(header) + total, path)
-        _write_all(fd, header)
-        written = 0
-        for chunk in chunks:
-            block = np.ascontiguousarray(chunk, dtype=dt)
-            _write_all(fd, memoryview(block).cast("B"))
-            written += block.nbytes
-        if written != total:
-            raise ValueError(f"write_npy: got {written} bytes of data for shape {shape} ({total} expected)")
-        os.fsync(fd)
-        os.replace(tmp, path)  # before the descriptor (and its lock) is closed
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and (err := disk_error(exc, path)) is not None:
-            raise err from None
-        raise
-    finally:
-        os.close(fd)
+    with _temp_beside(path) as (fd, tmp):
+        try:
+            preallocate(fd, len(header) + total, path)
+            _write_all(fd, header)
+            written = 0
+            for chunk in chunks:
+                block = np.ascontiguousarray(chunk, dtype=dt)
+                _write_all(fd, memoryview(block).cast("B"))
+                written += block.nbytes
+            if written != total:
+                raise ValueError(f"write_npy: got {written} bytes of data for shape {shape} ({total} expected)")
+            os.fsync(fd)
+            os.replace(tmp, path)  # before the descriptor (and its lock) is closed
+        finally:
+            os.close(fd)
     _fsync_dir(path.parent)
 
 

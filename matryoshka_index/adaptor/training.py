@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch
 from ..errors import InputError
 from ..progress import progress
 from ..threads import apply as apply_threads
+from .history import TrainHistory
 from .losses import (
     listwise_loss,
     pairwise_similarity_loss,
@@ -63,28 +64,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.code is not None and self.code not in QUANTIZED_CODES:
             raise InputError(f"code: must be None or one of {', '.join(QUANTIZED_CODES)}, got {self.code!r}")
-
-
-@dataclass
-class TrainHistory:
-    """What happened during fit: per-epoch losses, the epoch kept, and time spent."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    best_epoch: int = -1
-    steps: int = 0
-    seconds: float = 0.0
-    stopped_early: bool = False
-
-    def to_dict(self) -> dict:
-        return {
-            "train_loss": [round(v, 6) for v in self.train_loss],
-            "val_loss": [round(v, 6) for v in self.val_loss],
-            "best_epoch": self.best_epoch,
-            "steps": self.steps,
-            "seconds": round(self.seconds, 3),
-            "stopped_early": self.stopped_early,
-        }
 
 
 def nearest_neighbours(

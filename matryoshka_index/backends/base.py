@@ -33,6 +33,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import InputError
+
 EMPTY_ID = -1
 METRICS = ("cosine", "ip")
 """The metrics every backend supports: cosine (inner product of vectors the index L2-normalised) and ip."""
@@ -127,6 +129,19 @@ class SearchBackend(Protocol):
     def info(self) -> dict[str, Any]:
         """Facts for ``mindex info``: device, index type, RAM and disk bytes per vector, ..."""
         ...
+
+
+def reject_query_filter(query_filter: Any | None, backend: str) -> None:
+    """A backend that stores no payloads refuses a search with a filter (FAISS, and the device stage over it)."""
+    if query_filter is not None:
+        raise InputError(f"query_filter: the {backend} backend has no payload filters; use backend='qdrant'")
+
+
+def add_timings(timings: dict[str, float] | None, **seconds: float) -> None:
+    """Add each stage's ``seconds`` to a caller's ``timings`` (None: not asked for); the per-stage timings capability."""
+    if timings is not None:
+        for stage, value in seconds.items():
+            timings[stage] = timings.get(stage, 0.0) + value
 
 
 def empty_results(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:

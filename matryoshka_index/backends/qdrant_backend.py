@@ -771,6 +771,17 @@ class QdrantBackend(Closing):
         return record.get("manifest"), files
 
     # ---------------------------------------------------------------------------- persistence
+    def layout(self) -> dict[str, Any]:
+        """The collection's shape and codes, as the saved section, the snapshot and :meth:`info` record them."""
+        return {
+            "coarse_dim": self.coarse_dim,
+            "full_dim": self.full_dim,
+            "metric": self.metric,
+            "index": self.index,
+            "coarse_quantization": self.coarse_quantization,
+            "code": self.code,
+        }
+
     def save(self, directory: Path) -> dict[str, Any]:
         """Describe where the data lives (a server URL, a local path, or a snapshot written into ``directory``)."""
         section: dict[str, Any] = {
@@ -779,12 +790,7 @@ class QdrantBackend(Closing):
             "kind": self.kind,
             "mode": self.mode,
             "collection": self.collection,
-            "coarse_dim": self.coarse_dim,
-            "full_dim": self.full_dim,
-            "metric": self.metric,
-            "index": self.index,
-            "coarse_quantization": self.coarse_quantization,
-            "code": self.code,
+            **self.layout(),
             "coarse_rescore": self.rescore,
             "coarse_on_disk": self.coarse_on_disk,
         }
@@ -812,12 +818,7 @@ class QdrantBackend(Closing):
             "endpoint": self.endpoint,
             "collection": self.collection,
             "points": len(self),
-            "coarse_dim": self.coarse_dim,
-            "full_dim": self.full_dim,
-            "metric": self.metric,
-            "index": self.index,
-            "coarse_quantization": self.coarse_quantization,
-            "code": self.code,
+            **self.layout(),
             "coarse_code": self.code,
             "coarse_code_applied": applied or self.code == "float",
             "coarse_rescore": self.rescore,

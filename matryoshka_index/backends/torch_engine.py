@@ -148,17 +148,19 @@ class TorchCoarseEngine:
             peak = torch.maximum(peak, part.abs().amax(dim=0))
         self._scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
 
+    def _matrix(self, rows: np.ndarray | Any, name: str) -> Any:
+        """``rows`` as a ``(n, dim)`` tensor (a tensor as given, an array without a copy where it is float32)."""
+        torch = self._torch
+        x = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(rows, np.float32))
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise InputError(f"{name}: expected shape (n, {self.dim}), got {tuple(x.shape)}")
+        return x
+
     def add(self, labels: np.ndarray, vectors: np.ndarray | Any) -> None:
         """Append ``vectors`` (``(n, dim)`` float array or tensor) under int64 ``labels`` (the caller keeps them unique)."""
         torch = self._torch
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-        x = (
-            vectors
-            if isinstance(vectors, torch.Tensor)
-            else torch.from_numpy(np.ascontiguousarray(vectors, np.float32))
-        )
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise InputError(f"vectors: expected shape (n, {self.dim}), got {tuple(x.shape)}")
+        x = self._matrix(vectors, "vectors")
         if len(labels) != len(x):
             raise InputError(f"labels: {len(labels)} labels for {len(x)} vectors; give one label per vector")
         if not len(x):
@@ -229,13 +231,7 @@ class TorchCoarseEngine:
         torch = self._torch
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k: must be a positive integer, got {k!r}")
-        q = (
-            queries
-            if isinstance(queries, torch.Tensor)
-            else torch.from_numpy(np.ascontiguousarray(queries, np.float32))
-        )
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise InputError(f"queries: expected shape (n, {self.dim}), got {tuple(q.shape)}")
+        q = self._matrix(queries, "queries")
         nq = len(q)
         kk = int(min(k, self._n_alive))
         if not kk or not nq:

@@ -87,6 +87,11 @@ def output_location(path: str, what: str = "--output") -> Path:
     return target
 
 
+def choice_option(flag: str, choices: list[str], default: str, help: str) -> Callable[[F], F]:
+    """``--flag`` taking one of ``choices``, its default shown in --help."""
+    return click.option(flag, type=click.Choice(choices), default=default, show_default=True, help=help)
+
+
 def quiet_option(func: F) -> F:
     return click.option(
         "--quiet", "-q", is_flag=True, help="No progress bars (they are off anyway when not on a terminal)."

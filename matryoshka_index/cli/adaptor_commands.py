@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from ..adaptor import MatryoshkaAdaptor
-from ._common import output_location, quiet_option, read_vectors, user_errors
+from ._common import choice_option, output_location, quiet_option, read_vectors, user_errors
 
 _DEFAULTS = MatryoshkaAdaptor().get_params()  # the library defaults, shown in --help
+
+
+def _library_default(flag: str, type_: type, help: str | None = None) -> Any:
+    """An option whose default is the estimator's own (shown in --help): the CLI cannot drift from the library."""
+    return click.option(flag, type=type_, default=_DEFAULTS[flag[2:].replace("-", "_")], show_default=True, help=help)
 
 
 def _parse_dims(value: str | None) -> tuple[int, ...] | None:
@@ -31,30 +37,21 @@ def _parse_dims(value: str | None) -> tuple[int, ...] | None:
 @click.option(
     "--dims", "dims", help="Matryoshka prefix lengths, e.g. 32,64,128 (default: powers of two below the dim)."
 )
-@click.option(
+@choice_option(
     "--init",
-    type=click.Choice(["pca", "identity"]),
-    default="pca",
-    show_default=True,
-    help="Start from the PCA rotation (better on non-Matryoshka models) or from the identity (the paper).",
+    ["pca", "identity"],
+    "pca",
+    "Start from the PCA rotation (better on non-Matryoshka models) or from the identity (the paper).",
 )
-@click.option("--epochs", type=int, default=_DEFAULTS["epochs"], show_default=True)
-@click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True)
-@click.option("--lr", type=float, default=_DEFAULTS["lr"], show_default=True)
+@_library_default("--epochs", int)
+@_library_default("--batch-size", int)
+@_library_default("--lr", float)
 @click.option("--max-samples", type=int, default=100_000, show_default=True, help="Train on at most this many rows.")
-@click.option(
-    "--ranking-weight",
-    type=float,
-    default=_DEFAULTS["ranking_weight"],
-    show_default=True,
-    help="Supervised only: weight of the ranking loss beside the unsupervised terms.",
+@_library_default(
+    "--ranking-weight", float, "Supervised only: weight of the ranking loss beside the unsupervised terms."
 )
-@click.option(
-    "--hard-negatives",
-    type=int,
-    default=_DEFAULTS["hard_negatives"],
-    show_default=True,
-    help="Supervised only: extra negatives per pair, mined from the query's nearest corpus rows.",
+@_library_default(
+    "--hard-negatives", int, "Supervised only: extra negatives per pair, mined from the query's nearest corpus rows."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")

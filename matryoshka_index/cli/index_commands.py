@@ -21,7 +21,7 @@ from ..storage import (
     save_npy,
     temp_root,
 )
-from ._common import output_location, quiet_option, read_vectors, user_errors
+from ._common import choice_option, output_location, quiet_option, read_vectors, user_errors
 
 
 def _check_build_space(out: Path, n: int, dim: int, coarse_dim: int, backend: str) -> Path | None:
@@ -109,12 +109,11 @@ def _read_ids(path: str, n: int) -> np.ndarray:
     help="Calibrate the default candidate count to reach this recall@10 against exact search.",
 )
 @click.option("--metric", type=click.Choice(["cosine", "ip"]), default="cosine", show_default=True)
-@click.option(
+@choice_option(
     "--rerank",
-    type=click.Choice(["original", "adapted"]),
-    default="original",
-    show_default=True,
-    help="Rerank with the original vectors (exact scores) or the adapted ones.",
+    ["original", "adapted"],
+    "original",
+    "Rerank with the original vectors (exact scores) or the adapted ones.",
 )
 @click.option(
     "--sample-size", type=int, default=100_000, show_default=True, help="Rows the adaptor (and IVF) train on."

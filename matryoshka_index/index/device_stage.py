@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.base import add_timings, reject_query_filter
 from ..device import CPU, Device, resolve_device
 from ..errors import InputError
 
@@ -115,16 +116,13 @@ class TorchStages:
         timings: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Two-stage search on the device: coarse top-``candidates`` in torch, then the torch rerank."""
-        if query_filter is not None:
-            raise InputError("query_filter: the faiss backend has no payload filters; use backend='qdrant'")
+        reject_query_filter(query_filter, "faiss")
         coarse, rerank, row_ids = self._engines()
         t0 = time.perf_counter()
         _, rows = coarse.search(coarse_queries, max(candidates, k))
         t1 = time.perf_counter()
         scores, rows = rerank.rerank(full_queries, rows, k)
-        if timings is not None:
-            timings["coarse"] = timings.get("coarse", 0.0) + (t1 - t0)
-            timings["rerank"] = timings.get("rerank", 0.0) + (time.perf_counter() - t1)
+        add_timings(timings, coarse=t1 - t0, rerank=time.perf_counter() - t1)
         return self._to_ids(scores, rows, row_ids)
 
     def coarse_search(self, coarse_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

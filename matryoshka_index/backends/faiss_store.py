@@ -1,0 +1,125 @@
+"""The FAISS backend's full-vector store: a read-only base (a loaded ``full.npy``) then an append-only spill file.
+
+Rows are positions in insertion order (see :mod:`.faiss_backend`); the spill file is memory-mapped and grows by
+doubling, its blocks reserved before the map is written so that a full disk is a one-line error, not SIGBUS.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StorageError
+from ..storage import advise_random, owned_temp_dir, preallocate, remove_temp_dir
+
+__all__ = ["CHUNK_ROWS", "FullStore", "SpillFile"]
+
+CHUNK_ROWS = 65536
+
+
+class SpillFile:
+    """An append-only float32 matrix in a raw temporary file, memory-mapped; capacity doubles as it grows.
+
+    The directory is owned (:func:`~matryoshka_index.storage.owned_temp_dir`: a later run sweeps it if
+    this process is killed) and lives in ``directory``, else ``$MINDEX_TMPDIR``, else the system temp
+    folder. Each growth reserves its blocks with ``posix_fallocate`` before the map is written, so a
+    full disk raises a one-line StorageError here instead of SIGBUS at a write through the map.
+    The map is advised random-access (``MADV_RANDOM``).
+    """
+
+    def __init__(self, dim: int, directory: str | None) -> None:
+        self.dim = dim
+        self.dir = str(owned_temp_dir("mindex-spill-", directory))
+        self.path = os.path.join(self.dir, "full.f32")
+        self.n = 0
+        self._cap = 0
+        self._mm: np.ndarray | None = None
+        open(self.path, "wb").close()
+        # The directory goes away with this object (or at interpreter exit), never left in /tmp.
+        self._finalizer = weakref.finalize(self, remove_temp_dir, self.dir)
+
+    def append(self, x: np.ndarray) -> None:
+        need = self.n + len(x)
+        if need > self._cap:
+            cap = max(need, 2 * self._cap, 1024)
+            fd = os.open(self.path, os.O_RDWR)
+            try:
+                try:
+                    preallocate(fd, cap * self.dim * 4, self.path)
+                except StorageError:  # the doubling does not fit: the rows themselves may still
+                    cap = need
+                    preallocate(fd, cap * self.dim * 4, self.path)
+                os.ftruncate(fd, cap * self.dim * 4)  # no-op where fallocate worked; sizes it where not
+            finally:
+                os.close(fd)
+            self._mm = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(cap, self.dim))
+            # Read back at random rows (the rerank's gathers, the calibration's): no read-ahead, so a
+            # spill file larger than the memory left does not thrash (benchmarks/results/memory_limit.md).
+            advise_random(self._mm)
+            self._cap = cap
+        assert self._mm is not None
+        self._mm[self.n : need] = x
+        self.n = need
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._mm is None:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return self._mm[: self.n]
+
+    def close(self) -> None:
+        self._mm = None
+        self._finalizer()
+
+
+class FullStore:
+    """Full vectors by row: a read-only base (a loaded index's ``full.npy``) then a spill file for later rows."""
+
+    def __init__(self, dim: int, base: np.ndarray | None, base_path: Path | None, spill_dir: str | None) -> None:
+        self.dim = dim
+        self.base = base if base is not None else np.empty((0, dim), dtype=np.float32)
+        self.base_path = base_path
+        self.spill_dir = spill_dir
+        self.spill: SpillFile | None = None
+
+    def __len__(self) -> int:
+        return len(self.base) + (self.spill.n if self.spill is not None else 0)
+
+    def append(self, x: np.ndarray) -> None:
+        if self.spill is None:
+            self.spill = SpillFile(self.dim, self.spill_dir)
+        self.spill.append(x)
+
+    def segments(self) -> list[tuple[int, np.ndarray]]:
+        """``(first row, array)`` for each non-empty part, in row order."""
+        out = []
+        if len(self.base):
+            out.append((0, self.base))
+        if self.spill is not None and self.spill.n:
+            out.append((len(self.base), self.spill.array))
+        return out
+
+    def iter_chunks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        for start, arr in self.segments():
+            for s in range(0, len(arr), chunk_rows):
+                yield start + s, arr[s : s + chunk_rows]
+
+    @property
+    def location(self) -> str:
+        parts = []
+        if len(self.base):
+            if isinstance(self.base, np.memmap) and self.base_path is not None:
+                parts.append(f"memory-mapped from {self.base_path}")
+            else:
+                parts.append("in RAM")
+        if self.spill is not None and self.spill.n:
+            parts.append(f"memory-mapped spill file {self.spill.path} (rows added since load or build)")
+        return "; ".join(parts) or "empty"
+
+    @property
+    def ram_bytes(self) -> int:
+        return 0 if isinstance(self.base, np.memmap) or not len(self.base) else self.base.nbytes
