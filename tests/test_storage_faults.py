@@ -362,3 +362,31 @@ def test_float64_values_beyond_float32_are_refused_with_one_line():
     x[1, 2] = 1e300
     with pytest.raises(Exception, match="row 1 has values beyond float32"):
         check_embeddings(x, "q")
+
+
+def test_a_faiss_save_that_runs_out_of_space_is_one_line_and_keeps_the_old_index(tmp_path, monkeypatch):
+    """The FAISS backend writes full.npy and ids.npy with ordinary writes into reserved space (before: a
+    writable memory map, which a full disk turns into SIGBUS)."""
+    from matryoshka_index import MatryoshkaIndex
+
+    x = l2_normalize(np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32))
+    idx = MatryoshkaIndex.build(x, coarse_dim=4, quiet=True)
+    out = tmp_path / "idx"
+    idx.save(out)
+    before = idx.search(x[:5], k=3)
+    idx.add(x[:10] * -1, ids=np.arange(1000, 1010))  # changed since load: full.npy is rewritten, not linked
+    real_open_memmap = np.lib.format.open_memmap
+
+    def no_writable_maps(path, mode="r+", *args, **kwargs):
+        assert "+" not in mode and "w" not in mode, f"writable memory map of {path}: a full disk would SIGBUS"
+        return real_open_memmap(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", no_writable_maps)
+    idx.save(tmp_path / "other")  # succeeds without a writable map
+    monkeypatch.setattr(os, "posix_fallocate", _enospc)
+    with pytest.raises(StorageError, match="no space left"):
+        idx.save(out)
+    monkeypatch.undo()
+    again = MatryoshkaIndex.load(out)
+    np.testing.assert_array_equal(again.search(x[:5], k=3)[1], before[1])
+    assert leftovers(tmp_path) == []

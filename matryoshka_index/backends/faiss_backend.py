@@ -51,6 +51,7 @@ import faiss
 import numpy as np
 
 from ..errors import BackendError, FormatError, InputError
+from ..storage import advise_random, save_npy, write_npy
 from . import faiss_codes as codes
 from .base import EMPTY_ID, add_timings, empty_results, reject_query_filter
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
@@ -271,8 +272,14 @@ class FaissBackend:
         try:
             ids = np.load(directory / IDS_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
             full = np.load(directory / FULL_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except EOFError:
+            raise FormatError(
+                f"{directory}: {IDS_FILE} or {FULL_FILE} is empty or truncated; rebuild the index or restore the file"
+            ) from None
         except (ValueError, OSError) as exc:
             raise FormatError(f"{directory}: cannot read {IDS_FILE} or {FULL_FILE} ({exc})") from None
+        if mmap:
+            advise_random(full)  # the rerank gathers candidate rows: no read-ahead of pages nobody asked for
         if ids.dtype != np.int64 or ids.shape != (rows,):
             raise FormatError(f"{directory / IDS_FILE}: expected {rows} int64 ids, found {ids.dtype} {ids.shape}")
         if full.dtype != np.float32 or full.shape != (rows, full_dim):
@@ -679,7 +686,7 @@ class FaissBackend:
         codes.write(self._coarse, directory / COARSE_FILE)
         self._measured = (self._version, (directory / COARSE_FILE).stat().st_size)
         self._write_full(directory / FULL_FILE)
-        np.save(directory / IDS_FILE, np.asarray(self._ids), allow_pickle=False)
+        save_npy(directory / IDS_FILE, np.asarray(self._ids))
         files = [COARSE_FILE, FULL_FILE, IDS_FILE]
         if self._balance is not None:
             np.save(directory / codes.BALANCE_FILE, self._balance, allow_pickle=False)
@@ -710,11 +717,8 @@ class FaissBackend:
             with contextlib.suppress(OSError):
                 os.link(self._full.base_path, path)
                 return
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(self._full), self.full_dim))
-        for start, chunk in self._full.iter_chunks():
-            out[start : start + len(chunk)] = chunk
-        out.flush()
-        del out
+        # ordinary writes into reserved space, not a writable memory map: a full disk is ENOSPC, not SIGBUS
+        write_npy(path, (len(self._full), self.full_dim), np.float32, (c for _, c in self._full.iter_chunks()))
 
     # ------------------------------------------------------------------ facts
     def _coarse_bytes(self) -> int:

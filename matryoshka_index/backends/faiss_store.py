@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StorageError
-from ..storage import advise_random, owned_temp_dir, preallocate, remove_temp_dir
+from ..storage import advise_random, owned_temp_dir, preallocate, remove_temp_dir, stream_rows
 
 __all__ = ["CHUNK_ROWS", "FullStore", "SpillFile"]
 
@@ -104,9 +104,12 @@ class FullStore:
         return out
 
     def iter_chunks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        # sequential, bounded windows (dropped once passed) for a save's or a rebuild's pass over a map,
+        # then back to random-access advice for the rerank
         for start, arr in self.segments():
-            for s in range(0, len(arr), chunk_rows):
-                yield start + s, arr[s : s + chunk_rows]
+            for s, window in stream_rows(arr, chunk_rows):
+                yield start + s, window
+            advise_random(arr)
 
     @property
     def location(self) -> str:

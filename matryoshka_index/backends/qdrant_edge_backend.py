@@ -48,7 +48,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -59,7 +58,7 @@ import numpy as np
 
 from ..errors import BackendError, FormatError, InputError, MatryoshkaError
 from ..progress import progress
-from ..storage import allocated_bytes
+from ..storage import allocated_bytes, owned_temp_dir, release_temp_dir
 from ..validation import check_positive_int
 from .base import EMPTY_ID, empty_results
 from .qdrant_common import (
@@ -168,6 +167,7 @@ class _Live:
         # the working copy is ours (we required an empty directory): delete it, then unlock
         if self.created_dir:
             shutil.rmtree(self.path, ignore_errors=True)
+            release_temp_dir(self.path)  # drops its owner lock when it was an owned temporary
         else:
             for child in self.path.iterdir():
                 if child.name == LOCK_FILE:
@@ -187,7 +187,7 @@ class _Live:
 def _claim(path: str | os.PathLike[str] | None) -> _Live:
     """Lock a working directory for one shard: ``path`` (absent or empty) or a fresh temporary one."""
     if path is None:
-        work = Path(tempfile.mkdtemp(prefix="mindex-edge-"))
+        work = owned_temp_dir("mindex-edge-")  # pid-locked: a killed process's is swept by the next run
         created = True
     else:
         work = Path(path).absolute()
