@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_model  # benchmarks/_machine.py (the script's own folder)
 
 from matryoshka_index import MatryoshkaAdaptor, __version__
 from matryoshka_index.adaptor.model import pca_rotation
@@ -48,14 +49,7 @@ VARIANTS: dict[str, dict] = {
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import os
 
     return {

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model  # benchmarks/_machine.py (the script's own folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FILE = "docstrings-minilm384-50k.npy"
@@ -57,14 +58,7 @@ BLOCK_TORCH = textwrap.dedent(
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
 
 

@@ -50,10 +50,14 @@ import torch
 
 # this checkout's package (not another installed copy), and search_speed beside this file
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from search_speed import SYNTHETIC  # noqa: E402  (one set of generator parameters for every benchmark)
+from _machine import SYNTHETIC, cpu_model  # noqa: E402  (benchmarks/_machine.py: stdlib only, no faiss)
 
 from matryoshka_index import MatryoshkaAdaptor, __version__  # noqa: E402
-from matryoshka_index.backends import gpu_faiss  # noqa: E402
+
+try:  # a GPU machine may have torch only: then the torch engine is the one that runs
+    from matryoshka_index.backends import gpu_faiss
+except ImportError:
+    gpu_faiss = None
 from matryoshka_index.backends.torch_engine import TorchCoarseEngine, TorchReranker  # noqa: E402
 from matryoshka_index.device import resolve_device  # noqa: E402
 from matryoshka_index.storage import atomic_write_bytes  # noqa: E402
@@ -231,9 +235,13 @@ def search_rows(data: dict, adaptors: dict, dev, args) -> tuple[list[dict], dict
         if dtype == "float32":
             quality["device"] = fixed_candidates_recall(eng, rerank, module, queries, truth, args)
     quality.update(adaptor_quality(adaptors, data, rerank, truth, dev, args, quality.get("device")))
-    if not args.no_index:
+    if not args.no_index and gpu_faiss is not None:  # MatryoshkaIndex's default backend needs faiss
         rows.append(index_row(data, adaptors["device"]["adaptor"], dev, truth, t_exact, args))
-    if gpu_faiss.gpu_available(dev.index or 0) and dev.type == "cuda":
+    elif not args.no_index:
+        print(
+            "  MatryoshkaIndex.build row skipped: faiss is not installed here (the torch engine rows ran)", flush=True
+        )
+    if gpu_faiss is not None and gpu_faiss.gpu_available(dev.index or 0) and dev.type == "cuda":
         rows += faiss_gpu_rows(corpus, coarse_vecs, queries, calib, module, rerank, truth, truth_calib, t_exact, args)
     return rows, quality
 
@@ -314,16 +322,13 @@ def faiss_gpu_rows(corpus, coarse_vecs, queries, calib, module, rerank, truth, t
 
 # ---------------------------------------------------------------------- report
 def machine(dev: torch.device, resolved) -> dict[str, Any]:
-    import faiss
-
-    cpu = platform.processor() or "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+        import faiss  # absent on a GPU machine that has only torch: the torch engine runs without it
+
+        faiss_version = faiss.__version__
+    except ImportError:
+        faiss_version = None
+    cpu = cpu_model()
     out = {
         "device": str(dev),
         "device_name": resolved.name if dev.type == "cuda" else f"CPU: {cpu}",
@@ -332,9 +337,9 @@ def machine(dev: torch.device, resolved) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "faiss": faiss.__version__,
-        "faiss_gpus": gpu_faiss.gpu_count(),
-        "faiss_cagra": gpu_faiss.has_cagra(),
+        "faiss": faiss_version,
+        "faiss_gpus": gpu_faiss.gpu_count() if gpu_faiss is not None else 0,
+        "faiss_cagra": gpu_faiss.has_cagra() if gpu_faiss is not None else False,
         "numpy": np.__version__,
         "matryoshka_index": __version__,
         "torch_threads": torch.get_num_threads(),

@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model  # benchmarks/_machine.py (the script's own folder)
 
 from matryoshka_index import MatryoshkaAdaptor, __version__
 from matryoshka_index.backends import get_backend_class
@@ -55,14 +56,7 @@ K = 10
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     mem = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -63,16 +63,7 @@ N_QUERIES = 1000
 
 
 # ---------------------------------------------------------------------- data
-SYNTHETIC = {
-    "rank": 192,
-    "alpha": 0.4,
-    "topics": 2000,
-    "local": 16,
-    "local_scale": 1.0,
-    "latent_noise": 0.45,
-    "noise": 0.55,
-    "seed": 0,
-}
+from _machine import SYNTHETIC  # noqa: E402  (one set of generator parameters for every benchmark)
 
 
 def write_synthetic(

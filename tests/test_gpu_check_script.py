@@ -40,3 +40,28 @@ def test_gpu_check_runs_on_cpu_and_says_it_is_a_cpu_run(tmp_path):
     assert 0.9 <= report["adaptor_quality"]["device_recall@10"] <= 1.0
     assert report["transform"]["rows"] == 2500
     assert report["machine"]["torch"] and "load_start" in report
+
+
+_NO_FAISS = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "faiss" or name.startswith("faiss."):
+            raise ImportError("faiss is not installed on this GPU machine (blocked by the test)")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_gpu_check_runs_where_only_torch_is_installed(tmp_path):
+    """The lent GPU machines have torch with CUDA and no faiss: the torch engine rows must still run."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_NO_FAISS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINDEX_QUIET": "1", "PYTHONPATH": str(site)}
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--rows", "1500", "--train-rows", "800"]
+    cmd += ["--queries", "40", "--epochs", "1", "--repeats", "1", "--dtypes", "float32", "--out", str(tmp_path)]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["machine"]["faiss"] is None
+    assert [r["name"].split()[0] for r in report["search"]] == ["exact", "coarse-64"]
