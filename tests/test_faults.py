@@ -9,7 +9,6 @@ kills per operation; here two (one for the slower migrations) keep the suite fas
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import _faults_lib as fl
+from faultfs import remount_read_only, small_fs
 
 from matryoshka_index.cli import main
 
@@ -145,47 +145,19 @@ def test_future_format_versions_are_one_line(saved, data, tmp_path):
     assert ok and "version" in err, err
 
 
-def _can_mount() -> bool:
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        return False
-    probe = Path("/tmp") / f"mindex-mount-probe-{os.getpid()}"
-    probe.mkdir(exist_ok=True)
-    try:
-        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True)
-        if ok.returncode == 0:
-            subprocess.run(["umount", str(probe)], capture_output=True)
-        return ok.returncode == 0
-    finally:
-        probe.rmdir()
-
-
-needs_mount = pytest.mark.skipif(not _can_mount(), reason="needs root and a permitted mount -t tmpfs")
-
-
-@needs_mount
 def test_disk_full_is_one_line(data, tmp_path):
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mnt)], check=True)
-    try:
+    with small_fs(tmp_path / "full", "100k") as mnt:  # skips where no tmpfs can be mounted
         rc, _, err = fl.run_cli_process(
             ["build", str(data["corpus_a"]), "--coarse-dim", "8", "--pca", "-o", str(mnt / "idx")], tmp_path
         )
         assert fl.one_line_error(rc, err), (rc, err[-500:])
         assert fl.leftovers(mnt, tmp_path / "none") == []
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-@needs_mount
 def test_read_only_target_is_one_line(data, tmp_path):
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mnt)], check=True)
-    try:
+    with small_fs(tmp_path / "ro", "1m") as mnt:
+        remount_read_only(mnt)
         rc, _, err = fl.run_cli_process(
             ["build", str(data["corpus_a"]), "--coarse-dim", "8", "--pca", "-o", str(mnt / "idx")], tmp_path
         )
         assert fl.one_line_error(rc, err), (rc, err[-500:])
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
