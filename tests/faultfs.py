@@ -26,8 +26,9 @@ def _mount(cmd: list[str]) -> bool:
 
 
 @contextlib.contextmanager
-def small_fs(path: Path, size: str = "3m", *, read_only: bool = False) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` (made), read-only when asked; skips the test where not allowed."""
+def small_fs(path: Path, size: str = "3m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (made); skips the test where not allowed (read-only: then
+    :func:`remount_read_only`)."""
     path.mkdir(parents=True, exist_ok=True)
     if sys.platform != "linux" or not _mount(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]):
         pytest.skip("cannot mount a small tmpfs here (needs root on Linux); the injected-error tests cover this")
