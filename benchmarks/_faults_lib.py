@@ -389,20 +389,16 @@ class _Alternating(Operation):
             return False, f"rerun failed: {type(exc).__name__}: {exc}"
 
 
+def build_args(corpus: Path, out: Path) -> list[str]:
+    """``mindex build CORPUS --coarse-dim COARSE --pca -q -o OUT``: the index every operation starts from."""
+    return ["build", str(corpus), "--coarse-dim", str(COARSE), "--pca", "-q", "-o", str(out)]
+
+
 class BuildOver(_Alternating):
     """``mindex build CORPUS -o IDX --pca`` over an existing index."""
 
     def args(self, side: str) -> list[str]:
-        return [
-            "build",
-            str(self.data[f"corpus_{side}"]),
-            "--coarse-dim",
-            str(COARSE),
-            "--pca",
-            "-q",
-            "-o",
-            str(self.target),
-        ]
+        return build_args(self.data[f"corpus_{side}"], self.target)
 
     def produce(self, side: str) -> None:
         cli(self.args(side))
@@ -417,18 +413,7 @@ class SaveOver(_Alternating):
     def prepare(self) -> None:
         with private_tempdir(self.tmp):
             for side in ("a", "b"):
-                cli(
-                    [
-                        "build",
-                        str(self.data[f"corpus_{side}"]),
-                        "--coarse-dim",
-                        str(COARSE),
-                        "--pca",
-                        "-q",
-                        "-o",
-                        str(self.work / f"src_{side}"),
-                    ]
-                )
+                cli(build_args(self.data[f"corpus_{side}"], self.work / f"src_{side}"))
         super().prepare()
 
     def produce(self, side: str) -> None:
