@@ -17,7 +17,6 @@ import json
 import click
 
 from ..errors import InputError
-from ..storage import recover_directory
 from ._common import quiet_option, read_vectors, user_errors
 
 
@@ -110,7 +109,6 @@ def eval_command(
     from ..evaluation import evaluate_recall
     from ..index import MatryoshkaIndex
 
-    recover_directory(index_path)
     index = MatryoshkaIndex.load(index_path, verify=not no_verify)
     q = read_vectors(query_vectors, "queries", dim=index.input_dim)
     c = _int_list(candidates, "--candidates")

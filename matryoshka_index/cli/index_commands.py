@@ -17,7 +17,6 @@ from ..storage import (
     check_writable,
     human_bytes,
     load_vectors,
-    recover_directory,
     save_npy,
     temp_root,
 )
@@ -307,7 +306,6 @@ def search_command(index_path, queries, k, candidates, output, no_verify, with_p
         raise InputError("--with-payload: payloads go to JSON lines; use -o results.jsonl (or no -o for stdout)")
     if output is not None:
         output_location(output)
-    recover_directory(index_path)
     index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
     q = read_vectors(queries, "queries", dim=index.input_dim)
     if suffix != ".npy" and (with_payload or maps_points(index.backend)):
@@ -355,7 +353,6 @@ def info_command(index_path, no_verify, qdrant_query, query_file, k, device):
 
     if query_file is not None and not qdrant_query:
         raise InputError("--query: only with --qdrant-query")
-    recover_directory(index_path)
     index = MatryoshkaIndex.load(index_path, verify=not no_verify, device=device)
     if qdrant_query:
         click.echo(json.dumps(_qdrant_request(index, index_path, query_file, k), indent=2))
@@ -395,7 +392,6 @@ def calibrate_command(index_path, queries, target_recall, quiet):
     """
     from ..index import MatryoshkaIndex
 
-    recover_directory(index_path)
     output_location(index_path, "INDEX")  # it is rewritten: an unwritable location fails now, not after the work
     index = MatryoshkaIndex.load(index_path)
     q = read_vectors(queries, "queries", dim=index.input_dim)

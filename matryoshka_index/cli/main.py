@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import os
-
-# Before any command module loads torch or faiss (libgomp reads it once, when it loads): OpenMP
-# workers that wait sleep instead of spinning, which matters on a machine shared with busy processes.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import click
 
 from .. import threads as _threads
 from .._version import __version__
-from . import adaptor_commands, data_commands, eval_commands, export_commands, index_commands, migrate_commands
+from . import (
+    adaptor_commands,
+    data_commands,
+    eval_commands,
+    export_commands,
+    gc_commands,
+    index_commands,
+    migrate_commands,
+)
 from ._common import user_errors
 
 
@@ -45,10 +47,15 @@ def main(threads: int | None) -> None:
     _threads.apply(threads, export=True)
 
 
-for _module in (data_commands, adaptor_commands, index_commands, eval_commands, migrate_commands, export_commands):
+_MODULES = (
+    data_commands,
+    adaptor_commands,
+    index_commands,
+    eval_commands,
+    migrate_commands,
+    export_commands,
+    gc_commands,
+)
+for _module in _MODULES:
     for _command in _module.COMMANDS:
         main.add_command(_command)
-
-from .gc_commands import gc_command  # noqa: E402  (mindex gc)
-
-main.add_command(gc_command)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..storage import human_bytes
+
 
 @dataclass
 class MigrationPlan:
@@ -291,14 +293,6 @@ class RollbackReport:
 def joined(lines: list[str], label: str, items: list[str]) -> str:
     """The lines, then one labelled line per item, as one text."""
     return "\n".join([*lines, *(label + item for item in items)])
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def human_seconds(s: float) -> str:
