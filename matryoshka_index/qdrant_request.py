@@ -21,13 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from .backends.base import COARSE, FULL
 from .errors import InputError
 from .validation import l2_normalize
 
 __all__ = ["query_path", "query_request", "query_vectors"]
-
-COARSE = "coarse"
-FULL = "full"
 
 
 def _section(manifest: dict[str, Any]) -> dict[str, Any]:

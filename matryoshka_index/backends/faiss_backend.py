@@ -53,7 +53,7 @@ import numpy as np
 from ..errors import BackendError, FormatError, InputError
 from ..storage import advise_random, save_npy, write_npy
 from . import faiss_codes as codes
-from .base import EMPTY_ID, add_timings, empty_results, reject_query_filter
+from .base import EMPTY_ID, METRICS, add_timings, empty_results, reject_query_filter
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
 from .faiss_codes import default_pq_m as _default_pq_m
 from .faiss_codes import nprobe_ladder as _nprobe_ladder
@@ -63,7 +63,6 @@ from .faiss_store import FullStore as _FullStore
 from .faiss_store import SpillFile as _SpillFile  # noqa: F401  (kept importable)
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
-METRICS = ("cosine", "ip")
 DEVICES = ("auto", "cpu", "gpu")
 COARSE_FILE = "coarse.faiss"
 FULL_FILE = "full.npy"

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .base import COARSE, FULL, quantized_bytes
 
-COARSE = "coarse"
-FULL = "full"
 QUANTIZATIONS = (None, "int8", "binary")
 """The older ``coarse_quantization`` vocabulary; each is one of :data:`CODES` (see :data:`LEGACY_CODES`)."""
 
@@ -58,11 +57,6 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's text (its class name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
-
-
-def quantized_bytes(coarse_dim: int, kind: str | None) -> int:
-    """Bytes per point of the quantized copy of ``coarse`` (int8: one per dim, binary: one bit per dim)."""
-    return {"int8": coarse_dim, "binary": (coarse_dim + 7) // 8}.get(kind or "", 0)
 
 
 def resolve_code(code: str | None, coarse_quantization: str | None, backend: str) -> str:

@@ -60,7 +60,7 @@ from ..errors import BackendError, FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..storage import allocated_bytes, owned_temp_dir, release_temp_dir
 from ..validation import check_positive_int
-from .base import EMPTY_ID, empty_results
+from .base import EMPTY_ID, METRICS, empty_results
 from .qdrant_common import (
     COARSE,
     FULL,
@@ -91,7 +91,6 @@ LOCK_FILE = ".mindex-edge.lock"
 SECTION_FORMAT = "matryoshka-index-qdrant-edge"
 SECTION_VERSION = 1
 INDEX_TYPES = ("flat", "hnsw")
-METRICS = ("cosine", "ip")
 _CONFIG_FILE = "edge_config.json"
 _QUERY_BATCH = 256
 _ID_BATCH = 4096

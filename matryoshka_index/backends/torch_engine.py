@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, InputError
+from .base import EMPTY_ID
 
 DTYPES = ("float32", "float16", "bfloat16", "int8")
-_EMPTY = -1
 
 
 def _torch() -> Any:
@@ -79,12 +79,12 @@ def _merge_topk(torch: Any, best_s: Any, best_i: Any, s: Any, i: Any, k: int) ->
 
 def _pad(scores: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Results widened to ``k`` columns with empty slots, and ``-1`` / ``-inf`` kept together."""
-    labels = np.where(np.isfinite(scores), labels, _EMPTY).astype(np.int64, copy=False)
+    labels = np.where(np.isfinite(scores), labels, EMPTY_ID).astype(np.int64, copy=False)
     scores = np.where(labels >= 0, scores, -np.inf).astype(np.float32, copy=False)
     if scores.shape[1] < k:
         pad = k - scores.shape[1]
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        labels = np.pad(labels, ((0, 0), (0, pad)), constant_values=_EMPTY)
+        labels = np.pad(labels, ((0, 0), (0, pad)), constant_values=EMPTY_ID)
     return scores, labels
 
 
@@ -171,7 +171,7 @@ class TorchCoarseEngine:
                 cap = max(need, 2 * len(self._data), 1024)
                 data = torch.empty((cap, self.dim), dtype=self._store_dtype, device=self.device)
                 data[: self._n] = self._data[: self._n]
-                lab = torch.full((cap,), _EMPTY, dtype=torch.int64, device=self.device)
+                lab = torch.full((cap,), EMPTY_ID, dtype=torch.int64, device=self.device)
                 lab[: self._n] = self._labels[: self._n]
                 alive = torch.zeros(cap, dtype=torch.bool, device=self.device)
                 alive[: self._n] = self._alive[: self._n]
