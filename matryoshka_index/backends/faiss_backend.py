@@ -654,8 +654,9 @@ class FaissBackend:
         best_s, best_r = empty_results(nq, k)
         if not self._n_alive or not nq:
             return best_s, best_r
+        alive_rows = self._alive_mask()  # once: without removals it is a fresh all-True array
         for start, chunk in self._full.iter_chunks():
-            alive = self._alive_mask()[start : start + len(chunk)]
+            alive = alive_rows[start : start + len(chunk)]
             n_dead = len(chunk) - int(alive.sum())
             if n_dead == len(chunk):
                 continue

@@ -117,10 +117,6 @@ def needs_training(structure: str, code: str) -> bool:
     return structure == "ivf" or code in ("sq8", "sq4", "pq4", "rabitq")
 
 
-def is_binary(code: str) -> bool:
-    return code == "binary"
-
-
 def encode(code: str, x: np.ndarray) -> np.ndarray:
     """What the FAISS index takes for float prefixes ``x``: sign bits for binary, else ``x`` itself."""
     if code == "binary":
@@ -252,10 +248,6 @@ def ivf_exhaustive_hits(index: Any, coarse_queries: np.ndarray, n: int) -> tuple
     scores, pos = faiss.knn(coarse_queries, np.concatenate(vecs), n, metric=_IP)
     all_labels = np.concatenate(labels)
     return scores, np.where(pos >= 0, all_labels[np.maximum(pos, 0)], -1)
-
-
-def inverted_lists(index: Any) -> Any:
-    return faiss.extract_index_ivf(index).invlists if not isinstance(index, faiss.IndexBinary) else index.invlists
 
 
 BALANCES = ("none", "itq")
