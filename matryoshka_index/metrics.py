@@ -33,10 +33,11 @@ def per_query_recall(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     if found.shape[0] != truth.shape[0]:
         raise ValueError(f"found has {found.shape[0]} rows but truth {truth.shape[0]}")
     valid = truth >= 0
-    hits = ((found[:, :, None] == truth[:, None, :]) & valid[:, None, :] & (found[:, :, None] >= 0)).any(axis=1)
+    # a truth slot counts once it is valid (>= 0) and found: a -1 in found can only equal a -1 truth slot
+    hits = ((found[:, :, None] == truth[:, None, :]) & valid[:, None, :]).any(axis=1)
     sizes = valid.sum(axis=1)
     keep = sizes > 0
-    return (hits & valid).sum(axis=1)[keep] / sizes[keep]
+    return hits.sum(axis=1)[keep] / sizes[keep]
 
 
 def ann_recall(found: np.ndarray, truth: np.ndarray) -> float:

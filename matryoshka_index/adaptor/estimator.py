@@ -203,12 +203,11 @@ class MatryoshkaAdaptor:
             check_positive_int(m, "matryoshka_dims")
             if m > dim:
                 raise InputError(f"matryoshka_dims: prefix length {m} exceeds the embedding dimension {dim}")
-        for name in ("pairwise_weight", "topk_weight", "reconstruction_weight", "listwise_weight", "ranking_weight"):
+        weights = ("pairwise_weight", "topk_weight", "reconstruction_weight", "listwise_weight", "ranking_weight")
+        for name in (*weights, "code_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0 or not np.isfinite(v):
                 raise InputError(f"{name}: must be a finite number >= 0, got {v!r}")
-        if not isinstance(self.code_weight, (int, float)) or self.code_weight < 0 or not np.isfinite(self.code_weight):
-            raise InputError(f"code_weight: must be a finite number >= 0, got {self.code_weight!r}")
         if self.hidden_dim is not None:
             check_positive_int(self.hidden_dim, "hidden_dim")
         if self.max_samples is not None:

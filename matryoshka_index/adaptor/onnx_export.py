@@ -31,6 +31,7 @@ from .._version import __version__
 from ..errors import InputError, MatryoshkaError
 from ..storage import atomic_write_bytes
 from ..validation import check_positive_int
+from .io import _as_numpy
 
 __all__ = ["OPSET", "adaptor_tensors", "build_onnx_model", "export_onnx"]
 
@@ -58,8 +59,8 @@ def adaptor_tensors(adaptor: Any) -> tuple[dict[str, np.ndarray], int, str]:
     if isinstance(adaptor, MatryoshkaAdaptor):
         adaptor._check_fitted()
         state = adaptor.model_.state_dict()
-        tensors = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in state.items()}
-        return {k: v.astype(np.float32) for k, v in tensors.items()}, int(adaptor.input_dim_), "matryoshka-adaptor"
+        tensors = {k: _as_numpy(v).astype(np.float32) for k, v in state.items()}
+        return tensors, int(adaptor.input_dim_), "matryoshka-adaptor"
     if isinstance(adaptor, PCARotation):
         adaptor._check_fitted()
         rot = np.asarray(adaptor.rotation_, dtype=np.float32)

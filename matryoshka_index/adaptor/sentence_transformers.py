@@ -60,9 +60,8 @@ class MatryoshkaAdaptorModule(nn.Module):
 
     def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
         """Write the adaptor files (safetensors + JSON, as ``MatryoshkaAdaptor.save``) into ``output_path``."""
-        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         os.makedirs(output_path, exist_ok=True)
-        write_adaptor_files(Path(output_path), state, self.metadata)
+        write_adaptor_files(Path(output_path), self.model.state_dict(), self.metadata)  # it converts each tensor
 
     @classmethod
     def load(cls, input_path: str) -> MatryoshkaAdaptorModule:

@@ -23,6 +23,7 @@ from ..backends.base import METRICS, TrainableCoarse
 from ..calibration import CALIBRATION_K, MAX_CANDIDATES, min_queries
 from ..errors import CalibrationWarning, InputError
 from ..exact import exact_topk
+from ..manifest import RERANKS
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
 from .budget import check_budget, choose_configuration
@@ -32,7 +33,6 @@ from .points import PayloadStore, index_keeps_payloads
 if TYPE_CHECKING:
     from .core import MatryoshkaIndex
 
-RERANKS = ("original", "adapted")
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 BUILD_CHUNK_ROWS = 16384
 
