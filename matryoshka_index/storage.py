@@ -399,6 +399,14 @@ def glob_escape(name: str) -> str:
 
 
 # ---------------------------------------------------------------------- atomic writes
+def fsync_tree(root: str | os.PathLike[str]) -> None:
+    """Flush every file under ``root``, at any depth, to disk (before a rename makes it visible)."""
+    for p in Path(root).rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename).
 
@@ -526,10 +534,7 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = True) ->
         raise (disk_error(exc, path) or exc) from None
     try:
         yield tmp
-        for child in tmp.iterdir():
-            if child.is_file():
-                with open(child, "rb") as fh:
-                    os.fsync(fh.fileno())
+        fsync_tree(tmp)
         _swap_in(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as exc:

@@ -22,6 +22,7 @@ from ..calibration import candidate_ladder as _candidate_ladder  # noqa: F401
 from ..calibration import smallest as _smallest  # noqa: F401
 from ..exact import exact_topk
 from ..manifest import ADAPTOR_DIR, FORMAT, FORMAT_VERSION, MANIFEST_FILE
+from ..storage import fsync_tree as _fsync_tree  # noqa: F401
 from .build import (
     _QDRANT_LOCATIONS,  # noqa: F401
     BUILD_CHUNK_ROWS,
@@ -44,7 +45,6 @@ from .locking import (
     _ReadWriteLock,  # noqa: F401
 )
 from .persistence import check_output_path
-from .persistence import fsync_tree as _fsync_tree  # noqa: F401
 
 _BUILD_CHUNK_ROWS = BUILD_CHUNK_ROWS
 _MAX_CANDIDATES = MAX_CANDIDATES

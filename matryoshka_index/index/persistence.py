@@ -51,14 +51,6 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def fsync_tree(root: Path) -> None:
-    """Flush every file under ``root`` to disk (before the rename makes the directory visible)."""
-    for p in root.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
 def save_index(index: MatryoshkaIndex, path: str | os.PathLike[str]) -> Path:
     """Write ``index`` to directory ``path`` atomically (see ``MatryoshkaIndex.save``); returns the path."""
     path = check_output_path(path)
@@ -70,7 +62,6 @@ def save_index(index: MatryoshkaIndex, path: str | os.PathLike[str]) -> Path:
         index._payloads.save(tmp)  # payloads.jsonl, FAISS indexes given payloads only
         manifest = index._manifest(section, file_table(tmp))
         atomic_write_bytes(tmp / MANIFEST_FILE, manifest_bytes(manifest))
-        fsync_tree(tmp)
     return path
 
 
