@@ -40,7 +40,7 @@ def _check_build_space(out: Path, n: int, dim: int, coarse_dim: int, backend: st
         check_free_space(
             out.parent,
             index_bytes + spill_bytes,
-            f"the index {out.name} ({human_bytes(index_bytes)}) and its build's spill file ({human_bytes(spill_bytes)})",
+            f"the index {out.name} ({human_bytes(index_bytes)}) together with its build's spill file ({human_bytes(spill_bytes)})",
         )
     else:
         check_free_space(out.parent, index_bytes, f"the index {out.name} ({n} vectors)")
