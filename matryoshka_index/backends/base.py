@@ -36,6 +36,10 @@ import numpy as np
 from ..errors import InputError
 
 EMPTY_ID = -1
+Payloads = Sequence[dict[str, Any] | None] | None
+"""One payload (or None) per vector, or None for none at all."""
+Results = tuple[np.ndarray, np.ndarray]
+"""``(scores, ids)``, each ``(n_queries, k)``, best first; score ``-inf`` and id ``-1`` where there is no hit."""
 METRICS = ("cosine", "ip")
 """The metrics every backend supports: cosine (inner product of vectors the index L2-normalised) and ip."""
 COARSE = "coarse"
@@ -85,13 +89,7 @@ class SearchBackend(Protocol):
         """Boolean mask: which of ``ids`` are stored."""
         ...
 
-    def add(
-        self,
-        ids: np.ndarray,
-        coarse: np.ndarray,
-        full: np.ndarray,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-    ) -> None:
+    def add(self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: Payloads = None) -> None:
         """Store new vectors. ``ids`` are new (the index checks duplicates first)."""
         ...
 
@@ -100,21 +98,16 @@ class SearchBackend(Protocol):
         ...
 
     def search(
-        self,
-        coarse_queries: np.ndarray,
-        full_queries: np.ndarray,
-        k: int,
-        candidates: int,
-        query_filter: Any | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, coarse_queries: np.ndarray, full_queries: np.ndarray, k: int, candidates: int, query_filter: Any = None
+    ) -> Results:
         """Two-stage search: ``(scores, ids)``, each ``(n_queries, k)``, best first."""
         ...
 
-    def coarse_search(self, coarse_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def coarse_search(self, coarse_queries: np.ndarray, k: int) -> Results:
         """Stage one alone (coarse vectors only): ``(scores, ids)``, each ``(n_queries, k)``."""
         ...
 
-    def exact_search(self, full_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def exact_search(self, full_queries: np.ndarray, k: int) -> Results:
         """Exact brute-force search on the full vectors: the ground truth for calibration and eval."""
         ...
 
@@ -144,7 +137,7 @@ def add_timings(timings: dict[str, float] | None, **seconds: float) -> None:
             timings[stage] = timings.get(stage, 0.0) + value
 
 
-def empty_results(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def empty_results(n_queries: int, k: int) -> Results:
     """Result arrays with every slot empty (score -inf, id -1)."""
     return (
         np.full((n_queries, k), -np.inf, dtype=np.float32),

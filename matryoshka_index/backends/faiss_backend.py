@@ -43,7 +43,6 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,7 +52,7 @@ import numpy as np
 from ..errors import BackendError, FormatError, InputError
 from ..storage import advise_random, save_npy, write_npy
 from . import faiss_codes as codes
-from .base import EMPTY_ID, METRICS, add_timings, empty_results, reject_query_filter
+from .base import EMPTY_ID, METRICS, Payloads, add_timings, empty_results, reject_query_filter
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
 from .faiss_codes import default_pq_m as _default_pq_m
 from .faiss_codes import nprobe_ladder as _nprobe_ladder
@@ -382,13 +381,7 @@ class FaissBackend:
         self._coarse = index
         self._version += 1
 
-    def add(
-        self,
-        ids: np.ndarray,
-        coarse: np.ndarray,
-        full: np.ndarray,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-    ) -> None:
+    def add(self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: Payloads = None) -> None:
         if payloads is not None and any(p is not None for p in payloads):
             raise InputError("payloads: the faiss backend stores no payloads; use backend='qdrant' for payloads")
         ids = np.asarray(ids, dtype=np.int64)

@@ -76,7 +76,7 @@ from qdrant_client import models as qm
 from ..errors import FormatError, InputError
 from ..progress import progress
 from ..validation import check_positive_int
-from .base import EMPTY_ID, empty_results
+from .base import EMPTY_ID, Payloads, Results, empty_results
 from .qdrant_collection import (
     check_index,
     check_metric,
@@ -91,7 +91,6 @@ from .qdrant_common import (
     COARSE,
     FULL,
     Closing,
-    Payloads,
     add_inputs,
     coarse_memory,
     membership,
@@ -680,13 +679,8 @@ class QdrantBackend(Closing):
         ]
 
     def search(
-        self,
-        coarse_queries: np.ndarray,
-        full_queries: np.ndarray,
-        k: int,
-        candidates: int,
-        query_filter: Any | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, coarse_queries: np.ndarray, full_queries: np.ndarray, k: int, candidates: int, query_filter: Any = None
+    ) -> Results:
         """Prefetch ``candidates`` on ``coarse``, rerank them on ``full``; ``(scores, ids)`` best first.
 
         ``query_filter`` is a :class:`qdrant_client.models.Filter` (or its dict form); it applies to

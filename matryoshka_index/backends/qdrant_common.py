@@ -6,13 +6,12 @@ Imports neither qdrant-client nor qdrant-edge, so each backend takes it without 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from .base import COARSE, FULL, quantized_bytes
+from .base import COARSE, FULL, Payloads, quantized_bytes
 
 QUANTIZATIONS = (None, "int8", "binary")
 """The older ``coarse_quantization`` vocabulary; each is one of :data:`CODES` (see :data:`LEGACY_CODES`)."""
@@ -126,10 +125,6 @@ def coarse_memory(
         "coarse_resident_bytes_per_vector": codes + originals + links + ID_BYTES,
         "coarse_resident_measured_as": "estimated (code size + Qdrant's per-point overheads, links uncompressed)",
     }
-
-
-Payloads = Sequence[dict[str, Any] | None] | None
-"""One payload (or None) per point, or None for none at all."""
 
 
 def add_inputs(

@@ -60,13 +60,12 @@ from ..errors import BackendError, FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..storage import allocated_bytes, owned_temp_dir, release_temp_dir
 from ..validation import check_positive_int
-from .base import EMPTY_ID, METRICS, empty_results
+from .base import EMPTY_ID, METRICS, Payloads, Results, empty_results
 from .qdrant_common import (
     COARSE,
     FULL,
     LEGACY_CODES,
     Closing,
-    Payloads,
     add_inputs,
     coarse_memory,
     code_bytes,
@@ -627,13 +626,8 @@ class QdrantEdgeBackend(Closing):
         return scores, ids
 
     def search(
-        self,
-        coarse_queries: np.ndarray,
-        full_queries: np.ndarray,
-        k: int,
-        candidates: int,
-        query_filter: Any | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, coarse_queries: np.ndarray, full_queries: np.ndarray, k: int, candidates: int, query_filter: Any = None
+    ) -> Results:
         """Prefetch ``candidates`` on ``coarse``, rerank them on ``full``; ``(scores, ids)`` best first.
 
         ``query_filter`` (a :class:`qdrant_edge.Filter`, or a :class:`qdrant_client.models.Filter` or

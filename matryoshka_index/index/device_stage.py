@@ -21,12 +21,12 @@ costly for many small ones).
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import numpy as np
 
-from ..backends.base import add_timings, reject_query_filter
+from ..backends.base import Results
+from ..backends.faiss_backend import FaissBackend
 from ..device import CPU, Device, resolve_device
 from ..errors import InputError
 
@@ -61,7 +61,7 @@ class TorchStages:
             raise InputError("device: the torch engine serves FAISS flat coarse indexes only")
         self.inner = inner
         self.device = device
-        self._mirror: tuple[Any, Any, np.ndarray] | None = None
+        self._mirror: tuple[Any, Any] | None = None
         self._mirror_lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:  # only called for what this class does not define
@@ -73,16 +73,16 @@ class TorchStages:
         return len(self.inner)
 
     # ------------------------------------------------------------------ the mirror
-    def _engines(self) -> tuple[Any, Any, np.ndarray]:
+    def _engines(self) -> tuple[Any, Any]:
         with self._mirror_lock:
             if self._mirror is None:
                 from ..backends.torch_engine import TorchCoarseEngine, TorchReranker
 
-                rows, vectors, segments, row_ids = self.inner.device_arrays()
+                rows, vectors, segments, _ = self.inner.device_arrays()
                 coarse = TorchCoarseEngine(self.inner.coarse_dim, device=self.device.torch_device)
                 coarse.add(rows, vectors)
                 rerank = TorchReranker(segments, device=self.device.torch_device)
-                self._mirror = (coarse, rerank, row_ids)
+                self._mirror = (coarse, rerank)
             return self._mirror
 
     def _stale(self) -> None:
@@ -99,36 +99,19 @@ class TorchStages:
         return removed
 
     # ------------------------------------------------------------------ search
-    @staticmethod
-    def _to_ids(scores: np.ndarray, rows: np.ndarray, row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        valid = rows >= 0
-        ids = np.where(valid, row_ids[np.where(valid, rows, 0)], -1)
-        return np.where(valid, scores, -np.inf).astype(np.float32), ids
+    # FaissBackend's own two-stage search (filter check, empty index, timings, rows -> ids), over the
+    # two stage methods below: the torch engines return the FAISS backend's row numbers.
+    search = FaissBackend.search
 
-    def search(
-        self,
-        coarse_queries: np.ndarray,
-        full_queries: np.ndarray,
-        k: int,
-        candidates: int,
-        query_filter: Any | None = None,
-        *,
-        timings: dict[str, float] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Two-stage search on the device: coarse top-``candidates`` in torch, then the torch rerank."""
-        reject_query_filter(query_filter, "faiss")
-        coarse, rerank, row_ids = self._engines()
-        t0 = time.perf_counter()
-        _, rows = coarse.search(coarse_queries, max(candidates, k))
-        t1 = time.perf_counter()
-        scores, rows = rerank.rerank(full_queries, rows, k)
-        add_timings(timings, coarse=t1 - t0, rerank=time.perf_counter() - t1)
-        return self._to_ids(scores, rows, row_ids)
+    def _coarse_rows(self, coarse_queries: np.ndarray, n: int) -> np.ndarray:
+        return self._engines()[0].search(coarse_queries, n)[1]
 
-    def coarse_search(self, coarse_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        coarse, _, row_ids = self._engines()
-        scores, rows = coarse.search(coarse_queries, k)
-        return self._to_ids(scores, rows, row_ids)
+    def rerank_rows(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> Results:
+        """Best ``k`` of the candidate ``rows`` by full inner product, in torch: ``(scores, rows)``."""
+        return self._engines()[1].rerank(full_queries, rows, k)
+
+    def coarse_search(self, coarse_queries: np.ndarray, k: int) -> Results:
+        return self._to_ids(*self._engines()[0].search(coarse_queries, k))
 
     def info(self) -> dict[str, Any]:
         """The FAISS backend's facts, with where the torch stages run (without building the mirror to say so)."""

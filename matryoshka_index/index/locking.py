@@ -18,23 +18,26 @@ class ReadWriteLock:
         self._depth = 0
         self._writers_waiting = 0
 
+    def _nested(self) -> bool:
+        """Under ``_cond``: whether this thread holds the write lock already (then it enters once more)."""
+        if self._writer == threading.get_ident():
+            self._depth += 1
+            return True
+        return False
+
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
-        me = threading.get_ident()
         with self._cond:
-            if self._writer == me:
-                self._depth += 1
-                owned = True
-            else:
+            nested = self._nested()
+            if not nested:
                 while self._writer is not None or self._writers_waiting:
                     self._cond.wait()
                 self._readers += 1
-                owned = False
         try:
             yield
         finally:
             with self._cond:
-                if owned:
+                if nested:
                     self._depth -= 1
                 else:
                     self._readers -= 1
@@ -43,18 +46,15 @@ class ReadWriteLock:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
-        me = threading.get_ident()
         with self._cond:
-            if self._writer == me:
-                self._depth += 1
-            else:
+            if not self._nested():
                 self._writers_waiting += 1
                 try:
                     while self._writer is not None or self._readers:
                         self._cond.wait()
                 finally:
                     self._writers_waiting -= 1
-                self._writer, self._depth = me, 1
+                self._writer, self._depth = threading.get_ident(), 1
         try:
             yield
         finally:

@@ -22,23 +22,23 @@ from .labels import METHOD_LABELS
 _BUDGET_KEYS = {"ndcg-loss": "max_ndcg_loss", "ndcg_loss": "max_ndcg_loss", "recall": "min_recall"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Advice:
     """What :func:`advise` found. ``met`` is False when no measured point meets the budget; the
     other fields then describe the closest point (the one with the best value of the budget's metric)."""
 
     budget: str
     met: bool
-    method: str | None
-    coarse_dim: int | None
-    candidates: int | None
-    ndcg_at_10: float | None
-    recall_at_10: float | None
+    method: str | None = None
+    coarse_dim: int | None = None
+    candidates: int | None = None
+    ndcg_at_10: float | None = None
+    recall_at_10: float | None = None
     full_ndcg_at_10: float
-    qps: float | None
+    qps: float | None = None
     exact_qps: float | None
     full_dim: int
-    coarse_bytes_per_vector: int | None
+    coarse_bytes_per_vector: int | None = None
     full_bytes_per_vector: int
 
     @property
@@ -136,19 +136,12 @@ def advise(
                 extra = {"method": method, "coarse_dim": m, "ndcg@10": p["ndcg@10"], "qps": p["qps"]}
                 points.add(OperatingPoint(int(p["candidates"]), recall=p["recall@10"], extra=extra))
     if not len(points):
-        return Advice(
+        return Advice(  # nothing measured: no point to describe
             budget=budget,
             met=False,
-            method=None,
-            coarse_dim=None,
-            candidates=None,
-            ndcg_at_10=None,
-            recall_at_10=None,
             full_ndcg_at_10=full_ndcg,
-            qps=None,
             exact_qps=report.exact_qps,
             full_dim=report.dim,
-            coarse_bytes_per_vector=None,
             full_bytes_per_vector=4 * report.dim,
         )
 
