@@ -13,6 +13,7 @@ Two views, one command:
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -64,6 +65,11 @@ def _int_list(value: str | None, name: str) -> list[int] | None:
 @click.option(
     "--adaptor", "adaptor_dir", type=click.Path(file_okay=False), help="Labelled: use this unsupervised adaptor."
 )
+@click.option(
+    "--codes",
+    help="Labelled: coarse codes to measure side by side, e.g. float,sq8,pq4,pq4x16,binary+itq "
+    "(default float); the advisor then shows the bytes/vector vs queries/s frontier.",
+)
 @click.option("--no-ann", is_flag=True, help="Labelled: skip the recall-vs-candidates sweep.")
 @click.option("--no-two-stage", is_flag=True, help="Labelled: skip building two-stage indexes.")
 @click.option(
@@ -82,14 +88,15 @@ def _int_list(value: str | None, name: str) -> list[int] | None:
 @user_errors
 def eval_command(
     index_path, query_vectors, k, candidates, repeats, no_verify, labelled_dir, corpus_file, queries_file, qrels,
-    train_qrels, ids_json, corpus_ids, query_ids, queries_jsonl, dims, methods, adaptor_dir, no_ann, no_two_stage,
-    target_recall, budgets, report_md, plot_png, report_json, seed, quiet,
+    train_qrels, ids_json, corpus_ids, query_ids, queries_jsonl, dims, methods, adaptor_dir, codes, no_ann,
+    no_two_stage, target_recall, budgets, report_md, plot_png, report_json, seed, quiet,
 ):  # fmt: skip
     """Evaluate an index (INDEX QUERIES) or a labelled set (--labelled DIR, or --corpus/--queries/--qrels).
 
     \b
     ANN view:      mindex eval corpus.mindex queries.npy -k 10
     Labelled view: mindex eval --labelled dev-set/ --advise ndcg-loss=1% --report r.md --plot r.png
+                   mindex eval --labelled dev-set/ --codes float,sq8,pq4x16 --advise recall=0.99
                    mindex eval --corpus c.npy --queries q.npy --ids ids.json --qrels test.tsv --train-qrels train.tsv
     """
     labelled = labelled_dir or corpus_file or queries_file or qrels
@@ -98,7 +105,7 @@ def eval_command(
             raise click.UsageError("give either INDEX QUERIES (ANN view) or a labelled set, not both")
         _labelled(
             labelled_dir, corpus_file, queries_file, qrels, train_qrels, ids_json, corpus_ids, query_ids,
-            queries_jsonl, dims, methods, adaptor_dir, candidates, no_ann, no_two_stage, target_recall, budgets,
+            queries_jsonl, dims, methods, adaptor_dir, codes, candidates, no_ann, no_two_stage, target_recall, budgets,
             report_md, plot_png, report_json, repeats, seed, quiet,
         )  # fmt: skip
         return
@@ -120,11 +127,19 @@ def eval_command(
 
 def _labelled(
     labelled_dir, corpus_file, queries_file, qrels, train_qrels, ids_json, corpus_ids, query_ids, queries_jsonl,
-    dims, methods, adaptor_dir, candidates, no_ann, no_two_stage, target_recall, budgets, report_md, plot_png,
+    dims, methods, adaptor_dir, codes, candidates, no_ann, no_two_stage, target_recall, budgets, report_md, plot_png,
     report_json, repeats, seed, quiet,
 ):  # fmt: skip
     from ..adaptor import MatryoshkaAdaptor
-    from ..quality import advise, evaluate_beir, load_beir, load_labelled_files, parse_budget
+    from ..quality import (
+        advise,
+        advise_frontier,
+        evaluate_beir,
+        load_beir,
+        load_labelled_files,
+        parse_budget,
+        parse_codes,
+    )
 
     if labelled_dir:
         if corpus_file or queries_file or qrels:
@@ -138,13 +153,15 @@ def _labelled(
             corpus_file, queries_file, qrels, train_qrels, ids=ids_json, corpus_ids=corpus_ids,
             query_ids=query_ids, queries_jsonl=queries_jsonl,
         )  # fmt: skip
-    parsed_budgets = [parse_budget(b) for b in budgets]  # fail on a bad budget before minutes of work
+    parsed_budgets = [parse_budget(b) for b in budgets]  # fail on a bad budget or code before minutes of work
+    code_specs = parse_codes(codes)
     report = evaluate_beir(
         data,
         dims=_int_list(dims, "--dims"),
         methods=[m.strip() for m in methods.split(",")] if methods else None,
         adaptor=MatryoshkaAdaptor.load(adaptor_dir) if adaptor_dir else None,
         candidates=_int_list(candidates, "--candidates"),
+        codes=code_specs,
         two_stage=not no_two_stage,
         ann=not no_ann,
         target_recall=target_recall,
@@ -153,7 +170,9 @@ def _labelled(
         quiet=quiet,
         log=None if quiet else (lambda msg: click.echo(msg, err=True)),
     )
-    advice = [advise(report, **b) for b in parsed_budgets]
+    advice: list[Any] = [advise(report, **b) for b in parsed_budgets]
+    if report.codes:
+        advice += [advise_frontier(report, **b) for b in parsed_budgets]
     if report_md:
         report.write_markdown(report_md, advice)
     if plot_png:

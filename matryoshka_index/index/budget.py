@@ -54,6 +54,12 @@ def code_bytes(code: str, m: int, options: dict[str, Any]) -> float:
     }[code]
 
 
+def resident_bytes_per_vector(memory: dict[str, Any]) -> float:
+    """Bytes a vector keeps resident, from a backend's ``memory()``: its measured per-vector bytes less
+    the bookkeeping a saved and reloaded index memory-maps (the id array)."""
+    return round(memory["per_vector_bytes"] - memory.get("bookkeeping_bytes_per_vector", 0), 2)
+
+
 def describe_option(m: int, code: str, structure: str, options: dict[str, Any]) -> str:
     extra = "".join(f" {k}={v}" for k, v in sorted(options.items()))
     return f"coarse_dim={m} index={structure} code={code}{extra}"
@@ -106,8 +112,7 @@ def choose_configuration(
             seed=seed,
             quiet=True,
         )
-        mem = index.backend.memory()
-        per = round(mem["per_vector_bytes"] - mem["bookkeeping_bytes_per_vector"], 2)
+        per = resident_bytes_per_vector(index.backend.memory())
         t0 = time.perf_counter()
         index.search(queries, k=10)
         cal = index.calibration

@@ -10,7 +10,7 @@ One call from the CLI or a notebook::
     report.plot("report.png")
 """
 
-from .advisor import Advice, advise, parse_budget
+from .advisor import Advice, advise, advise_frontier, parse_budget
 from .data import (
     LabelledSet,
     QuerySplit,
@@ -34,6 +34,7 @@ from .evaluate import (
     labelled_metrics,
     ranked_rows,
 )
+from .frontier import Frontier, parse_codes
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -41,10 +42,12 @@ __all__ = [
     "METHOD_LABELS",
     "SUPERVISED_DEFAULTS",
     "Advice",
+    "Frontier",
     "LabelledReport",
     "LabelledSet",
     "QuerySplit",
     "advise",
+    "advise_frontier",
     "discover_labelled_sets",
     "evaluate_beir",
     "evaluate_labelled",
@@ -52,6 +55,7 @@ __all__ = [
     "load_beir",
     "load_labelled_files",
     "parse_budget",
+    "parse_codes",
     "ranked_rows",
     "read_ids",
     "read_ids_json",

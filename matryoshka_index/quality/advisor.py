@@ -17,6 +17,7 @@ from typing import Any
 from ..calibration import OperatingPoint, OperatingPoints
 from ..errors import InputError
 from .evaluate import LabelledReport
+from .frontier import Frontier, frontier
 from .labels import METHOD_LABELS
 
 _BUDGET_KEYS = {"ndcg-loss": "max_ndcg_loss", "ndcg_loss": "max_ndcg_loss", "recall": "min_recall"}
@@ -38,7 +39,7 @@ class Advice:
     qps: float | None = None
     exact_qps: float | None
     full_dim: int
-    coarse_bytes_per_vector: int | None = None
+    coarse_bytes_per_vector: float | None = None  # measured when the report has code rows, else 4 x m
     full_bytes_per_vector: int
 
     @property
@@ -66,7 +67,7 @@ class Advice:
             f"({METHOD_LABELS.get(self.method, self.method)})",
             f"  nDCG@10 {self.ndcg_at_10:.4f} ({self.ndcg_at_10 / self.full_ndcg_at_10:.1%} of full-dim "
             f"{self.full_ndcg_at_10:.4f}), recall@10 vs exact {self.recall_at_10:.3f}",
-            f"  memory: {self.coarse_bytes_per_vector} B/vector in the coarse index instead of "
+            f"  memory: {self.coarse_bytes_per_vector:g} B/vector in the coarse index instead of "
             f"{self.full_bytes_per_vector} B/vector at full dim ({self.memory_saving:.0%} less in RAM; the "
             f"full vectors are only read for the {self.candidates} candidates per query)",
         ]
@@ -97,6 +98,56 @@ def parse_budget(text: str) -> dict[str, float]:
     return {_BUDGET_KEYS[key]: v}
 
 
+def _budget(report: LabelledReport, max_ndcg_loss: float | None, min_recall: float | None) -> tuple[float, str, str]:
+    """``(threshold, metric key, wording)`` of exactly one budget."""
+    if (max_ndcg_loss is None) == (min_recall is None):
+        raise InputError("advise: give exactly one budget, max_ndcg_loss (e.g. 0.01) or min_recall (e.g. 0.99)")
+    if max_ndcg_loss is not None:
+        loss = float(max_ndcg_loss)
+        if not 0 <= loss < 1:
+            raise InputError(f"max_ndcg_loss: must be a fraction in [0, 1), got {max_ndcg_loss!r} (1% is 0.01)")
+        threshold = (1 - loss) * report.full["ndcg@10"]
+        return threshold, "ndcg@10", f"nDCG@10 loss <= {loss:.1%} (nDCG@10 >= {threshold:.4f})"
+    threshold = float(min_recall)  # type: ignore[arg-type]
+    if not 0 < threshold <= 1:
+        raise InputError(f"min_recall: must be in (0, 1], got {min_recall!r}")
+    return threshold, "recall@10", f"recall@10 >= {threshold:g}"
+
+
+def _methods(report: LabelledReport, methods: Sequence[str] | None, have: list[str], what: str) -> list[str]:
+    chosen = have if methods is None else list(methods)
+    unknown = [m for m in chosen if m not in have]
+    if unknown:
+        raise InputError(f"methods: {unknown[0]!r} has no {what} measurement in this report; have {have}")
+    return chosen
+
+
+def advise_frontier(
+    report: LabelledReport,
+    *,
+    max_ndcg_loss: float | None = None,
+    min_recall: float | None = None,
+    methods: Sequence[str] | None = None,
+) -> Frontier:
+    """The memory / speed frontier of the measured coarse codes (``evaluate_labelled(codes=...)``) for one budget.
+
+    Every (method, m, code) row of :attr:`LabelledReport.codes` that meets the budget at its
+    calibrated candidates, fewest resident bytes first, with the frontier marked: no other row
+    meeting the budget has fewer bytes and more queries/s. Same budgets as :func:`advise`.
+    """
+    threshold, key, budget = _budget(report, max_ndcg_loss, min_recall)
+    have = list(dict.fromkeys(r["method"] for r in report.codes))
+    chosen = _methods(report, methods, have, "code") if report.codes else []
+    return frontier(
+        [r for r in report.codes if r["method"] in chosen],
+        threshold=threshold,
+        key=key,
+        budget=budget,
+        full_bytes_per_vector=4 * report.dim,
+        exact_qps=report.exact_qps,
+    )
+
+
 def advise(
     report: LabelledReport,
     *,
@@ -110,24 +161,9 @@ def advise(
     or ``min_recall`` (recall@10 against exact full-dim search, e.g. 0.99). ``methods`` restricts the
     coarse methods considered (default: all in the report).
     """
-    if (max_ndcg_loss is None) == (min_recall is None):
-        raise InputError("advise: give exactly one budget, max_ndcg_loss (e.g. 0.01) or min_recall (e.g. 0.99)")
+    threshold, key, budget = _budget(report, max_ndcg_loss, min_recall)
     full_ndcg = report.full["ndcg@10"]
-    if max_ndcg_loss is not None:
-        loss = float(max_ndcg_loss)
-        if not 0 <= loss < 1:
-            raise InputError(f"max_ndcg_loss: must be a fraction in [0, 1), got {max_ndcg_loss!r} (1% is 0.01)")
-        threshold, key = (1 - loss) * full_ndcg, "ndcg@10"
-        budget = f"nDCG@10 loss <= {loss:.1%} (nDCG@10 >= {threshold:.4f})"
-    else:
-        threshold, key = float(min_recall), "recall@10"  # type: ignore[arg-type]
-        if not 0 < threshold <= 1:
-            raise InputError(f"min_recall: must be in (0, 1], got {min_recall!r}")
-        budget = f"recall@10 >= {threshold:g}"
-    chosen = list(report.ann) if methods is None else list(methods)
-    unknown = [m for m in chosen if m not in report.ann]
-    if unknown:
-        raise InputError(f"methods: {unknown[0]!r} has no ANN measurement in this report; have {list(report.ann)}")
+    chosen = _methods(report, methods, list(report.ann), "ANN")
 
     points = OperatingPoints()
     for method in chosen:
@@ -157,6 +193,9 @@ def advise(
     if best is None:
         best = max(points, key=lambda pt: (value(pt), -pt.extra["coarse_dim"], -pt.candidates))
     method, m = best.extra["method"], best.extra["coarse_dim"]
+    measured = [
+        r["bytes_per_vector"] for r in report.codes if (r["method"], r["coarse_dim"], r["code"]) == (method, m, "float")
+    ]
     return Advice(
         budget=budget,
         met=met,
@@ -169,6 +208,6 @@ def advise(
         qps=float(best.extra["qps"]),
         exact_qps=report.exact_qps_at.get(method, {}).get(m, report.exact_qps),
         full_dim=report.dim,
-        coarse_bytes_per_vector=4 * int(m),
+        coarse_bytes_per_vector=measured[0] if measured else 4 * int(m),
         full_bytes_per_vector=4 * report.dim,
     )

@@ -36,6 +36,7 @@ from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
 from ..storage import atomic_write_json
 from ..validation import best_time, check_embeddings, check_positive_int, iter_row_chunks, l2_normalize
 from .data import LabelledSet, PathLike, QuerySplit, check_string_ids, read_qrels, split_queries
+from .frontier import code_options, parse_codes
 from .labels import METHOD_LABELS, METHODS
 from .labels import METRICS as METRICS  # importable from here as before
 
@@ -74,6 +75,9 @@ class LabelledReport:
     # Exact full-dim search timed right beside each index's sweep: under a varying machine load a
     # speed-up is only meaningful against a measurement taken at the same time.
     exact_qps_at: dict[str, dict[int, float]] = field(default_factory=dict)
+    # One row per (method, m, code) of the two-stage index at its calibrated candidates: measured resident
+    # bytes/vector, queries/s, recall@10, nDCG@10 (see quality/frontier.py; the advisor's frontier reads them)
+    codes: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, dict[str, Any]] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -105,6 +109,7 @@ class LabelledReport:
             "ann": {k: by_dim(v) for k, v in self.ann.items()},
             "exact_qps": self.exact_qps,
             "exact_qps_at": {k: by_dim(v) for k, v in self.exact_qps_at.items()},
+            "codes": list(self.codes),
             "training": self.training,
             "environment": self.environment,
             "notes": list(self.notes),
@@ -142,6 +147,7 @@ class LabelledReport:
             ann=by_method(data.get("ann", {})),
             exact_qps=data.get("exact_qps"),
             exact_qps_at=by_method(data.get("exact_qps_at", {})),
+            codes=list(data.get("codes", [])),
             training=dict(data.get("training", {})),
             environment=dict(data.get("environment", {})),
             notes=list(data.get("notes", [])),
@@ -285,6 +291,7 @@ def evaluate_labelled(
     two_stage: bool = True,
     ann: bool = True,
     candidates: Sequence[int] | None = None,
+    codes: Sequence[str] | str | None = None,
     target_recall: float = 0.99,
     calibrate_on_train_queries: bool = True,
     repeats: int = 3,
@@ -327,6 +334,11 @@ def evaluate_labelled(
     candidates:
         The sweep's candidate counts (default :data:`DEFAULT_CANDIDATES`, cut at the corpus size;
         each index's default count is added).
+    codes:
+        Coarse codes of the two-stage index to measure side by side (with ``two_stage``), e.g.
+        ``["float", "sq8", "pq4", "pq4x16", "binary+itq"]`` (see :mod:`.frontier`; default ``["float"]``):
+        one flat index per method, m and code, each at its calibrated candidates, with its measured
+        resident bytes/vector, in :attr:`LabelledReport.codes`; :func:`~.advisor.advise_frontier` reads them.
     target_recall:
         Calibration target of each index's default candidates (recall@10 against exact search).
     calibrate_on_train_queries:
@@ -353,8 +365,10 @@ def evaluate_labelled(
         supervised_adaptor=supervised_adaptor,
         repeats=repeats,
     )
+    code_specs = parse_codes(codes)  # a bad spec fails before minutes of work
     return _evaluate(
         run,
+        codes=code_specs,
         adaptor=adaptor,
         supervised_adaptor=supervised_adaptor,
         train_queries_in_corpus=train_queries_in_corpus,
@@ -373,6 +387,7 @@ def evaluate_labelled(
 def _evaluate(
     run: _Inputs,
     *,
+    codes: Sequence[str] = ("float",),
     adaptor: MatryoshkaAdaptor | None,
     supervised_adaptor: MatryoshkaAdaptor | None,
     train_queries_in_corpus: bool,
@@ -442,6 +457,7 @@ def _evaluate(
             two_stage=two_stage,
             ann=ann,
             candidates=candidates,
+            codes=codes,
             target_recall=target_recall,
             calibration_queries=calibration_queries,
             repeats=run.repeats,
@@ -697,8 +713,10 @@ def _measure_index(
     seed: int,
     quiet: bool,
     say: Log,
+    codes: Sequence[str] = ("float",),
 ) -> None:
     from ..index import MatryoshkaIndex  # lazily: the labelled metrics alone need no faiss
+    from ..index.budget import resident_bytes_per_vector
 
     n = len(corpus)
     ladder = sorted({check_positive_int(c, "candidates") for c in (candidates or DEFAULT_CANDIDATES)})
@@ -707,11 +725,18 @@ def _measure_index(
         report.two_stage.setdefault(method, {})
         report.ann.setdefault(method, {})
         for m in report.dims:
-            idx = MatryoshkaIndex.build(
-                corpus, coarse_dim=m, adaptor=spec, target_recall=target_recall, seed=seed, quiet=quiet
-            )
-            if calibration_queries is not None:
-                idx.calibrate(calibration_queries, target_recall=target_recall, quiet=quiet)
+
+            def build(options: dict[str, Any] | None = None, m: int = m, spec: Any = spec) -> Any:
+                opts = dict(options or {})
+                built = MatryoshkaIndex.build(
+                    corpus, coarse_dim=m, adaptor=spec, target_recall=target_recall, seed=seed, quiet=quiet,
+                    **({"index": opts.pop("index"), "backend_options": opts} if opts else {}),
+                )  # fmt: skip
+                if calibration_queries is not None:
+                    built.calibrate(calibration_queries, target_recall=target_recall, quiet=quiet)
+                return built
+
+            idx = build()
             t_exact, _ = best_time(lambda idx=idx: idx.exact_search(test_q, k=k10), repeats)
             report.exact_qps_at.setdefault(method, {})[m] = len(test_q) / max(t_exact, 1e-9)
             report.exact_qps = float(np.median([v for d in report.exact_qps_at.values() for v in d.values()]))
@@ -740,6 +765,26 @@ def _measure_index(
                     }
                 )
                 report.two_stage[method][m] = entry
+                for code in codes:
+                    options = code_options(code, m)
+                    if options is None:
+                        say(f"code {code} does not apply at m={m}: skipped")
+                        continue
+                    code_idx = idx if code == "float" else build(options)
+                    qps_c, ids_c = (qps, ids10) if code == "float" else run(None, k10, code_idx)
+                    report.codes.append(
+                        {
+                            "method": method,
+                            "coarse_dim": m,
+                            "code": code,
+                            "bytes_per_vector": resident_bytes_per_vector(code_idx.backend.memory()),
+                            "candidates": int(code_idx.candidates),
+                            "calibrated_recall": code_idx.calibration.get("recall"),
+                            "recall@10": neighbour_recall(ids_c, truth10, k10),
+                            "ndcg@10": labelled_metrics(ids_c, corpus_ids, test_ids, test_qrels)["ndcg@10"],
+                            "qps": qps_c,
+                        }
+                    )
             if ann:
                 points = OperatingPoints()
                 for c in sorted({c for c in ladder if k10 <= c <= n} | {min(default_c, n)}):

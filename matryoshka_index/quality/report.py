@@ -66,6 +66,20 @@ def _ann_table(report: LabelledReport) -> list[str]:
     return lines
 
 
+def _codes_table(report: LabelledReport) -> list[str]:
+    lines = [
+        "| method | m | code | resident B/vector | candidates | recall@10 | nDCG@10 | queries/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(report.codes, key=lambda r: (r["bytes_per_vector"], -r["qps"])):
+        lines.append(
+            f"| {METHOD_LABELS.get(r['method'], r['method'])} | {r['coarse_dim']} | {r['code']} | "
+            f"{r['bytes_per_vector']:g} | {r['candidates']} | {r['recall@10']:.3f} | {r['ndcg@10']:.4f} | "
+            f"{r['qps']:,.0f} |"
+        )
+    return lines
+
+
 def report_markdown(report: LabelledReport, advice: Sequence[Any] = (), *, title: str | None = None) -> str:
     """The report as markdown: one table per metric, the ANN sweep, training facts, advice."""
     name = f": {report.name}" if report.name else ""
@@ -102,6 +116,17 @@ def report_markdown(report: LabelledReport, advice: Sequence[Any] = (), *, title
             "C with recall@10 >= 0.99.",
             "",
             *_ann_table(report),
+            "",
+        ]
+    if report.codes:
+        lines += [
+            "## Coarse codes: resident bytes/vector against queries/s",
+            "",
+            "Each two-stage index (flat coarse stage) at its calibrated candidates; resident bytes measured on the "
+            f"built index (codes, id map, factors; the full vectors stay memory-mapped). Full-dim float32: "
+            f"{4 * report.dim} B/vector.",
+            "",
+            *_codes_table(report),
             "",
         ]
     if advice:
