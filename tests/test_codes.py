@@ -215,3 +215,26 @@ def test_the_torch_engine_refuses_coded_or_balanced_prefixes(data):
             attach_device(be, resolve_device("cpu"), engine="torch")
         assert attach_device(be, resolve_device("cpu")) is be  # auto: stays on FAISS
     assert build(data[0], "flat", "float").backend.mirrorable
+
+
+def test_ram_budget_trial_sees_the_full_index_fast_scan_padding():
+    from matryoshka_index.index.budget import TRIAL_ROWS, trial_size
+
+    for n in (49_000, 1_000_000, 20_500, 33_333):
+        t = trial_size(n, 500)
+        assert t <= TRIAL_ROWS and t % 32 == n % 32  # as many vectors short of a full block as the corpus
+    assert trial_size(3_000, 300) == 2_680  # a small corpus: the rows but the queries, less the remainder
+    assert trial_size(40, 10) == 30  # too few rows to match: all of them
+
+
+def test_built_index_over_its_budget_is_recorded_and_warned(caplog):
+    from matryoshka_index.index.budget import check_built_bytes
+
+    record = {"ram_budget": 16.0, "trial_rows": 19_976, "chosen": "coarse_dim=64 index=flat code=pq4 pq_m=32"}
+    within = check_built_bytes(record, {"per_vector_bytes": 24.0, "bookkeeping_bytes_per_vector": 8.0})
+    assert within["built_bytes_per_vector"] == 16.0 and "warning" not in within
+    with caplog.at_level("WARNING", logger="matryoshka_index.index.budget"):
+        over = check_built_bytes(record, {"per_vector_bytes": 24.01, "bookkeeping_bytes_per_vector": 8.0})
+    assert over["built_bytes_per_vector"] == 16.01 and "0.01 over the budget of 16" in over["warning"]
+    assert "\n" not in over["warning"] and any("ram_budget" in r.message for r in caplog.records)
+    assert "warning" not in record  # the record passed in is left as it was

@@ -230,6 +230,11 @@ def build_command(
                 "ram_bytes_per_vector": info["memory"]["ram_bytes_per_vector"],
                 **({"code": info["code"]} if info.get("code") else {}),
                 **({"ram_budget_chose": info["ram_budget"]["chosen"]} if info.get("ram_budget") else {}),
+                **(
+                    {"ram_budget_warning": info["ram_budget"]["warning"]}
+                    if (info.get("ram_budget") or {}).get("warning")
+                    else {}
+                ),
                 "disk_bytes_per_vector": info["memory"]["disk_bytes_per_vector"],
                 "stages": info["stages"],
                 "seconds": round(time.perf_counter() - t0, 2),

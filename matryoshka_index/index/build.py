@@ -26,7 +26,7 @@ from ..exact import exact_topk
 from ..manifest import RERANKS
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
-from .budget import check_budget, choose_configuration
+from .budget import check_budget, check_built_bytes, choose_configuration
 from .device_stage import attach_device, resolve_index_device
 from .points import PayloadStore, index_keeps_payloads
 
@@ -441,6 +441,6 @@ def build_index(
         quiet=quiet,
     )
     if choice is not None:
-        self._calibration["budget"] = choice["record"]
+        self._calibration["budget"] = check_built_bytes(choice["record"], self._backend.memory())
     self._attach_metadata()
     return self
