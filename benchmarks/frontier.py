@@ -503,9 +503,13 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sets = list(report["datasets"].values())
-    fig, axes = plt.subplots(1, len(sets), figsize=(8 * len(sets), 6.5), squeeze=False)
+    cols = min(2, len(sets))
+    nrows = -(-len(sets) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(8 * cols, 6.5 * nrows), squeeze=False)
+    for ax in axes.flat[len(sets) :]:
+        ax.set_visible(False)
     markers = "osD^v<>pPX*h"
-    for ax, ds in zip(axes[0], sets, strict=True):
+    for ax, ds in zip(axes.flat, sets, strict=False):
         rows = [r for r in ds["rows"] if ok(r)]
         for i, r in enumerate(r for r in rows if r["kind"] == "baseline"):
             ax.scatter(r["ram_bytes_per_vector"], r["qps"], marker=markers[i % len(markers)], s=70, label=r["method"])
