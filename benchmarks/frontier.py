@@ -509,10 +509,13 @@ def plot(report: dict, path: Path) -> None:
     for ax in axes.flat[len(sets) :]:
         ax.set_visible(False)
     markers = "osD^v<>pPX*h"
+    names = list(dict.fromkeys(r["method"] for ds in sets for r in ds["rows"] if r["kind"] == "baseline"))
+    style = {n: (markers[i % len(markers)], f"C{i % 10}") for i, n in enumerate(names)}  # same look in every panel
     for ax, ds in zip(axes.flat, sets, strict=False):
         rows = [r for r in ds["rows"] if ok(r)]
-        for i, r in enumerate(r for r in rows if r["kind"] == "baseline"):
-            ax.scatter(r["ram_bytes_per_vector"], r["qps"], marker=markers[i % len(markers)], s=70, label=r["method"])
+        for r in (r for r in rows if r["kind"] == "baseline"):
+            marker, colour = style[r["method"]]
+            ax.scatter(r["ram_bytes_per_vector"], r["qps"], marker=marker, c=colour, s=70, label=r["method"])
         exact = next(r for r in ds["rows"] if r["kind"] == "reference")
         ax.scatter(exact["ram_bytes_per_vector"], exact["qps"], marker="x", c="k", s=70, label=exact["method"])
         ours = [r for r in rows if r["kind"] == "ours" and comparable(r)]
