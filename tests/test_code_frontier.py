@@ -101,6 +101,9 @@ def test_advisor_frontier_reads_the_code_rows(coded_report):
     assert {r["method"] for r in only_pca.meeting} == {"pca"}
     with pytest.raises(InputError, match=r"^methods: 'adaptor' has no code measurement"):
         advise_frontier(coded_report, min_recall=0.5, methods=["adaptor"])
+    with pytest.raises(InputError, match=r"^advise_frontier: unknown budget 'speed'"):
+        advise_frontier(coded_report, speed=2.0)
+    assert advise_frontier(coded_report, max_ndcg_loss=0.5).budget.startswith("nDCG@10 loss <= 50.0%")
     # the advice quotes the float index's measured bytes, not 4 x m
     a = advise(coded_report, min_recall=0.5)
     assert a.coarse_bytes_per_vector == next(

@@ -122,27 +122,25 @@ def _methods(report: LabelledReport, methods: Sequence[str] | None, have: list[s
     return chosen
 
 
-def advise_frontier(
-    report: LabelledReport,
-    *,
-    max_ndcg_loss: float | None = None,
-    min_recall: float | None = None,
-    methods: Sequence[str] | None = None,
-) -> Frontier:
+def advise_frontier(report: LabelledReport, *, methods: Sequence[str] | None = None, **budget: float) -> Frontier:
     """The memory / speed frontier of the measured coarse codes (``evaluate_labelled(codes=...)``) for one budget.
 
-    Every (method, m, code) row of :attr:`LabelledReport.codes` that meets the budget at its
+    ``budget``: ``max_ndcg_loss=`` or ``min_recall=``, as for :func:`advise` (what :func:`parse_budget`
+    returns). Every (method, m, code) row of :attr:`LabelledReport.codes` that meets it at its
     calibrated candidates, fewest resident bytes first, with the frontier marked: no other row
-    meeting the budget has fewer bytes and more queries/s. Same budgets as :func:`advise`.
+    meeting the budget has fewer bytes and more queries/s.
     """
-    threshold, key, budget = _budget(report, max_ndcg_loss, min_recall)
+    unknown = sorted(set(budget) - {"max_ndcg_loss", "min_recall"})
+    if unknown:
+        raise InputError(f"advise_frontier: unknown budget {unknown[0]!r}; give max_ndcg_loss= or min_recall=")
+    threshold, key, wording = _budget(report, budget.get("max_ndcg_loss"), budget.get("min_recall"))
     have = list(dict.fromkeys(r["method"] for r in report.codes))
     chosen = _methods(report, methods, have, "code") if report.codes else []
     return frontier(
         [r for r in report.codes if r["method"] in chosen],
         threshold=threshold,
         key=key,
-        budget=budget,
+        budget=wording,
         full_bytes_per_vector=4 * report.dim,
         exact_qps=report.exact_qps,
     )

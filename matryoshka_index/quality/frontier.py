@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InputError
@@ -94,14 +94,7 @@ class Frontier:
         return [r for r in self.meeting if r["on_frontier"]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "budget": self.budget,
-            "frontier": self.points,
-            "meeting": self.meeting,
-            "missing": self.missing,
-            "full_bytes_per_vector": self.full_bytes_per_vector,
-            "exact_qps": self.exact_qps,
-        }
+        return {**asdict(self), "frontier": self.points}
 
     def __str__(self) -> str:
         if not self.meeting and not self.missing:
