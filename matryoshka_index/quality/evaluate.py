@@ -387,7 +387,7 @@ def evaluate_labelled(
 def _evaluate(
     run: _Inputs,
     *,
-    codes: Sequence[str] = ("float",),
+    codes: Sequence[str],
     adaptor: MatryoshkaAdaptor | None,
     supervised_adaptor: MatryoshkaAdaptor | None,
     train_queries_in_corpus: bool,
@@ -713,7 +713,7 @@ def _measure_index(
     seed: int,
     quiet: bool,
     say: Log,
-    codes: Sequence[str] = ("float",),
+    codes: Sequence[str],
 ) -> None:
     from ..index import MatryoshkaIndex  # lazily: the labelled metrics alone need no faiss
     from ..index.budget import resident_bytes_per_vector
@@ -770,8 +770,16 @@ def _measure_index(
                     if options is None:
                         say(f"code {code} does not apply at m={m}: skipped")
                         continue
-                    code_idx = idx if code == "float" else build(options)
-                    qps_c, ids_c = (qps, ids10) if code == "float" else run(None, k10, code_idx)
+                    if code == "float":  # the two-stage index just measured
+                        code_idx, measured = idx, entry
+                    else:
+                        code_idx = build(options)
+                        qps_c, ids_c = run(None, k10, code_idx)
+                        measured = {
+                            "recall@10": neighbour_recall(ids_c, truth10, k10),
+                            "ndcg@10": labelled_metrics(ids_c, corpus_ids, test_ids, test_qrels)["ndcg@10"],
+                            "qps": qps_c,
+                        }
                     report.codes.append(
                         {
                             "method": method,
@@ -780,9 +788,7 @@ def _measure_index(
                             "bytes_per_vector": resident_bytes_per_vector(code_idx.backend.memory()),
                             "candidates": int(code_idx.candidates),
                             "calibrated_recall": code_idx.calibration.get("recall"),
-                            "recall@10": neighbour_recall(ids_c, truth10, k10),
-                            "ndcg@10": labelled_metrics(ids_c, corpus_ids, test_ids, test_qrels)["ndcg@10"],
-                            "qps": qps_c,
+                            **{key: measured[key] for key in ("recall@10", "ndcg@10", "qps")},
                         }
                     )
             if ann:
