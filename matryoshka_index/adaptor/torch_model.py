@@ -41,7 +41,7 @@ class ResidualAdaptor(nn.Module):
     @classmethod
     def from_tensors(cls, tensors: dict[str, Any]) -> ResidualAdaptor:
         """A module (eval mode, CPU) holding these tensors (numpy arrays or tensors, the state dict's names)."""
-        state = {k: torch.as_tensor(np.array(v, dtype=np.float32)) for k, v in tensors.items()}
+        state = {k: _cpu_float32(v) for k, v in tensors.items()}
         dim, hidden = (int(s) for s in state["mlp.2.weight"].shape)
         model = cls(dim, hidden, rotation=torch.zeros(dim, dim) if "rotation" in state else None)
         model.load_state_dict(state)
@@ -54,3 +54,10 @@ class ResidualAdaptor(nn.Module):
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         z = self.start(e)
         return z + self.mlp(z)
+
+
+def _cpu_float32(value: Any) -> torch.Tensor:
+    """A float32 CPU tensor from a numpy array or a tensor on any device (a CUDA-trained state dict)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", torch.float32).clone()
+    return torch.as_tensor(np.array(value, dtype=np.float32))
