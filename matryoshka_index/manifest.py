@@ -9,7 +9,9 @@ Keys (in the order :func:`make_manifest` writes them; files sort them):
 
 * ``format`` (:data:`FORMAT`), ``format_version`` (:data:`FORMAT_VERSION`), ``library_version``,
   ``created`` (UTC, ISO 8601 to the second);
-* ``metric`` (``"cosine"`` or ``"ip"``), ``input_dim``, ``coarse_dim``, ``full_dim``, ``rerank``;
+* ``metric`` (``"cosine"`` or ``"ip"``), ``input_dim``, ``coarse_dim``, ``full_dim``, ``rerank``
+  (``"original"``, ``"adapted"``, or null for a prefix-only index, which keeps no full vectors: its
+  ``full_dim`` is 0; readers before it refuse such a manifest in one line);
 * ``adaptor``: ``{"kind": "none" | "pca" | "matryoshka-adaptor", "directory": "adaptor" | null}``;
 * ``count``: stored (live) vectors;
 * ``candidates``: the default candidate count of a search;
@@ -56,6 +58,8 @@ SUPPORTED_VERSIONS = (FORMAT_VERSION,)
 CHECKSUM_KEY = "manifest_sha256"
 METRICS = ("cosine", "ip")
 RERANKS = ("original", "adapted")
+PREFIX_ONLY = None
+"""``rerank`` of a prefix-only index (``build(..., rerank=None)``): no full vectors, ``full_dim`` 0."""
 ADAPTOR_KINDS = ("none", "pca", "matryoshka-adaptor")
 BACKEND_KINDS = ("faiss", "qdrant", "qdrant-edge")
 """The backends a manifest may name: ``matryoshka_index.backends.BACKENDS`` (a test keeps them equal;
@@ -76,7 +80,7 @@ def make_manifest(
     input_dim: int,
     coarse_dim: int,
     full_dim: int,
-    rerank: str,
+    rerank: str | None,
     adaptor_kind: str,
     adaptor_directory: str | None,
     count: int,
@@ -292,12 +296,23 @@ def check_manifest_fields(manifest: Any, *, where: str, stored: str = "directory
     f.text("library_version")
     f.get("created", _is_iso_timestamp, "an ISO 8601 timestamp")
     f.choice("metric", METRICS)
-    f.choice("rerank", RERANKS)
-    input_dim, coarse_dim, full_dim = (f.integer(k, 1) for k in ("input_dim", "coarse_dim", "full_dim"))
-    if coarse_dim > full_dim:
-        f.fail("coarse_dim", f"is {coarse_dim}, more than 'full_dim' {full_dim}")
-    if full_dim != input_dim:
-        f.fail("full_dim", f"is {full_dim} but 'input_dim' is {input_dim} (the rerank vectors have the input's size)")
+    rerank = f.get(
+        "rerank", lambda v: v is PREFIX_ONLY or v in RERANKS, "one of 'original', 'adapted' or null (prefix only)"
+    )
+    input_dim, coarse_dim = (f.integer(k, 1) for k in ("input_dim", "coarse_dim"))
+    full_dim = f.integer("full_dim", 0 if rerank is PREFIX_ONLY else 1)
+    if rerank is PREFIX_ONLY:
+        if full_dim != 0:
+            f.fail("full_dim", f"is {full_dim} but 'rerank' is null (prefix only, no full vectors): it must be 0")
+        if coarse_dim > input_dim:
+            f.fail("coarse_dim", f"is {coarse_dim}, more than 'input_dim' {input_dim}")
+    else:
+        if coarse_dim > full_dim:
+            f.fail("coarse_dim", f"is {coarse_dim}, more than 'full_dim' {full_dim}")
+        if full_dim != input_dim:
+            f.fail(
+                "full_dim", f"is {full_dim} but 'input_dim' is {input_dim} (the rerank vectors have the input's size)"
+            )
     adaptor = f.get("adaptor", lambda v: isinstance(v, dict), "an object {kind, directory}")
     kind = f.choice("adaptor.kind", ADAPTOR_KINDS, adaptor)
     directory = adaptor.get("directory")
@@ -444,6 +459,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_FILE",
     "METRICS",
+    "PREFIX_ONLY",
     "RERANKS",
     "SUPPORTED_VERSIONS",
     "canonical_form",

@@ -23,6 +23,11 @@ checks that the names exist, so a backend conforms by defining them (no base cla
 * :class:`ReportsTimings`: ``search(..., timings=)`` accumulates per-stage seconds;
 * :class:`Closeable`: ``close()`` releases a client, a shard, a lock;
 * :class:`PointLookup`: maps result handles back to the stored points' own ids and payloads.
+
+A backend whose class sets ``supports_prefix_only = True`` can be created with ``full_dim=0``: it then
+keeps the coarse vectors alone (``MatryoshkaIndex.build(..., rerank=None)``), its ``search`` is the coarse
+stage alone (the best ``k`` of the ``candidates`` by coarse score) and ``exact_search`` refuses;
+:func:`stores_prefix_only` asks a class before one is created.
 """
 
 from __future__ import annotations
@@ -122,6 +127,11 @@ class SearchBackend(Protocol):
     def info(self) -> dict[str, Any]:
         """Facts for ``mindex info``: device, index type, RAM and disk bytes per vector, ..."""
         ...
+
+
+def stores_prefix_only(backend_cls: type) -> bool:
+    """Whether ``backend_cls`` can be created with ``full_dim=0`` (coarse vectors only, see the module docstring)."""
+    return bool(getattr(backend_cls, "supports_prefix_only", False))
 
 
 def reject_query_filter(query_filter: Any | None, backend: str) -> None:

@@ -15,6 +15,8 @@ coarse hit indexes the full store directly; ``ids[row]`` is the external int64 i
   so only the coarse index must fit in RAM. Rows added since (and every row of an index being built)
   go to an append-only spill file in a temporary directory, also memory-mapped: a build never holds
   the whole corpus in RAM.
+* **Prefix only** (``full_dim=0``, what ``MatryoshkaIndex.build(..., rerank=None)`` creates): no full
+  vectors at all, no ``full.npy``; a search is the coarse stage alone and returns the coarse scores.
 * **Removal**: tombstones. A removed row keeps its slot in the full store (``ids.npy`` holds -1 for
   it) and is dropped from flat-float and IVF coarse indexes (``remove_ids``); the others cannot
   delete, so removed rows stay there (keeping a graph connected) and are excluded during the search
@@ -83,6 +85,7 @@ class FaissBackend:
 
     kind: ClassVar[str] = "faiss"
     supports_timings: ClassVar[bool] = True
+    supports_prefix_only: ClassVar[bool] = True  # full_dim=0: coarse vectors only, no full.npy
 
     def __init__(
         self,
@@ -135,7 +138,12 @@ class FaissBackend:
 
     @property
     def mirrorable(self) -> bool:  # what a device engine can mirror: float prefixes in IndexIDMap(IndexFlatIP)
-        return self.index_type == "flat" and self.code == "float" and self.balance == "none"
+        return self.index_type == "flat" and self.code == "float" and self.balance == "none" and self.full_dim > 0
+
+    @property
+    def prefix_only(self) -> bool:
+        """No full vectors (``full_dim=0``): search is the coarse stage alone."""
+        return self.full_dim == 0
 
     def _alive_mask(self) -> np.ndarray:
         return self._alive if self._alive is not None else np.ones(len(self._ids), dtype=bool)
@@ -170,6 +178,7 @@ class FaissBackend:
         ITQ rotation inside the prefix learned at :meth:`train`. ``device``: ``"auto"`` (GPU when FAISS
         has one; float flat / IVF only), ``"cpu"`` or ``"gpu"`` (falls back to the CPU when no GPU
         works). ``spill_dir``: where a build's temporary full-vector file goes (default: system temp).
+        ``full_dim=0``: keep no full vectors (prefix only; see the module docstring).
         """
         if index not in INDEX_TYPES:
             raise InputError(f"index: unknown coarse index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
@@ -182,8 +191,10 @@ class FaissBackend:
         if device not in DEVICES:
             raise InputError(f"device: unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         for name, value in (("coarse_dim", coarse_dim), ("full_dim", full_dim), ("hnsw_m", hnsw_m)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{name}: must be a positive integer, got {value!r}")
+            lowest = 0 if name == "full_dim" else 1  # full_dim 0: prefix only
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
+                what = "an integer >= 0" if lowest == 0 else "a positive integer"
+                raise InputError(f"{name}: must be {what}, got {value!r}")
         for name, value in (("ef_construction", ef_construction), ("ef_search", ef_search)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InputError(f"{name}: must be a positive integer, got {value!r}")
@@ -264,19 +275,23 @@ class FaissBackend:
         if labels not in ("ids", "rows") or balance not in codes.BALANCES:
             raise FormatError(f"{directory}: unknown coarse labels {labels!r} or balance {balance!r}")
         matrix = codes.read_balance(directory, coarse_dim) if balance != "none" else None
-        for name in (COARSE_FILE, FULL_FILE, IDS_FILE):
+        names = (COARSE_FILE, IDS_FILE) if full_dim == 0 else (COARSE_FILE, FULL_FILE, IDS_FILE)
+        for name in names:
             if not (directory / name).is_file():
                 raise FormatError(f"{directory / name}: missing; the index directory is incomplete")
         try:
             ids = np.load(directory / IDS_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
-            full = np.load(directory / FULL_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
+            if full_dim == 0:  # prefix only: no file, rows without vectors
+                full = np.empty((rows, 0), dtype=np.float32)
+            else:
+                full = np.load(directory / FULL_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
         except EOFError:
             raise FormatError(
                 f"{directory}: {IDS_FILE} or {FULL_FILE} is empty or truncated; rebuild the index or restore the file"
             ) from None
         except (ValueError, OSError) as exc:
             raise FormatError(f"{directory}: cannot read {IDS_FILE} or {FULL_FILE} ({exc})") from None
-        if mmap:
+        if mmap and full_dim:
             advise_random(full)  # the rerank gathers candidate rows: no read-ahead of pages nobody asked for
         if ids.dtype != np.int64 or ids.shape != (rows,):
             raise FormatError(f"{directory / IDS_FILE}: expected {rows} int64 ids, found {ids.dtype} {ids.shape}")
@@ -305,7 +320,9 @@ class FaissBackend:
             metric=metric,
             index_type=index_type,
             coarse=coarse,
-            full=_FullStore(full_dim, full, (directory / FULL_FILE).absolute() if mmap else None, spill_dir),
+            full=_FullStore(
+                full_dim, full, (directory / FULL_FILE).absolute() if mmap and full_dim else None, spill_dir
+            ),
             ids=ids,
             params=params,
             device=device,
@@ -633,6 +650,13 @@ class FaissBackend:
         coarse_queries = np.ascontiguousarray(coarse_queries, dtype=np.float32)
         full_queries = np.ascontiguousarray(full_queries, dtype=np.float32)
         t0 = time.perf_counter()
+        if self.prefix_only:  # nothing to rerank with: the best k of the candidates, by coarse score
+            scores, rows = empty_results(nq, k)
+            hit_scores, hit_rows = self._coarse_hits(coarse_queries, max(candidates, k))
+            n = min(k, hit_rows.shape[1])
+            scores[:, :n], rows[:, :n] = hit_scores[:, :n], hit_rows[:, :n]
+            add_timings(timings, coarse=time.perf_counter() - t0, rerank=0.0)
+            return self._to_ids(scores, rows)
         rows = self._coarse_rows(coarse_queries, max(candidates, k))
         t1 = time.perf_counter()
         scores, rows = self.rerank_rows(full_queries, rows, k)
@@ -642,6 +666,11 @@ class FaissBackend:
 
     def exact_search(self, full_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over every live full vector (streamed in chunks from the memory map)."""
+        if self.prefix_only:
+            raise InputError(
+                "exact_search: this index keeps no full vectors (rerank=None, prefix only); exact full-dimension "
+                "search needs the original vectors: use matryoshka_index.exact.exact_topk on them"
+            )
         full_queries = np.ascontiguousarray(full_queries, dtype=np.float32)
         nq = len(full_queries)
         best_s, best_r = empty_results(nq, k)
@@ -678,14 +707,17 @@ class FaissBackend:
             )
         codes.write(self._coarse, directory / COARSE_FILE)
         self._measured = (self._version, (directory / COARSE_FILE).stat().st_size)
-        self._write_full(directory / FULL_FILE)
+        files = [COARSE_FILE, IDS_FILE]
+        if not self.prefix_only:
+            self._write_full(directory / FULL_FILE)
+            files.insert(1, FULL_FILE)
         save_npy(directory / IDS_FILE, np.asarray(self._ids))
-        files = [COARSE_FILE, FULL_FILE, IDS_FILE]
         if self._balance is not None:
             np.save(directory / codes.BALANCE_FILE, self._balance, allow_pickle=False)
             files.append(codes.BALANCE_FILE)
         legacy = (("pq4" if self.index_type == "pq" else "float"), ("rows" if self.index_type == "hnsw" else "ids"))
-        v1 = (self.code, self.labels) == legacy and self._balance is None  # version 1 can say it: byte for byte
+        # version 1 can say it: byte for byte (a prefix-only index is newer than version 1)
+        v1 = (self.code, self.labels) == legacy and self._balance is None and not self.prefix_only
         extra = {} if v1 else {"code": self.code, "labels": self.labels, "balance": self.balance}
         return {
             "kind": self.kind,
@@ -784,7 +816,7 @@ class FaissBackend:
             "ram_bytes_per_vector": mem["resident_bytes_per_vector"],
             "disk_bytes_per_vector": round(disk / rows, 1),
             "memory": mem,
-            "full_vectors": self._full.location,
+            "full_vectors": "none (prefix only: rerank=None)" if self.prefix_only else self._full.location,
             "params": dict(self._params),
         }
         if self.device == "cpu" and self.structure == "hnsw" and gpu_count:

@@ -90,6 +90,9 @@ class FullStore:
         return len(self.base) + (self.spill.n if self.spill is not None else 0)
 
     def append(self, x: np.ndarray) -> None:
+        if self.dim == 0:  # prefix only: rows without vectors, no file (an (n, 0) array holds no bytes)
+            self.base = np.empty((len(self) + len(x), 0), dtype=np.float32)
+            return
         if self.spill is None:
             self.spill = SpillFile(self.dim, self.spill_dir)
         self.spill.append(x)

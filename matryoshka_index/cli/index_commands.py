@@ -110,9 +110,9 @@ def _read_ids(path: str, n: int) -> np.ndarray:
 @click.option("--metric", type=click.Choice(["cosine", "ip"]), default="cosine", show_default=True)
 @choice_option(
     "--rerank",
-    ["original", "adapted"],
+    ["original", "adapted", "none"],
     "original",
-    "Rerank with the original vectors (exact scores) or the adapted ones.",
+    "Rerank with the original vectors (exact scores) or the adapted ones; none: keep only the prefix (no full vectors).",
 )
 @click.option(
     "--sample-size", type=int, default=100_000, show_default=True, help="Rows the adaptor (and IVF) train on."
@@ -204,7 +204,7 @@ def build_command(
         index=index_type,
         target_recall=target_recall,
         metric=metric,
-        rerank=rerank,
+        rerank=None if rerank == "none" else rerank,
         sample_size=sample_size,
         quiet=quiet,
         code=code,

@@ -19,11 +19,11 @@ import numpy as np
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import get_backend_class
-from ..backends.base import METRICS, TrainableCoarse
-from ..calibration import CALIBRATION_K, MAX_CANDIDATES, min_queries
+from ..backends.base import METRICS, TrainableCoarse, stores_prefix_only
+from ..calibration import CALIBRATION_K, MAX_CANDIDATES, min_queries, recall_with_lower_bound
 from ..errors import CalibrationWarning, InputError
 from ..exact import exact_topk
-from ..manifest import RERANKS
+from ..manifest import PREFIX_ONLY, RERANKS
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
 from .budget import check_budget, check_built_bytes, choose_configuration
@@ -147,7 +147,7 @@ def check_build_arguments(
     vectors: Any,
     *,
     metric: str,
-    rerank: str,
+    rerank: str | None,
     index: str | None,
     coarse_dim: Any,
     ids: Any,
@@ -161,8 +161,10 @@ def check_build_arguments(
     """Every argument of ``build`` checked (one line per problem); returns the normalised ones."""
     if metric not in METRICS:
         raise InputError(f"metric: unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    if rerank not in RERANKS:
-        raise InputError(f"rerank: unknown rerank {rerank!r}; choose one of {', '.join(RERANKS)}")
+    if rerank is not PREFIX_ONLY and rerank not in RERANKS:
+        raise InputError(
+            f"rerank: unknown rerank {rerank!r}; choose one of {', '.join(RERANKS)} or None (keep only the prefix)"
+        )
     if index is not None and not isinstance(index, str):
         raise InputError(f"index: expected one of {', '.join(INDEX_TYPES)}, got {index!r}")
     vectors = check_embeddings(vectors, "vectors", allow_zero_rows=metric == "ip")
@@ -205,6 +207,18 @@ def resolve_backend(
         raise InputError(f"index: the {backend} backend chooses its own coarse index; leave index='flat'")
     check_backend_options(backend_cls.create, options, backend)
     return backend_cls, backend, options
+
+
+def check_prefix_only(backend_cls: type, name: str, budget: Any) -> None:
+    """``rerank=None`` needs a backend that can store the prefix alone, and no memory budget (whose trial
+    indexes are calibrated for a rerank's recall)."""
+    if not stores_prefix_only(backend_cls):
+        raise InputError(f"rerank: None (prefix only) is not supported by the {name} backend yet; use backend='faiss'")
+    if budget is not None:
+        raise InputError(
+            "ram_budget: not with rerank=None (the budget's options are calibrated for a rerank); "
+            "give coarse_dim= and code= yourself"
+        )
 
 
 def draw_sample(
@@ -311,6 +325,31 @@ def calibrate_held_out(
         warnings.warn(record["warning"], CalibrationWarning, stacklevel=5)
 
 
+def measure_prefix_only(
+    index: MatryoshkaIndex, vectors: np.ndarray, id_arr: np.ndarray, held: np.ndarray, indexed: np.ndarray
+) -> dict[str, Any]:
+    """A prefix-only index's record: nothing to calibrate (no rerank), but the recall@10 its coarse stage
+    alone reaches against exact full-dimension search, measured on the held-out rows while the full
+    vectors are still at hand (the index keeps none)."""
+    q = np.asarray(vectors[held], dtype=np.float32)
+    k = min(CALIBRATION_K, int(indexed.sum()))
+    normalize = index.metric == "cosine"
+    _, rows = exact_topk(l2_normalize(q) if normalize else q, vectors, k, normalize=normalize, include=indexed)
+    truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
+    _, found = index.search(q, k)
+    recall, bound = recall_with_lower_bound(found, truth)
+    return {
+        "skipped": "rerank=None (prefix only): no full vectors, so no rerank candidates to calibrate; search is "
+        "the coarse stage alone and its scores are inner products of the adapted prefix",
+        "k": k,
+        "recall": round(float(recall), 5),
+        "recall_lower_bound": round(float(bound), 5),
+        "queries": len(q),
+        "truth": "exact inner-product search over the original full vectors, measured at build time",
+        "query_source": "random corpus rows held out of the index while measuring, then added",
+    }
+
+
 def fill_and_calibrate(
     index: MatryoshkaIndex,
     vectors: np.ndarray,
@@ -331,7 +370,9 @@ def fill_and_calibrate(
             keep = np.flatnonzero(~is_held[sl]) + sl.start
             add_rows(index, vectors, id_arr, payloads, keep if len(keep) < sl.stop - sl.start else sl)
             bar.update(sl.stop - sl.start)
-        if len(held):
+        if len(held) and index.rerank is PREFIX_ONLY:
+            index._calibration = measure_prefix_only(index, vectors, id_arr, held, ~is_held)
+        elif len(held):
             calibrate_held_out(
                 index, vectors, id_arr, held, ~is_held, target_recall=target_recall, fixed=candidates, quiet=quiet
             )
@@ -352,7 +393,7 @@ def build_index(
     index: str | None,
     target_recall: float,
     metric: str,
-    rerank: str,
+    rerank: str | None,
     payloads: Sequence[dict[str, Any] | None] | None,
     backend_options: dict[str, Any] | None,
     sample_size: int,
@@ -385,6 +426,8 @@ def build_index(
     vectors, coarse_dim, candidates = args["vectors"], args["coarse_dim"], args["candidates"]
     budget = None if ram_budget is None else check_budget(ram_budget, optimize)
     backend_cls, name, options = resolve_backend(backend, index, backend_options, stacklevel=5)
+    if rerank is PREFIX_ONLY:
+        check_prefix_only(backend_cls, name, budget)
     if code is not None or budget is not None:
         if "code" not in inspect.signature(backend_cls.create).parameters:
             what = "code" if budget is None else "ram_budget"
@@ -417,14 +460,17 @@ def build_index(
         options = {**options, "index": choice["index"], **choice["options"]}
     if device == "auto":  # training may have loaded torch, which can now say whether there is a GPU
         dev = resolve_index_device(device)[0]
+    full_dim = 0 if rerank is PREFIX_ONLY else dim  # prefix only: the backend keeps no full vector
     self = cls._new(
         adaptor=fitted,
-        backend=attach_device(backend_cls.create(coarse_dim=coarse_dim, full_dim=dim, metric=metric, **options), dev),
+        backend=attach_device(
+            backend_cls.create(coarse_dim=coarse_dim, full_dim=full_dim, metric=metric, **options), dev
+        ),
         metric=metric,
         rerank=rerank,
         input_dim=dim,
         coarse_dim=coarse_dim,
-        full_dim=dim,
+        full_dim=full_dim,
         candidates=candidates or CALIBRATION_K,
         calibration={},
     )

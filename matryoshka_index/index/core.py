@@ -6,7 +6,8 @@ first ``coarse_dim`` columns of ``adaptor.transform(q)``, its *full* vector is `
 both are L2-normalised (the coarse prefix after truncation). The backend finds the top
 ``candidates`` by inner product of coarse vectors, then reranks them by inner product of full
 vectors and returns the best ``k``. With the original vectors in the rerank, every returned score
-is the exact full-dimension score of that item.
+is the exact full-dimension score of that item. ``rerank=None`` keeps the prefix alone (no full
+vector on disk or in RAM): a search is then the coarse stage alone, its scores those of the prefix.
 
 Adaptors: ``None`` is the identity (plain truncation of the original vectors: right for models
 trained Matryoshka-style), ``"pca"`` a fitted PCA rotation (:class:`PCARotation`, a strong
@@ -68,7 +69,7 @@ from ..calibration import (
     recall_with_lower_bound,
 )
 from ..errors import CalibrationError, FormatError, InputError
-from ..manifest import ADAPTOR_DIR, make_manifest, now_utc
+from ..manifest import ADAPTOR_DIR, PREFIX_ONLY, make_manifest, now_utc
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
 from .build import BUILD_CHUNK_ROWS, METRICS, RERANKS, Adaptor, adaptor_kind, build_index, resolve_adaptor
@@ -105,7 +106,7 @@ class MatryoshkaIndex:
         index: str | None = None,
         target_recall: float = 0.99,
         metric: str = "cosine",
-        rerank: str = "original",
+        rerank: str | None = "original",
         payloads: Sequence[dict[str, Any] | None] | None = None,
         backend_options: dict[str, Any] | None = None,
         sample_size: int = 100_000,
@@ -155,7 +156,10 @@ class MatryoshkaIndex:
             ``"cosine"`` (default; inner product of L2-normalised vectors) or ``"ip"``.
         rerank:
             ``"original"`` (default): rerank with the original vectors, so returned scores are
-            exact full-dim scores. ``"adapted"``: rerank with the adapted full vectors.
+            exact full-dim scores. ``"adapted"``: rerank with the adapted full vectors. ``None``: keep
+            only the adapted prefix (no full vectors on disk or in RAM; FAISS): a search is the coarse
+            stage alone and returns prefix scores; nothing is calibrated, the recall@10 the prefix
+            reaches against exact full-dim search is measured at build and shown by :meth:`info`.
         payloads:
             Per-row dicts (backends that store payloads only).
         sample_size:
@@ -222,7 +226,7 @@ class MatryoshkaIndex:
         adaptor: Adaptor,
         backend: Any,
         metric: str,
-        rerank: str,
+        rerank: str | None,
         input_dim: int,
         coarse_dim: int,
         full_dim: int,
@@ -261,7 +265,7 @@ class MatryoshkaIndex:
             kind = manifest.get("adaptor", {}).get("kind", adaptor_kind(adaptor))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"index manifest is incomplete or malformed ({exc.__class__.__name__}: {exc})") from None
-        if metric not in METRICS or rerank not in RERANKS:
+        if metric not in METRICS or (rerank is not PREFIX_ONLY and rerank not in RERANKS):
             raise FormatError(f"index manifest: unknown metric {metric!r} or rerank {rerank!r}")
         if kind != adaptor_kind(adaptor):
             raise FormatError(f"index manifest: adaptor kind {kind!r} does not match the adaptor given")
@@ -347,9 +351,12 @@ class MatryoshkaIndex:
             a = self._adaptor.transform(x, None if need_full else cd, batch_size=max(1, len(x)))
             coarse = a[:, :cd]
             adapted_full = a
-        full = x if self.rerank == "original" else adapted_full
+        if self.rerank is PREFIX_ONLY:  # nothing to rerank with: empty full vectors
+            full = np.empty((len(x), 0), dtype=np.float32)
+        else:
+            full = x if self.rerank == "original" else adapted_full
         if self.metric == "cosine":
-            return l2_normalize(coarse), l2_normalize(full)
+            return l2_normalize(coarse), (l2_normalize(full) if full.shape[1] else full)
         return np.ascontiguousarray(coarse, dtype=np.float32), np.ascontiguousarray(full, dtype=np.float32)
 
     def _prepare_full(self, x: np.ndarray) -> np.ndarray:
@@ -541,6 +548,11 @@ class MatryoshkaIndex:
         265 for 0.999); fewer, or a target of 1.0, are refused with an :class:`InputError`. A target
         not reached within ``max_candidates`` raises :class:`~matryoshka_index.errors.CalibrationError`
         (its ``record`` holds every step measured) and the index keeps the default it had."""
+        if self.rerank is PREFIX_ONLY:
+            raise InputError(
+                "calibrate: this index keeps only the prefix (rerank=None): there are no rerank candidates to "
+                "calibrate, its search is the coarse stage alone"
+            )
         q = self._check_vectors(queries, "queries")
         target = check_fraction(
             self._calibration.get("target_recall", 0.99) if target_recall is None else target_recall, "target_recall"

@@ -35,7 +35,7 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
         "ram_bytes_per_vector": b.get("ram_bytes_per_vector"),
         "disk_bytes_per_vector": b.get("disk_bytes_per_vector"),
         "full_vectors": b.get("full_vectors"),
-        "exact_search_ram_bytes_per_vector": index.full_dim * 4,
+        "exact_search_ram_bytes_per_vector": index.input_dim * 4,
     }
     if "memory" in b:  # measured by the backend (FAISS): per-vector part, fixed part, page cache
         m = b["memory"]
@@ -47,6 +47,10 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
         memory["disk_bytes"] = disk
     cal = index._calibration
     adaptor = _adaptor_facts(index.adaptor)
+    prefix_only = index.rerank is None
+    if prefix_only:  # what a user gives up and what they keep, in the index's own words
+        memory["full_vectors"] = "none (prefix only: rerank=None)"
+        memory["bytes_saved_per_vector"] = (index.input_dim - index.coarse_dim) * 4
     return {
         "path": str(path) if path is not None else None,
         "format": FORMAT,
@@ -57,6 +61,12 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
         "full_dim": index.full_dim,
         "metric": index.metric,
         "rerank": index.rerank,
+        "prefix_only": prefix_only,
+        "search": (
+            "the coarse stage alone (rerank=None): scores are inner products of the adapted prefix"
+            if prefix_only
+            else "coarse stage, then a rerank of the candidates at full dimension"
+        ),
         "adaptor": adaptor,
         "candidates": {
             "default": index._candidates,
@@ -66,6 +76,7 @@ def describe(index: MatryoshkaIndex) -> dict[str, Any]:
             "reached": cal.get("reached"),
             "knob": cal.get("knob"),
             "calibration_queries": cal.get("queries"),
+            **({"note": cal["skipped"]} if "skipped" in cal else {}),
         },
         "code": b.get("code"),
         "ram_budget": cal.get("budget"),

@@ -164,7 +164,9 @@ def stages(index: Any, backend_info: dict[str, Any], adaptor_facts: dict[str, An
     if adaptor_facts.get("kind") != "none":
         out["adaptor"] = adaptor_facts.get("device", "cpu")
     out["coarse"] = backend_info.get("device")
-    if kind == "faiss":
+    if getattr(index, "rerank", "original") is None:
+        out["rerank"] = "none (prefix only: rerank=None)"
+    elif kind == "faiss":
         out["rerank"] = backend_info.get("rerank_device", "cpu")
     else:
         out["rerank"] = "the Qdrant engine (server side or embedded)"
