@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import brute_force, make_corpus
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
-from matryoshka_index import MatryoshkaIndex
+from matryoshka_index import MatryoshkaAdaptor, MatryoshkaIndex, migrate_collection
 from matryoshka_index.adaptor.pca import PCARotation
+from matryoshka_index.backends.qdrant_backend import MIGRATION_KEY, MetadataStore
 from matryoshka_index.cli import main
 from matryoshka_index.errors import FormatError, InputError
 from matryoshka_index.manifest import MANIFEST_FILE, check_manifest_fields, manifest_bytes, seal_manifest
-from matryoshka_index.metrics import ann_recall
+from matryoshka_index.metrics import ann_recall, ndcg_at_k
 
 
 def run(*args: str):
@@ -185,3 +189,251 @@ def test_cli_build_rerank_none_writes_a_prefix_only_index(data, tmp_path):
     searched = run("search", str(out), str(tmp_path / "q.npy"), "-k", "5", "-o", str(tmp_path / "r.npy"))
     assert searched.exit_code == 0, searched.output
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), MatryoshkaIndex.load(out).search(queries, k=5)[1])
+
+
+# ------------------------------------------------------------------------------------ the migration
+MDIM, MPREFIX = 32, 8
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _pid(i: int) -> int | str:
+    return i * 3 if i % 2 else str(uuid.uuid5(uuid.NAMESPACE_URL, f"doc/{i}"))
+
+
+def make_source(client: QdrantClient, name: str, n: int = 3000, *, without_vector: int = 4) -> np.ndarray:
+    """Named vectors 'emb' (cosine, low rank: a short prefix means something) and 'img' (dot), sparse
+    'bm25', payloads, int and UUID ids, a few points without 'emb'. Returns the 'emb' rows."""
+    emb = _unit(make_corpus(n, dim=MDIM, rank=10, noise=0.3, seed=21))
+    img = np.random.default_rng(4).standard_normal((n, 4)).astype(np.float32)
+    client.create_collection(
+        name,
+        vectors_config={
+            "emb": qm.VectorParams(size=MDIM, distance=qm.Distance.COSINE),
+            "img": qm.VectorParams(size=4, distance=qm.Distance.DOT),
+        },
+        sparse_vectors_config={"bm25": qm.SparseVectorParams()},
+    )
+    points = []
+    for i in range(n):
+        vec: dict = {"img": img[i].tolist()}
+        if i >= without_vector:
+            vec["emb"] = emb[i].tolist()
+        if i % 4 == 0:
+            vec["bm25"] = qm.SparseVector(indices=[i % 50, 60 + i % 7], values=[0.5, 1.0 + i % 3])
+        points.append(qm.PointStruct(id=_pid(i), vector=vec, payload={"i": i, "title": f"doc {i}", "tags": [i % 5]}))
+    for start in range(0, n, 1000):
+        client.upsert(name, points[start : start + 1000])
+    return emb
+
+
+def dump(client: QdrantClient, name: str) -> dict[str, tuple]:
+    """Every point of a collection by id (as text): (payload, vectors)."""
+    out, offset = {}, None
+    while True:
+        records, offset = client.scroll(name, limit=2048, offset=offset, with_payload=True, with_vectors=True)
+        for r in records:
+            vecs = r.vector if isinstance(r.vector, dict) else {"": r.vector}
+            out[str(r.id)] = (
+                r.payload,
+                {k: (v.model_dump() if isinstance(v, qm.SparseVector) else v) for k, v in vecs.items()},
+            )
+        if offset is None:
+            return out
+
+
+def labelled_sample(emb: np.ndarray, n: int = 60) -> tuple[np.ndarray, list[str], dict[str, dict[str, float]]]:
+    """Queries near documents 100..100+n (noisy copies), each judged relevant to its document."""
+    rng = np.random.default_rng(8)
+    rows = np.arange(100, 100 + n)
+    q = _unit(emb[rows] + 0.15 * rng.standard_normal((n, MDIM)).astype(np.float32))
+    qids = [f"q{i}" for i in range(n)]
+    return q, qids, {qid: {str(_pid(int(r))): 1.0} for qid, r in zip(qids, rows, strict=True)}
+
+
+def numpy_prefix_ranking(target: dict[str, tuple], cq: np.ndarray, k: int) -> list[list[str]]:
+    """Top-k point ids by the target's stored 'coarse' vectors, by NumPy (independent of the library)."""
+    ids = [pid for pid, (_, v) in target.items() if "coarse" in v]
+    c = np.asarray([target[pid][1]["coarse"] for pid in ids], dtype=np.float32)
+    order = np.argsort(-(cq @ c.T), axis=1, kind="stable")[:, :k]
+    return [[ids[j] for j in row] for row in order]
+
+
+@pytest.fixture(scope="module")
+def source_adaptor():
+    emb = _unit(make_corpus(3000, dim=MDIM, rank=10, noise=0.3, seed=21))
+    return MatryoshkaAdaptor(matryoshka_dims=[MPREFIX, 16], epochs=2, batch_size=128, device="cpu", quiet=True).fit(
+        emb[4:]
+    )
+
+
+def _assert_target_is_prefix_only(before: dict, after: dict, adaptor: MatryoshkaAdaptor) -> None:
+    """Every point (no more), same payloads, same other vectors, 'coarse' = the prefix, no full vector."""
+    assert set(after) == set(before)
+    for pid, (payload, vecs) in before.items():
+        tpayload, tvecs = after[pid]
+        assert tpayload == payload, pid
+        assert tvecs.get("img") == vecs.get("img") and tvecs.get("bm25") == vecs.get("bm25"), pid
+        assert "full" not in tvecs and "emb" not in tvecs, pid
+        if "emb" in vecs:
+            expected = _unit(adaptor.transform(np.asarray([vecs["emb"]], np.float32), dim=MPREFIX))[0]
+            np.testing.assert_allclose(tvecs["coarse"], expected, atol=1e-5)
+        else:
+            assert "coarse" not in tvecs, pid
+
+
+def test_prefix_only_migration_keeps_every_point_and_no_full_vector(source_adaptor):
+    client = QdrantClient(":memory:")
+    make_source(client, "docs")
+    before = dump(client, "docs")
+    report = migrate_collection(
+        client, "docs", vector="emb", coarse_dim=MPREFIX, adaptor=source_adaptor, prefix_only=True, verify="full",
+        alias="docs_live", quiet=True,
+    )  # fmt: skip
+    assert report.ok and report.state == "complete", report.describe()
+    info = client.get_collection("docs_prefix8")
+    assert set(info.config.params.vectors) == {"img", "coarse"}  # no 'full', no 'emb'
+    assert set(info.config.params.sparse_vectors) == {"bm25"}
+    assert client.count("docs_prefix8", exact=True).count == 3000
+    _assert_target_is_prefix_only(before, dump(client, "docs_prefix8"), source_adaptor)
+    assert dump(client, "docs") == before  # the source is never modified
+    v = report.verification
+    assert v.full_vector_absent is True and v.checked == 3000 and v.vector_mismatches == 0
+    # the bytes saved: 32 float32 of 'emb' -> 8 of 'coarse', a point
+    p = report.plan.prefix_only
+    assert p["bytes_saved_per_point"] == (MDIM - MPREFIX) * 4 and p["bytes_saved"] == 3000 * (MDIM - MPREFIX) * 4
+    assert "saves 96 B a point" in report.plan.describe()
+    aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+    assert aliases == {"docs_live": "docs_prefix8"}
+
+
+def test_prefix_only_migration_predicts_the_recall_it_measures(source_adaptor):
+    client = QdrantClient(":memory:")
+    emb = make_source(client, "docs")
+    planned = migrate_collection(
+        client, "docs", vector="emb", coarse_dim=MPREFIX, adaptor=source_adaptor, prefix_only=True, dry_run=True,
+        recall_queries=80, quiet=True,
+    )  # fmt: skip
+    assert "docs_prefix8" not in {c.name for c in client.get_collections().collections}  # a dry run writes nothing
+    q = planned.plan.prefix_only["quality"]
+    assert q["metric"] == "recall@10" and q["queries"] == 80 and q["corpus_points"] == 3000 - 4
+    report = migrate_collection(
+        client, "docs", vector="emb", coarse_dim=MPREFIX, adaptor=source_adaptor, prefix_only=True,
+        recall_queries=80, quiet=True,
+    )  # fmt: skip
+    assert report.ok, report.describe()
+    measured = report.verification.quality
+    assert measured["predicted"] == q["predicted"]  # the same plan again
+    assert abs(measured["measured"] - measured["predicted"]) <= 0.01
+    assert 0.2 < measured["measured"] < 0.99  # a prefix of 8 of 32 dims loses something, not everything
+    # independently, by NumPy: exact full-dim top 10 over the source vs the target's coarse top 10
+    target = dump(client, "docs_prefix8")
+    by_id = {str(_pid(i)): emb[i] for i in range(4, 3000)}
+    ids = list(by_id)
+    full = np.asarray([by_id[i] for i in ids])
+    qids = [str(x) for x in q["query_points"]]
+    qv = np.asarray([by_id[i] for i in qids])
+    exact = np.argsort(-(qv @ full.T), axis=1, kind="stable")[:, :11]
+    found = numpy_prefix_ranking(target, _unit(source_adaptor.transform(qv, dim=MPREFIX)), 11)
+    hits = []
+    for own, e_row, f_row in zip(qids, exact, found, strict=True):
+        truth = [ids[j] for j in e_row if ids[j] != own][:10]
+        got = [i for i in f_row if i != own][:10]
+        hits.append(len(set(truth) & set(got)) / 10)
+    assert abs(float(np.mean(hits)) - measured["measured"]) <= 0.01
+
+
+def test_prefix_only_migration_measures_ndcg_on_the_users_qrels_in_path_mode(source_adaptor, tmp_path):
+    storage = tmp_path / "qdrant"
+    client = QdrantClient(path=str(storage))
+    emb = make_source(client, "docs", 600)  # local path mode writes a point a transaction: keep it small
+    client.close()
+    q, qids, qrels = labelled_sample(emb)
+    np.save(tmp_path / "q.npy", q)
+    (tmp_path / "qids.json").write_text(json.dumps(qids))
+    (tmp_path / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{k}\t{d}\t1\n" for k, docs in qrels.items() for d in docs)
+    )
+    source_adaptor.save(tmp_path / "adaptor")
+    args = [
+        "migrate", "--qdrant-path", str(storage), "--collection", "docs", "--vector", "emb", "--prefix-only",
+        "--dim", str(MPREFIX), "--adaptor", str(tmp_path / "adaptor"), "--queries", str(tmp_path / "q.npy"),
+        "--qrels", str(tmp_path / "qrels.tsv"), "--query-ids", str(tmp_path / "qids.json"), "--quiet",
+    ]  # fmt: skip
+    dry = run(*args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "nDCG" in dry.stdout or "ndcg@10" in dry.stdout
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    plan_q, ver_q = report["plan"]["prefix_only"]["quality"], report["verification"]["quality"]
+    assert plan_q["metric"] == ver_q["metric"] == "ndcg@10" and plan_q["queries"] == 60
+    assert abs(ver_q["measured"] - plan_q["predicted"]) <= 0.01
+    assert 0.3 < plan_q["predicted"] < plan_q["full_dim"] <= 1  # the prefix keeps much, not all
+    client = QdrantClient(path=str(storage))
+    try:
+        target = dump(client, "docs_prefix8")
+        assert len(target) == 600 and not any("full" in v for _, v in target.values())
+        # independently: nDCG@10 of the target's coarse ranking by NumPy with the library's metric
+        ranked = numpy_prefix_ranking(target, _unit(source_adaptor.transform(q, dim=MPREFIX)), 10)
+        assert abs(ndcg_at_k(ranked, qids, qrels, 10) - ver_q["measured"]) <= 1e-4
+    finally:
+        client.close()
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_prefix_only_migration_killed_then_resumed(source_adaptor):
+    client = QdrantClient(":memory:")
+    make_source(client, "docs")
+    before = dump(client, "docs")
+    kw = dict(vector="emb", coarse_dim=MPREFIX, prefix_only=True, batch_size=256, recall_queries=30, quiet=True)
+
+    def crash(event):
+        if event.batch == 4:
+            raise Crash("simulated crash")
+
+    with pytest.raises(Crash):
+        migrate_collection(client, "docs", adaptor=source_adaptor, on_batch=crash, checkpoint_seconds=3600, **kw)
+    record = MetadataStore(client, "docs_prefix8", "mem").read(MIGRATION_KEY)
+    assert record["state"] == "copying" and record["copied"] == 4 * 256 and record["prefix_only"]["dim"] == MPREFIX
+    with pytest.raises(InputError, match="--resume"):
+        migrate_collection(client, "docs", **kw)
+    with pytest.raises(InputError, match="prefix-only migration"):  # a two-stage resume of it is refused
+        migrate_collection(
+            client, "docs", vector="emb", coarse_dim=MPREFIX, target="docs_prefix8", resume=True, quiet=True
+        )
+    report = migrate_collection(client, "docs", resume=True, verify="full", **kw)  # the stored adaptor
+    assert report.ok, report.describe()
+    assert report.resumed_from == 4 * 256 and report.copied_total == 3000
+    assert abs(report.verification.quality["difference"]) <= 0.01
+    _assert_target_is_prefix_only(before, dump(client, "docs_prefix8"), source_adaptor)
+
+
+def test_prefix_only_migration_refusals_are_one_line(source_adaptor, tmp_path):
+    client = QdrantClient(":memory:")
+    emb = make_source(client, "docs", 300)
+    with pytest.raises(InputError, match="--dim"):
+        migrate_collection(client, "docs", vector="emb", prefix_only=True, quiet=True)
+    with pytest.raises(InputError, match="in-place"):
+        migrate_collection(client, "docs", vector="emb", coarse_dim=8, prefix_only=True, in_place=True, quiet=True)
+    with pytest.raises(InputError, match="only with --prefix-only"):
+        migrate_collection(client, "docs", vector="emb", coarse_dim=8, qrels={"q": {"1": 1}}, quiet=True)
+    q, qids, _ = labelled_sample(emb, 5)
+    with pytest.raises(InputError, match="not a point id"):
+        migrate_collection(
+            client, "docs", vector="emb", coarse_dim=8, adaptor=source_adaptor, prefix_only=True, dry_run=True,
+            queries=q, query_ids=qids, qrels={"q0": {"999999": 1.0}}, quiet=True,
+        )  # fmt: skip
+    for args, says in (
+        (["--dim", "8"], "only with --prefix-only"),
+        (["--prefix-only"], "--dim"),
+        (["--prefix-only", "--dim", "8", "--in-place"], "--in-place"),
+        (["--prefix-only", "--dim", "8", "--qrels", str(tmp_path / "x.tsv")], "--queries and --qrels"),
+    ):
+        res = run("migrate", "--qdrant-path", str(tmp_path / "none"), "--collection", "docs", *args)
+        assert res.exit_code == 2 and says in res.output, res.output

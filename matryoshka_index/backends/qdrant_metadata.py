@@ -295,9 +295,10 @@ def index_record(
     manifest: dict[str, Any] | None,
     adaptor: dict[str, Any] | None,
     point_ids: dict[str, Any] | None = None,
-    full_vector: str = FULL,
+    full_vector: str | None = FULL,
 ) -> dict[str, Any]:
-    """The index record (key ``matryoshka_index``) of a collection: vector layout, manifest, adaptor files."""
+    """The index record (key ``matryoshka_index``) of a collection: vector layout, manifest, adaptor files
+    (``full_vector`` None, ``full_dim`` 0: the collection keeps the prefix alone)."""
     return {
         "format": RECORD_FORMAT,
         "format_version": RECORD_VERSION,

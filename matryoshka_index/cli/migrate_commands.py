@@ -1,7 +1,8 @@
 """``mindex migrate``: turn an existing Qdrant collection into the matryoshka layout (a thin shell over the API).
 
 Copy mode (default) writes a new collection; ``--in-place`` adds only the ``coarse`` vector to the
-collection itself (Qdrant >= 1.18); ``--rollback`` undoes an in-place migration.
+collection itself (Qdrant >= 1.18); ``--rollback`` undoes an in-place migration; ``--prefix-only --dim M``
+copies into a collection that keeps the M-dim adapted prefix alone (no full vector).
 """
 
 from __future__ import annotations
@@ -49,6 +50,33 @@ from ._common import quiet_option, user_errors
     is_flag=True,
     help="Undo an in-place migration: remove the 'coarse' vector and the index metadata it added.",
 )
+@click.option(
+    "--prefix-only",
+    "prefix_only",
+    is_flag=True,
+    help="Copy into a collection that keeps only the --dim adapted prefix ('coarse'), no full vector; the plan "
+    "measures the quality it keeps and the bytes it saves.",
+)
+@click.option("--dim", "prefix_dim", type=int, help="With --prefix-only: the prefix length M it keeps.")
+@click.option(
+    "--queries",
+    "queries_path",
+    type=click.Path(dir_okay=False),
+    help="With --prefix-only and --qrels: labelled query embeddings (.npy/.fvecs) to measure nDCG@10 on.",
+)
+@click.option(
+    "--qrels",
+    "qrels_path",
+    type=click.Path(dir_okay=False),
+    help="With --queries: BEIR qrels TSV (query-id, corpus-id = the point id, score) [default: recall@10 "
+    "against exact full-dim search on sampled points].",
+)
+@click.option(
+    "--query-ids",
+    "query_ids_path",
+    type=click.Path(dir_okay=False),
+    help="Ids of the --queries rows (JSON list or one a line) [default: the row numbers 0, 1, ...].",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted migration from its checkpoint.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (points, dims, size, time) and write nothing.")
 @click.option("--verify", type=click.Choice(["sample", "full"]), default="sample", show_default=True)
@@ -88,6 +116,11 @@ def migrate(
     alias,
     in_place,
     rollback,
+    prefix_only,
+    prefix_dim,
+    queries_path,
+    qrels_path,
+    query_ids_path,
     resume,
     dry_run,
     verify,
@@ -112,11 +145,29 @@ def migrate(
     vectors and reports recall@10, then switches --alias atomically. The source is never modified.
     With --in-place (Qdrant >= 1.18) the collection itself gains only the 'coarse' vector, its own
     vector serves for the rerank, and verification checks that nothing else changed; --rollback
-    removes what an in-place migration added. Exit code 1 when verification fails (the alias is
-    then left alone).
+    removes what an in-place migration added. With --prefix-only --dim M the target keeps only the
+    M-dim adapted prefix (plus payloads and the other vectors); the plan shows the bytes saved and the
+    quality the prefix keeps (nDCG@10 on --queries/--qrels, else recall@10 against exact search), and
+    the verification measures it again on the target. Exit code 1 when verification fails (the alias
+    is then left alone).
     """
     if (qdrant_url is None) == (qdrant_path is None):
         raise click.UsageError("give exactly one of --qdrant-url or --qdrant-path")
+    if prefix_only:
+        if in_place or rollback:
+            raise click.UsageError(f"--prefix-only takes no {'--in-place' if in_place else '--rollback'}")
+        if prefix_dim is None:
+            raise click.UsageError("--prefix-only needs --dim M (the prefix length it keeps)")
+        if coarse_dim is not None and coarse_dim != prefix_dim:
+            raise click.UsageError("--prefix-only: give the prefix length once, with --dim")
+        coarse_dim = prefix_dim
+        if (queries_path is None) != (qrels_path is None):
+            raise click.UsageError("--queries and --qrels go together")
+    else:
+        given = [f for f, v in (("--dim", prefix_dim), ("--queries", queries_path), ("--qrels", qrels_path),
+                                ("--query-ids", query_ids_path)) if v is not None]  # fmt: skip
+        if given:
+            raise click.UsageError(f"{given[0]}: only with --prefix-only")
     if rollback:
         clash = [
             flag
@@ -167,6 +218,10 @@ def migrate(
             verify_seed=seed,
             quiet=quiet,
             in_place=in_place,
+            prefix_only=prefix_only,
+            queries=queries_path,
+            qrels=qrels_path,
+            query_ids=query_ids_path,
         )
     except KeyboardInterrupt:
         # the checkpoint in the target's metadata is written on the way out; --resume also starts

@@ -21,7 +21,8 @@ class Mode(Protocol):
     """What :class:`Run` reads of a mode (:class:`~.modes.CopyMode` or :class:`~.modes.InPlaceMode`)."""
 
     in_place: bool
-    full_vector: str
+    prefix_only: bool
+    full_vector: str | None
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Options:
     seed: int
     quiet: bool
     on_batch: Callable[[BatchEvent], None] | None
+    labelled: Any = None
+    """Prefix only: the user's labelled sample (:class:`~.prefix_only.LabelledSample`), or None."""
 
 
 @dataclass
@@ -63,8 +66,14 @@ class Run:
     coarse_dim: int = 0
     choice: AdaptorChoice | None = None
     adaptor_was_stored: bool = False
+    adaptor_trained: bool = False
     report: MigrationReport | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def full_dim(self) -> int:
+        """The index's full dimension: the source vector's, or 0 when the target keeps the prefix alone."""
+        return 0 if self.mode.prefix_only else self.src.params.size
 
     def save(self, cp: Checkpoint) -> None:
         """Write the checkpoint (one metadata update: atomic)."""
@@ -100,17 +109,25 @@ class Run:
                 quiet=self.opts.quiet,
                 options=self.opts.adaptor_options,
             )
-            self.report.adaptor_trained = True  # type: ignore[union-attr]
+            self.adaptor_trained = True
+            if self.report is not None:  # a prefix-only plan needs the adaptor before there is a report
+                self.report.adaptor_trained = True
         return choice.model
 
     def store_adaptor(self, cp: Checkpoint, model: Any) -> None:
         """The adaptor files into the companion collection, then the index record that points to them."""
         files = model.to_files()
         descriptor = self.store.write_blobs(files)
-        manifest = index_manifest(self.src, self.coarse_dim, self.opts.candidates, in_place=self.mode.in_place)
+        manifest = index_manifest(
+            self.src,
+            self.coarse_dim,
+            self.opts.candidates,
+            in_place=self.mode.in_place,
+            prefix_only=self.mode.prefix_only,
+        )
         record = index_record(
             self.coarse_dim,
-            self.src.params.size,
+            self.full_dim,
             self.src.metric,
             manifest=manifest,
             adaptor=descriptor,

@@ -31,6 +31,7 @@ from .checkpoint import Checkpoint, State
 from .context import Options, Run
 from .modes import CopyMode, InPlaceMode
 from .plan import index_manifest, measure_sample, storage_estimate
+from .prefix_only import LabelledSample, PrefixOnlyMode
 from .reports import BatchEvent, MigrationPlan, MigrationReport
 from .source import read_source
 from .verify import finish_verification
@@ -114,6 +115,10 @@ def migrate_collection(
     quiet: bool = False,
     on_batch: Callable[[BatchEvent], None] | None = None,
     in_place: bool = False,
+    prefix_only: bool = False,
+    queries: Any = None,
+    qrels: Any = None,
+    query_ids: Any = None,
 ) -> MigrationReport:
     """Turn Qdrant collection ``collection`` into a matryoshka collection ``target``; see the package docstring.
 
@@ -135,6 +140,13 @@ def migrate_collection(
     concurrent upserts of ``batch_size`` points (server mode); the checkpoint is written at most every
     ``checkpoint_seconds``. ``on_batch`` is called after each acknowledged batch.
 
+    ``prefix_only=True`` (``--prefix-only --dim M``, ``coarse_dim`` required): the target keeps the
+    ``coarse_dim``-dim adapted prefix alone, no full vector (see :mod:`.prefix_only`); the plan measures
+    the quality it keeps: nDCG@10 on ``queries`` (embeddings: an array or a ``.npy``) judged by ``qrels``
+    (a BEIR qrels TSV or ``{query_id: {point_id: relevance}}``; ``query_ids`` default to the row
+    numbers), else recall@10 against exact full-dim search on ``recall_queries`` sampled points; the
+    verification measures the same on the target. Default ``target``: ``<collection>_prefix<M>``.
+
     Returns a :class:`MigrationReport`; ``report.ok`` is False when verification failed (then the
     alias was not switched). Raises :class:`~matryoshka_index.errors.InputError` /
     :class:`~matryoshka_index.errors.BackendError` with one line for bad arguments, a missing
@@ -144,6 +156,19 @@ def migrate_collection(
         raise InputError(f"verify: choose 'sample' or 'full', got {verify!r}")
     if coarse_dim is not None:
         coarse_dim = check_positive_int(coarse_dim, "coarse_dim")
+    labelled = None
+    if prefix_only:
+        if in_place:
+            raise InputError(
+                "prefix_only: not in place (it would take the collection's own vector away); a prefix-only "
+                "migration copies into a new collection, drop --in-place"
+            )
+        if coarse_dim is None:
+            raise InputError("prefix_only: give the prefix length (--dim M, coarse_dim=M)")
+        if qrels is not None or queries is not None:
+            labelled = LabelledSample.load(queries, qrels, query_ids)  # one line for a bad file, before any read
+    elif qrels is not None or queries is not None or query_ids is not None:
+        raise InputError("qrels: a labelled sample (queries, qrels, query_ids) is measured only with --prefix-only")
     if verify_seed is not None:
         verify_seed = check_positive_int(verify_seed, "verify_seed", minimum=0)
     opts = Options(
@@ -167,10 +192,13 @@ def migrate_collection(
         seed=seed,
         quiet=quiet,
         on_batch=on_batch,
+        labelled=labelled,
     )
     quantization_config(coarse_quantization, True)  # one line for an unknown kind, before anything is read
     mode: CopyMode | InPlaceMode
-    if in_place:
+    if prefix_only:
+        mode = PrefixOnlyMode(target, alias, shard_number, replication_factor, on_disk)
+    elif in_place:
         copy_only = {
             "target": target,
             "alias": alias,
@@ -209,9 +237,10 @@ def _drive(run: Run, collection: str) -> MigrationReport:
     run.choice = resolve_adaptor(
         stored, opts.adaptor, src, run.coarse_dim, opts.sample, stored_with=mode.target, started=mode.started_text()
     )  # type: ignore[arg-type]
-    # 4. the plan ---------------------------------------------------------------------------------
+    # 4. the plan (prefix only: with the quality it keeps, measured with the adaptor) -------------
     plan = _plan(run, collection, resume_from)
     report = run.report = MigrationReport(plan=plan, dry_run=opts.dry_run, warnings=run.warnings)
+    report.adaptor_trained = run.adaptor_trained
     if opts.dry_run:
         return report
     # 5. prepare the target ------------------------------------------------------------------------
@@ -232,7 +261,8 @@ def _drive(run: Run, collection: str) -> MigrationReport:
     verification, sampled = mode.verify(run, cp)
     ids_info = finish_verification(
         run.client, src, mode.target, run.endpoint, model, run.coarse_dim, verification, sampled,  # type: ignore[arg-type]
-        recall_queries=opts.recall_queries, candidates=opts.candidates, full_vector=mode.recall_vector,
+        recall_queries=0 if mode.prefix_only else opts.recall_queries,  # prefix only: measured by mode.verify
+        candidates=opts.candidates, full_vector=mode.recall_vector,
     )  # fmt: skip
     report.verification = verification
     _record_point_ids(run, verification.target_count, ids_info)
@@ -324,13 +354,15 @@ def _record_point_ids(run: Run, count: int, ids_info: dict[str, int]) -> None:
     manifest = {
         **(
             stored.get("manifest")
-            or index_manifest(src, run.coarse_dim, run.opts.candidates, in_place=run.mode.in_place)
+            or index_manifest(
+                src, run.coarse_dim, run.opts.candidates, in_place=run.mode.in_place, prefix_only=run.mode.prefix_only
+            )
         ),
         "count": count,
     }
     record = index_record(
         run.coarse_dim,
-        src.params.size,
+        run.full_dim,
         src.metric,
         manifest=manifest,
         adaptor=stored.get("adaptor"),

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def _target_vectors(
-    src: Source, coarse_dim: int, on_disk: bool | None, coarse_quantization: str | None
+    src: Source, coarse_dim: int, on_disk: bool | None, coarse_quantization: str | None, prefix_only: bool = False
 ) -> dict[str, qm.VectorParams]:
     collection_quant = src.info.config.quantization_config
     vectors: dict[str, qm.VectorParams] = {}
@@ -57,6 +57,8 @@ def _target_vectors(
         distance=src.params.distance,
         quantization_config=quantization_config(coarse_quantization, True),
     )
+    if prefix_only:  # the adapted prefix is all the target keeps of the migrated vector
+        return vectors
     vectors[FULL] = qm.VectorParams(
         size=src.params.size,
         distance=src.params.distance,
@@ -79,11 +81,12 @@ def create_target(
     shard_number: int | None,
     replication_factor: int | None,
     migration_record: dict[str, Any],
+    prefix_only: bool = False,
 ) -> None:
     p = src.info.config.params
     cfg = src.info.config
     kwargs: dict[str, Any] = {
-        "vectors_config": _target_vectors(src, coarse_dim, on_disk, coarse_quantization),
+        "vectors_config": _target_vectors(src, coarse_dim, on_disk, coarse_quantization, prefix_only),
         "sparse_vectors_config": src.sparse or None,
         "shard_number": shard_number if shard_number is not None else p.shard_number,
         "replication_factor": replication_factor if replication_factor is not None else p.replication_factor,
@@ -139,7 +142,9 @@ class CopyMode:
     target_exists: bool = False
     name: ClassVar[str] = "copy"
     in_place: ClassVar[bool] = False
-    full_vector: ClassVar[str] = FULL
+    prefix_only: ClassVar[bool] = False
+    """The target keeps the adapted prefix alone (:class:`~.prefix_only.PrefixOnlyMode`)."""
+    full_vector: ClassVar[str | None] = FULL
     recall_vector: ClassVar[str | None] = None  # the backend finds `full` through the index record
 
     def check_server(self, run: Run) -> None:
@@ -148,7 +153,7 @@ class CopyMode:
     def locate(self, run: Run, collection: str) -> tuple[MetadataStore, Checkpoint | None]:
         """Name and check the target and alias; the migration record when the target exists."""
         src, client, endpoint = run.src, run.client, run.endpoint
-        target = self.target = self.target or f"{collection}_matryoshka"
+        target = self.target = self.target or self.default_target(collection, run)
         if target in (src.name, collection) or target.endswith(COMPANION_SUFFIX):
             raise InputError(
                 f"target: {target!r} cannot be the source collection or a metadata collection; choose another"
@@ -179,6 +184,12 @@ class CopyMode:
                 f"target: {target!r} holds a migration of {cp.source!r} (vector {cp.vector!r}), "
                 f"not of {src.name!r} (vector {src.vector!r}); choose another --target"
             )
+        if bool(cp.extra.get("prefix_only")) != self.prefix_only:
+            held, flag = ("a prefix-only", "add") if cp.extra.get("prefix_only") else ("a two-stage", "drop")
+            raise InputError(
+                f"target: {target!r} holds {held} migration of {src.name!r}; {flag} --prefix-only to resume it, "
+                "or choose another --target"
+            )
         if not run.opts.resume and not run.opts.dry_run:
             what = (
                 "a finished migration"
@@ -190,6 +201,9 @@ class CopyMode:
                 "(or to re-verify), or delete the target or choose another --target"
             )
         return store, cp
+
+    def default_target(self, collection: str, run: Run) -> str:
+        return f"{collection}_matryoshka"
 
     def _check_alias(self, src: Source, existing: set[str]) -> None:
         alias = self.alias
@@ -237,6 +251,7 @@ class CopyMode:
         """Create the target with the first record, store the adaptor and the index record."""
         if cp is None:
             cp = run.new_checkpoint("copy")
+            cp.extra.update(self.record_extra(run))
             create_target(
                 run.client,
                 run.src,
@@ -248,6 +263,7 @@ class CopyMode:
                 shard_number=self.shard_number,
                 replication_factor=self.replication_factor,
                 migration_record=cp.to_dict(),
+                prefix_only=self.prefix_only,
             )
             run.store_adaptor(cp, model)
             cp.state = State.WRITING
@@ -258,6 +274,10 @@ class CopyMode:
             cp.state = State.WRITING
             run.save(cp)
         return cp
+
+    def record_extra(self, run: Run) -> dict[str, Any]:
+        """Keys this mode adds to the migration record (none: the record of the first version)."""
+        return {}
 
     def write_job(self, run: Run, model: Any) -> WriteJob:
         client, src, target = run.client, run.src, self.target
@@ -272,7 +292,7 @@ class CopyMode:
 
         return WriteJob(
             target=target,  # type: ignore[arg-type]
-            convert=lambda records: convert_copy(records, src, model, run.coarse_dim),
+            convert=lambda records: convert_copy(records, src, model, run.coarse_dim, prefix_only=self.prefix_only),
             write=write,
             with_payload=True,
             with_vectors=True,
@@ -311,7 +331,10 @@ class CopyMode:
 # --------------------------------------------------------------------------------------- in place
 
 
-def convert_copy(records: list[Any], src: Source, adaptor: Any, coarse_dim: int) -> tuple[list[qm.PointStruct], int]:
+def convert_copy(
+    records: list[Any], src: Source, adaptor: Any, coarse_dim: int, *, prefix_only: bool = False
+) -> tuple[list[qm.PointStruct], int]:
+    """Each record as the target stores it: its other vectors, ``coarse`` and (unless ``prefix_only``) ``full``."""
     fulls: list[Any] = []
     which: list[int] = []
     for i, r in enumerate(records):
@@ -328,7 +351,8 @@ def convert_copy(records: list[Any], src: Source, adaptor: Any, coarse_dim: int)
         vec = r.vector if isinstance(r.vector, dict) else {}
         vectors: dict[str, Any] = {k: v for k, v in vec.items() if k in src.others or k in src.sparse}
         if i in slot:
-            vectors[FULL] = fulls[slot[i]]
+            if not prefix_only:
+                vectors[FULL] = fulls[slot[i]]
             vectors[COARSE] = coarse[slot[i]].tolist()  # type: ignore[index]
         points.append(qm.PointStruct(id=r.id, vector=vectors, payload=r.payload or {}))
     return points, len(records) - len(which)
@@ -357,6 +381,7 @@ class InPlaceMode:
 
     name = "in_place"
     in_place = True
+    prefix_only = False
     on_disk = None
     alias = None
 

@@ -145,8 +145,19 @@ def is_local_path_client(client: QdrantClient) -> bool:
     return client_mode(client)[0] == "path"
 
 
-def index_manifest(src: Source, coarse_dim: int, candidates: int, *, in_place: bool = False) -> dict[str, Any]:
-    """The index manifest of a migrated collection (the keys ``MatryoshkaIndex._from_parts`` reads)."""
+def index_manifest(
+    src: Source, coarse_dim: int, candidates: int, *, in_place: bool = False, prefix_only: bool = False
+) -> dict[str, Any]:
+    """The index manifest of a migrated collection (the keys ``MatryoshkaIndex._from_parts`` reads);
+    ``prefix_only``: no full vector (``rerank`` null, ``full_dim`` 0), as ``build(..., rerank=None)``."""
+    if prefix_only:
+        return {
+            **index_manifest(src, coarse_dim, 10, in_place=in_place),
+            "full_dim": 0,
+            "rerank": None,
+            "calibration": {"skipped": "prefix only: no full vector to rerank with, nothing to calibrate"},
+            "origin": {"kind": "qdrant-migration", "mode": "prefix_only", "source": src.name, "vector": src.vector},
+        }
     return {
         "format": "matryoshka-index",
         "format_version": 1,

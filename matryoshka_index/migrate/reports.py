@@ -42,10 +42,16 @@ class MigrationPlan:
     """Extra disk and RAM each mode needs on the server (estimates; see ``storage["basis"]``)."""
     time_basis: str = "rough: measured read speed x 3"
     """How ``estimated_copy_seconds`` was reached."""
+    prefix_only: dict[str, Any] | None = None
+    """Prefix only (``--prefix-only --dim M``): ``dim``, the vector bytes a point of the source and of the
+    target, ``bytes_saved_per_point`` and ``bytes_saved`` (all points), and ``quality``: the metric the
+    prefix alone keeps, measured now (``metric``, ``predicted``, ``full_dim``, ``queries``, ``basis``)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("time_basis")  # said in describe(); the JSON keeps the keys of the first version
+        if out["prefix_only"] is None:  # likewise: only a prefix-only plan has the key
+            out.pop("prefix_only")
         return out
 
     def _storage_lines(self) -> list[str]:
@@ -80,7 +86,13 @@ class MigrationPlan:
             + (f" (via alias {self.source!r})" if self.source != self.source_collection else "")
             + f" at {self.endpoint}: {self.points:,} points, {vec}, {self.full_dim} dims, {self.metric}"
         )
-        if in_place:
+        if self.prefix_only is not None:
+            carried = self.other_vectors + self.sparse_vectors
+            what = f"target:   {self.target!r} with 'coarse' ({self.coarse_dim} dims, HNSW) alone: no full vector" + (
+                f"; carried over unchanged: {', '.join(carried)}" if carried else ""
+            )
+            step, done, size = "copy:     ", "copied", "target collection ~{} (vectors + payload + coarse HNSW)"
+        elif in_place:
             what = (
                 f"in place: adds 'coarse' ({self.coarse_dim} dims) to {self.source_collection!r}; {vec} "
                 "becomes the rerank vector; every existing vector and payload is left untouched (no second copy)"
@@ -102,7 +114,7 @@ class MigrationPlan:
             f"size:     {size.format(human_bytes(self.estimated_target_bytes))}; "
             f"this process ~{human_bytes(self.estimated_process_bytes)}",
             self._time_line(),
-            *self._storage_lines(),
+            *(self._storage_lines() if self.prefix_only is None else prefix_only_lines(self.prefix_only)),
         ]
         if self.payload_indexes and not in_place:
             lines.append(f"indexes:  payload indexes recreated: {', '.join(self.payload_indexes)}")
@@ -135,6 +147,11 @@ class VerificationResult:
     """In place: points that have the original vector but no ``coarse`` (0 in copy mode)."""
     full_digest_equal: bool | None = None
     """In place with ``verify="full"``: whether every point's payload and vectors hash as before."""
+    full_vector_absent: bool | None = None
+    """Prefix only: whether the target holds no full vector (none in its config, none on a checked point)."""
+    quality: dict[str, Any] | None = None
+    """Prefix only: the plan's metric measured on the target (``metric``, ``predicted``, ``measured``,
+    ``difference``, ``queries``)."""
 
     @property
     def passed(self) -> bool:
@@ -145,10 +162,15 @@ class VerificationResult:
             and self.vector_mismatches == 0
             and self.coarse_missing == 0
             and self.full_digest_equal is not False
+            and self.full_vector_absent is not False
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        out = {**asdict(self), "passed": self.passed}
+        for key in ("full_vector_absent", "quality"):  # prefix only; other reports keep the first version's keys
+            if out[key] is None:
+                out.pop(key)
+        return out
 
 
 @dataclass
@@ -209,7 +231,14 @@ class MigrationReport:
         if self.points_without_vector:
             what = "left without coarse" if in_place else "copied without coarse/full"
             lines.append(f"{self.points_without_vector:,} points have no {self.plan.vector!r} vector: {what}")
-        if self.plan.storage:
+        if self.plan.prefix_only is not None:
+            p = self.plan.prefix_only
+            lines.append(
+                f"storage: the target keeps {human_bytes(p['target_vector_bytes'])} of vector a point instead of "
+                f"{human_bytes(p['source_vector_bytes'])}: ~{human_bytes(p['bytes_saved'])} less than the source "
+                "(vector bytes, estimate)"
+            )
+        elif self.plan.storage:
             needed = self.plan.storage["in_place" if in_place else "copy"]
             lines.append(
                 f"storage: this {'in-place' if in_place else 'copy'} migration needed ~{human_bytes(needed['disk_bytes'])} "
@@ -243,7 +272,20 @@ class MigrationReport:
                     f"{v.checked:,} points compared, {v.missing} missing, {v.payload_mismatches} payload and "
                     f"{v.vector_mismatches} vector mismatches (max full-vector diff {v.max_full_vector_diff:.2g})"
                 )
-            if v.recall_at_10 is not None:
+            if v.full_vector_absent is not None:
+                lines.append(
+                    "prefix only: "
+                    + ("no full vector in the target" if v.full_vector_absent else "the target HOLDS a full vector")
+                    + f"; coarse within {v.full_vector_tolerance:g} of the recomputed prefix (max diff "
+                    f"{v.max_full_vector_diff:.2g})"
+                )
+            if v.quality is not None and v.quality.get("measured") is not None:
+                q = v.quality
+                lines.append(
+                    f"quality: {q['metric']} of the prefix alone on the target {q['measured']:.4f}, planned "
+                    f"{q['predicted']:.4f} (difference {q['difference']:+.4f}, {q['queries']} queries)"
+                )
+            elif v.recall_at_10 is not None:
                 lines.append(
                     f"recall@10 of matryoshka search vs exact full-dim search: {v.recall_at_10:.4f} "
                     f"({v.recall_queries} sampled queries, {v.candidates} candidates)"
@@ -288,6 +330,20 @@ class RollbackReport:
             f"{self.state_before!r}): removed {', '.join(removed) or 'nothing (nothing was left)'}; "
             f"{self.points:,} points, their payloads and original vectors untouched ({self.seconds:.1f} s)"
         )
+
+
+def prefix_only_lines(p: dict[str, Any]) -> list[str]:
+    """A prefix-only plan's lines: the bytes saved and the quality the prefix keeps."""
+    q = p.get("quality") or {}
+    lines = [
+        f"prefix:   'coarse' ({p['dim']} dims) alone: {human_bytes(p['source_vector_bytes'])} -> "
+        f"{human_bytes(p['target_vector_bytes'])} of vector a point, saves {human_bytes(p['bytes_saved_per_point'])} "
+        f"a point, ~{human_bytes(p['bytes_saved'])} in all against the source (the source vector's HNSW links go too)"
+    ]
+    if q.get("predicted") is not None:
+        kept = f" (full dim {q['full_dim']:.4f}, {q['kept']:.1%} kept)" if q.get("kept") is not None else ""
+        lines.append(f"quality:  {q['metric']} {q['predicted']:.4f}{kept}: {q['basis']}")
+    return lines
 
 
 def joined(lines: list[str], label: str, items: list[str]) -> str:

@@ -4,7 +4,9 @@ Copy mode compares the target with the source point by point (a random sample, o
 ``verify="full"``): payloads equal, Dot and sparse vectors identical, Cosine vectors within
 ``FULL_VECTOR_TOLERANCE`` (Qdrant normalises them again on upsert). In place nothing is rewritten,
 so the fingerprints taken before must be unchanged bit for bit. Both modes then measure recall@10
-of matryoshka search against exact full-dimension search, with sampled points as queries.
+of matryoshka search against exact full-dimension search, with sampled points as queries. A
+prefix-only copy has no full vector to compare: its ``coarse`` is compared with the prefix recomputed
+from the source's vector, and no point or config may hold a ``full`` vector.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from ..backends.qdrant_backend import COARSE, FULL, QdrantBackend, call, is_local_client, point_handle
+from ..backends.qdrant_metadata import vector_params
 from ..progress import progress
 from .adapting import coarse_vectors
 from .checkpoint import Checkpoint
@@ -25,6 +28,9 @@ from .reports import VerificationResult
 from .source import Source, random_points, retrieve, scan_handles, scroll, vector_of
 
 FULL_VECTOR_TOLERANCE = 1e-6
+PREFIX_TOLERANCE = 1e-5
+"""A prefix-only target's ``coarse`` against the prefix recomputed at verification: float32 matmuls of
+other batch shapes, then Qdrant's own normalisation of a Cosine vector, differ in the last bits."""
 _EXAMPLES = 10
 
 log = logging.getLogger(__name__)
@@ -193,6 +199,86 @@ def verify_in_place(
     return result, list(points.values())
 
 
+def _compare_prefix_only(
+    src_points: list[Any], target_by_id: dict[Any, Any], src: Source, adaptor: Any, dim: int, result: VerificationResult
+) -> None:
+    """Payloads, other vectors, ``coarse`` against the recomputed prefix, and no ``full`` on any point."""
+    with_vec = [(p, v) for p in src_points if (v := vector_of(p, src.vector)) is not None]
+    expected = {}
+    if with_vec:
+        prefixes = coarse_vectors(adaptor, np.asarray([v for _, v in with_vec], np.float32), dim, src.metric)
+        expected = {p.id: c for (p, _), c in zip(with_vec, prefixes, strict=True)}
+    for p in src_points:
+        result.checked += 1
+        t = target_by_id.get(p.id)
+        if t is None:
+            result.missing += 1
+            _example(result, f"point {p.id!r} is missing from the target")
+            continue
+        if (p.payload or {}) != (t.payload or {}):
+            result.payload_mismatches += 1
+            _example(result, f"point {p.id!r}: payload differs")
+        tvec = t.vector if isinstance(t.vector, dict) else {}
+        bad = []
+        if FULL in tvec:
+            bad.append("full (must be absent)")
+            result.full_vector_absent = False
+        ok, diff = same_vector(
+            None if p.id not in expected else expected[p.id].tolist(), tvec.get(COARSE), PREFIX_TOLERANCE
+        )
+        if np.isfinite(diff):
+            result.max_full_vector_diff = max(result.max_full_vector_diff, diff)
+        if not ok:
+            bad.append("coarse")
+        svec = p.vector if isinstance(p.vector, dict) else {}
+        for name in list(src.others) + list(src.sparse):
+            p_other = src.others.get(name)
+            tol = FULL_VECTOR_TOLERANCE if p_other is not None and p_other.distance == qm.Distance.COSINE else 0.0
+            if not same_vector(svec.get(name), tvec.get(name), tol)[0]:
+                bad.append(name)
+        if bad:
+            result.vector_mismatches += 1
+            _example(result, f"point {p.id!r}: vector(s) {', '.join(bad)} differ")
+
+
+def verify_prefix_only(
+    client: QdrantClient,
+    src: Source,
+    target: str,
+    endpoint: str,
+    adaptor: Any,
+    coarse_dim: int,
+    *,
+    mode: str,
+    sample: int,
+    seed: int | None,
+    quiet: bool,
+) -> tuple[VerificationResult, list[Any]]:
+    """A prefix-only copy: counts, no vector in the target's config but ``coarse`` and the carried ones,
+    then sampled (or every) points compared; returns the result and the sampled points."""
+    before, now = _count(client, src.name, endpoint), _count(client, target, endpoint)
+    result = _result(mode, before, now, 0, PREFIX_TOLERANCE)
+    result.full_vector_absent = True
+    if not result.counts_equal:
+        result.examples.append(f"source has {before:,} points, target {now:,}")
+    config = vector_params(call(lambda: client.get_collection(target), endpoint, "reading the target", retries=3))
+    extra = {name for name in config if name not in src.others and name != COARSE}
+    if extra:
+        result.full_vector_absent = False
+        result.examples.append(f"the target's config has vector(s) {', '.join(sorted(extra))} beside coarse")
+    sampled = random_points(client, src.name, min(sample, max(before, 1)), endpoint, seed)
+    if mode == "full":
+        with progress(total=before, desc="verifying", unit="pt", quiet=quiet) as bar:
+            for records, _ in scroll(client, src.name, endpoint, limit=256):
+                got = retrieve(client, target, [r.id for r in records], endpoint)
+                _compare_prefix_only(records, got, src, adaptor, coarse_dim, result)
+                bar.update(len(records))
+    else:
+        got = retrieve(client, target, [p.id for p in sampled], endpoint)
+        _compare_prefix_only(sampled, got, src, adaptor, coarse_dim, result)
+    return result, sampled
+
+
 def finish_verification(
     client: QdrantClient,
     src: Source,
@@ -295,4 +381,12 @@ def _numpy_two_stage(
     return ids[two_stage], ids[exact]
 
 
-__all__ = ["FULL_VECTOR_TOLERANCE", "finish_verification", "same_vector", "verify_copy", "verify_in_place"]
+__all__ = [
+    "FULL_VECTOR_TOLERANCE",
+    "PREFIX_TOLERANCE",
+    "finish_verification",
+    "same_vector",
+    "verify_copy",
+    "verify_in_place",
+    "verify_prefix_only",
+]
