@@ -21,6 +21,7 @@ from matryoshka_index.cli import main
 from matryoshka_index.errors import FormatError, InputError
 from matryoshka_index.manifest import MANIFEST_FILE, check_manifest_fields, manifest_bytes, seal_manifest
 from matryoshka_index.metrics import ann_recall, ndcg_at_k
+from matryoshka_index.quality import advise
 
 
 def run(*args: str):
@@ -437,3 +438,46 @@ def test_prefix_only_migration_refusals_are_one_line(source_adaptor, tmp_path):
     ):
         res = run("migrate", "--qdrant-path", str(tmp_path / "none"), "--collection", "docs", *args)
         assert res.exit_code == 2 and says in res.output, res.output
+
+
+# ------------------------------------------------------------------------------------ the advisor
+def _advisor_report():
+    from test_labelled import _constructed_report
+
+    r = _constructed_report()  # dim 64, 1,000 corpus vectors, full nDCG@10 0.40
+    r.prefix = {
+        "pca": {8: {"ndcg@10": 0.30}, 16: {"ndcg@10": 0.37}, 32: {"ndcg@10": 0.396}, 64: {"ndcg@10": 0.40}},
+        "adaptor": {8: {"ndcg@10": 0.33}, 16: {"ndcg@10": 0.385}, 32: {"ndcg@10": 0.399}, 64: {"ndcg@10": 0.40}},
+    }
+    return r
+
+
+def test_advisor_shows_the_bytes_saved_per_vector_and_for_the_collection():
+    a = advise(_advisor_report(), min_recall=0.99)  # the two-stage pick of test_labelled: adaptor, m=16, C=40
+    assert (a.coarse_dim, a.candidates) == (16, 40)
+    assert a.bytes_saved_per_vector == 256 - 64 and a.vectors == 1000 and a.bytes_saved == 192_000
+    assert "saves 192 B/vector in RAM, 187.5 KiB for 1,000 vectors" in str(a)
+    big = advise(_advisor_report(), min_recall=0.99, collection_size=10_000_000)
+    assert big.bytes_saved == 1_920_000_000 and "1.8 GiB for 10,000,000 vectors" in str(big)
+    assert big.to_dict()["bytes_saved"] == 1_920_000_000
+    with pytest.raises(InputError, match="collection_size"):
+        advise(_advisor_report(), min_recall=0.99, collection_size=0)
+
+
+def test_advisor_prefix_only_picks_the_smallest_prefix_that_alone_meets_the_budget():
+    r = _advisor_report()
+    # lose at most 5% of 0.40 (>= 0.38): the prefix alone first meets it at m=16 (adaptor 0.385; PCA 0.37 not)
+    a = advise(r, max_ndcg_loss=0.05, prefix_only=True)
+    assert (a.met, a.prefix_only, a.method, a.coarse_dim, a.candidates) == (True, True, "adaptor", 16, None)
+    assert a.ndcg_at_10 == 0.385 and a.bytes_saved == 1000 * (256 - 64)
+    text = str(a)
+    assert "the prefix alone at dim 16" in text and "on disk and in RAM" in text and "rerank=None" in text
+    # 1% (>= 0.396): m=32, where the adaptor's 0.399 beats PCA's 0.396 (both meet: the better one)
+    one = advise(r, max_ndcg_loss=0.01, prefix_only=True)
+    assert (one.coarse_dim, one.method) == (32, "adaptor")
+    assert advise(r, max_ndcg_loss=0.01, prefix_only=True, methods=["pca"]).coarse_dim == 32
+    # recall@10 of the prefix alone is the sweep's point at 10 candidates: 0.999 only at m=32
+    rec = advise(r, min_recall=0.99, prefix_only=True)
+    assert (rec.met, rec.coarse_dim, rec.recall_at_10) == (True, 32, 0.999)
+    never = advise(r, max_ndcg_loss=0.0001, prefix_only=True)  # >= 0.39996: no prefix gets there
+    assert not never.met and never.coarse_dim == 32 and "NOT met" in str(never)

@@ -6,6 +6,13 @@ length m and then the smallest candidate count C whose result meets the budget; 
 method. Budgets: ``max_ndcg_loss`` (nDCG@10 at least ``(1 - loss) x`` the full-dim nDCG@10) or
 ``min_recall`` (recall@10 against exact full-dim search). Only measured points are considered: the
 answer is as fine as the report's ``dims`` and candidates ladder.
+
+``prefix_only=True`` asks for the smallest m whose prefix *alone* meets the budget (an index built
+with ``rerank=None``, a ``mindex migrate --prefix-only --dim M``): nDCG@10 from the report's
+per-dimension table of each method, recall@10 from the sweep's point at 10 candidates (the
+prefix's own top 10). Every advice says the bytes saved a vector and for the whole collection
+(``collection_size``, default the report's corpus): the RAM of the search vectors with the two-stage
+index (the full vectors stay on disk), disk and RAM with the prefix alone (there are no full vectors).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from typing import Any
 
 from ..calibration import OperatingPoint, OperatingPoints
 from ..errors import InputError
+from ..storage import human_bytes
+from ..validation import check_positive_int
 from .evaluate import LabelledReport
 from .frontier import Frontier, frontier
 from .labels import METHOD_LABELS
@@ -41,6 +50,23 @@ class Advice:
     full_dim: int
     coarse_bytes_per_vector: float | None = None  # measured when the report has code rows, else 4 x m
     full_bytes_per_vector: int
+    vectors: int = 0
+    """The collection size the total saving is given for (``collection_size``, default the report's corpus)."""
+    prefix_only: bool = False
+    """The prefix alone meets the budget (no rerank, no full vectors kept); ``candidates`` is then None."""
+
+    @property
+    def bytes_saved_per_vector(self) -> float | None:
+        """Full-dim float32 bytes minus the coarse bytes: in RAM (two-stage), on disk and in RAM (prefix only)."""
+        if self.coarse_bytes_per_vector is None:
+            return None
+        return self.full_bytes_per_vector - self.coarse_bytes_per_vector
+
+    @property
+    def bytes_saved(self) -> float | None:
+        """:attr:`bytes_saved_per_vector` times :attr:`vectors`."""
+        per = self.bytes_saved_per_vector
+        return None if per is None else per * self.vectors
 
     @property
     def memory_saving(self) -> float | None:
@@ -56,12 +82,45 @@ class Advice:
         return self.qps / self.exact_qps
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "memory_saving": self.memory_saving, "speedup": self.speedup}
+        return {
+            **asdict(self),
+            "memory_saving": self.memory_saving,
+            "speedup": self.speedup,
+            "bytes_saved_per_vector": self.bytes_saved_per_vector,
+            "bytes_saved": self.bytes_saved,
+        }
+
+    def _saved_line(self) -> str:
+        where = "on disk and in RAM" if self.prefix_only else "in RAM"
+        return (
+            f"  saves {self.bytes_saved_per_vector:g} B/vector {where}, {human_bytes(self.bytes_saved or 0)} for "
+            f"{self.vectors:,} vectors"
+        )
 
     def __str__(self) -> str:
         if self.method is None:
+            if self.prefix_only:
+                return f"{self.budget}: no measurement of the prefix alone in the report"
             return f"{self.budget}: no two-stage measurement in the report (run the evaluation with ann=True)"
         head = "meets" if self.met else "NOT met by any measured point; closest"
+        if self.prefix_only:
+            recall = "" if self.recall_at_10 is None else f", recall@10 vs exact {self.recall_at_10:.3f}"
+            ndcg = (
+                ""
+                if self.ndcg_at_10 is None
+                else f"  nDCG@10 {self.ndcg_at_10:.4f} ({self.ndcg_at_10 / self.full_ndcg_at_10:.1%} of full-dim "
+                f"{self.full_ndcg_at_10:.4f}){recall}"
+            )
+            return "\n".join(
+                [
+                    f"{self.budget}: {head}: the prefix alone at dim {self.coarse_dim} "
+                    f"({METHOD_LABELS.get(self.method, self.method)}; rerank=None, no full vectors kept)",
+                    *([ndcg] if ndcg else [f"  recall@10 vs exact {self.recall_at_10:.3f}"]),
+                    f"  storage: {self.coarse_bytes_per_vector:g} B/vector instead of {self.full_bytes_per_vector} "
+                    "B/vector at full dim",
+                    self._saved_line(),
+                ]
+            )
         lines = [
             f"{self.budget}: {head}: coarse dim {self.coarse_dim} with {self.candidates} candidates "
             f"({METHOD_LABELS.get(self.method, self.method)})",
@@ -70,6 +129,7 @@ class Advice:
             f"  memory: {self.coarse_bytes_per_vector:g} B/vector in the coarse index instead of "
             f"{self.full_bytes_per_vector} B/vector at full dim ({self.memory_saving:.0%} less in RAM; the "
             f"full vectors are only read for the {self.candidates} candidates per query)",
+            self._saved_line(),
         ]
         if self.speedup is not None:
             lines.append(
@@ -152,15 +212,22 @@ def advise(
     max_ndcg_loss: float | None = None,
     min_recall: float | None = None,
     methods: Sequence[str] | None = None,
+    collection_size: int | None = None,
+    prefix_only: bool = False,
 ) -> Advice:
     """The smallest (coarse dim, candidates) of the two-stage index meeting one budget on this report's data.
 
     Give exactly one of ``max_ndcg_loss`` (a fraction: 0.01 = lose at most 1% of full-dim nDCG@10)
     or ``min_recall`` (recall@10 against exact full-dim search, e.g. 0.99). ``methods`` restricts the
-    coarse methods considered (default: all in the report).
+    coarse methods considered (default: all in the report). ``collection_size``: vectors the total
+    bytes saved is given for (default: the report's corpus). ``prefix_only``: the smallest prefix
+    length whose prefix alone meets the budget (see the module docstring).
     """
     threshold, key, budget = _budget(report, max_ndcg_loss, min_recall)
     full_ndcg = report.full["ndcg@10"]
+    vectors = report.n_corpus if collection_size is None else check_positive_int(collection_size, "collection_size")
+    if prefix_only:
+        return _advise_prefix_only(report, threshold, key, budget, methods, vectors)
     chosen = _methods(report, methods, list(report.ann), "ANN")
 
     points = OperatingPoints()
@@ -177,6 +244,7 @@ def advise(
             exact_qps=report.exact_qps,
             full_dim=report.dim,
             full_bytes_per_vector=4 * report.dim,
+            vectors=vectors,
         )
 
     # The smallest coarse dim, then the fewest candidates, then the fastest; meeting the budget up to
@@ -208,4 +276,50 @@ def advise(
         full_dim=report.dim,
         coarse_bytes_per_vector=measured[0] if measured else 4 * int(m),
         full_bytes_per_vector=4 * report.dim,
+        vectors=vectors,
+    )
+
+
+def _advise_prefix_only(
+    report: LabelledReport, threshold: float, key: str, budget: str, methods: Sequence[str] | None, vectors: int
+) -> Advice:
+    """The smallest m (then the best value) whose prefix alone meets the budget; see :func:`advise`."""
+    points = []  # (m, value, method, ndcg, recall)
+    if key == "ndcg@10":
+        chosen = _methods(report, methods, list(report.prefix), "prefix")
+        for method in chosen:
+            for m, row in report.prefix[method].items():
+                if int(m) < report.dim:  # m = dim is the method's full-dim vectors, not a prefix
+                    points.append((int(m), float(row["ndcg@10"]), method, float(row["ndcg@10"]), None))
+    else:  # recall@10 of the prefix alone: the sweep's point at 10 candidates is the prefix's own top 10
+        chosen = _methods(report, methods, list(report.ann), "ANN")
+        for method in chosen:
+            for m, curve in report.ann[method].items():
+                for p in curve:
+                    if int(p["candidates"]) == 10:
+                        points.append((int(m), float(p["recall@10"]), method, None, float(p["recall@10"])))
+    facts = {
+        "budget": budget,
+        "full_ndcg_at_10": report.full["ndcg@10"],
+        "exact_qps": report.exact_qps,
+        "full_dim": report.dim,
+        "full_bytes_per_vector": 4 * report.dim,
+        "vectors": vectors,
+        "prefix_only": True,
+    }
+    if not points:
+        return Advice(met=False, **facts)
+    meeting = [p for p in points if p[1] >= threshold - 1e-12]
+    met = bool(meeting)
+    m, _, method, ndcg, recall = (
+        min(meeting, key=lambda p: (p[0], -p[1])) if meeting else max(points, key=lambda p: (p[1], -p[0]))
+    )
+    return Advice(
+        met=met,
+        method=method,
+        coarse_dim=m,
+        ndcg_at_10=ndcg,
+        recall_at_10=recall,
+        coarse_bytes_per_vector=4 * m,  # float32 prefix; a coded one is smaller
+        **facts,
     )
