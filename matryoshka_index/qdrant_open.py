@@ -103,7 +103,7 @@ def open_index_from_qdrant(
             problems.append(
                 f"{full_name} has {backend.full_dim} dims but the index metadata says {vec.get('full_dim')}"
             )
-        if input_dim != backend.full_dim:
+        if backend.full_dim and input_dim != backend.full_dim:  # full_dim 0: prefix only, no full vector
             problems.append(f"{full_name} has {backend.full_dim} dims but the adaptor takes {input_dim}-dim embeddings")
         if int(manifest.get("input_dim", input_dim)) != input_dim:
             problems.append(

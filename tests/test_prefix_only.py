@@ -139,6 +139,45 @@ def test_prefix_only_hnsw_and_a_code_search_the_prefix(data):
         assert ann_recall(index.search(queries, k=10)[1], exact.search(queries, k=10)[1]) >= 0.9
 
 
+@pytest.mark.parametrize("backend", ["qdrant", "qdrant-edge"])
+def test_prefix_only_on_the_qdrant_backends_holds_coarse_alone(data, built, backend, tmp_path):
+    if backend == "qdrant-edge":
+        pytest.importorskip("qdrant_edge", reason="the edge extra is not installed")
+    corpus, queries = data
+    faiss_index, _ = built
+    options = {"location": ":memory:"} if backend == "qdrant" else None
+    payloads = [{"row": i} for i in range(len(corpus))]
+    index = MatryoshkaIndex.build(
+        corpus, coarse_dim=12, adaptor=faiss_index.adaptor, rerank=None, backend=backend, index="flat",
+        backend_options=options, payloads=payloads, quiet=True,
+    )  # fmt: skip
+    try:
+        s, ids = index.search(queries, k=10)
+        s_faiss, ids_faiss = faiss_index.search(queries, k=10)
+        np.testing.assert_allclose(s, s_faiss, atol=1e-5)  # the same prefix scores
+        assert (ids == ids_faiss).mean() > 0.99  # the same ranking, ties aside
+        assert index.info()["prefix_only"] and index.info()["stages"]["rerank"].startswith("none")
+        hits = index.query(
+            queries[:3], k=5, with_payload=True, query_filter={"must": [{"key": "row", "range": {"lt": 300}}]}
+        )
+        assert all(h.payload["row"] < 300 and h.payload["row"] == h.id for row in hits for h in row)
+        with pytest.raises(InputError, match="prefix only"):
+            index.exact_search(queries)
+        index.save(tmp_path / "q.mindex")
+    finally:
+        index.close()
+    files = {p.relative_to(tmp_path / "q.mindex").as_posix() for p in (tmp_path / "q.mindex").rglob("*") if p.is_file()}
+    if backend == "qdrant":
+        assert "qdrant/coarse.npy" in files and not any("full" in f for f in files)
+    else:
+        config = json.loads((tmp_path / "q.mindex" / "qdrant_edge" / "edge_config.json").read_text())
+        assert list(config["vectors"]) == ["coarse"]
+    with MatryoshkaIndex.load(tmp_path / "q.mindex") as loaded:
+        _, ids2 = loaded.search(queries, k=10)
+        np.testing.assert_array_equal(ids2, ids)
+        assert loaded.rerank is None and len(loaded) == len(corpus)
+
+
 def test_prefix_only_refusals_are_one_line(data, built):
     corpus, queries = data
     index, _ = built
@@ -150,6 +189,15 @@ def test_prefix_only_refusals_are_one_line(data, built):
         MatryoshkaIndex.build(corpus, coarse_dim=12, rerank=None, ram_budget=64, quiet=True)
     with pytest.raises(InputError, match="rerank"):
         MatryoshkaIndex.build(corpus, coarse_dim=12, rerank="none", quiet=True)
+    from matryoshka_index.backends.base import stores_prefix_only
+    from matryoshka_index.index.build import check_prefix_only
+
+    class NoPrefix:  # a backend class without supports_prefix_only: refused before any work
+        kind = "x"
+
+    assert not stores_prefix_only(NoPrefix)
+    with pytest.raises(InputError, match="not supported by the x backend"):
+        check_prefix_only(NoPrefix, "x", None)
 
 
 def test_prefix_only_manifest_fields_are_checked(built, tmp_path):
@@ -344,6 +392,12 @@ def test_prefix_only_migration_predicts_the_recall_it_measures(source_adaptor):
         got = [i for i in f_row if i != own][:10]
         hits.append(len(set(truth) & set(got)) / 10)
     assert abs(float(np.mean(hits)) - measured["measured"]) <= 0.01
+    # the target opens as a prefix-only index and searches the prefix: the same ranking as NumPy's
+    with MatryoshkaIndex.from_qdrant("docs_prefix8", client=client, device="cpu") as index:
+        assert index.rerank is None and index.coarse_dim == MPREFIX and len(index) == 3000
+        hits = index.query(qv[:5], k=3, with_payload=True)
+        assert [[str(h.id) for h in row] for row in hits] == [row[:3] for row in found[:5]]
+        assert all(h.payload == target[str(h.id)][0] for row in hits for h in row)
 
 
 def test_prefix_only_migration_measures_ndcg_on_the_users_qrels_in_path_mode(source_adaptor, tmp_path):

@@ -7,6 +7,11 @@ Layout of a collection this backend owns::
     full     full vector (the original embedding by default), HNSW off (m=0): only used to rerank
     payload  kept as given
 
+A prefix-only collection (``MatryoshkaIndex.build(..., rerank=None)``, ``mindex migrate --prefix-only``)
+has ``coarse`` alone: its index record names no full vector (``vectors.full`` null, ``full_dim`` 0) and
+a search is one query on ``coarse`` (``limit=k``, ``hnsw_ef`` at least ``candidates``), its scores those
+of the prefix.
+
 The full vector need not be named ``full``: a collection migrated in place (``mindex migrate
 --in-place``) keeps its original vector under its own name (``""`` for an unnamed single vector)
 and only gains ``coarse``. The index record names the full vector (``vectors.full``), and
@@ -151,6 +156,7 @@ class QdrantBackend(Closing):
     """
 
     kind: ClassVar[str] = "qdrant"
+    supports_prefix_only: ClassVar[bool] = True  # full_dim=0: a collection with `coarse` alone
 
     def __init__(
         self,
@@ -176,12 +182,13 @@ class QdrantBackend(Closing):
         quiet: bool = False,
         has_foreign_ids: bool = False,
         connection: dict[str, Any] | None = None,
-        full_vector: str = FULL,
+        full_vector: str | None = FULL,
     ) -> None:
         self.client = client
         self.collection = collection
-        self.full_vector = full_vector
-        """Name of the full (rerank) vector: ``"full"``, or an in-place-migrated collection's own vector."""
+        self.full_vector = full_vector if full_dim else None
+        """Name of the full (rerank) vector: ``"full"``, or an in-place-migrated collection's own vector
+        (None: prefix only, no full vector)."""
         self.coarse_dim = int(coarse_dim)
         self.full_dim = int(full_dim)
         self.metric = check_metric(metric)
@@ -269,8 +276,10 @@ class QdrantBackend(Closing):
         if unknown:
             raise InputError(f"Qdrant backend: unknown option(s) {', '.join(unknown)}")
         metric = check_metric(metric)
-        _positive(coarse_dim=coarse_dim, full_dim=full_dim)
-        if coarse_dim > full_dim:
+        _positive(coarse_dim=coarse_dim)
+        if full_dim != 0:  # 0: prefix only, a collection with `coarse` alone
+            _positive(full_dim=full_dim)
+        if full_dim and coarse_dim > full_dim:
             raise InputError(f"coarse_dim: {coarse_dim} exceeds full_dim {full_dim}")
         index = check_index(index)
         code = resolve_code(code, coarse_quantization, "Qdrant")
@@ -353,8 +362,9 @@ class QdrantBackend(Closing):
         """Attach to an existing collection (an alias is resolved) that has ``coarse`` and a full vector.
 
         ``full_vector``: the name of the full (rerank) vector; default: the one the index record
-        names (``"full"``, or the original vector of a collection migrated in place). The coarse code
-        is read from the collection's config; ``rescore``: Qdrant's rescoring of it (default off).
+        names (``"full"``, or the original vector of a collection migrated in place; none for a
+        prefix-only collection, whose record names none). The coarse code is read from the
+        collection's config; ``rescore``: Qdrant's rescoring of it (default off).
         """
         if unknown:
             raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(unknown))}")
@@ -363,16 +373,19 @@ class QdrantBackend(Closing):
         info = call(lambda: client.get_collection(real), endpoint, f"reading collection {real!r}", retries=max_retries)
         params = vector_params(info)
         record = MetadataStore(client, real, endpoint).read(META_KEY) or {}
-        if full_vector is None:
-            named = (record.get("vectors") or {}).get("full", FULL)
+        layout = record.get("vectors") or {}
+        prefix_only = full_vector is None and "full" in layout and layout["full"] is None
+        if full_vector is None and not prefix_only:
+            named = layout.get("full", FULL)
             full_vector = named if isinstance(named, str) else FULL
-        missing = [v for v in (COARSE, full_vector) if v not in params]
+        missing = [v for v in (COARSE, full_vector) if v is not None and v not in params]
         if missing:
             raise InputError(
                 f"collection {real!r} at {endpoint} has no {' and '.join(repr(m) for m in missing)} vector; "
                 "it is not a matryoshka-index collection (migrate it with mindex migrate)"
             )
-        coarse, full = params[COARSE], params[full_vector]
+        coarse = params[COARSE]
+        full = coarse if full_vector is None else params[full_vector]  # prefix only: coarse says the metric
         if coarse.distance != full.distance:
             raise InputError(f"collection {real!r}: 'coarse' and 'full' use different distances")
         metric = metric_of(full.distance)
@@ -385,7 +398,7 @@ class QdrantBackend(Closing):
             client,
             real,
             coarse_dim=coarse.size,
-            full_dim=full.size,
+            full_dim=0 if full_vector is None else full.size,
             metric=metric,
             owns_client=owns_client,
             index="flat" if m == 0 else "hnsw",
@@ -395,7 +408,8 @@ class QdrantBackend(Closing):
             hnsw_m=m,
             coarse_on_disk=bool(coarse.on_disk),
             hnsw_ef=hnsw_ef,
-            full_quantized=bool(full.quantization_config or info.config.quantization_config),
+            full_quantized=full_vector is not None
+            and bool(full.quantization_config or info.config.quantization_config),
             upload_batch_size=upload_batch_size,
             parallel=parallel,
             max_retries=max_retries,
@@ -456,6 +470,11 @@ class QdrantBackend(Closing):
                     f"{section[name]}; it was changed or replaced since"
                 )
         return backend
+
+    @property
+    def prefix_only(self) -> bool:
+        """No full vector (``full_dim`` 0): search is the coarse stage alone."""
+        return self.full_dim == 0
 
     # ---------------------------------------------------------------------------- lifecycle
     def _call(self, fn: Callable[[], T], what: str, *, retries: int | None = None) -> T:
@@ -570,9 +589,12 @@ class QdrantBackend(Closing):
 
         def batch(start: int) -> qm.Batch:
             sl = slice(start, min(start + bs, n))
+            vectors = {COARSE: coarse[sl].tolist()}
+            if self.full_vector is not None:
+                vectors[self.full_vector] = full[sl].tolist()
             return qm.Batch(
                 ids=list(point_ids[sl]),
-                vectors={COARSE: coarse[sl].tolist(), self.full_vector: full[sl].tolist()},
+                vectors=vectors,
                 payloads=None if payloads is None else [p or {} for p in payloads[sl]],
             )
 
@@ -663,6 +685,18 @@ class QdrantBackend(Closing):
         coarse_queries, full_queries = query_pairs(coarse_queries, full_queries)
         candidates = max(int(candidates), int(k))
         coarse_params, full_params = self._coarse_params(candidates), self._full_params()
+        if self.prefix_only:  # no rerank: the coarse query itself, searched as broadly as the candidates
+            return [
+                qm.QueryRequest(
+                    query=cq.tolist(),
+                    using=COARSE,
+                    limit=int(k),
+                    filter=query_filter,
+                    params=coarse_params,
+                    with_payload=with_payload,
+                )
+                for cq in coarse_queries
+            ]
         return [
             qm.QueryRequest(
                 prefetch=qm.Prefetch(
@@ -716,6 +750,11 @@ class QdrantBackend(Closing):
 
     def exact_search(self, full_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over ``full`` (``SearchParams(exact=True)``): the ground truth."""
+        if self.prefix_only:
+            raise InputError(
+                f"exact_search: collection {self.collection!r} keeps no full vectors (prefix only); exact "
+                "full-dimension search needs the original vectors"
+            )
         params = (
             None if self._local else qm.SearchParams(exact=True, quantization=qm.QuantizationSearchParams(ignore=True))
         )
@@ -800,7 +839,7 @@ class QdrantBackend(Closing):
     def info(self) -> dict[str, Any]:
         info = self._call(lambda: self.client.get_collection(self.collection), "reading the collection")
         params = info.config.params
-        full_params = vector_params(info).get(self.full_vector)
+        full_params = vector_params(info).get(self.full_vector) if self.full_vector is not None else None
         coarse_bytes = self.coarse_dim * 4
         applied = not self._local  # local mode is a brute-force emulation: it keeps the config, searches floats
         memory = coarse_memory(

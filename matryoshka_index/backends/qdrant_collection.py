@@ -127,14 +127,15 @@ def collection_layout(
     on_disk: bool,
     coarse_on_disk: bool = False,
 ) -> dict[str, qm.VectorParams]:
-    """The two named vectors of a new collection: ``coarse`` (searched) and ``full`` (rerank only)."""
+    """The two named vectors of a new collection: ``coarse`` (searched) and ``full`` (rerank only; none
+    when ``full_dim`` is 0: a prefix-only collection)."""
     distance = _METRICS[metric]
     hnsw = None
     if index == "flat":  # exact coarse stage: no graph to build
         hnsw = qm.HnswConfigDiff(m=0)
     elif hnsw_m is not None or hnsw_ef_construct is not None:
         hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
-    return {
+    layout = {
         # with a code the search reads only the codes (kept in RAM): the floats may stay on disk
         COARSE: qm.VectorParams(
             size=coarse_dim,
@@ -143,11 +144,13 @@ def collection_layout(
             quantization_config=quant,
             on_disk=True if coarse_on_disk else None,
         ),
-        # m=0: no graph for `full`, it is only read to rerank the prefetched candidates
-        FULL: qm.VectorParams(
-            size=full_dim, distance=distance, hnsw_config=qm.HnswConfigDiff(m=0), on_disk=bool(on_disk)
-        ),
     }
+    if full_dim:
+        # m=0: no graph for `full`, it is only read to rerank the prefetched candidates
+        layout[FULL] = qm.VectorParams(
+            size=full_dim, distance=distance, hnsw_config=qm.HnswConfigDiff(m=0), on_disk=bool(on_disk)
+        )
+    return layout
 
 
 __all__ = [

@@ -12,7 +12,9 @@ pure-Python emulation meant for tests). One shard holds two named vectors::
 
 A search is one ``QueryRequest`` per query with a nested ``Prefetch`` on ``coarse``
 (``limit=candidates``) and the final ``Nearest`` on ``full`` (``limit=k``), sent as one
-``query_batch``: both stages run inside the engine. Both vectors use the Dot distance: the index
+``query_batch``: both stages run inside the engine. A prefix-only shard (``full_dim=0``, what
+``MatryoshkaIndex.build(..., rerank=None)`` creates) holds ``coarse`` alone, and a search is the
+``Nearest`` on ``coarse`` itself (``limit=k``). Both vectors use the Dot distance: the index
 hands over vectors already normalised for cosine, so scores are plain inner products, as the
 protocol asks, and stored vectors are never re-normalised.
 
@@ -308,16 +310,17 @@ def _edge_config(p: dict[str, Any], max_search_threads: int | None) -> Any:
             # with a code the search reads only the codes (pinned in RAM): the floats may stay on disk
             memory=qe.Memory.Cold if p.get("coarse_on_disk") else None,
         ),
+    }
+    if int(p["full_dim"]):  # 0: prefix only, the shard keeps `coarse` alone
         # m=0: no graph for `full`, it is only read to rerank the prefetched candidates
-        FULL: qe.EdgeVectorParams(
+        vectors[FULL] = qe.EdgeVectorParams(
             size=int(p["full_dim"]),
             distance=qe.Distance.Dot,
             hnsw_config=qe.HnswIndexConfig(
                 m=0, ef_construct=int(p["hnsw_ef_construct"]), full_scan_threshold=_FULL_SCAN_KB
             ),
             memory=qe.Memory.Cold if p["on_disk"] else None,
-        ),
-    }
+        )
     threshold = p.get("indexing_threshold_kb")
     if threshold is None and _code_of(p) != "float":
         threshold = _CODE_INDEXING_KB
@@ -336,6 +339,7 @@ class QdrantEdgeBackend(Closing):
     """
 
     kind: ClassVar[str] = "qdrant-edge"
+    supports_prefix_only: ClassVar[bool] = True  # full_dim=0: a shard with `coarse` alone
 
     def __init__(self, live: _Live, params: dict[str, Any], *, upload_batch_size: int = 1024, quiet: bool = False):
         self._live = live
@@ -407,8 +411,8 @@ class QdrantEdgeBackend(Closing):
         _check_choice("index", index, INDEX_TYPES)
         code = resolve_code(code, coarse_quantization, "qdrant-edge")
         coarse_dim = check_positive_int(coarse_dim, "coarse_dim")
-        full_dim = check_positive_int(full_dim, "full_dim")
-        if coarse_dim > full_dim:
+        full_dim = check_positive_int(full_dim, "full_dim", minimum=0)  # 0: prefix only, `coarse` alone
+        if full_dim and coarse_dim > full_dim:
             raise InputError(f"coarse_dim: {coarse_dim} exceeds full_dim {full_dim}")
         params: dict[str, Any] = {
             "coarse_dim": coarse_dim,
@@ -581,7 +585,7 @@ class QdrantEdgeBackend(Closing):
                 points = [
                     qe.Point(
                         int(ids[r]),
-                        {COARSE: coarse[r], FULL: full[r]},
+                        {COARSE: coarse[r], FULL: full[r]} if self.full_dim else {COARSE: coarse[r]},
                         None if payloads is None else (payloads[r] or None),
                     )
                     for r in range(start, stop)
@@ -641,6 +645,14 @@ class QdrantEdgeBackend(Closing):
 
         flt = to_edge_filter(query_filter)
         params = self._coarse_params(candidates)
+        if not self.full_dim:  # prefix only: the coarse query itself, searched as broadly as the candidates
+            requests = [
+                qe.QueryRequest(
+                    limit=k, query=qe.Query.Nearest(cq, using=COARSE), params=params, filter=flt, with_payload=False
+                )
+                for cq in coarse_queries
+            ]
+            return self._run(requests, k, "a search")
         requests = [
             qe.QueryRequest(
                 limit=k,
@@ -666,6 +678,11 @@ class QdrantEdgeBackend(Closing):
 
     def exact_search(self, full_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over ``full`` (exact, unquantized): the ground truth."""
+        if not self.full_dim:
+            raise InputError(
+                "exact_search: this qdrant-edge index keeps no full vectors (prefix only); exact full-dimension "
+                "search needs the original vectors"
+            )
         k = int(k)
         params = qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
         requests = [
@@ -789,7 +806,11 @@ class QdrantEdgeBackend(Closing):
             # the coarse stage (codes, links, ids; floats unless on disk) + full unless on disk; payloads on top
             "ram_bytes_per_vector": float(ram),
             "disk_bytes_per_vector": round(disk / rows, 1),
-            "full_vectors": "disk (memory-mapped, not cached)" if self.on_disk else "memory-mapped, cached in RAM",
+            "full_vectors": "none (prefix only: rerank=None)"
+            if not self.full_dim
+            else "disk (memory-mapped, not cached)"
+            if self.on_disk
+            else "memory-mapped, cached in RAM",
             "params": dict(self._params),
         }
 
@@ -804,7 +825,9 @@ def _check_saved_shard(saved: Path, params: dict[str, Any]) -> None:
         sizes = {name: int(v["size"]) for name, v in vectors.items()}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         raise FormatError(f"{config_path}: not a readable qdrant-edge shard configuration") from None
-    expected = {COARSE: int(params["coarse_dim"]), FULL: int(params["full_dim"])}
+    expected = {COARSE: int(params["coarse_dim"])}
+    if int(params["full_dim"]):  # 0: prefix only
+        expected[FULL] = int(params["full_dim"])
     if sizes != expected:
         raise FormatError(
             f"{saved}: the shard stores vectors {sizes} but the manifest says {expected}; the index is corrupt"

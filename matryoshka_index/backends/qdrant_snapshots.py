@@ -41,7 +41,10 @@ def open_snapshot(cls: Any, snap: Path, collection: str, options: dict[str, Any]
         else json.loads((snap / "ids.json").read_text())
     )
     coarse = np.load(snap / "coarse.npy", mmap_mode="r", allow_pickle=False)
-    full = np.load(snap / "full.npy", mmap_mode="r", allow_pickle=False)
+    if int(meta["full_dim"]) == 0:  # prefix only: no full vectors were written
+        full = np.empty((len(coarse), 0), dtype=np.float32)
+    else:
+        full = np.load(snap / "full.npy", mmap_mode="r", allow_pickle=False)
     payloads = [json.loads(line) for line in (snap / "payloads.jsonl").read_text().splitlines() if line]
     if not (len(ids) == len(coarse) == len(full) == len(payloads)):
         raise FormatError(f"{snap}: snapshot files disagree on the number of points; the index directory is corrupt")
@@ -72,7 +75,7 @@ def open_snapshot(cls: Any, snap: Path, collection: str, options: dict[str, Any]
     if META_KEY in records:
         rec = dict(records[META_KEY])
         # the snapshot restores the full vector as `full`, whatever the collection called it
-        rec["vectors"] = {**(rec.get("vectors") or {}), "full": FULL}
+        rec["vectors"] = {**(rec.get("vectors") or {}), "full": FULL if backend.full_vector is not None else None}
         if files:
             rec["adaptor"] = backend.metadata.write_blobs({k: base64.b64decode(v) for k, v in files.items()})
         backend.metadata.write(rec, META_KEY)
@@ -97,13 +100,14 @@ def write_snapshot(self: Any, snap: Path) -> None:
     ids: list[int | str] = []
     coarse = np.empty((n, self.coarse_dim), dtype=np.float32)
     full = np.empty((n, self.full_dim), dtype=np.float32)
+    wanted = [COARSE] if self.full_vector is None else [COARSE, self.full_vector]
     lines: list[str] = []
     offset = None
     row = 0
     while True:
         records, offset = self._call(
             lambda o=offset: self.client.scroll(
-                self.collection, limit=1024, offset=o, with_payload=True, with_vectors=[COARSE, self.full_vector]
+                self.collection, limit=1024, offset=o, with_payload=True, with_vectors=wanted
             ),
             "reading points",
         )
@@ -112,7 +116,8 @@ def write_snapshot(self: Any, snap: Path) -> None:
                 raise BackendError(f"collection {self.collection!r} changed while it was being saved")
             ids.append(r.id)
             coarse[row] = r.vector[COARSE]
-            full[row] = r.vector[self.full_vector]
+            if self.full_vector is not None:
+                full[row] = r.vector[self.full_vector]
             lines.append(json.dumps(r.payload or None, sort_keys=True))
             row += 1
         if offset is None:
@@ -123,10 +128,11 @@ def write_snapshot(self: Any, snap: Path) -> None:
     else:
         atomic_write_json(snap / "ids.json", ids)
     save_npy(snap / "coarse.npy", coarse[:row])
-    save_npy(snap / "full.npy", full[:row])
+    if self.full_vector is not None:
+        save_npy(snap / "full.npy", full[:row])
     (snap / "payloads.jsonl").write_text("".join(line + "\n" for line in lines))
     exported = self.metadata.export()
-    full_params = vector_params(info)[self.full_vector]
+    full_params = vector_params(info).get(self.full_vector) if self.full_vector is not None else None
     atomic_write_json(
         snap / "collection.json",
         {
@@ -135,7 +141,7 @@ def write_snapshot(self: Any, snap: Path) -> None:
             "points": row,
             **self.layout(),
             "coarse_on_disk": self.coarse_on_disk,
-            "on_disk": bool(full_params.on_disk),
+            "on_disk": bool(full_params is not None and full_params.on_disk),
             **exported,
         },
     )
