@@ -63,6 +63,14 @@ While an in-place migration is unfinished, ``MatryoshkaIndex.from_qdrant`` refus
 writes later without a ``coarse`` vector are invisible to matryoshka search (add them through
 :class:`~matryoshka_index.MatryoshkaIndex`, or give them ``coarse`` with the adaptor).
 
+Prefix only (``prefix_only=True``, ``mindex migrate --prefix-only --dim M``)
+--------------------------------------------------------------------------
+Copy mode whose target keeps the ``M``-dim adapted prefix ``coarse`` alone: no ``full`` vector, every
+point with its id, payload and other vectors. The plan measures the quality the prefix keeps (nDCG@10
+on the user's labelled sample, else recall@10 against exact full-dim search) and the bytes it saves;
+verification compares ``coarse`` with the prefix recomputed from the source, checks that no full
+vector is stored, and measures the same quality on the target. See :mod:`.prefix_only`.
+
 Both modes
 ----------
 The plan and the report give the extra disk and RAM each mode needs, as estimates: points x dims x
@@ -81,7 +89,8 @@ verification then reports (a count mismatch, or points without ``coarse``).
 Layout
 ------
 One driver (:mod:`.driver`) runs the stages both modes share (:mod:`.context` holds what they pass on); :mod:`.modes` holds only what
-differs (:class:`~.modes.CopyMode`, :class:`~.modes.InPlaceMode`). The stages: :mod:`.source`
+differs (:class:`~.modes.CopyMode`, :class:`~.modes.InPlaceMode`, and :class:`~.prefix_only.PrefixOnlyMode`
+with its quality measurement in :mod:`.prefix_only`). The stages: :mod:`.source`
 (read the source), :mod:`.checkpoint` (the typed migration record), :mod:`.adapting` (stored, given
 or trained adaptor), :mod:`.plan` (estimates), :mod:`.writer` (batches and checkpoints),
 :mod:`.fingerprint` and :mod:`.verify`, :mod:`.rollback`; :mod:`.reports` holds what is returned.

@@ -165,7 +165,7 @@ def migrate_collection(
             )
         if coarse_dim is None:
             raise InputError("prefix_only: give the prefix length (--dim M, coarse_dim=M)")
-        if qrels is not None or queries is not None:
+        if qrels is not None or queries is not None or query_ids is not None:
             labelled = LabelledSample.load(queries, qrels, query_ids)  # one line for a bad file, before any read
     elif qrels is not None or queries is not None or query_ids is not None:
         raise InputError("qrels: a labelled sample (queries, qrels, query_ids) is measured only with --prefix-only")

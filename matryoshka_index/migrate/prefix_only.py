@@ -310,7 +310,9 @@ class PrefixOnlyMode(CopyMode):
         return f"{collection}_prefix{run.opts.coarse_dim}"
 
     def record_extra(self, run: Run) -> dict[str, Any]:
-        return {"prefix_only": {"dim": run.coarse_dim, "predicted": self.predicted}}
+        # the prediction without its list of query points: the record travels in the collection's metadata
+        predicted = {k: v for k, v in (self.predicted or {}).items() if k != "query_points"}
+        return {"prefix_only": {"dim": run.coarse_dim, "predicted": predicted or None}}
 
     def plan_fields(self, run: Run, est_bytes: int, est_seconds: float | None, basis: str) -> dict[str, Any]:
         fields = super().plan_fields(run, est_bytes, est_seconds, basis)
