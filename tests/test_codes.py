@@ -269,6 +269,17 @@ def test_block_padding_left_out_is_fast_scans_own_layout():
     assert without_block_padding(16.01, 29_000, "sq8", "flat") == 16.01  # no blocks: nothing left out
 
 
+def test_the_balance_rotation_is_not_taken_off_a_vectors_bytes(data):
+    """ITQ's rotation is a fixed cost: a balanced prefix keeps as many bytes a vector as the same code without it."""
+    from matryoshka_index.index.budget import resident_bytes_per_vector
+
+    per = {}
+    for balance in ("none", "itq"):
+        index = build(data[0], "flat", "binary", backend_options={"code": "binary", "balance": balance})
+        per[balance] = resident_bytes_per_vector(index.backend.memory())
+    assert per == {"none": COARSE / 8, "itq": COARSE / 8}  # 16 sign bits; before: 1.09 with the rotation
+
+
 @pytest.fixture
 def pq4x32_only(monkeypatch):
     """The budget's grid cut to one option, 64-dim PQ4 with 32 sub-quantizers (16-byte codes, fast-scan)."""
