@@ -69,7 +69,8 @@ def markdown(report: dict) -> str:
                 f"| {r['built_bytes_per_vector']} | {r['candidates']} | {r['recall_at_10']} | {r['queries_per_s']:,} "
                 f"| {rejected} | {r['faiss_threads']} | {load} | {r['build_s']} |"
             )
-    return "\n".join(out) + "\n"
+    notes = report.get("notes", [])
+    return "\n".join(out + (["", "## Reading it", "", *notes] if notes else [])) + "\n"
 
 
 def main() -> None:
