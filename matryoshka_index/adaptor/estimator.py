@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -92,11 +93,6 @@ class MatryoshkaAdaptor:
         Weights of the loss terms (0 switches a term off). ``ranking_weight`` (default 10) is used
         only when ``fit`` gets queries and positives; on our labelled dev set 10 beat the paper's
         unit weight at every prefix length (benchmarks/results/supervised_ablation.md).
-    code, code_weight:
-        The coarse code the prefixes will be stored in (``"binary"``, ``"sq8"``, ``"sq4"``; default
-        ``None``: float prefixes). When given, a quantization-aware listwise term
-        (:func:`~matryoshka_index.adaptor.losses.quantized_listwise_loss`) weighted ``code_weight``
-        keeps each prefix's neighbour order as the relaxed code scores it.
     k:
         Neighbours per item in the top-k loss (and the pool neighbours are drawn from). Default 10.
     temperature:
@@ -140,8 +136,6 @@ class MatryoshkaAdaptor:
         reconstruction_weight: float = 0.1,
         listwise_weight: float = 3.0,
         ranking_weight: float = 10.0,
-        code: str | None = None,
-        code_weight: float = 3.0,
         k: int = 10,
         temperature: float = 0.05,
         lr: float = 1e-3,
@@ -165,8 +159,6 @@ class MatryoshkaAdaptor:
         self.reconstruction_weight = reconstruction_weight
         self.listwise_weight = listwise_weight
         self.ranking_weight = ranking_weight
-        self.code = code
-        self.code_weight = code_weight
         self.k = k
         self.temperature = temperature
         self.lr = lr
@@ -204,7 +196,7 @@ class MatryoshkaAdaptor:
             if m > dim:
                 raise InputError(f"matryoshka_dims: prefix length {m} exceeds the embedding dimension {dim}")
         weights = ("pairwise_weight", "topk_weight", "reconstruction_weight", "listwise_weight", "ranking_weight")
-        for name in (*weights, "code_weight"):
+        for name in weights:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0 or not np.isfinite(v):
                 raise InputError(f"{name}: must be a finite number >= 0, got {v!r}")
@@ -223,9 +215,7 @@ class MatryoshkaAdaptor:
                 reconstruction=float(self.reconstruction_weight),
                 listwise=float(self.listwise_weight),
                 ranking=float(self.ranking_weight),
-                quantized=float(self.code_weight) if self.code is not None else 0.0,
             ),
-            code=self.code,
             k=check_positive_int(self.k, "k"),
             temperature=float(self.temperature),
             lr=float(self.lr),
@@ -432,7 +422,17 @@ class MatryoshkaAdaptor:
         found = {k: tuple(v.shape) for k, v in sorted(tensors.items())}
         if expected != found:
             raise FormatError(f"{path}: weights do not match the metadata (expected tensors {expected}, found {found})")
-        params = {k: v for k, v in meta.get("params", {}).items() if k in _DEFAULTS}
+        saved = meta.get("params", {})
+        params = {k: v for k, v in saved.items() if k in _DEFAULTS}
+        if saved.get("code") is not None:
+            # code= / code_weight= switched on the quantization-aware loss term, removed (it never won a row of
+            # the frontier); the weights it trained are ordinary weights and apply exactly as saved
+            warnings.warn(
+                f"{path}: this adaptor was trained with code={saved['code']!r}, the quantization-aware loss term "
+                "that has been removed; its weights load and apply unchanged, but a refit (get_params) trains "
+                "without that term",
+                stacklevel=2,
+            )
         params["device"] = device
         obj = cls(**params)
         # numpy on the CPU ("auto" included: no torch import to look for a GPU); torch for an explicit CUDA device

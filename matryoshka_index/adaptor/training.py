@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..progress import progress
 from ..threads import apply as apply_threads
 from .history import TrainHistory
@@ -27,8 +26,6 @@ from .losses import (
     reconstruction_loss,
     topk_similarity_loss,
 )
-from .losses.quantized import CODES as QUANTIZED_CODES
-from .losses.quantized import quantized_listwise_loss
 from .model import ResidualAdaptor
 
 
@@ -41,7 +38,6 @@ class LossWeights:
     reconstruction: float = 0.1
     listwise: float = 3.0
     ranking: float = 10.0
-    quantized: float = 0.0  # the quantization-aware listwise term; on only with TrainConfig.code
 
 
 @dataclass(frozen=True)
@@ -59,11 +55,6 @@ class TrainConfig:
     pair_batch_size: int = 256
     hard_negatives: int = 0
     hard_negative_pool: int = 30
-    code: str | None = None  # "binary" | "sq8" | "sq4": the coarse code the quantized term relaxes
-
-    def __post_init__(self) -> None:
-        if self.code is not None and self.code not in QUANTIZED_CODES:
-            raise InputError(f"code: must be None or one of {', '.join(QUANTIZED_CODES)}, got {self.code!r}")
 
 
 def nearest_neighbours(
@@ -117,8 +108,6 @@ class _Objective:
             total = total + w.topk * topk_similarity_loss(e, adapted, cfg.dims, cfg.k)
         if w.listwise:
             total = total + w.listwise * listwise_loss(e, adapted, cfg.dims, cfg.temperature)
-        if w.quantized and cfg.code is not None:
-            total = total + w.quantized * quantized_listwise_loss(e, adapted, cfg.dims, cfg.code, cfg.temperature)
         if w.reconstruction:
             total = total + w.reconstruction * reconstruction_loss(model.start(e), adapted)
         return total
