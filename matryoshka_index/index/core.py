@@ -70,6 +70,7 @@ from ..calibration import (
 from ..errors import CalibrationError, FormatError, InputError
 from ..manifest import ADAPTOR_DIR, make_manifest, now_utc
 from ..progress import progress
+from ..threads import limited as limited_threads
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
 from .build import BUILD_CHUNK_ROWS, METRICS, RERANKS, Adaptor, adaptor_kind, build_index, resolve_adaptor
 from .describe import describe
@@ -95,6 +96,7 @@ class MatryoshkaIndex:
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    @limited_threads()  # thread counts for this call only, re-read each call
     def build(
         cls,
         vectors: np.ndarray,
@@ -452,6 +454,7 @@ class MatryoshkaIndex:
             )
         return c
 
+    @limited_threads()
     def search(
         self,
         queries: np.ndarray,
@@ -523,6 +526,7 @@ class MatryoshkaIndex:
         return scores, ids
 
     # ------------------------------------------------------------------ calibration
+    @limited_threads()
     def calibrate(
         self,
         queries: np.ndarray,
