@@ -32,8 +32,11 @@ load had gone. ``/proc/pressure/cpu`` was not used: it gives the share of time t
 many cores are busy. Both figures count the whole host, not a container's share.
 
 The mechanics (which pools exist, getting and setting them) are threadpoolctl's: the OpenMP
-runtimes (torch's libgomp and the one faiss-cpu bundles are separate copies, both seen) and the
-BLAS libraries already loaded. OpenMP counts are per calling thread, so they are set and restored
+runtimes and the BLAS libraries already loaded. faiss-cpu's wheel bundles its own libgomp (and an
+OpenMP OpenBLAS on it) beside torch's; where torch was imported first, faiss's OpenMP calls bind to
+torch's copy instead (it is already in the global symbol scope) and its own stays unused. Every
+copy is set, so faiss's pool is limited either way (checked with ``threadpoolctl.threadpool_info()``
+after importing both, in both orders). OpenMP counts are per calling thread, so they are set and restored
 in that thread. torch's intra-op count (``torch.set_num_threads``, which also sets its bundled MKL)
 and a BLAS with its own pthreads pool are process-wide: while calls overlap (searches from several
 threads) they follow the most recent call still running, and the last call to end restores what
