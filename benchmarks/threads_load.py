@@ -14,7 +14,9 @@ queries. So the search runs after a fit under load, with the load gone but the l
 high. Inside the fit and inside each search the count actually in force is recorded (torch's and
 FAISS's ``omp_get_max_threads`` read from within training's neighbour search and the FAISS backend's
 ``search``), and FAISS's process-wide count after the fit. The order alternates (base, this tree,
-this tree, base per condition pair) so that drift of the machine's own load hits both alike.
+this tree, base per condition pair) so that drift of the machine's own load hits both alike. Right
+after each row the same search runs in a fresh process of the same code that never fitted: the
+speed the machine gives at that moment, the reference for "once the load has gone".
 
     python benchmarks/threads_load.py --base /tmp/threads-old [--rows 20000 --repeats 2]
 """
@@ -67,7 +69,8 @@ rows, epochs, n_queries = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 x = np.ascontiguousarray(np.load(sys.argv[4], mmap_mode="r")[: rows + n_queries], dtype=np.float32)
 corpus, queries = x[:rows], x[rows:]
 t0 = time.perf_counter()
-MatryoshkaAdaptor(epochs=epochs, patience=epochs, quiet=True, seed=0).fit(corpus)
+if epochs:  # epochs 0: no fit, the reference process that never saw the load
+    MatryoshkaAdaptor(epochs=epochs, patience=epochs, quiet=True, seed=0).fit(corpus)
 fit = {"train_s": time.perf_counter() - t0, "fit_torch_faiss_threads": sorted(set(in_fit)),
        "faiss_threads_after_fit": faiss.omp_get_max_threads(), "torch_threads_after_fit": torch.get_num_threads(),
        "load_after_fit": os.getloadavg()[0]}
@@ -107,16 +110,17 @@ def stop(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def run_child(tree: Path, loaded: bool, args: argparse.Namespace) -> dict:
+def run_child(tree: Path, loaded: bool, args: argparse.Namespace, epochs: int | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_") and k != "MINDEX_THREADS"}
     env["PYTHONPATH"] = str(tree)
+    epochs = args.epochs if epochs is None else epochs
     procs = busy(args.busy) if loaded else []
     try:
         if procs:
             time.sleep(args.warm_load)
         result: dict = {"uptime_before": uptime()}
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(args.rows), str(args.epochs), str(args.queries), str(DATA)],
+            [sys.executable, "-c", CHILD, str(args.rows), str(epochs), str(args.queries), str(DATA)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -192,6 +196,14 @@ def main() -> None:
             for variant in order if condition == "idle" else order[::-1]:
                 print(f"{variant} / {condition} ...", flush=True)
                 r = run_child(trees[variant], condition == "loaded", args)
+                # The same search at once in a fresh process of the same code that never fitted: the speed the
+                # machine gives now, without whatever the fit left behind.
+                fresh = run_child(trees[variant], False, args, epochs=0)
+                r.update(
+                    fresh_search_batch_s=fresh["search_batch_s"],
+                    fresh_search_faiss_threads=fresh["search_faiss_threads"],
+                    fresh_procs_running=fresh["procs_running_at_search"],
+                )
                 r.update(variant=variant, condition=condition, repeat=rep)
                 runs.append(r)
                 print(json.dumps(r), flush=True)
@@ -224,17 +236,20 @@ def write(meta: dict, args: argparse.Namespace, runs: list[dict]) -> None:
         "per-call count follows it. Compare rows run next to each other.",
         "",
         "Threads columns: torch/FAISS threads seen inside the fit; FAISS's count left in the process after the "
-        "fit (outside any call); FAISS threads seen inside each search call; procs_running at the search start.",
+        "fit (outside any call); FAISS threads seen inside each search call; procs_running at the search start; "
+        "the same search in a fresh process that never fitted, run right after.",
         "",
         "| code | condition | train s | fit threads (torch/faiss) | faiss after fit | search batch s (median / max) "
-        "| search threads | run queue at search | load at start | after fit | at end |",
-        "|---|---|---:|---|---:|---:|---|---:|---|---|---|",
+        "| search threads | run queue at search | fresh process: search s (threads) | load at start | after fit "
+        "| at end |",
+        "|---|---|---:|---|---:|---:|---|---:|---:|---|---|---|",
     ]
     for r in runs:
         lines.append(
             f"| {r['variant']} | {r['condition']} | {r['train_s']:.1f} | {fmt_threads(r['fit_torch_faiss_threads'])} "
             f"| {r['faiss_threads_after_fit']} | {r['search_batch_s']:.3f} / {r['search_batch_max_s']:.3f} "
             f"| {fmt_threads(r['search_faiss_threads'])} | {r['procs_running_at_search']} "
+            f"| {r['fresh_search_batch_s']:.3f} ({fmt_threads(r['fresh_search_faiss_threads'])}) "
             f"| {load_field(r['uptime_before'])} | {load_field(r['uptime_after_fit'])} | {load_field(r['uptime_after'])} |"
         )
     lines.append("")
@@ -251,7 +266,10 @@ def write(meta: dict, args: argparse.Namespace, runs: list[dict]) -> None:
                 f"- {variant}: training {mean(loaded, 'train_s'):.1f} s loaded vs {mean(idle, 'train_s'):.1f} s idle "
                 f"(means); search batch after the loaded fit {mean(loaded, 'search_batch_s'):.3f} s vs "
                 f"{mean(idle, 'search_batch_s'):.3f} s after the idle one "
-                f"({mean(loaded, 'search_batch_s') / mean(idle, 'search_batch_s'):.2f}x)."
+                f"({mean(loaded, 'search_batch_s') / mean(idle, 'search_batch_s'):.2f}x); after the loaded fit vs a "
+                f"fresh process right after: {mean(loaded, 'search_batch_s'):.3f} s vs "
+                f"{mean(loaded, 'fresh_search_batch_s'):.3f} s "
+                f"({mean(loaded, 'search_batch_s') / mean(loaded, 'fresh_search_batch_s'):.2f}x)."
             )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "threads_load.md").write_text("\n".join(lines) + "\n")
