@@ -454,7 +454,6 @@ class MatryoshkaIndex:
             )
         return c
 
-    @limited_threads()
     def search(
         self,
         queries: np.ndarray,
@@ -482,7 +481,7 @@ class MatryoshkaIndex:
             kw["query_filter"] = query_filter
         scores = np.empty((len(q), k), dtype=np.float32)
         ids = np.empty((len(q), k), dtype=np.int64)
-        with self._lock.read():
+        with self._lock.read(), limited_threads():  # thread counts for this call only, re-read each call
             for sl in iter_row_chunks(len(q), _SEARCH_CHUNK_ROWS):
                 t0 = time.perf_counter()
                 coarse, full = self._prepare(q[sl])
@@ -526,7 +525,6 @@ class MatryoshkaIndex:
         return scores, ids
 
     # ------------------------------------------------------------------ calibration
-    @limited_threads()
     def calibrate(
         self,
         queries: np.ndarray,
@@ -551,7 +549,7 @@ class MatryoshkaIndex:
         )
         max_candidates = check_positive_int(max_candidates, "max_candidates")
         check_calibration_queries(len(q), target, max(1, min(CALIBRATION_K, len(self._backend))))
-        with self._lock.write():
+        with self._lock.write(), limited_threads():
             record = self._calibrate(
                 q,
                 target=target,
