@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..progress import progress
-from ..threads import apply as apply_threads
+from ..threads import limited as limited_threads
 from .history import TrainHistory
 from .losses import (
     listwise_loss,
@@ -133,6 +133,7 @@ def mine_hard_negatives(
     return torch.gather(cand, 1, order)[:, :pool]
 
 
+@limited_threads()  # torch follows the cores free during this call only (MINDEX_THREADS, affinity, load)
 def train(
     model: ResidualAdaptor,
     train_rows: torch.Tensor,
@@ -152,7 +153,6 @@ def train(
     basis makes that search several times cheaper at the same neighbour quality); the losses always
     use the exact full-dimension similarities.
     """
-    apply_threads()  # torch follows the cores actually free (MINDEX_THREADS, affinity, load)
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     objective = _Objective(cfg)
