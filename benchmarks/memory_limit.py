@@ -360,7 +360,8 @@ def write_report(report: dict) -> None:
             f"| {r['code']} | {r['operation']} | {lim} | {status} | {r['seconds']} | {r['max_rss_mib']} | "
             f"{r['cgroup_peak_mib']} | {r['major_faults']:,} | {' '.join(map(str, r.get('load_at_end') or ['-']))} |"
         )
-    lines += ["", "Codes:", ""] + [f"- **{k}**: {v}" for k, v in VARIANT_NOTES.items()]
+    present = {r["code"] for r in report["rows"]}
+    lines += ["", "Codes:", ""] + [f"- **{k}**: {v}" for k, v in VARIANT_NOTES.items() if k in present]
     if report.get("findings"):
         lines += ["", "## Findings", "", *report["findings"]]
     (HERE / "results" / "memory_limit.md").write_text("\n".join(lines) + "\n")
