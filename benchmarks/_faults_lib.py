@@ -118,27 +118,30 @@ class Run:
 def run_child(code: str, args: list[str], tmp: Path, *, kill_after: float | None, timeout: float = 600.0) -> Run:
     """Run ``python -c code *args``; ``kill_after`` seconds after it prints START, SIGKILL it."""
     t0 = time.perf_counter()
+    # Unbuffered bytes: readline() then takes START and nothing after it, so a DONE written right behind
+    # it is still in the pipe for communicate() (a text pipe's buffer would swallow it: a late kill
+    # would then count as landed).
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,
         env=child_env(tmp),
         cwd=ROOT,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    line = proc.stdout.readline().decode(errors="replace")
     t_start = time.perf_counter()
     if line.strip() != "START":
-        proc.wait(timeout)
-        return Run(proc.returncode, t_start - t0, 0.0, (proc.stderr.read() if proc.stderr else "") + line)
+        _, err = proc.communicate(timeout=timeout)
+        return Run(proc.returncode, t_start - t0, 0.0, err.decode(errors="replace") + line)
     if kill_after is None:  # measuring: the time to DONE
-        for line in proc.stdout:
+        while line := proc.stdout.readline().decode(errors="replace"):
             if line.strip() == "DONE":
                 break
         done = time.perf_counter() - t_start
         _, err = proc.communicate(timeout=timeout)
-        return Run(proc.returncode, t_start - t0, done, err)
+        return Run(proc.returncode, t_start - t0, done, err.decode(errors="replace"))
     sent = False
     try:
         proc.wait(kill_after)
@@ -153,8 +156,8 @@ def run_child(code: str, args: list[str], tmp: Path, *, kill_after: float | None
     ran = time.perf_counter() - t_start
     # The child prints DONE the moment the operation returns; seen after the kill, the kill came too late.
     killed = sent and proc.returncode == -signal.SIGKILL
-    landed = killed and "DONE" not in out.split()
-    return Run(None if killed else proc.returncode, t_start - t0, ran, err, landed)
+    landed = killed and "DONE" not in out.decode(errors="replace").split()
+    return Run(None if killed else proc.returncode, t_start - t0, ran, err.decode(errors="replace"), landed)
 
 
 @contextlib.contextmanager

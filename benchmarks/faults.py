@@ -145,7 +145,18 @@ def write(results: dict, name: str = "faults") -> None:
                 f"threads: OMP_NUM_THREADS={results.get('omp_num_threads')} in every child, no pinning.",
                 "",
             ]
-            if "commit" in results
+            if "commit" in results and not results.get("parts")
+            else []
+        ),
+        *(
+            ["Sections measured by separate runs (a later run of an operation replaces an earlier one):", ""]
+            + [
+                f"- {', '.join(x['sections'])}: commit `{x['commit']}`, `{x['command']}`, started {x['started']} "
+                f"(`uptime`: {x['uptime_start']})"
+                for x in results["parts"]
+            ]
+            + [""]
+            if results.get("parts")
             else []
         ),
         "The machine is shared with other agents (a load average of 10-16 on 2 cores during this run is "
@@ -243,12 +254,18 @@ def main() -> None:
     args = ap.parse_args()
     if args.merge:  # sections measured by separate runs (e.g. the kills and the rest, side by side)
         merged: dict = {}
+        parts = []
         for path in args.merge:
             part = json.loads(path.read_text())
+            sections = [k for k in ("kills", "hostile", "two_processes", "load") if part.get(k)]
+            parts.append(
+                {k: part.get(k) for k in ("commit", "command", "started", "uptime_start")} | {"sections": sections}
+            )
             kills = {r["operation"]: r for r in merged.get("kills", [])}
             kills.update({r["operation"]: r for r in part.get("kills", [])})  # a later run of an operation wins
             merged.update({k: v for k, v in part.items() if v or k not in merged})
             merged["kills"] = list(kills.values())
+        merged["parts"] = parts
         write(merged, args.results)
         return
     skip = set(filter(None, args.skip.split(",")))

@@ -61,6 +61,11 @@ def test_a_kill_after_the_work_is_not_counted_as_landed(tmp_path):
     assert after.returncode is None and not after.landed  # killed, but after the work
     exited = fl.run_child(_MARKED.format(work="pass", tail=0), [], tmp_path, kill_after=0.5)
     assert exited.returncode == 0 and not exited.landed
+    # START and DONE in one write: reading START must not swallow the DONE behind it (a text pipe's
+    # buffer did, and the late kill counted as landed)
+    together = "import time\nprint('START\\nDONE', flush=True)\ntime.sleep(1.0)\n"
+    both = fl.run_child(together, [], tmp_path, kill_after=0.2)
+    assert both.returncode is None and not both.landed
 
 
 def test_the_save_lasts_long_enough_for_kills_to_land(data, tmp_path):
