@@ -170,20 +170,33 @@ def check_free_space(directory: str | os.PathLike[str], need: int, what: str) ->
         )
 
 
-def preallocate(fd: int, size: int, path: str | os.PathLike[str]) -> None:
+def preallocate(fd: int, size: int, path: str | os.PathLike[str]) -> bool:
     """Reserve ``size`` bytes for the file open on ``fd`` (``posix_fallocate``), so a full disk fails
-    here with :class:`StorageError` instead of at a later write, or with SIGBUS through a memory map."""
-    if size <= 0 or not hasattr(os, "posix_fallocate"):
-        return
+    here with :class:`StorageError` instead of at a later write, or with SIGBUS through a memory map.
+
+    Returns True when the space is reserved, False when this file system cannot reserve it (no
+    ``fallocate``): then the free space is checked instead (``shutil.disk_usage``) and a shortfall is
+    the same one-line :class:`StorageError`; later ordinary writes still raise ``ENOSPC`` if another
+    writer takes the room first.
+    """
+    if size <= 0:
+        return True
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                err = disk_error(exc, path)
+                if err is None:
+                    raise
+                raise StorageError(f"{err} ({human_bytes(size)} were needed)") from None
     try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            return  # a file system without fallocate: ordinary writes still raise ENOSPC
-        err = disk_error(exc, path)
-        if err is None:
-            raise
-        raise StorageError(f"{err} ({human_bytes(size)} were needed)") from None
+        held = os.fstat(fd).st_blocks * 512  # what the file already has on disk
+    except OSError:
+        held = 0
+    check_free_space(Path(path).parent, size - held, f"{path} (this file system cannot reserve space in advance)")
+    return False
 
 
 # ---------------------------------------------------------------------- owned temporaries
