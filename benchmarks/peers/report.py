@@ -154,6 +154,11 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         if entry.get("skipped"):
             out += ["Skipped: " + "; ".join(f"{k}: {v}" for k, v in entry["skipped"].items()), ""]
+        if entry.get("planned_jobs"):
+            done = {f"{r['peer']}: {r['setting']}" for r in entry["rows"]}
+            missing = [j for j in entry["planned_jobs"] if j not in done]
+            out += [f"Jobs planned {len(entry['planned_jobs'])}, measured {len(entry['rows'])}"
+                    + (f"; not run (time): {', '.join(missing)}" if missing else "") + ".", ""]  # fmt: skip
         errors = [r for r in entry["rows"] if "error" in r]
         if errors:
             out += ["Failed jobs: " + "; ".join(f"{r['setting']}: {r['error']}" for r in errors), ""]
@@ -262,13 +267,30 @@ def write_results(path: Path, key: str, entry: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    """Re-write peers.md and peers.png from peers.json (after editing the notes, say)."""
+    """Re-write peers.md and peers.png from peers.json; ``--merge`` first folds other runs' files into it
+    (each run writes its own dataset entries); ``--notes`` sets the closing notes (a markdown file)."""
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "peers.json")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[])
+    ap.add_argument("--notes", type=Path, default=None)
     args = ap.parse_args()
-    report = json.loads(args.results.read_text())
+    report = json.loads(args.results.read_text()) if args.results.exists() else {"datasets": {}}
+    for other in args.merge:
+        for key, entry in json.loads(other.read_text())["datasets"].items():
+            mine = report["datasets"].get(key)
+            if mine is not None and entry.get("shard", "0/1") != "0/1" and mine.get("shard") != entry.get("shard"):
+                # another runner of the same run: join its rows, keep both pinnings and the longer time
+                mine["rows"] += entry["rows"]
+                mine["pinning"] += "; " + entry["pinning"]
+                mine["minutes"] = max(mine["minutes"], entry["minutes"])
+                mine["shard"] = f"{mine['shard']}+{entry['shard']}"
+            else:
+                report["datasets"][key] = entry
+    if args.notes is not None:
+        report["notes"] = args.notes.read_text().rstrip("\n").split("\n")
+    atomic_write(args.results, (json.dumps(report, indent=1) + "\n").encode())
     atomic_write(args.results.with_suffix(".md"), markdown(report).encode())
     plot(report, args.results.with_suffix(".png"))
 

@@ -271,6 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpus", default="0", help="taskset CPU list every process is pinned to")
     ap.add_argument("--job-timeout", type=int, default=3600)
     ap.add_argument("--keep-indexes", action="store_true")
+    ap.add_argument(
+        "--shard",
+        default="0/1",
+        help="I/N: run jobs I, I+N, ... of the interleaved order (N runners, "
+        "one per CPU, share one run; report.py --merge joins their rows)",
+    )
     ap.add_argument("--results", type=Path, default=RESULTS / "peers.json")
     ap.add_argument("--key", default=None, help="entry of the results file (default: real / synthetic-ROWS)")
     args = ap.parse_args(argv)
@@ -287,10 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     adaptor_dir, fit_s = train_adaptor(ds, args) if "ours" in peers else (None, None)
     rows = []
     order = jobs(peers, ds, adaptor_dir, [s for s in args.only.split(",") if s])
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    planned = [f"{name}: {b['name']}" for name, b in order]
+    order = order[shard::shards]
     print(f"{len(order)} jobs on {ds['n']:,} x {ds['d']}", flush=True)
-    partial = ds["folder"] / "rows.partial.json"
+    partial = ds["folder"] / f"rows.partial.{shard}of{shards}.json"
     for i, (name, build) in enumerate(order):
-        row = run_job(name, build, ds, args, i)
+        row = run_job(name, build, ds, args, i * shards + shard)
         rows.append(row)
         partial.write_text(json.dumps(rows))
         print(summary_line(row), flush=True)
@@ -308,7 +317,10 @@ def main(argv: list[str] | None = None) -> None:
         "commit": git_commit(),
         "command": " ".join([sys.executable, *sys.argv]),
         "threads": args.threads,
-        "pinning": f"taskset -c {args.cpus} (every build and serve process)",
+        "pinning": f"taskset -c {args.cpus} (every build and serve process)"
+        + (f"; runner {shard + 1} of {shards}, each on its own CPU" if shards > 1 else ""),
+        "planned_jobs": planned,
+        "shard": args.shard,
         "adaptor_fit_s": fit_s,
         "skipped": skipped,
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
