@@ -29,6 +29,10 @@ class Peer:
     library = ""
     keeps_in_ram = ""  # one line: what the served index holds resident (and what it leaves on disk)
 
+    def prepare(self) -> None:
+        """Import what ``load`` and ``search`` need, before the serve process takes its first RSS reading
+        (a library's code is not its index's memory)."""
+
     def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
         raise NotImplementedError
 

@@ -26,6 +26,9 @@ class DiskannPeer(Peer):
         "stay on disk, read with direct I/O at each hop (no node cache here)"
     )
 
+    def prepare(self) -> None:
+        import diskannpy  # noqa: F401
+
     def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
         return [
             {"name": f"DiskANN R{r} L100 PQ{b}", "R": r, "L": 100, "pq_bytes": b}

@@ -26,6 +26,9 @@ class FaissPeer(Peer):
         "rerank from the memory-mapped file (page cache)"
     )
 
+    def prepare(self) -> None:
+        import faiss  # noqa: F401
+
     def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
         nlist = round(4 * np.sqrt(n))
         return [

@@ -19,6 +19,9 @@ class HnswlibPeer(Peer):
     library = "hnswlib"
     keeps_in_ram = "the float vectors (4 d B each) and the graph links (2M on layer 0), all in the process heap"
 
+    def prepare(self) -> None:
+        import hnswlib  # noqa: F401
+
     def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
         return [{"name": f"hnswlib M{m} efC200", "M": m, "ef_construction": 200} for m in (16, 32)]
 

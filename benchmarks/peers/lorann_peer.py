@@ -27,6 +27,9 @@ class LorannPeer(Peer):
         "float dataset (4 d B) in the index; per cluster its parameter matrices; the global projection"
     )
 
+    def prepare(self) -> None:
+        import lorann  # noqa: F401
+
     def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
         clusters = max(2, round(math.sqrt(n)))
         return [

@@ -59,6 +59,9 @@ class OursPeer(Peer):
         self.adaptor_dir = adaptor_dir
         self.targets = targets
 
+    def prepare(self) -> None:
+        from matryoshka_index import MatryoshkaIndex  # noqa: F401  (pulls in the index, backend, adaptor)
+
     def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
         return [{**c, "target_recall": t, "name": f"{c['name']} @{t}"} for t in self.targets for c in CONFIGS]
 

@@ -27,6 +27,9 @@ class ScannPeer(Peer):
         "and, for the reorder, the whole dataset resident in the process (float32 4 d B, or int8 d B + scales)"
     )
 
+    def prepare(self) -> None:
+        import scann  # noqa: F401
+
     def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
         leaves = max(2, round(math.sqrt(n)))
         grid = [

@@ -25,6 +25,10 @@ class UsearchPeer(Peer):
         "b1 rows read the float vectors for the rerank from the memory-mapped file (page cache)"
     )
 
+    def prepare(self) -> None:
+        import faiss  # noqa: F401
+        from usearch.index import Index  # noqa: F401
+
     def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
         grid = [
             {"name": f"usearch {t} M{m}", "dtype": t, "connectivity": m, "expansion_add": 128}

@@ -67,6 +67,7 @@ def run_serve(args: argparse.Namespace, peer: Peer, build: dict[str, Any]) -> di
     n, d = np.load(args.data, mmap_mode="r").shape
     k, targets = args.k, sorted(args.targets)
     lines = peer.search_lines(n, build)
+    peer.prepare()
     load0 = os.getloadavg()[0]
     trim_heap()
     before = proc_status()
