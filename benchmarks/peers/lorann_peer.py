@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from common import Peer
 
-CLUSTERS = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+CLUSTERS = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 RERANK = (10, 20, 40, 80, 160, 320, 640, 1280)
 
 
