@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from common import Peer
 
-CLUSTERS = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+CLUSTERS = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192)
 RERANK = (10, 20, 40, 80, 160, 320, 640, 1280)
 
 
@@ -40,7 +40,8 @@ class LorannPeer(Peer):
         ]  # fmt: skip
 
     def search_lines(self, n: int, build: dict[str, Any]) -> list[list[dict[str, Any]]]:
-        return [[{"clusters": c, "rerank": r} for r in RERANK] for c in CLUSTERS if c <= build["clusters"]]
+        clusters = [c for c in CLUSTERS if c < build["clusters"]] + [build["clusters"]]  # up to every cluster
+        return [[{"clusters": c, "rerank": r} for r in RERANK] for c in clusters]
 
     def build(self, data: np.ndarray, build: dict[str, Any], workdir: Path) -> dict[str, Any]:
         import lorann

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from common import Peer
 
-LEAVES_TO_SEARCH = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
+LEAVES_TO_SEARCH = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192)
 REORDER = (20, 30, 50, 80, 120, 200, 300, 500, 800)
 
 
@@ -42,7 +42,8 @@ class ScannPeer(Peer):
     def search_lines(self, n: int, build: dict[str, Any]) -> list[list[dict[str, Any]]]:
         if not build["leaves"]:
             return [[{"reorder": r} for r in REORDER]]
-        return [[{"leaves": s, "reorder": r} for r in REORDER] for s in LEAVES_TO_SEARCH if s <= build["leaves"]]
+        leaves = [s for s in LEAVES_TO_SEARCH if s < build["leaves"]] + [build["leaves"]]  # up to every leaf
+        return [[{"leaves": s, "reorder": r} for r in REORDER] for s in leaves]
 
     def build(self, data: np.ndarray, build: dict[str, Any], workdir: Path) -> dict[str, Any]:
         import scann
