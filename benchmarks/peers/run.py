@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/mindex-peers"))
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated: " + ",".join(PEERS))
-    ap.add_argument("--only", default="", help="comma-separated substrings of setting names (quick looks)")
+    ap.add_argument("--only", default="", help="substrings of setting names, split on '|' (quick looks, subsets)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cpus", default="0", help="taskset CPU list every process is pinned to")
     ap.add_argument("--job-timeout", type=int, default=3600)
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
             peers.append(name)
     adaptor_dir, fit_s = train_adaptor(ds, args) if "ours" in peers else (None, None)
     rows = []
-    order = jobs(peers, ds, adaptor_dir, [s for s in args.only.split(",") if s])
+    order = jobs(peers, ds, adaptor_dir, [s for s in args.only.split("|") if s])
     shard, shards = (int(x) for x in args.shard.split("/"))
     planned = [f"{name}: {b['name']}" for name, b in order]
     order = order[shard::shards]
