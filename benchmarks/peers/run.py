@@ -183,9 +183,12 @@ def jobs(peers: list[str], ds: dict[str, Any], adaptor_dir: Path | None, only: l
 
 def run_job(name: str, build: dict[str, Any], ds: dict[str, Any], args: argparse.Namespace, i: int) -> dict:
     work = ds["folder"] / "jobs" / f"{i:03d}-{name}"
-    if work.exists():
+    reuse = getattr(args, "reuse_builds", False) and (work / "build.json").exists()
+    if reuse and json.loads((work / "setting.json").read_text()) != build:
+        reuse = False
+    if work.exists() and not reuse:
         subprocess.run(["rm", "-rf", str(work)], check=True)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     (work / "setting.json").write_text(json.dumps(build))
     base = [
         "taskset", "-c", args.cpus, str(python_for(name)), str(HERE / "worker.py"), "--peer", name,
@@ -193,7 +196,7 @@ def run_job(name: str, build: dict[str, Any], ds: dict[str, Any], args: argparse
     ]  # fmt: skip
     row: dict[str, Any] = {"peer": name, "library": make_peer(name).library, "setting": build["name"]}
     for phase, extra in (
-        ("build", []),
+        *([] if reuse else [("build", [])]),
         (
             "serve",
             ["--queries", str(ds["queries"]), "--truth", str(ds["truth"]), "--targets", ",".join(map(str, TARGETS))],
@@ -215,6 +218,9 @@ def run_job(name: str, build: dict[str, Any], ds: dict[str, Any], args: argparse
             row["error"] = f"{phase} failed ({rc}) after {time.perf_counter() - t0:.0f} s: {' | '.join(tail)}"
             return row
         row[phase] = json.loads(out.read_text())
+    if reuse:  # the index a killed run had built (same setting): serve it, say so
+        row["build"] = json.loads((work / "build.json").read_text())
+        row["build"]["reused"] = True
     if not args.keep_indexes:
         subprocess.run(["rm", "-rf", str(work / "index")], check=False)
     return row
@@ -271,6 +277,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpus", default="0", help="taskset CPU list every process is pinned to")
     ap.add_argument("--job-timeout", type=int, default=3600)
     ap.add_argument("--keep-indexes", action="store_true")
+    ap.add_argument(
+        "--reuse-builds",
+        action="store_true",
+        help="serve a job folder's finished build of the same "
+        "setting instead of building again (a killed run's slow builds)",
+    )
     ap.add_argument(
         "--shard",
         default="0/1",
