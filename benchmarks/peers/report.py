@@ -156,8 +156,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += [
             f"## {entry['name']}",
             "",
-            f"Data: {entry['source']}. Commit {entry['commit']}; started {entry['started']}, took "
-            f"{entry['minutes']:.0f} min. Command: `{entry['command']}`. Machine: {m['cpu']}, {m['cores']} cores, "
+            f"Data: {entry['source']}. Commit(s) {entry['commit']}; started {entry['started']}, took "
+            f"{entry['minutes']:.0f} min. Command(s): `{entry['command']}`. Machine: {m['cpu']}, {m['cores']} cores, "
             f"{m['ram_gib']} GiB. Threads: {entry['threads']}; pinning: {entry['pinning']}. Load average during the "
             f"serve processes: {min(loads, default=0):.2f} to {max(loads, default=0):.2f}. Our adaptor: trained "
             f"once in {entry['adaptor_fit_s'] or 0:.0f} s (library defaults), shared by every row of ours.",
@@ -171,7 +171,8 @@ def markdown(report: dict[str, Any]) -> str:
         if entry.get("planned_jobs"):
             done = {f"{r['peer']}: {r['setting']}" for r in entry["rows"]}
             missing = [j for j in entry["planned_jobs"] if j not in done]
-            out += [f"Jobs planned {len(entry['planned_jobs'])}, measured {len(entry['rows'])}"
+            out += [f"Jobs planned by the first runner's command {len(entry['planned_jobs'])}, rows measured "
+                    f"{len(entry['rows'])} (every runner)"
                     + (f"; not run (time): {', '.join(missing)}" if missing else "") + ".", ""]  # fmt: skip
         errors = [r for r in entry["rows"] if "error" in r]
         if errors:
@@ -193,10 +194,11 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{fmt(p.get('wall_qps'))} | {fmt(p['bytes_all'])} | {fmt(p['bytes'])} | {fmt(p['fixed_kb'])} | {fmt(p['library_bytes'])} | "
                     f"{fmt(p['page_cache'])} | {fmt(p['build_s'])} | {p['load'][0]:.1f}-{p['load'][1]:.1f} |"
                 )
-            out += ["", "Each peer library's best point, against ours (bytes = RSS B/vector, all):", ""]
-            for p in best_per_library(peers):
-                out.append(f"- {p['setting']} ({p['bytes_all']:g} B, {p['qps']:,.0f} q/s): "
-                           f"{verdict(p, ours, 'bytes_all')}.")  # fmt: skip
+            out += ["", "Every peer operating point (each build setting at its oracle search setting) against ours, "
+                    "by RSS B/vector (all) and by per-vector B (fixed apart); speed in queries per CPU-second:", ""]  # fmt: skip
+            for p in sorted(peers, key=lambda p: (p["library"], p["bytes_all"])):
+                out.append(f"- {p['setting']} ({p['bytes_all']:g} B all, {p['bytes']:g} B per vector, {p['qps']:,.0f} "
+                           f"q/s): all: {verdict(p, ours, 'bytes_all')}; per vector: {verdict(p, ours, 'bytes')}.")  # fmt: skip
             f = frontier(ours)
             out += ["", "Our frontier: " + (", ".join(f"{o['setting']} ({o['bytes_all']:g} B, {o['qps']:,.0f} q/s)"
                                                        for o in f) or "none reached the target"), ""]  # fmt: skip
@@ -231,7 +233,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     libs = sorted({r["library"] for e, _ in panels for r in e["rows"] if r["peer"] != "ours"})
-    style = {lib: ("osD^v<>pPX*h"[i % 12], f"C{i % 10}") for i, lib in enumerate(libs)}
+    colours = ["C0", "C1", "C2", "C4", "C5", "C6", "C7", "C8", "C9"]  # red (C3) is ours
+    style = {lib: ("osD^v<>pPX*h"[i % 12], colours[i % len(colours)]) for i, lib in enumerate(libs)}
     for ax, (entry, target) in zip(axes.flat, panels, strict=False):
         peers, ours = points(entry, target)
         seen = set()
@@ -301,6 +304,11 @@ def main() -> None:
                 mine["pinning"] += "; " + entry["pinning"]
                 mine["minutes"] = max(mine["minutes"], entry["minutes"])
                 mine["shard"] = f"{mine['shard']}+{entry['shard']}"
+                mine["keeps_in_ram"] = {**mine.get("keeps_in_ram", {}), **entry.get("keeps_in_ram", {})}
+                for field in ("command", "commit"):
+                    if entry[field] not in mine[field]:
+                        mine[field] += f" ; {entry[field]}"
+                mine["skipped"] = {**mine.get("skipped", {}), **entry.get("skipped", {})}
             else:
                 report["datasets"][key] = entry
     if args.notes is not None:
