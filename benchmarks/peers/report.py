@@ -298,7 +298,7 @@ def main() -> None:
     for other in args.merge:
         for key, entry in json.loads(other.read_text())["datasets"].items():
             mine = report["datasets"].get(key)
-            if mine is not None and mine.get("shard") != entry.get("shard"):
+            if mine is not None and (mine.get("shard"), mine["command"]) != (entry.get("shard"), entry["command"]):
                 # another runner of the same run: join its rows, keep both pinnings and the longer time
                 mine["rows"] += entry["rows"]
                 mine["pinning"] += "; " + entry["pinning"]
