@@ -61,7 +61,6 @@ from .base import EMPTY_ID, METRICS, Payloads, add_timings, empty_results, rejec
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
 from .faiss_codes import default_pq_m as _default_pq_m
 from .faiss_codes import nprobe_ladder as _nprobe_ladder
-from .faiss_codes import tune_faiss_flat_search as _tune_faiss_flat_search
 from .faiss_store import CHUNK_ROWS as _CHUNK_ROWS  # noqa: F401  (kept importable)
 from .faiss_store import FullStore as _FullStore
 from .faiss_store import SpillFile as _SpillFile  # noqa: F401  (kept importable)
@@ -223,7 +222,6 @@ class FaissBackend:
             params.update(pq_m=m)
         if code == "rabitq":
             params.update(rabitq_bits=int(rabitq_bits))
-        _tune_faiss_flat_search()
         coarse = None  # trained (IVF: and sized) by train() on the build sample
         if not codes.needs_training(structure, code):
             coarse = codes.make_index(structure, code, int(coarse_dim), params)
@@ -313,7 +311,6 @@ class FaissBackend:
             raise FormatError(
                 f"{directory / COARSE_FILE}: holds {coarse.ntotal} vectors, manifest and ids say {expected_ntotal}"
             )
-        _tune_faiss_flat_search()
         if structure == "hnsw":
             coarse.hnsw.efConstruction = int(params.get("ef_construction", coarse.hnsw.efConstruction))
         return cls(
@@ -524,6 +521,7 @@ class FaissBackend:
         """Where stage one runs (or will run at the next search): ``"gpu:0"`` or ``"cpu"``."""
         return "gpu:0" if self._gpu() is not None else "cpu"
 
+    @codes.with_flat_search_blas
     def _coarse_hits(self, coarse_queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` live rows from the coarse index with their coarse scores (``-1`` rows where fewer exist)."""
         n = int(min(n, self._n_alive))
@@ -666,6 +664,7 @@ class FaissBackend:
         add_timings(timings, coarse=t1 - t0, rerank=t2 - t1)
         return self._to_ids(scores, rows)
 
+    @codes.with_flat_search_blas
     def exact_search(self, full_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over every live full vector (streamed in chunks from the memory map)."""
         if self.prefix_only:
