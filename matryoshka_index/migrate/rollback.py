@@ -6,16 +6,10 @@ import time
 
 from qdrant_client import QdrantClient
 
-from ..backends.qdrant_backend import (
-    COARSE,
-    META_KEY,
-    MIGRATION_KEY,
-    MetadataStore,
-    call,
-    describe_client,
-    require_collection,
-    vector_params,
-)
+from ..backends.base import COARSE
+from ..backends.qdrant.connection import describe_client
+from ..backends.qdrant.errors import call
+from ..backends.qdrant.metadata import META_KEY, MIGRATION_KEY, MetadataStore, require_collection, vector_params
 from ..errors import InputError
 from .checkpoint import is_migration_record, stored_state
 from .fingerprint import CHECK_KEY

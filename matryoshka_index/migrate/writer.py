@@ -21,7 +21,8 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from ..backends.qdrant_backend import is_local_client, utc_now
+from ..backends.qdrant.connection import is_local_client
+from ..backends.qdrant.metadata import utc_now
 from ..progress import progress
 from .checkpoint import Checkpoint, State
 from .reports import BatchEvent

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, FormatError, InputError
-from ..storage import atomic_write_json, save_npy
-from .qdrant_common import COARSE, FULL
-from .qdrant_metadata import META_KEY, MIGRATION_KEY, is_foreign_id, vector_params
+from ...errors import BackendError, FormatError, InputError
+from ...storage import atomic_write_json, save_npy
+from .common import COARSE, FULL
+from .metadata import META_KEY, MIGRATION_KEY, is_foreign_id, vector_params
 
 SNAPSHOT_FORMAT = "matryoshka-index-qdrant-snapshot"
 SNAPSHOT_VERSION = 1

@@ -9,8 +9,8 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from ..errors import BackendError, InputError
-from .qdrant_common import first_line
+from ...errors import BackendError, InputError
+from .common import first_line
 
 CONNECTION_OPTIONS = ("url", "path", "location", "client", "api_key", "https", "timeout", "prefer_grpc", "grpc_port")
 """The keywords :func:`connect` takes to reach Qdrant (``must_exist`` aside)."""

@@ -55,10 +55,10 @@ returns the original ids directly. The UUIDs themselves are never rewritten.
 
 Modules
 -------
-This module holds the backend; what it stands on lives beside it: ``qdrant_connection`` (clients),
-``qdrant_errors`` (one-line errors, retries), ``qdrant_metadata`` (point handles, collection lookups,
-the metadata store), ``qdrant_snapshots`` (the in-memory snapshot) and ``qdrant_common`` (what the
-qdrant-edge backend shares). Their public names are importable from here too, as before.
+This module holds the backend; what it stands on lives beside it in this package: ``connection``
+(clients), ``errors`` (one-line errors, retries), ``metadata`` (point handles, collection lookups, the
+metadata store), ``snapshots`` (the in-memory snapshot), ``collection`` (the layout) and ``common``
+(what the qdrant-edge backend shares). Import each name from the module that defines it.
 """
 
 from __future__ import annotations
@@ -78,11 +78,11 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..errors import FormatError, InputError
-from ..progress import progress
-from ..validation import check_positive_int
-from .base import EMPTY_ID, Payloads, Results, empty_results
-from .qdrant_collection import (
+from ...errors import FormatError, InputError
+from ...progress import progress
+from ...validation import check_positive_int
+from ..base import EMPTY_ID, Payloads, Results, empty_results
+from .collection import (
     check_index,
     check_metric,
     check_server_has,
@@ -90,9 +90,8 @@ from .qdrant_collection import (
     code_of,
     collection_layout,
     metric_of,
-    quantization_config,
 )
-from .qdrant_common import (
+from .common import (
     COARSE,
     FULL,
     Closing,
@@ -103,28 +102,21 @@ from .qdrant_common import (
     query_pairs,
     resolve_code,
 )
-from .qdrant_connection import CONNECTION_OPTIONS, client_mode, close_quietly, connect, describe_client, is_local_client
-from .qdrant_errors import call, is_transient, translate_error
-from .qdrant_metadata import (
-    CHUNK_BYTES,
+from .connection import CONNECTION_OPTIONS, client_mode, close_quietly, connect, describe_client
+from .errors import call
+from .metadata import (
     COMPANION_SUFFIX,
     META_KEY,
-    MIGRATION_KEY,
-    RECORD_FORMAT,
-    RECORD_VERSION,
     MetadataStore,
     bundle_id,
     check_index_record,
-    collection_names,
     index_record,
     is_foreign_id,
     point_handle,
     require_collection,
-    resolve_alias,
-    utc_now,
     vector_params,
 )
-from .qdrant_snapshots import SNAPSHOT_DIR, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, open_snapshot, write_snapshot
+from .snapshots import SNAPSHOT_DIR, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, open_snapshot, write_snapshot
 
 T = TypeVar("T")
 
@@ -868,38 +860,4 @@ class QdrantBackend(Closing):
         }
 
 
-__all__ = [  # the backend, and the names of the modules it stands on that were importable from here
-    "CHUNK_BYTES",
-    "COARSE",
-    "COMPANION_SUFFIX",
-    "CONNECTION_OPTIONS",
-    "DEFAULT_COLLECTION",
-    "FULL",
-    "META_KEY",
-    "MIGRATION_KEY",
-    "RECORD_FORMAT",
-    "RECORD_VERSION",
-    "SNAPSHOT_DIR",
-    "SNAPSHOT_FORMAT",
-    "SNAPSHOT_VERSION",
-    "MetadataStore",
-    "QdrantBackend",
-    "bundle_id",
-    "call",
-    "check_index_record",
-    "collection_names",
-    "connect",
-    "describe_client",
-    "index_record",
-    "is_foreign_id",
-    "is_local_client",
-    "is_transient",
-    "metric_of",
-    "point_handle",
-    "quantization_config",
-    "require_collection",
-    "resolve_alias",
-    "translate_error",
-    "utc_now",
-    "vector_params",
-]
+__all__ = ["DEFAULT_COLLECTION", "QdrantBackend"]
