@@ -63,6 +63,7 @@ metadata store), ``snapshots`` (the in-memory snapshot), ``collection`` (the lay
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -107,6 +108,7 @@ from .errors import call
 from .metadata import (
     COMPANION_SUFFIX,
     META_KEY,
+    MIGRATION_KEY,
     MetadataStore,
     bundle_id,
     check_index_record,
@@ -116,7 +118,7 @@ from .metadata import (
     require_collection,
     vector_params,
 )
-from .snapshots import SNAPSHOT_DIR, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, open_snapshot, write_snapshot
+from .snapshots import SNAPSHOT_DIR, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, Snapshot, read_snapshot, write_snapshot
 
 T = TypeVar("T")
 
@@ -431,7 +433,8 @@ class QdrantBackend(Closing):
         collection = options.pop("collection", None) or section["collection"]
         given = any(conn.get(k) is not None for k in ("url", "path", "location", "client"))
         if section.get("mode") == "memory" and not given:
-            return open_snapshot(cls, Path(directory) / section.get("snapshot", SNAPSHOT_DIR), collection, options)
+            snapshot = read_snapshot(Path(directory) / section.get("snapshot", SNAPSHOT_DIR))
+            return cls._from_snapshot(snapshot, collection, options)
         if not given:
             if section.get("mode") == "path":
                 conn["path"] = section["path"]
@@ -467,6 +470,45 @@ class QdrantBackend(Closing):
     def prefix_only(self) -> bool:
         """No full vector (``full_dim`` 0): search is the coarse stage alone."""
         return self.full_dim == 0
+
+    @classmethod
+    def _from_snapshot(cls, snapshot: Snapshot, collection: str, options: dict[str, Any]) -> QdrantBackend:
+        """A new in-memory collection loaded with a snapshot's points and metadata records."""
+        meta = snapshot.meta
+        create_opts = {
+            k: options.pop(k) for k in list(options) if k in ("upload_batch_size", "max_retries", "quiet", "rescore")
+        }
+        code = meta.get("code")  # absent in snapshots written before codes: coarse_quantization says it
+        backend = cls.create(
+            index=meta.get("index", "hnsw"),
+            coarse_dim=int(meta["coarse_dim"]),
+            full_dim=int(meta["full_dim"]),
+            metric=meta["metric"],
+            collection=collection,
+            coarse_quantization=None if code else meta.get("coarse_quantization"),
+            code=code,
+            coarse_on_disk=meta.get("coarse_on_disk"),
+            on_disk=bool(meta.get("on_disk", False)),
+            **create_opts,
+        )
+        if options:
+            backend.close()
+            raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(options))}")
+        coarse, full = np.asarray(snapshot.coarse, np.float32), np.asarray(snapshot.full, np.float32)
+        backend._upload(snapshot.ids, coarse, full, snapshot.payloads, desc="loading Qdrant snapshot")
+        records = meta.get("records") or {}
+        files = meta.get("adaptor_files")
+        if META_KEY in records:
+            rec = dict(records[META_KEY])
+            # the snapshot restores the full vector as `full`, whatever the collection called it
+            rec["vectors"] = {**(rec.get("vectors") or {}), "full": FULL if backend.full_vector is not None else None}
+            if files:
+                rec["adaptor"] = backend.metadata.write_blobs({k: base64.b64decode(v) for k, v in files.items()})
+            backend.metadata.write(rec, META_KEY)
+            backend._has_foreign_ids = bool((rec.get("point_ids") or {}).get("foreign"))
+        if MIGRATION_KEY in records:
+            backend.metadata.write(records[MIGRATION_KEY], MIGRATION_KEY)
+        return backend
 
     # ---------------------------------------------------------------------------- lifecycle
     def _call(self, fn: Callable[[], T], what: str, *, retries: int | None = None) -> T:
