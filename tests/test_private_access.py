@@ -64,7 +64,7 @@ ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
     ("index/persistence.py", "self._payloads"): (1, "load_index's module-level self sets the state"),
     ("migrate/adapting.py", "adaptor._check_fitted"): (1, "the estimator has no public is-fitted check yet"),
     ("qdrant_open.py", "index_cls._from_parts"): (1, "from_qdrant builds the index through its private constructor"),
-    ("storage.py", "getattr(arr, '_mmap')"): (
+    ("storage/mmaps.py", "getattr(arr, '_mmap')"): (
         1,
         "numpy's memmap keeps its mmap in _mmap, with no public handle (to read its mapping)",
     ),
