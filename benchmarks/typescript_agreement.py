@@ -93,7 +93,7 @@ def main() -> None:
 
     from matryoshka_index import MatryoshkaAdaptor, MatryoshkaIndex
     from matryoshka_index.adaptor.onnx_export import export_onnx
-    from matryoshka_index.qdrant_request import query_vectors
+    from matryoshka_index.backends.qdrant.request import query_vectors
 
     ts_dir = args.ts_dir.resolve()
     if not (ts_dir / "dist" / "query.js").exists():

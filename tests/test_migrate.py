@@ -23,7 +23,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from matryoshka_index import MatryoshkaAdaptor, migrate_collection
-from matryoshka_index.backends.qdrant_backend import MIGRATION_KEY, MetadataStore, point_handle
+from matryoshka_index.backends.qdrant.metadata import MIGRATION_KEY, MetadataStore, point_handle
 from matryoshka_index.cli import main
 from matryoshka_index.errors import BackendError, InputError
 

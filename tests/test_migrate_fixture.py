@@ -20,7 +20,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from matryoshka_index import MatryoshkaAdaptor, migrate_collection
-from matryoshka_index.backends.qdrant_backend import MIGRATION_KEY, MetadataStore
+from matryoshka_index.backends.qdrant.metadata import MIGRATION_KEY, MetadataStore
 from matryoshka_index.migrate import Checkpoint, State, rollback_in_place
 
 FIXTURES = Path(__file__).parent / "fixtures" / "migration_v1"

@@ -21,7 +21,7 @@ from qdrant_client import models as qm
 from test_migrate import COARSE, DIM, _point_id, _unit, dump, make_source
 
 from matryoshka_index import MatryoshkaAdaptor, migrate_collection
-from matryoshka_index.backends.qdrant_backend import META_KEY, MIGRATION_KEY, MetadataStore, point_handle
+from matryoshka_index.backends.qdrant.metadata import META_KEY, MIGRATION_KEY, MetadataStore, point_handle
 from matryoshka_index.cli import main
 from matryoshka_index.errors import InputError
 from matryoshka_index.migrate import CHECK_KEY, rollback_in_place

@@ -15,7 +15,8 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from matryoshka_index.backends.qdrant_backend import META_KEY, QdrantBackend
+from matryoshka_index.backends.qdrant.metadata import META_KEY
+from matryoshka_index.backends.qdrant.server import QdrantBackend
 from matryoshka_index.errors import BackendError
 
 pytestmark = pytest.mark.docker

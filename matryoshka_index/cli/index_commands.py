@@ -477,8 +477,8 @@ def info_command(index_path, no_verify, qdrant_query, query_file, k, device):
 
 
 def _qdrant_request(index, index_path: str, query_file: str | None, k: int) -> dict:
+    from ..backends.qdrant.request import query_path, query_request, query_vectors
     from ..manifest import read_manifest
-    from ..qdrant_request import query_path, query_request, query_vectors
 
     manifest = read_manifest(Path(index_path), verify=False)  # load() above verified it
     coarse = full = None
