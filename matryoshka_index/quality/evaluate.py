@@ -31,7 +31,7 @@ from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.estimator import default_matryoshka_dims
 from ..adaptor.pca import pca_rotation
 from ..calibration import OperatingPoint, OperatingPoints
-from ..errors import InputError
+from ..errors import CalibrationError, InputError
 from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
 from ..storage import atomic_write_json
 from ..validation import best_time, check_embeddings, check_positive_int, iter_row_chunks, l2_normalize
@@ -721,19 +721,24 @@ def _measure_index(
     n = len(corpus)
     ladder = sorted({check_positive_int(c, "candidates") for c in (candidates or DEFAULT_CANDIDATES)})
     k10 = min(10, n)
+    not_reached: dict[tuple[str, int], dict[str, Any]] = {}  # calibrations on the queries that missed the target
     for method, spec in index_adaptors.items():
         report.two_stage.setdefault(method, {})
         report.ann.setdefault(method, {})
         for m in report.dims:
 
-            def build(options: dict[str, Any] | None = None, m: int = m, spec: Any = spec) -> Any:
+            def build(options: dict[str, Any] | None = None, m: int = m, spec: Any = spec, method: str = method) -> Any:
                 opts = dict(options or {})
                 built = MatryoshkaIndex.build(
                     corpus, coarse_dim=m, adaptor=spec, target_recall=target_recall, seed=seed, quiet=quiet,
                     **({"index": opts.pop("index"), "backend_options": opts} if opts else {}),
                 )  # fmt: skip
                 if calibration_queries is not None:
-                    built.calibrate(calibration_queries, target_recall=target_recall, quiet=quiet)
+                    try:
+                        built.calibrate(calibration_queries, target_recall=target_recall, quiet=quiet)
+                    except CalibrationError as exc:  # a short truncated prefix may never reach the target
+                        say(f"{METHOD_LABELS[method]} m={m}: {exc}")
+                        not_reached[(method, m)] = exc.record
                 return built
 
             idx = build()
@@ -759,6 +764,9 @@ def _measure_index(
                         "candidates": default_c,
                         "calibrated_recall": idx.calibration.get("recall"),
                         "calibration_queries": idx.calibration.get("query_source"),
+                        # the training queries' calibration missed the target: the build's candidates stay
+                        "calibration_on_queries_reached": (method, m) not in not_reached,
+                        "calibration_on_queries_recall": not_reached.get((method, m), {}).get("recall"),
                         "qps": qps,
                         "ram_bytes_per_vector": mem.get("ram_bytes_per_vector"),
                         "coarse_bytes_per_vector": 4 * m,
