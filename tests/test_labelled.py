@@ -333,7 +333,7 @@ def report() -> LabelledReport:
 
 
 def test_report_measures_every_method_and_dimension(report):
-    assert report.methods == ["truncation", "pca", "adaptor", "supervised"]
+    assert report.methods == ["truncation", "pca", "adaptor", "adaptor_queries", "supervised"]
     assert report.n_test_queries == 80 and report.n_train_queries == 80 and report.n_train_pairs == 160
     assert 0.2 < report.full["ndcg@10"] < 1.0  # a task with something to lose
     for method in report.methods:
