@@ -51,6 +51,10 @@ VARIANTS: dict[str, dict] = {
     ),
     "hard_negatives=8 (mined at full dim)": dict(hard_negatives=8),
     "hidden_dim=1536 and epochs=8 (the first ablation's best)": dict(hidden_dim=1536, epochs=8),
+    "parametrisation='orthogonal' (a learned rotation, full-dim inner products exact)": dict(
+        parametrisation="orthogonal"
+    ),
+    "parametrisation='orthogonal', lr=1e-2": dict(parametrisation="orthogonal", lr=1e-2),
 }
 
 

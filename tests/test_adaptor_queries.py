@@ -243,3 +243,30 @@ def test_numpy_model_refuses_half_a_query_head(with_queries):
     del state["query_centre"]
     with pytest.raises(ValueError, match="expected"):
         NumpyResidualAdaptor(state)
+
+
+# ----------------------------------------------------------------------------- the orthogonal parametrisation
+def test_orthogonal_parametrisation_keeps_full_dim_inner_products_and_learns_a_rotation(tmp_path, task):
+    docs, queries, _ = task
+    turned = small(seed=0, parametrisation="orthogonal", guard=False).fit(docs)
+    x = turned.transform(docs[:100])
+    np.testing.assert_allclose(x @ x.T, docs[:100] @ docs[:100].T, atol=1e-4)  # rerank="adapted" loses nothing
+    still = small(seed=0, parametrisation="orthogonal", guard=False, epochs=1, lr=1e-12).fit(docs)
+    assert np.abs(turned.model_.rotation - still.model_.rotation).max() > 1e-3  # training moved the rotation
+    assert not np.any(turned.model_.state_dict()["mlp.2.weight"])  # the saved residual is zero
+    turned.save(tmp_path / "o")
+    np.testing.assert_array_equal(
+        MatryoshkaAdaptor.load(tmp_path / "o").transform(docs[:20]), turned.transform(docs[:20])
+    )
+    # with a query head: inner products of the centred start are kept
+    headed = small(seed=0, parametrisation="orthogonal", guard=False).fit(docs, queries=queries[:400])
+    q, d = headed.transform_queries(queries[:30]), headed.transform(docs[:40])
+    state = headed.model_.state_dict()
+    np.testing.assert_allclose(
+        q @ d.T, (queries[:30] - state["query_centre"]) @ (docs[:40] - state["centre"]).T, atol=1e-4
+    )
+
+
+def test_parametrisation_checked(task):
+    with pytest.raises(InputError, match="parametrisation: must be one of residual, orthogonal"):
+        small(parametrisation="spline").fit(task[0])

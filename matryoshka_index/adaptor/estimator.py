@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .training import TrainConfig
 
 _INITS = ("pca", "identity")
+_PARAMETRISATIONS = ("residual", "orthogonal")
 
 
 class NotFittedError(MatryoshkaError, AttributeError):
@@ -95,6 +96,10 @@ class MatryoshkaAdaptor:
         so the starting point is already PCA at every prefix; ``"identity"``: the paper's ``e + MLP(e)``.
     hidden_dim:
         Width of the MLP's hidden layer. Default: the input dim.
+    parametrisation:
+        ``"residual"`` (default): the paper's ``z + MLP(z)``; ``"orthogonal"``: a learned rotation
+        ``z Q`` after the start (:mod:`.orthogonal`), which keeps every full-dim inner product of the
+        start exactly (``rerank="adapted"`` then loses nothing) and learns only what each prefix holds.
     pairwise_weight, topk_weight, reconstruction_weight, listwise_weight, ranking_weight, query_weight:
         Weights of the loss terms (0 switches a term off). ``ranking_weight`` (default 10) is used
         only when ``fit`` gets queries and positives; on our labelled dev set 10 beat the paper's
@@ -158,6 +163,7 @@ class MatryoshkaAdaptor:
         *,
         init: str = "pca",
         hidden_dim: int | None = None,
+        parametrisation: str = "residual",
         pairwise_weight: float = 1.0,
         topk_weight: float = 1.0,
         reconstruction_weight: float = 0.1,
@@ -186,6 +192,7 @@ class MatryoshkaAdaptor:
         self.matryoshka_dims = matryoshka_dims
         self.init = init
         self.hidden_dim = hidden_dim
+        self.parametrisation = parametrisation
         self.pairwise_weight = pairwise_weight
         self.topk_weight = topk_weight
         self.reconstruction_weight = reconstruction_weight
@@ -225,6 +232,10 @@ class MatryoshkaAdaptor:
 
         if self.init not in _INITS:
             raise InputError(f"init: must be one of {', '.join(_INITS)}, got {self.init!r}")
+        if self.parametrisation not in _PARAMETRISATIONS:
+            raise InputError(
+                f"parametrisation: must be one of {', '.join(_PARAMETRISATIONS)}, got {self.parametrisation!r}"
+            )
         dims = tuple(self.matryoshka_dims) if self.matryoshka_dims is not None else default_matryoshka_dims(dim)
         if not dims:
             raise InputError("matryoshka_dims: give at least one prefix length")
@@ -318,12 +329,13 @@ class MatryoshkaAdaptor:
             centres = {"centre": train_rows.mean(dim=0), "query_centre": fit_queries.mean(dim=0)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = ResidualAdaptor(
-                dim,
-                self.hidden_dim or dim,
-                rotation=torch.from_numpy(rotation) if self.init == "pca" else None,
-                **centres,
-            )
+            start_rotation = torch.from_numpy(rotation) if self.init == "pca" else None
+            if self.parametrisation == "orthogonal":
+                from .orthogonal import OrthogonalAdaptor
+
+                model = OrthogonalAdaptor(dim, rotation=start_rotation, **centres)
+            else:
+                model = ResidualAdaptor(dim, self.hidden_dim or dim, rotation=start_rotation, **centres)
             history = train(
                 model,
                 train_rows,
@@ -340,6 +352,8 @@ class MatryoshkaAdaptor:
             )
         if self.guard:
             self._apply_guard(model, history, train_rows, val_rows, val_queries, val_pairs, cfg.dims)
+        if self.parametrisation == "orthogonal":
+            model = model.folded().to(device)  # the learned rotation multiplied into the stored one
         self.model_ = _inference_model(model)
         self.input_dim_ = dim
         self.matryoshka_dims_ = cfg.dims
