@@ -3,9 +3,12 @@
 Training optimises losses on batches; what a coarse-then-rerank index needs is that each prefix finds
 the full-dim nearest neighbours. The guard measures exactly that on rows training never saw (held-out
 queries when ``fit`` got queries, else held-out corpus rows): recall@k of prefix-m search among the
-training rows against exact full-dim search (in the start's space: the original cosines, or with a
-query head each side centred), for the adaptor and for its starting point (the PCA rotation, or the
-identity), at each of the adaptor's prefix lengths. numpy only.
+training rows against exact full-dim search over the original vectors (what an index reranking with
+them needs its coarse stage to find), for the adaptor and for its starting point (the PCA rotation, or
+the identity; with a query head each side centred), at each of the adaptor's prefix lengths. Measured
+against the start's own full-dim neighbours instead, on the multilingual dev set a trained query-head
+adaptor lost (0.596 vs 0.618 mean) while its prefix nDCG@10 was far above the start's (0.817 vs 0.735
+at 64 dims), so the original neighbours are the reference. numpy only.
 """
 
 from __future__ import annotations
@@ -141,8 +144,8 @@ class GuardResult:
             n_queries=len(queries),
             n_rows=len(rows),
             k=min(k, len(rows)),
-            adaptor_recall=prefix_recall(queries, rows, adaptor, dims, k, reference=_sides(start)),
-            start_recall=prefix_recall(queries, rows, start, dims, k, reference=_sides(start)),
+            adaptor_recall=prefix_recall(queries, rows, adaptor, dims, k),
+            start_recall=prefix_recall(queries, rows, start, dims, k),
         )
 
     def to_dict(self) -> dict:
