@@ -2,6 +2,7 @@
 
 from .listwise import listwise_loss
 from .pairwise import pairwise_similarity_loss
+from .query_listwise import query_listwise_loss
 from .ranking import ranking_loss
 from .reconstruction import reconstruction_loss
 from .topk import topk_similarity_loss
@@ -9,6 +10,7 @@ from .topk import topk_similarity_loss
 __all__ = [
     "listwise_loss",
     "pairwise_similarity_loss",
+    "query_listwise_loss",
     "ranking_loss",
     "reconstruction_loss",
     "topk_similarity_loss",
