@@ -274,3 +274,20 @@ def test_orthogonal_parametrisation_keeps_full_dim_inner_products_and_learns_a_r
 def test_parametrisation_checked(task):
     with pytest.raises(InputError, match="parametrisation: must be one of residual, orthogonal"):
         small(parametrisation="spline").fit(task[0])
+
+
+def test_the_index_sends_queries_through_the_query_head(task, with_queries, tmp_path):
+    """A prefix-only index returns coarse scores: they must be transform_queries(q) against transform(x),
+    the function the adaptor was fitted for (transform(q) centres queries on the corpus mean instead)."""
+    from matryoshka_index import MatryoshkaIndex
+
+    docs, queries, _ = task
+    q = queries[400:450]
+    index = MatryoshkaIndex.build(docs, coarse_dim=8, adaptor=with_queries, rerank=None)
+    want = unit(with_queries.transform_queries(q, dim=8)) @ unit(with_queries.transform(docs, dim=8)).T
+    wrong = unit(with_queries.transform(q, dim=8)) @ unit(with_queries.transform(docs, dim=8)).T
+    index.save(tmp_path / "qh.mindex")
+    for idx in (index, MatryoshkaIndex.load(tmp_path / "qh.mindex")):
+        scores, ids = idx.search(q, k=5)
+        np.testing.assert_allclose(scores, np.take_along_axis(want, ids, axis=1), atol=1e-5)
+        assert not np.allclose(scores, np.take_along_axis(wrong, ids, axis=1), atol=1e-3)

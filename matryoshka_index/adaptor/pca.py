@@ -79,6 +79,10 @@ class PCARotation:
             out[sl] = np.asarray(x[sl], dtype=np.float32) @ r
         return out
 
+    def transform_queries(self, x: np.ndarray, dim: int | None = None, *, batch_size: int = 65536) -> np.ndarray:
+        """Queries share the documents' rotation: :meth:`transform`."""
+        return self.transform(x, dim, batch_size=batch_size)
+
     def _write(self, directory: Path) -> None:
         assert self.rotation_ is not None
         np.save(directory / self.ROTATION_FILE, self.rotation_, allow_pickle=False)

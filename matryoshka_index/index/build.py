@@ -320,6 +320,7 @@ def calibrate_held_out(
         k=k,
         quiet=quiet,
         fallback=fallback,
+        rows_are_documents=True,
     )
     if "warning" in record:  # the index is usable; the build says loudly that the target was missed
         warnings.warn(record["warning"], CalibrationWarning, stacklevel=5)

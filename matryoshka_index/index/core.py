@@ -1,7 +1,7 @@
 """``MatryoshkaIndex``: an adaptor composed with a storage backend, and the calibration of candidates.
 
-Search is two-stage. A query ``q`` is adapted like every stored vector: its *coarse* vector is the
-first ``coarse_dim`` columns of ``adaptor.transform(q)``, its *full* vector is ``q`` itself (default,
+Search is two-stage. A query ``q`` is adapted as the stored vectors are (through the adaptor's query
+head when it has one): its *coarse* vector is the first ``coarse_dim`` columns of ``adaptor.transform_queries(q)``, its *full* vector is ``q`` itself (default,
 ``rerank="original"``) or the whole adapted vector (``rerank="adapted"``); with ``metric="cosine"``
 both are L2-normalised (the coarse prefix after truncation). The backend finds the top
 ``candidates`` by inner product of coarse vectors, then reranks them by inner product of full
@@ -341,8 +341,12 @@ class MatryoshkaIndex:
     def _check_vectors(self, x: object, name: str) -> np.ndarray:
         return check_embeddings(x, name, dim=self.input_dim, allow_zero_rows=self.metric == "ip")
 
-    def _prepare(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(coarse, full) float32 vectors of validated rows ``x``, as stored and as queried."""
+    def _prepare(self, x: np.ndarray, *, queries: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(coarse, full) float32 vectors of validated rows ``x``: as stored, or with ``queries`` as queried.
+
+        An adaptor with a query head (fitted with queries) sends queries through its own head
+        (``transform_queries``) and documents through ``transform``; any other adaptor is one function.
+        """
         x = np.asarray(x, dtype=np.float32)
         cd = self.coarse_dim
         adapted_full = x
@@ -350,7 +354,8 @@ class MatryoshkaIndex:
             coarse = x[:, :cd]
         else:
             need_full = self.rerank == "adapted"
-            a = self._adaptor.transform(x, None if need_full else cd, batch_size=max(1, len(x)))
+            adapt = self._adaptor.transform_queries if queries else self._adaptor.transform
+            a = adapt(x, None if need_full else cd, batch_size=max(1, len(x)))
             coarse = a[:, :cd]
             adapted_full = a
         if self.rerank is PREFIX_ONLY:  # nothing to rerank with: empty full vectors
@@ -362,8 +367,9 @@ class MatryoshkaIndex:
         return np.ascontiguousarray(coarse, dtype=np.float32), np.ascontiguousarray(full, dtype=np.float32)
 
     def _prepare_full(self, x: np.ndarray) -> np.ndarray:
+        """Full query vectors (exact search compares them with the stored full vectors)."""
         if self.rerank == "adapted" and self._adaptor is not None:
-            return self._prepare(x)[1]
+            return self._prepare(x, queries=True)[1]
         x = np.asarray(x, dtype=np.float32)
         return l2_normalize(x) if self.metric == "cosine" else np.ascontiguousarray(x)
 
@@ -491,7 +497,7 @@ class MatryoshkaIndex:
         with self._lock.read(), limited_threads():  # thread counts for this call only, re-read each call
             for sl in iter_row_chunks(len(q), _SEARCH_CHUNK_ROWS):
                 t0 = time.perf_counter()
-                coarse, full = self._prepare(q[sl])
+                coarse, full = self._prepare(q[sl], queries=True)
                 if timings is not None:
                     timings["adapt"] = timings.get("adapt", 0.0) + time.perf_counter() - t0
                 scores[sl], ids[sl] = self._backend.search(coarse, full, k, c, **kw)
@@ -591,8 +597,12 @@ class MatryoshkaIndex:
         quiet: bool = False,
         fallback: tuple[str, int | None] | None = None,
         if_not_reached: str = "record",
+        rows_are_documents: bool = False,
     ) -> dict[str, Any]:
         """Choose and store the default candidates (and knob) on queries ``q`` (see :mod:`..calibration`).
+
+        ``rows_are_documents``: ``q`` are corpus rows standing in for queries (the build's held-out
+        rows), adapted as the documents they are rather than through a query head.
 
         ``fallback``: ``(method, min_queries)`` when the caller fixed ``fixed`` because the queries are
         too few for the bound (the knob is then the exhaustive value, and the target still applies).
@@ -603,7 +613,7 @@ class MatryoshkaIndex:
         be = self._backend
         n = len(be)
         k = max(1, min(k, n))
-        coarse_q, full_q = self._prepare(q)
+        coarse_q, full_q = self._prepare(q, queries=not rows_are_documents)
         if truth is None:
             _, truth = be.exact_search(full_q, k)
         knob = be.search_knob() if isinstance(be, SearchKnob) else None

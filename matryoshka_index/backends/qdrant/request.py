@@ -132,12 +132,12 @@ def query_vectors(
     """``(coarse, full)`` float32 vectors of one raw query embedding, as the index prepares them.
 
     ``adaptor``: the index's adaptor (``None`` for none): coarse is the first ``coarse_dim`` columns of
-    ``adaptor.transform(query)``; full is the query itself (``rerank="original"``) or its adapted full
+    ``adaptor.transform_queries(query)`` (its query head, when it has one); full is the query itself (``rerank="original"``) or its adapted full
     vector (``rerank="adapted"``); both L2-normalised when the metric is cosine.
     """
     q = np.asarray(query, dtype=np.float32).reshape(1, -1)
     cd = int(manifest["coarse_dim"])
-    adapted = q if adaptor is None else adaptor.transform(q)
+    adapted = q if adaptor is None else adaptor.transform_queries(q)
     coarse = adapted[:, :cd]
     full = adapted if manifest.get("rerank", "original") == "adapted" else q
     if manifest.get("metric", "cosine") == "cosine":
