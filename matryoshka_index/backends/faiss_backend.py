@@ -62,6 +62,7 @@ from .faiss_codes import tune_faiss_flat_search as _tune_faiss_flat_search
 from .faiss_store import CHUNK_ROWS as _CHUNK_ROWS  # noqa: F401  (kept importable)
 from .faiss_store import FullStore as _FullStore
 from .faiss_store import SpillFile as _SpillFile  # noqa: F401  (kept importable)
+from .faiss_store import prefetch_enabled as _prefetch_enabled
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 DEVICES = ("auto", "cpu", "gpu")
@@ -587,6 +588,8 @@ class FaissBackend:
     def rerank_rows(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` of the candidate ``rows`` (``-1`` = none) by full inner product: ``(scores, rows)``."""
         nq = len(full_queries)
+        if _prefetch_enabled():  # a loaded index's rows: all of the batch's reads issued at once, not fault by fault
+            self._full.prefetch(rows)
         rows = np.where(rows >= 0, rows, _NO_ROW)
         segments = self._full.segments()
         parts = []
