@@ -103,6 +103,8 @@ def child(spec: dict) -> dict:
 
     from matryoshka_index.evaluation import recall_at_k
 
+    global N_ROWS
+    N_ROWS = spec["rows"]
     faiss.omp_set_num_threads(spec["threads"])
     x = np.load(spec["corpus"], mmap_mode="r")
     queries = np.ascontiguousarray(x[N_ROWS:], dtype=np.float32)
@@ -232,7 +234,7 @@ def prepare(work: Path, threads: int) -> dict:
     adaptor_dir = work / "adaptor"
     if not (adaptor_dir / "adaptor.json").exists():
         t0 = time.perf_counter()
-        rows = np.sort(np.random.default_rng(0).choice(N_ROWS, size=30_000, replace=False))
+        rows = np.sort(np.random.default_rng(0).choice(N_ROWS, size=min(N_ROWS // 4, 30_000), replace=False))
         MatryoshkaAdaptor(quiet=True, max_samples=len(rows)).fit(np.asarray(corpus[rows])).save(adaptor_dir)
         info["adaptor_fit_s"] = round(time.perf_counter() - t0, 1)
     adaptor = MatryoshkaAdaptor.load(adaptor_dir)
@@ -255,8 +257,9 @@ def prepare(work: Path, threads: int) -> dict:
     base_path = work / "ivf1024-pq32x4fs.faiss"
     if not base_path.exists():
         t0 = time.perf_counter()
-        base = faiss.index_factory(384, "IVF1024,PQ32x4fs", faiss.METRIC_INNER_PRODUCT)
-        rows = np.sort(np.random.default_rng(1).choice(N_ROWS, size=65_536, replace=False))
+        nlist = min(1024, N_ROWS // 40)  # 1024 at 1M; fewer only in a small trial
+        base = faiss.index_factory(384, f"IVF{nlist},PQ32x4fs", faiss.METRIC_INNER_PRODUCT)
+        rows = np.sort(np.random.default_rng(1).choice(N_ROWS, size=min(N_ROWS, 65_536), replace=False))
         base.train(np.ascontiguousarray(corpus[rows]))
         for s in range(0, N_ROWS, 100_000):
             base.add(np.ascontiguousarray(corpus[s : s + 100_000]))
@@ -341,10 +344,14 @@ def versions() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/work/data-ooram"))
+    ap.add_argument(
+        "--rows", type=int, default=1_000_000, help="corpus rows (a small number: a quick trial of this script)"
+    )
     ap.add_argument("--cap-mib", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--single", type=int, default=150, help="single queries per pass")
     ap.add_argument("--batch", type=int, default=200, help="queries in the batch pass")
+    ap.add_argument("--results", type=Path, default=HERE / "results", help="where out_of_ram.md/.json go")
     ap.add_argument("--only", default="", help="comma-separated method names (default all)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json")
@@ -352,6 +359,9 @@ def main() -> None:
     if ns.child is not None:
         print(json.dumps(child(json.loads(ns.child))))
         return
+    global RESULTS, N_ROWS
+    RESULTS = ns.results
+    N_ROWS = ns.rows
     if ns.report_only:
         write_report(json.loads((RESULTS / "out_of_ram.json").read_text()))
         return
@@ -392,6 +402,7 @@ def main() -> None:
             "corpus": info["corpus"],
             "truth": info["truth"],
             "threads": ns.threads,
+            "rows": N_ROWS,
             "cold": cold,
             "n_single": ns.single,
             "n_batch": ns.batch,
@@ -416,6 +427,7 @@ def main() -> None:
         "machine": versions(),
         "command": " ".join([sys.executable, *sys.argv]),
         "threads": ns.threads,
+        "corpus_rows": N_ROWS,
         "cap_mib": ns.cap_mib,
         "cgroup": "v1 (/sys/fs/cgroup/memory)"
         if Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
@@ -443,7 +455,7 @@ def write_report(report: dict) -> None:
     lines = [
         "# Search with the full vectors on a cold disk, under a memory cap (issue 22, measurement)",
         "",
-        f"Synthetic 1,000,000 x 384 float32 (1.5 GB of full vectors), 1,000 held-out queries, k=10, recall@10 against "
+        f"Synthetic {report.get('corpus_rows', 1_000_000):,} x 384 float32 (1.5 GB of full vectors at 1M), 1,000 held-out queries, k=10, recall@10 against "
         f"exact search. Cold: the search process in a {report['cap_mib']} MiB memory cgroup ({report['cgroup']}; "
         "page cache charged to it), the page cache dropped before each pass. Warm: no cap, every page read once "
         f"before the pass. {report['threads']} threads for every method. Single queries one after another "
