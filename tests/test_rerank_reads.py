@@ -102,3 +102,22 @@ def test_prefetch_switch(monkeypatch):
     assert faiss_store.prefetch_enabled()
     monkeypatch.setenv("MINDEX_RERANK_PREFETCH", "0")
     assert not faiss_store.prefetch_enabled()
+
+
+def test_vectored_and_range_by_range_advice_both_advise(saved, monkeypatch):
+    path, _, _ = saved
+    full = np.load(path / "full.npy", mmap_mode="r")
+    rows = np.random.default_rng(0).integers(0, len(full), (4, 50))
+    vectored_calls: list[int] = []
+    real = faiss_store._VectoredAdvice.advise
+    monkeypatch.setattr(
+        faiss_store._VectoredAdvice, "advise", lambda self, iov: vectored_calls.append(len(iov)) or real(self, iov)
+    )
+    store = FullStore(full.shape[1], full, path / "full.npy", None)
+    want = len(page_runs(int(full.offset), full.shape[1] * 4, rows)[0])
+    assert store.prefetch(rows) == want
+    if faiss_store._VectoredAdvice.get() is not None:  # Linux >= 5.10: one system call for all the runs
+        assert vectored_calls == [want]
+    store.vectored = False  # one posix_fadvise a run
+    vectored_calls.clear()
+    assert store.prefetch(rows) == want and vectored_calls == []
