@@ -488,6 +488,33 @@ def write_report(report: dict) -> None:
         lines += ["", "## Findings", "", *report["findings"]]
     (RESULTS / "out_of_ram.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot(report, RESULTS / "out_of_ram.png")
+
+
+def plot(report: dict, path: Path) -> None:
+    """Cold single-query queries/s against KB read per query, one point per method, target and prefetch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, target in zip(axes, TARGETS, strict=True):
+        for r in report["rows"]:
+            if r["rc"] != 0 or r["target"] != target or r["cap_mib"] is None:
+                continue
+            s = r["single"]
+            label = r["method"] + ("" if r["prefetch"] == "-" else f", prefetch {r['prefetch']}")
+            marker = "s" if r["method"] == BASELINE else ("o" if r["prefetch"] == "on" else "x")
+            ax.scatter(s["read_bytes_per_query"] / 1024, s["qps"], marker=marker, s=50, label=label)
+        ax.set_xlabel("KB read from disk per query")
+        ax.set_ylabel("queries/s (single queries, cold)")
+        ax.set_title(f"recall@10 target {target}, {report['cap_mib']} MiB cap")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
