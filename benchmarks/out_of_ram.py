@@ -511,7 +511,7 @@ def plot(report: dict, path: Path) -> None:
         ax.set_ylabel("queries/s (single queries, cold)")
         ax.set_title(f"recall@10 target {target}, {report['cap_mib']} MiB cap")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
