@@ -55,8 +55,24 @@ def test_prefetch_on_and_off_give_identical_results(saved, monkeypatch, prefetch
     assert np.array_equal(s_on, s_off)  # bit for bit: the same gather and dot products, only read earlier
     for (a, b), (c, d) in zip(single_on, single_off, strict=True):
         assert np.array_equal(b, d) and np.array_equal(a, c)
-    # taken: one call per batch (one for the 100 queries, one per single query), each advising some pages
-    assert len(prefetch_calls) == 6 and min(prefetch_calls) > 0
+    # taken: one call a chunk of the batch of 100 queries (pages within PREFETCH_BYTES), one a single query,
+    # each advising some pages
+    pages = 120 * 2 * faiss_store._PAGE  # 120 candidates of 384-byte rows: at most 2 pages each
+    chunks = -(-100 // max(1, faiss_store.PREFETCH_BYTES // pages))
+    assert len(prefetch_calls) == chunks + 5 and min(prefetch_calls) > 0
+
+
+@pytest.mark.parametrize("budget", [1, 3 * 120 * 2 * 4096, 2**40])  # a query a chunk, 3 a chunk, one chunk
+def test_chunked_prefetch_identical(saved, monkeypatch, prefetch_calls, budget):
+    path, _, queries = saved
+    (s_off, i_off), _ = _search(path, queries, monkeypatch, prefetch=False)
+    monkeypatch.setattr(faiss_store, "PREFETCH_BYTES", budget)
+    prefetch_calls.clear()
+    monkeypatch.setenv("MINDEX_RERANK_PREFETCH", "1")
+    s_on, i_on = MatryoshkaIndex.load(path).search(queries, k=10, candidates=120)
+    assert np.array_equal(i_on, i_off) and np.array_equal(s_on, s_off)
+    per_chunk = max(1, budget // (120 * 2 * faiss_store._PAGE))
+    assert len(prefetch_calls) == -(-len(queries) // per_chunk)
 
 
 def test_prefetch_with_spill_rows_identical(saved, monkeypatch, prefetch_calls):

@@ -587,9 +587,21 @@ class FaissBackend:
 
     def rerank_rows(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` of the candidate ``rows`` (``-1`` = none) by full inner product: ``(scores, rows)``."""
+        step = self._full.prefetch_queries(rows.shape[1]) if _prefetch_enabled() else 0
+        if not step:
+            return self._gather_best(full_queries, rows, k)
+        # a loaded index: each chunk's reads issued at once (not fault by fault), the next chunk's while this
+        # one is gathered; chunks small enough that prefetched pages are not evicted before their gather
+        parts = []
+        self._full.prefetch(rows[:step])
+        for s in range(0, len(rows), step):
+            if s + step < len(rows):
+                self._full.prefetch(rows[s + step : s + 2 * step])
+            parts.append(self._gather_best(full_queries[s : s + step], rows[s : s + step], k))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _gather_best(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         nq = len(full_queries)
-        if _prefetch_enabled():  # a loaded index's rows: all of the batch's reads issued at once, not fault by fault
-            self._full.prefetch(rows)
         rows = np.where(rows >= 0, rows, _NO_ROW)
         segments = self._full.segments()
         parts = []

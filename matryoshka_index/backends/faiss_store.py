@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import StorageError
 from ..storage import advise_random, owned_temp_dir, preallocate, remove_temp_dir, stream_rows
 
-__all__ = ["CHUNK_ROWS", "FullStore", "SpillFile", "prefetch_enabled"]
+__all__ = ["CHUNK_ROWS", "PREFETCH_BYTES", "FullStore", "SpillFile", "prefetch_enabled"]
 
 CHUNK_ROWS = 65536
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -35,6 +35,9 @@ def prefetch_enabled() -> bool:
     return os.environ.get("MINDEX_RERANK_PREFETCH", "1").strip() != "0"
 
 
+# Pages one prefetch asks for at most: under a small memory cap (a container) a whole batch's candidate pages
+# would evict each other before their gather and be read twice (benchmarks/results/out_of_ram.md).
+PREFETCH_BYTES = 8 * 2**20
 _IOV_MAX = 1024  # UIO_MAXIOV: the most ranges one process_madvise call takes
 _SYS_PIDFD_OPEN, _SYS_PROCESS_MADVISE = 434, 440  # one numbering on every Linux architecture since 5.1 (not alpha)
 
@@ -172,15 +175,29 @@ class FullStore:
             self.spill = SpillFile(self.dim, self.spill_dir)
         self.spill.append(x)
 
-    def prefetch(self, rows: np.ndarray) -> int:
-        """Ask the kernel to read the pages of the base's ``rows`` (any shape; negative and spill rows ignored)
-        ahead, all at once (``posix_fadvise(WILLNEED)``, asynchronous); the gather that follows then finds them
-        in the page cache instead of faulting them in one at a time. Only for a memory-mapped base (a loaded
-        index); returns the number of page runs advised (0: nothing to do, or not possible here)."""
+    @property
+    def _prefetchable(self) -> bool:  # a memory-mapped, contiguous base with rows: a loaded index's full.npy
         base = self.base
         mapped = isinstance(base, np.memmap) and base.flags.c_contiguous and self.base_path is not None
-        if not mapped or not self.dim or not len(base) or not hasattr(os, "posix_fadvise"):
+        return mapped and bool(self.dim) and bool(len(base)) and hasattr(os, "posix_fadvise")
+
+    def prefetch_queries(self, candidates: int) -> int:
+        """How many queries of ``candidates`` rows each one prefetch may cover (their pages within
+        :data:`PREFETCH_BYTES`, at least 1); 0 where the base is not memory-mapped (nothing to prefetch)."""
+        if not self._prefetchable:
             return 0
+        base = self.base
+        pages_per_row = 1 + (self.dim * base.itemsize - 1) // _PAGE + 1  # a row may straddle one more page
+        return max(1, PREFETCH_BYTES // (max(1, candidates) * pages_per_row * _PAGE))
+
+    def prefetch(self, rows: np.ndarray) -> int:
+        """Ask the kernel to read the pages of the base's ``rows`` (any shape; negative and spill rows ignored)
+        ahead, all at once (``MADV_WILLNEED``, asynchronous: see the module's docstring); the gather that follows then finds them
+        in the page cache instead of faulting them in one at a time. Only for a memory-mapped base (a loaded
+        index); returns the number of page runs advised (0: nothing to do, or not possible here)."""
+        if not self._prefetchable:
+            return 0
+        base = self.base
         rows = np.asarray(rows, dtype=np.int64).ravel()
         rows = rows[(rows >= 0) & (rows < len(base))]
         if not len(rows):
