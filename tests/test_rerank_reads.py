@@ -24,9 +24,11 @@ def saved(tmp_path_factory):
 
 @pytest.fixture
 def prefetch_calls(monkeypatch):
-    """Every FullStore.prefetch call's return value (the page runs it advised), calling through."""
+    """Every FullStore.prefetch call's return value (the page runs it advised), calling through; the pages
+    taken as not in memory (a cold disk: the file a test just wrote is in the page cache)."""
     calls: list[int] = []
     real = FullStore.prefetch
+    monkeypatch.setattr(FullStore, "resident", lambda self, rows, sample=8: False)
 
     def counted(self, rows):
         calls.append(real(self, rows))
@@ -137,3 +139,23 @@ def test_vectored_and_range_by_range_advice_both_advise(saved, monkeypatch):
     store.vectored = False  # one posix_fadvise a run
     vectored_calls.clear()
     assert store.prefetch(rows) == want and vectored_calls == []
+
+
+def test_warm_pages_skip_the_prefetch(saved, monkeypatch):
+    path, _, queries = saved
+    calls: list[int] = []
+    real = FullStore.prefetch
+    monkeypatch.setattr(FullStore, "prefetch", lambda self, rows: calls.append(1) or real(self, rows))
+    (s_off, i_off), _ = _search(path, queries, monkeypatch, prefetch=False)
+    full = np.load(path / "full.npy", mmap_mode="r")
+    store = FullStore(full.shape[1], full, path / "full.npy", None)
+    assert float(np.asarray(full, dtype=np.float64).sum()) != 0.0  # every page read: in memory now
+    assert store.resident(np.arange(len(full)).reshape(10, -1))
+    (s_on, i_on), _ = _search(path, queries, monkeypatch, prefetch=True)
+    assert calls == []  # every sampled page in memory: gathered at once, no advice
+    assert np.array_equal(i_on, i_off) and np.array_equal(s_on, s_off)
+
+
+def test_resident_unknown_is_false():
+    in_ram = FullStore(8, np.ones((100, 8), dtype=np.float32), None, None)
+    assert not in_ram.resident(np.arange(10))  # not memory-mapped: nothing to tell, and nothing to prefetch

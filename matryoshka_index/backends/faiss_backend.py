@@ -588,7 +588,7 @@ class FaissBackend:
     def rerank_rows(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` of the candidate ``rows`` (``-1`` = none) by full inner product: ``(scores, rows)``."""
         step = self._full.prefetch_queries(rows.shape[1]) if _prefetch_enabled() else 0
-        if not step:
+        if not step or self._full.resident(rows):  # warm pages: the prefetch would cost only its system calls
             return self._gather_best(full_queries, rows, k)
         # a loaded index: each chunk's reads issued at once (not fault by fault), the next chunk's while this
         # one is gathered; chunks small enough that prefetched pages are not evicted before their gather

@@ -38,8 +38,24 @@ def prefetch_enabled() -> bool:
 # Pages one prefetch asks for at most: under a small memory cap (a container) a whole batch's candidate pages
 # would evict each other before their gather and be read twice (benchmarks/results/out_of_ram.md).
 PREFETCH_BYTES = 8 * 2**20
+RESIDENT_SAMPLE = 8  # candidate rows whose pages are checked before a prefetch (all in memory: no prefetch)
 _IOV_MAX = 1024  # UIO_MAXIOV: the most ranges one process_madvise call takes
 _SYS_PIDFD_OPEN, _SYS_PROCESS_MADVISE = 434, 440  # one numbering on every Linux architecture since 5.1 (not alpha)
+
+
+def _libc() -> ctypes.CDLL | None:
+    """The C library (Linux), for ``mincore`` and ``syscall``; None elsewhere."""
+    global _LIBC
+    if _LIBC is None and sys.platform.startswith("linux"):
+        try:
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+            _LIBC.syscall.restype = ctypes.c_long
+        except OSError:
+            _LIBC = False
+    return _LIBC or None
+
+
+_LIBC: ctypes.CDLL | bool | None = None
 
 
 class _VectoredAdvice:
@@ -57,14 +73,10 @@ class _VectoredAdvice:
         if not cls._tried:
             cls._tried = True
             if sys.platform.startswith("linux") and hasattr(mmap, "MADV_WILLNEED"):
-                try:
-                    libc = ctypes.CDLL(None, use_errno=True)
-                    libc.syscall.restype = ctypes.c_long
-                    pidfd = libc.syscall(_SYS_PIDFD_OPEN, os.getpid(), 0)
-                    if pidfd >= 0:
-                        cls._instance = cls(libc, int(pidfd))
-                except (OSError, AttributeError):
-                    pass
+                libc = _libc()
+                pidfd = libc.syscall(_SYS_PIDFD_OPEN, os.getpid(), 0) if libc is not None else -1
+                if pidfd >= 0:
+                    cls._instance = cls(libc, int(pidfd))
         if cls._instance is not None and cls._instance.pid != os.getpid():  # a fork: the pidfd is the parent's
             cls._instance, cls._tried = None, False
             return cls.get()
@@ -189,6 +201,34 @@ class FullStore:
         base = self.base
         pages_per_row = 1 + (self.dim * base.itemsize - 1) // _PAGE + 1  # a row may straddle one more page
         return max(1, PREFETCH_BYTES // (max(1, candidates) * pages_per_row * _PAGE))
+
+    def resident(self, rows: np.ndarray, sample: int = RESIDENT_SAMPLE) -> bool:
+        """Whether the pages of ``sample`` of the base's ``rows`` (spread evenly) are all in memory already
+        (``mincore``): a warm index, where a prefetch would only cost its system calls. False where unknown."""
+        if not self._prefetchable:
+            return False
+        libc = _libc()
+        if libc is None:
+            return False
+        base = self.base
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        rows = rows[(rows >= 0) & (rows < len(base))]
+        if not len(rows):
+            return True
+        picked = rows[np.linspace(0, len(rows) - 1, min(sample, len(rows))).astype(np.int64)]
+        row_bytes = self.dim * base.itemsize
+        start = base.ctypes.data - int(base.offset)  # the address of file byte 0 (see prefetch)
+        vec = ctypes.create_string_buffer(1)
+        for r in picked.tolist():
+            for page in {
+                (int(base.offset) + r * row_bytes) // _PAGE,
+                (int(base.offset) + (r + 1) * row_bytes - 1) // _PAGE,
+            }:
+                if libc.mincore(ctypes.c_void_p(start + page * _PAGE), ctypes.c_size_t(_PAGE), vec) != 0:
+                    return False
+                if not vec.raw[0] & 1:
+                    return False
+        return True
 
     def prefetch(self, rows: np.ndarray) -> int:
         """Ask the kernel to read the pages of the base's ``rows`` (any shape; negative and spill rows ignored)
