@@ -473,8 +473,8 @@ def write_report(report: dict) -> None:
         "",
         f"Commit `{m['commit']}`; `{report['command']}`; Python {m['python']}, numpy {m['numpy']}, faiss "
         f"{m['faiss']}, kernel {m['kernel']}, {m['cores']} cores, {m['ram_gib']} GiB. {report['date']}. "
-        "A shared machine: the load average (1 min, `os.getloadavg`) is in every row; it was high (other "
-        "developers' jobs), so times are slow and noisy; bytes read and faults are the robust figures.",
+        "A shared machine: the load average (1 min, `os.getloadavg`) is in every row (other developers' jobs "
+        "alongside), so times are noisy; bytes read and faults are the robust figures.",
         "",
         "| method | target | prefetch | mode | candidates | nprobe | B/vector resident | single q/s (queries) | p50 ms | p99 ms "
         "| read KB/query | major faults/query | recall@10 | batch q/s (queries) | batch read KB/query | cgroup peak MiB | load |",
