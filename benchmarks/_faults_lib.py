@@ -1,8 +1,12 @@
 """Kill -9 at random moments, then check what is left: the pieces shared by ``faults.py`` and the tests.
 
 Each operation (:data:`OPERATIONS`) is a real process (``mindex ...`` or a small Python program)
-that prints ``START`` once its imports are done; the harness sleeps a seeded random delay drawn
-over the operation's measured duration and sends SIGKILL. Then it checks:
+that prints ``START`` once its imports are done (the modules the operation needs imported first, so
+the window is the work, not the imports) and ``DONE`` when the operation returns; the harness waits
+for START, sleeps a seeded random delay drawn over the operation's measured duration and sends
+SIGKILL. A kill **landed** when the process was alive when killed and had not printed DONE: a kill
+that came after the end of the work tests nothing, and is counted apart (``missed_draws``, redrawn
+shorter when asked). Then it checks:
 
 - **intact**: what is on disk loads (checksums verified) and gives exactly the results of either
   the state before the operation or the state an uninterrupted run produces (same ``(D, I)`` on
@@ -44,8 +48,24 @@ CLI_CHILD = (
     "import sys\nfrom matryoshka_index.cli import main\nprint('START', flush=True)\n"
     "try:\n    main(sys.argv[1:], prog_name='mindex')\nfinally:\n    print('DONE', flush=True)\n"
 )
+# What the index commands import lazily: imported before START, so kills are drawn over the work.
+INDEX_MODULES = ("matryoshka_index.index", "matryoshka_index.backends.faiss_backend", "faiss")
+
+
+def cli_child(*modules: str) -> str:
+    """:data:`CLI_CHILD` with ``modules`` imported before START."""
+    return "".join(f"import {m}\n" for m in modules) + CLI_CHILD
+
+
+# A save of the test's indexes writes a few small files in ~0.01 s, too short for a kill to land at
+# a chosen moment; each fsync pauses first (after the write, before the fsync and the rename that
+# follow), so the save lasts ~0.3 s (17 fsyncs) and kills land between its steps.
+SAVE_FSYNC_PAUSE_S = 0.02
 SAVE_CHILD = (
-    "import sys\nfrom matryoshka_index import MatryoshkaIndex\nidx = MatryoshkaIndex.load(sys.argv[1])\n"
+    "import os, sys, time\nfrom matryoshka_index import MatryoshkaIndex\nidx = MatryoshkaIndex.load(sys.argv[1])\n"
+    "_fsync = os.fsync\n"
+    f"def _paused_fsync(fd):\n    time.sleep({SAVE_FSYNC_PAUSE_S})\n    _fsync(fd)\n"
+    "os.fsync = _paused_fsync\n"
     "print('START', flush=True)\nidx.save(sys.argv[2])\nprint('DONE', flush=True)\n"
 )
 
@@ -92,46 +112,52 @@ class Run:
     started_s: float  # seconds from launch to START (the imports)
     ran_s: float  # seconds from START to the kill or the exit
     stderr: str
+    landed: bool = False  # SIGKILLed while alive and before DONE: the kill hit the operation itself
 
 
 def run_child(code: str, args: list[str], tmp: Path, *, kill_after: float | None, timeout: float = 600.0) -> Run:
     """Run ``python -c code *args``; ``kill_after`` seconds after it prints START, SIGKILL it."""
     t0 = time.perf_counter()
+    # Unbuffered bytes: readline() then takes START and nothing after it, so a DONE written right behind
+    # it is still in the pipe for communicate() (a text pipe's buffer would swallow it: a late kill
+    # would then count as landed).
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,
         env=child_env(tmp),
         cwd=ROOT,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    line = proc.stdout.readline().decode(errors="replace")
     t_start = time.perf_counter()
     if line.strip() != "START":
-        proc.wait(timeout)
-        return Run(proc.returncode, t_start - t0, 0.0, (proc.stderr.read() if proc.stderr else "") + line)
-    killed = False
+        _, err = proc.communicate(timeout=timeout)
+        return Run(proc.returncode, t_start - t0, 0.0, err.decode(errors="replace") + line)
     if kill_after is None:  # measuring: the time to DONE
-        for line in proc.stdout:
+        while line := proc.stdout.readline().decode(errors="replace"):
             if line.strip() == "DONE":
                 break
         done = time.perf_counter() - t_start
         _, err = proc.communicate(timeout=timeout)
-        return Run(proc.returncode, t_start - t0, done, err)
-    if kill_after is not None:
-        try:
-            proc.wait(kill_after)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            killed = True
+        return Run(proc.returncode, t_start - t0, done, err.decode(errors="replace"))
+    sent = False
     try:
-        _, err = proc.communicate(timeout=timeout)
+        proc.wait(kill_after)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)  # polls first: never signals a process already reaped
+        sent = True
+    try:
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, err = proc.communicate()
+        out, err = proc.communicate()
     ran = time.perf_counter() - t_start
-    return Run(None if killed else proc.returncode, t_start - t0, ran, err)
+    # The child prints DONE the moment the operation returns; seen after the kill, the kill came too late.
+    killed = sent and proc.returncode == -signal.SIGKILL
+    landed = killed and "DONE" not in out.decode(errors="replace").split()
+    return Run(None if killed else proc.returncode, t_start - t0, ran, err.decode(errors="replace"), landed)
 
 
 @contextlib.contextmanager
@@ -291,7 +317,9 @@ class Outcome:
     """One kill cycle."""
 
     delay_s: float
-    killed: bool
+    killed: bool  # the process was alive when SIGKILLed
+    landed: bool  # ... and had not finished the operation (no DONE): the kill hit the work
+    missed_draws: int  # earlier draws of this cycle that came after the work had finished (redrawn)
     intact: bool
     state: str  # "before", "after" (the kill came after the commit point) or what broke
     resumed_identical: bool
@@ -326,6 +354,9 @@ class Operation:
         raise NotImplementedError
 
     def reset(self) -> None:  # before a kill: the "before" state in place
+        pass
+
+    def undo(self) -> None:  # after a child that finished before its kill: the "before" state back
         pass
 
     def check(self) -> tuple[bool, str]:  # after a kill: intact?, which state
@@ -370,6 +401,10 @@ class _Alternating(Operation):
     def current(self) -> str:
         return self.sides()[0]
 
+    def undo(self) -> None:
+        with private_tempdir(self.tmp):
+            self.produce(self.sides()[0])
+
     def check(self) -> tuple[bool, str]:
         before, after = self.sides()
         try:
@@ -404,7 +439,7 @@ class BuildOver(_Alternating):
         cli(self.args(side))
 
     def child(self) -> tuple[str, list[str]]:
-        return CLI_CHILD, self.args(self.sides()[1])
+        return cli_child(*INDEX_MODULES), self.args(self.sides()[1])
 
 
 class SaveOver(_Alternating):
@@ -456,7 +491,7 @@ class TrainOver(_Alternating):
         cli(self.args(side))
 
     def child(self) -> tuple[str, list[str]]:
-        return CLI_CHILD, self.args(self.sides()[1])
+        return cli_child("torch", "matryoshka_index.adaptor.training"), self.args(self.sides()[1])
 
 
 class Calibrate(_Alternating):
@@ -476,7 +511,10 @@ class Calibrate(_Alternating):
         cli(self.args(side))
 
     def child(self) -> tuple[str, list[str]]:
-        return CLI_CHILD, self.args(self.sides()[1])
+        return cli_child(*INDEX_MODULES), self.args(self.sides()[1])
+
+
+MIGRATE_MODULES = ("matryoshka_index.migrate", "qdrant_client", *INDEX_MODULES)
 
 
 class _Migration(Operation):
@@ -544,7 +582,7 @@ class _Migration(Operation):
         shutil.copytree(self.pristine, self.storage)
 
     def child(self) -> tuple[str, list[str]]:
-        return CLI_CHILD, self.base_args() + self.mode_args()
+        return cli_child(*MIGRATE_MODULES), self.base_args() + self.mode_args()
 
     def check(self) -> tuple[bool, str]:
         try:
@@ -605,7 +643,7 @@ class Rollback(MigrateInPlace):
         return ["migrate", "--qdrant-path", str(self.storage), "--collection", "src", "--rollback", "-q"]
 
     def child(self) -> tuple[str, list[str]]:
-        return CLI_CHILD, self.rollback_args()
+        return cli_child(*MIGRATE_MODULES), self.rollback_args()
 
     def finish(self) -> tuple[bool, str]:
         try:
@@ -636,10 +674,11 @@ OPERATIONS: dict[str, type[Operation]] = {
 }
 
 
-def measure(op: Operation) -> float:
-    """Seconds from START to exit of one uninterrupted child (the window the kills are drawn over)."""
+def measure(op: Operation, runs: int = 2) -> float:
+    """Seconds from START to DONE of an uninterrupted child, the fastest of ``runs`` (the window the
+    kills are drawn over)."""
     times = []
-    for _ in range(2):  # the first run reads everything cold
+    for _ in range(runs):  # the first run reads everything cold
         op.reset()
         run = run_child(*op.child(), op.tmp, kill_after=None)
         if run.returncode != 0:
@@ -652,9 +691,20 @@ def measure(op: Operation) -> float:
 
 
 def kill_cycles(
-    op: Operation, kills: int, *, seed: int = 0, duration: float | None = None, log: Callable[[str], None] = print
+    op: Operation,
+    kills: int,
+    *,
+    seed: int = 0,
+    duration: float | None = None,
+    redraws: int = 0,
+    log: Callable[[str], None] = print,
 ) -> tuple[float, list[Outcome]]:
-    """``kills`` cycles of kill / check / finish; the delays are uniform over the measured duration."""
+    """``kills`` cycles of kill / check / finish; the delays are uniform over the measured duration.
+
+    A draw that came after the work had finished (the child printed DONE or exited first) tests nothing:
+    with ``redraws`` the cycle puts the previous state back and tries again up to that many times, each
+    with a delay drawn below the one that missed; each cycle reports whether its kill landed and how many
+    draws missed."""
     duration = measure(op) if duration is None else duration
     op.cycle = 0
     if isinstance(op, _Alternating):  # the measuring run left the "after" state of cycle 0: start again
@@ -664,14 +714,30 @@ def kill_cycles(
     outcomes = []
     for i in range(kills):
         op.cycle = i
-        op.reset()
         delay = rng.uniform(0.0, duration)
-        run = run_child(*op.child(), op.tmp, kill_after=delay)
+        missed = 0
+        while True:
+            op.reset()
+            run = run_child(*op.child(), op.tmp, kill_after=delay)
+            if run.landed or missed >= redraws:
+                break
+            missed += 1
+            op.undo()  # the operation ran to its end: its "before" state back for the next draw
+            delay = rng.uniform(0.0, delay)
         intact, state = op.check()
         after_kill = leftovers(op.work, op.tmp)
         identical, note = op.finish()
         out = Outcome(
-            delay, run.returncode is None, intact, state, identical, note, after_kill, leftovers(op.work, op.tmp)
+            delay_s=delay,
+            killed=run.returncode is None,
+            landed=run.landed,
+            missed_draws=missed,
+            intact=intact,
+            state=state,
+            resumed_identical=identical,
+            resume_note=note,
+            leftovers_after_kill=after_kill,
+            leftovers=leftovers(op.work, op.tmp),
         )
         if run.returncode not in (None, 0):
             out.state += f" (the child exited {run.returncode}: {run.stderr.strip().splitlines()[-1:]})"
@@ -686,6 +752,8 @@ def summarise(name: str, duration: float, outcomes: list[Outcome]) -> dict:
         "operation": name,
         "duration_s": round(duration, 3),
         "kills": sum(o.killed for o in outcomes),
+        "landed": sum(o.landed for o in outcomes),
+        "missed_draws": sum(o.missed_draws for o in outcomes),
         "cycles": len(outcomes),
         "intact": sum(o.intact for o in outcomes),
         "committed_before_kill": sum(o.state == "after" for o in outcomes),

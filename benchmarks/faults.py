@@ -41,6 +41,25 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def provenance() -> dict:
+    """The commit measured, the command line, library versions and the children's threads."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    git = subprocess.run(["git", "-C", str(RESULTS.parent.parent), "rev-parse", "HEAD"], capture_output=True, text=True)
+    versions = {}
+    for name in ("numpy", "faiss-cpu", "torch", "qdrant-client"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {
+        "commit": git.stdout.strip() or "unknown",
+        "command": " ".join(["python", *sys.argv]),
+        "versions": versions,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str, *, read_only: bool = False):
     """A small tmpfs at ``path`` (root and a permitted ``mount`` only); yields False where it cannot mount."""
@@ -120,12 +139,36 @@ def write(results: dict, name: str = "faults") -> None:
         f"Machine: {results['machine']}. Started {results['started']} (`uptime`: {results['uptime_start']}); "
         f"last section written with `uptime`: {uptime()}.",
         "",
+        *(
+            [
+                f"Commit: `{results['commit']}`; command: `{results['command']}`; versions: {results['versions']}; "
+                f"threads: OMP_NUM_THREADS={results.get('omp_num_threads')} in every child, no pinning.",
+                "",
+            ]
+            if "commit" in results and not results.get("parts")
+            else []
+        ),
+        *(
+            ["Sections measured by separate runs (a later run of an operation replaces an earlier one):", ""]
+            + [
+                f"- {', '.join(x['sections'])}: commit `{x['commit']}`, `{x['command']}`, started {x['started']} "
+                f"(`uptime`: {x['uptime_start']})"
+                for x in results["parts"]
+            ]
+            + [""]
+            if results.get("parts")
+            else []
+        ),
         "The machine is shared with other agents (a load average of 10-16 on 2 cores during this run is "
         "usual): durations and throughput are relative, the pass/fail counts are not.",
         "",
         "## kill -9 at random moments",
         "",
-        "Kill moments: seeded, uniform over the operation's measured duration (imports excluded). "
+        "Kill moments: seeded, uniform over the operation's measured duration (from START, once the modules "
+        "it needs are imported, to DONE, when the operation returns; the save child pauses 0.02 s before "
+        "each fsync, so its window spans its steps). *kills*: the process was alive when SIGKILLed; "
+        "*landed*: and had not yet finished the operation (no DONE): only these test anything; *missed "
+        "draws*: draws that came after the end and were drawn again below (`--redraws`, 0 here unless said). "
         "*intact*: what is on disk loads with its checksums and answers exactly as the previous state or "
         "as the finished operation (*committed* counts the latter); for a migration, every point, payload "
         "and vector of the source unchanged. *resumed identical*: the next run (`--resume`, `--rollback` "
@@ -133,8 +176,9 @@ def write(results: dict, name: str = "faults") -> None:
         "vector; within 1e-6 where local mode re-normalises Cosine vectors). *leftovers*: `.NAME.*.tmp`, "
         "`.NAME.*.old` under the work folder and `mindex-*` in the private temporary folder after that run.",
         "",
-        "| operation | measured s | cycles | kills | intact | committed | resumed identical | leftovers | uptime |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| operation | measured s | cycles | kills | landed | missed draws | intact | committed "
+        "| resumed identical | leftovers | uptime |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results["kills"]:
         left = "none"
@@ -144,7 +188,8 @@ def write(results: dict, name: str = "faults") -> None:
                 f"(e.g. `{r['leftover_examples'][0]}`)"
             )
         lines.append(
-            f"| {r['operation']} | {r['duration_s']:.2f} | {r['cycles']} | {r['kills']} | {r['intact']} | "
+            f"| {r['operation']} | {r['duration_s']:.2f} | {r['cycles']} | {r['kills']} | {r.get('landed', '-')} | "
+            f"{r.get('missed_draws', '-')} | {r['intact']} | "
             f"{r['committed_before_kill']} | {r['resumed_identical']} | {left} | {r['uptime'].split('average:')[-1]} |"
         )
     broken = [(r["operation"], f) for r in results["kills"] for f in r["failures"]]
@@ -200,6 +245,7 @@ def main() -> None:
     ap.add_argument("--load-seconds", type=float, default=120.0)
     ap.add_argument("--load-threads", type=int, default=8)
     ap.add_argument("--skip", default="", help="sections to skip: kills,hostile,two,load")
+    ap.add_argument("--redraws", type=int, default=0, help="draw a kill that came after the work again, up to N times")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--results", default="faults", help="name of the result files in benchmarks/results/")
     ap.add_argument(
@@ -208,12 +254,18 @@ def main() -> None:
     args = ap.parse_args()
     if args.merge:  # sections measured by separate runs (e.g. the kills and the rest, side by side)
         merged: dict = {}
+        parts = []
         for path in args.merge:
             part = json.loads(path.read_text())
+            sections = [k for k in ("kills", "hostile", "two_processes", "load") if part.get(k)]
+            parts.append(
+                {k: part.get(k) for k in ("commit", "command", "started", "uptime_start")} | {"sections": sections}
+            )
             kills = {r["operation"]: r for r in merged.get("kills", [])}
             kills.update({r["operation"]: r for r in part.get("kills", [])})  # a later run of an operation wins
             merged.update({k: v for k, v in part.items() if v or k not in merged})
             merged["kills"] = list(kills.values())
+        merged["parts"] = parts
         write(merged, args.results)
         return
     skip = set(filter(None, args.skip.split(",")))
@@ -224,6 +276,7 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "uptime_start": uptime(),
         "args": vars(args),
+        **provenance(),
         "kills": [],
         "load_threads": args.load_threads,
     }
@@ -237,7 +290,7 @@ def main() -> None:
             outcomes: list[fl.Outcome] = []
             seed = 0
             while len(outcomes) < args.kills and time.perf_counter() - t0 < args.budget_s:
-                _, more = fl.kill_cycles(op, 1, seed=seed, duration=duration)
+                _, more = fl.kill_cycles(op, 1, seed=seed, duration=duration, redraws=args.redraws)
                 outcomes += more
                 seed += 1
             row = fl.summarise(name, duration, outcomes) | {"uptime": uptime(), "seconds": time.perf_counter() - t0}

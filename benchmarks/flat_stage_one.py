@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_speed import N_QUERIES, RESULTS, machine, synthetic_dataset
 
-from matryoshka_index.backends.faiss_backend import _tune_faiss_flat_search
+from matryoshka_index.backends.faiss_codes import flat_search_blas
 from matryoshka_index.storage import atomic_write_bytes
 from matryoshka_index.validation import iter_row_chunks, l2_normalize
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "flat_stage_one")
     args = p.parse_args(argv)
     faiss.omp_set_num_threads(args.threads)
-    _tune_faiss_flat_search()
+    flat_search_blas().__enter__()  # the library lowers it only inside its own searches: here, for the run
     args.tmp.mkdir(parents=True, exist_ok=True)
     ds = synthetic_dataset(args.rows, args.dim, args.tmp)
     q = l2_normalize(np.asarray(ds.queries))

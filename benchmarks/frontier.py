@@ -234,14 +234,6 @@ ABLATION: list[tuple] = [
     _o("ablation: 64 flat pq4x32, PCA", 64, "flat", "pq4", "pca", pq_m=32),
     _o("ablation: 128 flat binary itq, PCA", 128, "flat", "binary", "pca", balance="itq"),
 ]
-QAWARE: list[tuple] = [  # --qaware: the adaptor trained with code="binary", each beside a re-run of its reference
-    _o("rerun: 128 flat binary itq", 128, "flat", "binary", balance="itq"),
-    _o("qaware: 128 flat binary itq", 128, "flat", "binary", "qaware", balance="itq"),
-    _o("rerun: 128 flat binary", 128, "flat", "binary"),
-    _o("qaware: 128 flat binary", 128, "flat", "binary", "qaware"),
-    _o("rerun: 64 flat pq4x32", 64, "flat", "pq4", pq_m=32),
-    _o("qaware: 64 flat pq4x32", 64, "flat", "pq4", "qaware", pq_m=32),
-]
 
 
 def fit_adaptor(ds: Dataset, args, **params: Any) -> tuple[Any, float]:
@@ -366,15 +358,10 @@ def ok(r: dict) -> bool:
     return r.get("qps") is not None and r["recall@10"] >= TARGET
 
 
-def comparable(r: dict) -> bool:
-    """Rows of the main alternating run (a --qaware run's rows, measured later under another load, are not)."""
-    return not r["method"].startswith(("rerun:", "qaware:"))
-
-
 def frontier(rows: list[dict]) -> list[dict]:
     """Our rows at the target that no other of our rows beats on both bytes and queries/s."""
     ours = sorted(
-        (r for r in rows if r["kind"] == "ours" and ok(r) and comparable(r)),
+        (r for r in rows if r["kind"] == "ours" and ok(r)),
         key=lambda r: (r["ram_bytes_per_vector"], -r["qps"]),
     )
     out: list[dict] = []
@@ -385,7 +372,7 @@ def frontier(rows: list[dict]) -> list[dict]:
 
 
 def verdicts(rows: list[dict]) -> list[str]:
-    ours = [r for r in rows if r["kind"] == "ours" and ok(r) and comparable(r)]
+    ours = [r for r in rows if r["kind"] == "ours" and ok(r)]
     lines = []
     for b in (r for r in rows if r["kind"] == "baseline"):
         if not ok(b):
@@ -518,7 +505,7 @@ def plot(report: dict, path: Path) -> None:
             ax.scatter(r["ram_bytes_per_vector"], r["qps"], marker=marker, c=colour, s=70, label=r["method"])
         exact = next(r for r in ds["rows"] if r["kind"] == "reference")
         ax.scatter(exact["ram_bytes_per_vector"], exact["qps"], marker="x", c="k", s=70, label=exact["method"])
-        ours = [r for r in rows if r["kind"] == "ours" and comparable(r)]
+        ours = [r for r in rows if r["kind"] == "ours"]
         ax.scatter([r["ram_bytes_per_vector"] for r in ours], [r["qps"] for r in ours], c="tab:red", s=18, alpha=0.5,
                    label="ours (every configuration at >= 0.99)")  # fmt: skip
         f = frontier(ds["rows"])
@@ -551,18 +538,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fit-rows", type=int, default=None, help="rows the adaptor is fitted on (default: --sample-size)")
     ap.add_argument("--latency-queries", type=int, default=200)
     ap.add_argument("--max-candidates", type=int, default=8192)
-    ap.add_argument("--qaware", action="store_true", help="only the quantization-aware adaptor rows, merged in")
     ap.add_argument("--only", default="", help="comma-separated substrings: run only matching rows (quick looks)")
     ap.add_argument("--key", default=None, help="results entry to write (default: real / synthetic)")
     ap.add_argument("--title", default=None, help="heading of that entry (default: the dataset's name)")
     ap.add_argument("--from-partial", type=Path, default=None, help="write results from a killed run's rows file")
-    ap.add_argument("--merge", action="store_true", help="merge the rows a --qaware run kept aside, run nothing")
     args = ap.parse_args(argv)
     args.tmp.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if args.merge:
-        kept = json.loads((args.tmp / "qaware-rows.json").read_text())
-        return merge_qaware(args, kept["rows"], kept["fit_s"], started)
     ds = synthetic_dataset(args.rows, args.dim, args.tmp) if args.synthetic else real_dataset()
     print(ds.name, flush=True)
     full = normalised_copy(
@@ -570,13 +552,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     adaptor, fit_s = fit_adaptor(ds, args)
     adaptors = {"adaptor": adaptor, "pca": "pca"}
-    if args.qaware:
-        adaptors["qaware"], qaware_fit_s = fit_adaptor(ds, args, code="binary")
     exact, truth = run_exact(full, ds, args)
     rows = [exact]
     print(f"  {exact['method']}: {exact['qps']:,.0f} q/s", flush=True)
-    base = [] if args.qaware else baselines(ds.corpus.shape[1])
-    ours = QAWARE if args.qaware else OURS + ABLATION
+    base = baselines(ds.corpus.shape[1])
+    ours = OURS + ABLATION
     keep = [s for s in args.only.split(",") if s]
     order: list[Any] = []
     for i in range(max(len(base), len(ours))):  # alternate: load drifts hit baselines and ours alike
@@ -603,12 +583,6 @@ def main(argv: list[str] | None = None) -> None:
     report = json.loads(out_json.read_text()) if out_json.exists() else {"datasets": {}}
     report["machine"] = machine()
     key = args.key or ("synthetic" if args.synthetic else "real")
-    if args.qaware:  # merge into the main run's entry (kept aside first: the main run may still be writing)
-        (args.tmp / "qaware-rows.json").write_text(json.dumps({"rows": rows, "fit_s": qaware_fit_s}))
-        if key not in report["datasets"]:
-            print(f"main run not written yet: rows kept in {args.tmp / 'qaware-rows.json'}; rerun with --merge")
-            return
-        return merge_qaware(args, rows, qaware_fit_s, started)
     abl = ablation_lines(rows)
     report["datasets"][key] = {
         "name": args.title or ds.name,
@@ -631,20 +605,6 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(report))
 
 
-def merge_qaware(args, rows: list[dict], fit_s: float, started: float) -> None:
-    out_json = RESULTS / "frontier.json"
-    report = json.loads(out_json.read_text())
-    key = "synthetic" if args.synthetic else "real"
-    entry = report["datasets"][key]
-    names = {r["method"] for r in rows[1:]}
-    entry["rows"] = [r for r in entry["rows"] if r["method"] not in names] + rows[1:]
-    entry["qaware"] = {"adaptor_fit_s": round(fit_s, 1), "reference_exact_qps": rows[0]["qps"]}
-    entry["ablation"] = ablation_lines(entry["rows"])
-    atomic_write_bytes(out_json, (json.dumps(report, indent=1) + "\n").encode())
-    atomic_write_bytes(RESULTS / "frontier.md", markdown(report).encode())
-    plot(report, RESULTS / "frontier.png")
-
-
 def adaptor_bytes(adaptor: Any) -> int:
     return int(
         sum(np.asarray(p.cpu() if hasattr(p, "cpu") else p).nbytes for p in adaptor.model_.state_dict().values())
@@ -659,9 +619,6 @@ def ablation_lines(rows: list[dict]) -> list[str]:
         ("ablation: 64 flat pq4x32 itq", "ours 64 flat pq4x32", "ITQ balance, 64 PQ4x32"),
         ("ours 128 flat binary itq", "ablation: 128 flat binary itq, PCA", "trained adaptor vs PCA, 128 binary itq"),
         ("ours 64 flat pq4x32", "ablation: 64 flat pq4x32, PCA", "trained adaptor vs PCA, 64 PQ4x32"),
-        ("qaware: 128 flat binary itq", "rerun: 128 flat binary itq", "quantization-aware adaptor, 128 binary itq"),
-        ("qaware: 128 flat binary", "rerun: 128 flat binary", "quantization-aware adaptor, 128 binary (no ITQ)"),
-        ("qaware: 64 flat pq4x32", "rerun: 64 flat pq4x32", "quantization-aware adaptor, 64 PQ4x32"),
     ]
     out = []
     for a, b, what in pairs:

@@ -13,6 +13,10 @@ Needs root and a cgroup v1 memory controller at /sys/fs/cgroup/memory (or cgroup
 
     git archive <commit before the fix> | tar -x -C /tmp/orig
     python benchmarks/memory_limit.py --before /tmp/orig [--rows 1000000] [--limit-mib 1024]
+
+Since issue 15's changes were merged, the package itself advises its maps as ADVICE_PRE did, so
+today's code is measured as ``--variants after`` (issue 19, item 7); the other variants are kept to
+re-run the issue-15 comparison on a checkout of that time.
 """
 
 from __future__ import annotations
@@ -158,6 +162,7 @@ def run(code_dir: Path, args: list[str], limit: int | None, timeout: float, pre:
     rc = os.waitstatus_to_exitcode(status)
     return {
         "rc": rc,
+        "load_at_end": [round(v, 2) for v in os.getloadavg()],
         "timed_out": timed_out,
         "seconds": round(wall, 1),
         "max_rss_mib": round(usage.ru_maxrss / 1024, 1),
@@ -180,6 +185,29 @@ def machine() -> dict:
 
 def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def provenance() -> dict:
+    """The commit measured (and whether the tree had uncommitted changes), the command line, the versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else "unknown"
+
+    versions = {}
+    for name in ("numpy", "faiss-cpu", "torch", "matryoshka-index"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "command": " ".join(["python", *sys.argv]),
+        "versions": versions,
+        "threads": "OMP_NUM_THREADS=2 in each child, no CPU pinning",
+    }
 
 
 def main() -> None:
@@ -270,6 +298,7 @@ def main() -> None:
             rows.append({"code": label, "operation": "search", "limit_mib": ns.limit_mib if lim else None, **s})
             print(rows[-1], flush=True)
     report = {
+        **provenance(),
         "machine": machine(),
         "loads": [*loads, {"variants": wanted, "before": load_before, "after": load()}],
         "corpus": {"rows": ns.rows, "dim": ns.dim, "bytes": corpus.stat().st_size},
@@ -285,7 +314,7 @@ def main() -> None:
 
 VARIANT_NOTES = {
     "before": "the code before issue 15's fixes",
-    "after": "this branch",
+    "after": "this checkout (the commit above)",
     "after + advice": "this branch plus the advice hunks for faiss_backend.py outside _SpillFile (ADVICE_PRE above)",
     "after + advice + index windows": "and index.py's corpus pass dropping its windows (INDEX_PRE above)",
 }
@@ -305,23 +334,34 @@ def write_report(report: dict) -> None:
         "(page cache counted, as in a container). Corpus and index dropped from the page cache before every run. "
         "`python benchmarks/memory_limit.py --help` for how it runs.",
         "",
-        f"Machine: {report['machine']}. A shared machine: other jobs ran alongside (a load of 10-14 on 2 cores), "
+        *(
+            [
+                f"Commit measured: `{report['commit']}`"
+                + (" (with uncommitted changes)" if report.get("uncommitted_changes") else "")
+                + f"; command: `{report['command']}`; versions: {report['versions']}; threads: {report['threads']}.",
+                "",
+            ]
+            if "commit" in report
+            else []
+        ),
+        f"Machine: {report['machine']}. A shared machine: other jobs ran alongside, "
         "so times are noisy, and only far-apart times mean something; exit status, faults and memory are the robust "
-        "figures. Load (`uptime`) around each set of runs:",
+        "figures. Load (`uptime`) around each set of runs, and the 1/5/15-minute load at the end of each run:",
         "",
         *[f"- {', '.join(x['variants'])}: before `{x['before']}`; after `{x['after']}`" for x in loads],
         "",
-        "| code | operation | limit | exit | seconds | peak RSS MiB | cgroup peak MiB | major faults |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| code | operation | limit | exit | seconds | peak RSS MiB | cgroup peak MiB | major faults | load at end |",
+        "|---|---|---|---|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         status = "timeout" if r["timed_out"] else str(r["rc"])
         lim = f"{r['limit_mib']} MiB" if r["limit_mib"] else "none"
         lines.append(
             f"| {r['code']} | {r['operation']} | {lim} | {status} | {r['seconds']} | {r['max_rss_mib']} | "
-            f"{r['cgroup_peak_mib']} | {r['major_faults']:,} |"
+            f"{r['cgroup_peak_mib']} | {r['major_faults']:,} | {' '.join(map(str, r.get('load_at_end') or ['-']))} |"
         )
-    lines += ["", "Codes:", ""] + [f"- **{k}**: {v}" for k, v in VARIANT_NOTES.items()]
+    present = {r["code"] for r in report["rows"]}
+    lines += ["", "Codes:", ""] + [f"- **{k}**: {v}" for k, v in VARIANT_NOTES.items() if k in present]
     if report.get("findings"):
         lines += ["", "## Findings", "", *report["findings"]]
     (HERE / "results" / "memory_limit.md").write_text("\n".join(lines) + "\n")

@@ -70,7 +70,7 @@ class Meter:
 
 @contextmanager
 def metered(client: Any) -> Iterator[Meter]:
-    from matryoshka_index.backends.qdrant_metadata import MetadataStore
+    from matryoshka_index.backends.qdrant.metadata import MetadataStore
 
     meter = Meter()
     undo = [
@@ -142,7 +142,7 @@ def run_migration(path: Path, adaptor: Any, *, in_place: bool, checkpoint_second
 
 
 def run_edge(x: np.ndarray, payloads: list[dict[str, Any]], tmp: Path) -> dict[str, Any]:
-    from matryoshka_index.backends.qdrant_edge_backend import QdrantEdgeBackend
+    from matryoshka_index.backends.qdrant.edge import QdrantEdgeBackend
 
     coarse = np.ascontiguousarray(x[:, :64])
     coarse /= np.linalg.norm(coarse, axis=1, keepdims=True)

@@ -47,7 +47,7 @@ from _machine import cpu_model  # benchmarks/_machine.py (the script's own folde
 
 from matryoshka_index import MatryoshkaAdaptor, __version__
 from matryoshka_index.backends import get_backend_class
-from matryoshka_index.backends.qdrant_backend import QdrantBackend
+from matryoshka_index.backends.qdrant.server import QdrantBackend
 from matryoshka_index.validation import l2_normalize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def machine() -> dict:
 
 def edge_version() -> str | None:
     try:
-        from matryoshka_index.backends.qdrant_edge_backend import edge_version as version
+        from matryoshka_index.backends.qdrant.edge import edge_version as version
 
         return version()
     except Exception:  # the extra is not installed

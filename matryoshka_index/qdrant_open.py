@@ -12,9 +12,9 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from .backends.qdrant_backend import QdrantBackend
-from .backends.qdrant_connection import close_quietly, connect, describe_client
-from .backends.qdrant_metadata import META_KEY, MIGRATION_KEY, MetadataStore, check_index_record, require_collection
+from .backends.qdrant.connection import close_quietly, connect, describe_client
+from .backends.qdrant.metadata import META_KEY, MIGRATION_KEY, MetadataStore, check_index_record, require_collection
+from .backends.qdrant.server import QdrantBackend
 from .errors import FormatError, InputError
 from .manifest import check_manifest
 

@@ -79,3 +79,13 @@ def one_error_line(stderr: str) -> str:
     assert lines[0].startswith("Error: "), stderr
     assert "Traceback" not in stderr
     return lines[0]
+
+
+# Python for a child's ``pre`` / ``python`` code: from here on this process's file systems cannot
+# reserve space (``posix_fallocate`` fails with EOPNOTSUPP, as on some network and FUSE file systems).
+NO_FALLOCATE = (
+    "import errno as _errno, os as _os\n"
+    "def _no_fallocate(*a):\n"
+    "    raise OSError(_errno.EOPNOTSUPP, 'Operation not supported')\n"
+    "_os.posix_fallocate = _no_fallocate\n"
+)

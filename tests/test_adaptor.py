@@ -186,8 +186,8 @@ def test_fit_rejects_fewer_rows_than_a_batch(corpus):
 
 
 def test_supervised_arguments_checked(corpus):
-    with pytest.raises(InputError, match="give both"):
-        small().fit(corpus, queries=corpus[:10])
+    with pytest.raises(InputError, match="positives: give the queries they answer too"):
+        small().fit(corpus, positives=corpus[:10])
     with pytest.raises(InputError, match="has 9 rows for 10 queries"):
         small().fit(corpus, queries=corpus[:10], positives=corpus[:9])
     with pytest.raises(InputError, match=r"queries.*has 32 dimensions but 64"):

@@ -58,6 +58,31 @@ def test_train_supervised(tmp_path):
     assert (params["ranking_weight"], params["hard_negatives"]) == (5.0, 2)
 
 
+def test_train_with_unlabelled_queries(tmp_path):
+    x = corpus()
+    q = make(tmp_path, "q.npy", x[:200] + 0.3)  # queries at an offset from the documents, no labels
+    out = tmp_path / "a"
+    args = ["train", make(tmp_path, "c.npy", x), "-o", str(out), "--queries", q, "--epochs", "1", "--batch-size", "128"]
+    result = CliRunner().invoke(main, [*args, "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["supervised"] is False and summary["query_head"] is True
+    assert 0 < summary["unlabelled_queries"] < 200  # a share is held out for validation and the guard
+    assert MatryoshkaAdaptor.load(out).has_query_head_
+    result = CliRunner().invoke(main, [*args, "--no-query-head", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["query_head"] is False
+
+
+def test_train_positives_without_queries_one_line(tmp_path):
+    p = make(tmp_path, "p.npy", corpus(50))
+    result = CliRunner().invoke(
+        main, ["train", make(tmp_path, "c.npy", corpus()), "-o", str(tmp_path / "a"), "--positives", p]
+    )
+    assert result.exit_code == 2 and "--positives needs --queries" in result.output
+    assert "Traceback" not in result.output
+
+
 def run_error(tmp_path, arr, *extra):
     path = make(tmp_path, "bad.npy", arr)
     result = CliRunner().invoke(main, ["train", path, "-o", str(tmp_path / "a"), "--batch-size", "128", *extra])

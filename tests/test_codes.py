@@ -238,3 +238,90 @@ def test_built_index_over_its_budget_is_recorded_and_warned(caplog):
     assert over["built_bytes_per_vector"] == 16.01 and "0.01 over the budget of 16" in over["warning"]
     assert "\n" not in over["warning"] and any("ram_budget" in r.message for r in caplog.records)
     assert "warning" not in record  # the record passed in is left as it was
+    # the chosen option is fast-scan: 16.01 at 29,000 rows is 16 B of codes + the last block's padding
+    chosen = {"verdict": "chosen", "index": "flat", "options": {"code": "pq4", "pq_m": 32}}
+    fast_scan = {**record, "corpus_rows": 29_000, "options": [chosen]}
+    padded = check_built_bytes(fast_scan, {"per_vector_bytes": 24.01, "bookkeeping_bytes_per_vector": 8.0})
+    assert padded["built_bytes_per_vector"] == 16.01 and "warning" not in padded
+    really_over = check_built_bytes(fast_scan, {"per_vector_bytes": 24.5, "bookkeeping_bytes_per_vector": 8.0})
+    assert "keeps 16.49 B/vector" in really_over["warning"]
+
+
+def test_block_padding_left_out_is_fast_scans_own_layout():
+    """The padding-free bytes of an index of 1,000 rows (24 empty slots in its last block of 32) are the bytes
+    of the same index at 1,024 rows (no empty slot), as FAISS measures them, for each fast-scan code."""
+    from matryoshka_index.index.budget import padded_rows, resident_bytes_per_vector, without_block_padding
+
+    x = make_corpus(1024, 32, seed=4)
+    for code, options in (("pq4", {"pq_m": 8}), ("rabitq", {})):
+        per = {}
+        for n in (1000, 1024):
+            index = MatryoshkaIndex.build(
+                x[:n], coarse_dim=COARSE, adaptor="pca", code=code, backend_options=options, candidates=50, quiet=True
+            )
+            per[n] = resident_bytes_per_vector(index.backend.memory())
+        assert per[1000] > per[1024] and padded_rows(1000) == 1024
+        assert (
+            without_block_padding(per[1000], 1000, code, "flat")
+            == per[1024]
+            == without_block_padding(per[1024], 1024, code, "flat")
+        )
+    assert without_block_padding(16.01, 29_000, "sq8", "flat") == 16.01  # no blocks: nothing left out
+
+
+def test_the_balance_rotation_is_not_taken_off_a_vectors_bytes(data):
+    """ITQ's rotation is a fixed cost: a balanced prefix keeps as many bytes a vector as the same code without it."""
+    from matryoshka_index.index.budget import resident_bytes_per_vector
+
+    per = {}
+    for balance in ("none", "itq"):
+        index = build(data[0], "flat", "binary", backend_options={"code": "binary", "balance": balance})
+        per[balance] = resident_bytes_per_vector(index.backend.memory())
+    assert per == {"none": COARSE / 8, "itq": COARSE / 8}  # 16 sign bits; before: 1.09 with the rotation
+
+
+@pytest.fixture
+def pq4x32_only(monkeypatch):
+    """The budget's grid cut to one option, 64-dim PQ4 with 32 sub-quantizers (16-byte codes, fast-scan)."""
+    from matryoshka_index.index import budget
+
+    monkeypatch.setattr(budget, "DIMS", (64,))
+    monkeypatch.setattr(budget, "GRID", (("pq4", "flat", lambda m: {"pq_m": m // 2}),))
+
+
+def test_a_round_budget_keeps_the_option_only_its_padding_puts_over(pq4x32_only):
+    x = make_corpus(2000, 96, seed=6)  # 2,000 rows: 16 empty slots in the last block of 32
+    index = MatryoshkaIndex.build(x, adaptor="pca", ram_budget=16, quiet=True)
+    record = index.info()["ram_budget"]
+    chosen = next(o for o in record["options"] if o["verdict"] == "chosen")
+    assert chosen["options"] == {"code": "pq4", "pq_m": 32} and index.coarse_dim == 64
+    assert chosen["trial_bytes_per_vector"] > 16 and chosen["bytes_per_vector"] == 16  # measured 16.14 on 1,776 rows
+    assert chosen["corpus_bytes_per_vector"] == round(16 * 2016 / 2000, 2)
+    memory = index.backend.memory()
+    assert memory["per_vector_bytes"] - memory["bookkeeping_bytes_per_vector"] > 16  # 16.13 at 2,000 rows
+    assert record["built_bytes_per_vector"] > 16 and "warning" not in record
+
+
+def _smallest_named(message: str) -> float:
+    assert "\n" not in message
+    return float(message.rsplit("use ram_budget >= ", 1)[1])
+
+
+def test_the_refusal_names_the_exact_smallest_budget(pq4x32_only, monkeypatch):
+    from matryoshka_index.index import budget
+
+    x = make_corpus(2000, 96, seed=6)
+    with pytest.raises(InputError) as err:
+        MatryoshkaIndex.build(x, adaptor="pca", ram_budget=15, quiet=True)
+    assert _smallest_named(str(err.value)) == 16  # the padding-free 16, not 17 (the ceiling of 16.14)
+    assert MatryoshkaIndex.build(x, adaptor="pca", ram_budget=16, quiet=True).coarse_dim == 64
+    # a graph's bytes are no round number: the one named is exact, and one hundredth less is refused
+    monkeypatch.setattr(budget, "DIMS", (32,))
+    monkeypatch.setattr(budget, "GRID", (("float", "hnsw", lambda m: {}),))
+    with pytest.raises(InputError) as err:
+        MatryoshkaIndex.build(x, adaptor="pca", ram_budget=1, quiet=True)
+    named = _smallest_named(str(err.value))
+    assert named != int(named)
+    assert MatryoshkaIndex.build(x, adaptor="pca", ram_budget=named, quiet=True).backend.structure == "hnsw"
+    with pytest.raises(InputError, match=f"use ram_budget >= {named:g}"):
+        MatryoshkaIndex.build(x, adaptor="pca", ram_budget=named - 0.01, quiet=True)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
+import torch  # a declared dependency: its absence is a broken install, not a reason to skip
 
 from matryoshka_index.device import CPU, Device, resolve_device
 from matryoshka_index.errors import InputError
 
-torch = pytest.importorskip("torch")
-import faiss  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 NO_GPU = not torch.cuda.is_available() and not (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0)
 
@@ -68,24 +71,27 @@ def test_cuda_resolves_to_gpu_zero():
         resolve_device("cuda:999")
 
 
-def _package_imports_torch() -> bool:
-    code = "import sys, matryoshka_index; print('torch' in sys.modules)"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() != "False"
+def _python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter with this checkout first on the path (not an installed copy)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
 
 
-needs_torch_free_package = pytest.mark.skipif(
-    _package_imports_torch(), reason="importing matryoshka_index itself imports torch here (adaptor not torch-lazy)"
-)
+# The three tests below guard "no torch on import" (README: search-only installs need no torch). They
+# used to skip when the package imported torch, i.e. exactly when the property broke (issue 19, item 4).
+def test_importing_the_package_does_not_import_torch():
+    out = _python("import sys, matryoshka_index; print(matryoshka_index.__file__, 'torch' in sys.modules)")
+    where, imported = out.stdout.split()
+    assert Path(where).resolve().is_relative_to(REPO)
+    assert imported == "False", "importing matryoshka_index imports torch"
 
 
-@needs_torch_free_package
 def test_importing_the_module_does_not_import_torch():
     code = "import sys, matryoshka_index.device as d; assert 'torch' not in sys.modules; print(d.resolve_device('cpu'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = _python(code)
     assert out.stdout.strip() == "cpu"
 
 
-@needs_torch_free_package
 def test_without_torch_auto_is_the_cpu_and_cuda_says_so():
     # torch made unimportable in a child process: the resolver must not need it
     code = (
@@ -96,7 +102,7 @@ def test_without_torch_auto_is_the_cpu_and_cuda_says_so():
         "print(resolve_device('auto'))\n"
         "try:\n    resolve_device('cuda')\nexcept InputError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = _python(code)
     first, second = out.stdout.strip().splitlines()
     assert first == "cpu"
     assert "torch is not installed" in second
@@ -229,11 +235,10 @@ def test_cli_device_flags(tmp_path):
         assert run.exit_code == 2 and "no GPU is visible" in run.output
 
 
-@needs_torch_free_package
 def test_auto_without_torch_loaded_does_not_import_it():
     code = (
         "import sys\nfrom matryoshka_index.device import resolve_device\n"
         "print(resolve_device('auto', import_torch=False), 'torch' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = _python(code)
     assert out.stdout.split()[-1] == "False"

@@ -563,30 +563,88 @@ def test_no_gpu_visible_means_cpu_silently(monkeypatch, corpus, queries, recwarn
     assert not [w for w in recwarn.list if "gpu" in str(w.message).lower()]
 
 
-def test_gpu_path_is_used_when_faiss_has_a_gpu(monkeypatch, corpus, queries):
-    moved = []
+class FakeGpuIndex:
+    """What ``faiss.index_cpu_to_gpu`` returns in these tests: a ``GpuIndex*`` stand-in that counts its searches
+    and answers from a CPU copy of the index it was given (so the results must be the CPU index's)."""
 
-    def to_gpu(res, device, index):
-        moved.append((device, index.ntotal))
-        return faiss.clone_index(index)  # stands in for the GPU copy: same search results
+    def __init__(self, cpu_index, log):
+        self.cpu, self.log, self.nprobe = faiss.clone_index(cpu_index), log, None
 
+    def search(self, queries, k):
+        assert queries.dtype == np.float32 and queries.flags.c_contiguous
+        self.log.append(("search", len(queries), k, self.nprobe))
+        if self.nprobe is not None:
+            faiss.extract_index_ivf(self.cpu).nprobe = self.nprobe
+        return self.cpu.search(queries, k)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """One GPU faked at the faiss boundary (what faiss-gpu adds to the module); the backend's own code runs."""
+    from matryoshka_index.backends import gpu_faiss
+
+    log = []
+
+    class StandardGpuResources:
+        pass
+
+    class GpuClonerOptions:
+        useFloat16 = False
+
+    def index_cpu_to_gpu(res, device, index, options):
+        assert isinstance(res, StandardGpuResources) and options.useFloat16 is False
+        log.append(("to_gpu", device, type(index).__name__, index.ntotal))
+        return FakeGpuIndex(index, log)
+
+    monkeypatch.setattr(gpu_faiss, "_RESOURCES", {})  # resources made under this fake stay in this test
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
-    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
-    monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu, raising=False)
+    monkeypatch.setattr(faiss, "StandardGpuResources", StandardGpuResources, raising=False)
+    monkeypatch.setattr(faiss, "GpuClonerOptions", GpuClonerOptions, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", index_cpu_to_gpu, raising=False)
+    return log
+
+
+def test_the_index_searches_stage_one_on_the_gpu_copy(fake_gpu, corpus, queries, tmp_path):
     index = build(corpus, coarse_dim=8, candidates=400)
-    np.testing.assert_array_equal(index.search(queries, k=5)[1], brute_force(corpus, queries, 5)[1])
-    assert index.info()["device"] == "gpu:0"
-    assert moved and moved[-1] == (0, 400)
+    fake_gpu.clear()
+    found = index.search(queries, k=5)[1]
+    np.testing.assert_array_equal(found, brute_force(corpus, queries, 5)[1])
+    assert fake_gpu == [("to_gpu", 0, "IndexIDMap", 400), ("search", len(queries), 400, None)]
+    assert index.info()["device"] == "gpu:0" and index.info()["stages"]["coarse"] == "gpu:0"
+    index.search(queries, k=5)
+    assert [e[0] for e in fake_gpu] == ["to_gpu", "search", "search"]  # the copy is kept between searches
     index.remove([0])  # a mutation drops the GPU copy; the next search makes a fresh one
     index.search(queries, k=5)
-    assert moved[-1] == (0, 399)
+    assert fake_gpu[-2][0::3] == ("to_gpu", 399) and fake_gpu[-1][0] == "search"
+    index.save(tmp_path / "g.mindex")  # saved in CPU form: loads and searches where there is no GPU
+    back = MatryoshkaIndex.load(tmp_path / "g.mindex", device="cpu")
+    np.testing.assert_array_equal(back.search(queries, k=5)[1], index.search(queries, k=5)[1])
+    assert back.info()["device"] == "cpu"
 
 
-def test_failing_gpu_falls_back_to_cpu(monkeypatch, corpus, queries):
-    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
-    monkeypatch.setattr(
-        faiss, "StandardGpuResources", lambda: (_ for _ in ()).throw(RuntimeError("CUDA")), raising=False
-    )
+def test_ivf_on_the_gpu_copy_uses_the_calibrated_nprobe(fake_gpu, corpus, queries):
+    index = build(corpus, coarse_dim=8, index="ivf", backend_options={"nlist": 8})
+    fake_gpu.clear()
+    index.search(queries, k=5)
+    searches = [e for e in fake_gpu if e[0] == "search"]
+    assert searches and searches[-1][3] == index.info()["backend"]["params"]["nprobe"] >= 1
+
+
+def test_more_candidates_than_the_gpu_selects_run_on_the_cpu(fake_gpu, monkeypatch):
+    from matryoshka_index.backends import gpu_faiss
+
+    monkeypatch.setattr(gpu_faiss, "MAX_K", 64)
+    x = make_corpus(300, 16, seed=5)
+    index = build(x, coarse_dim=8, candidates=50)
+    fake_gpu.clear()
+    index.search(x[:4], k=5)
+    assert [e[0] for e in fake_gpu] == ["to_gpu", "search"]
+    np.testing.assert_array_equal(index.search(x[:4], k=5, candidates=300)[1], brute_force(x, x[:4], 5)[1])
+    assert [e[0] for e in fake_gpu] == ["to_gpu", "search"]  # 300 > MAX_K: not sent to the GPU copy
+
+
+def test_failing_gpu_copy_falls_back_to_cpu(fake_gpu, monkeypatch, corpus, queries):
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda *a: (_ for _ in ()).throw(RuntimeError("CUDA")))
     index = build(corpus, coarse_dim=8, candidates=400)
     np.testing.assert_array_equal(index.search(queries, k=5)[1], brute_force(corpus, queries, 5)[1])
     assert index.info()["device"] == "cpu"

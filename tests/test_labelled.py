@@ -303,6 +303,25 @@ def test_two_stage_index_calibrates_on_training_queries_never_test_ones(monkeypa
     assert not seen
 
 
+def test_a_calibration_on_training_queries_that_misses_its_target_keeps_the_build_and_says_so(monkeypatch):
+    from matryoshka_index.errors import CalibrationError
+    from matryoshka_index.index import MatryoshkaIndex
+
+    def missed(self, queries, **kw):  # as a short truncated prefix of a large corpus does (4,096 candidates cap)
+        raise CalibrationError("target_recall 0.99 not reached", {"recall": 0.93, "reached": False})
+
+    monkeypatch.setattr(MatryoshkaIndex, "calibrate", missed)
+    c, cids, q, qids, test, train = make_labelled(n=400, nq=60)
+    lines = []
+    rep = evaluate_labelled(
+        c, cids, q, qids, test, train, methods=["truncation"], dims=(8,), ann=False, repeats=1, log=lines.append
+    )
+    entry = rep.two_stage["truncation"][8]
+    assert entry["calibration_on_queries_reached"] is False and entry["calibration_on_queries_recall"] == 0.93
+    assert entry["candidates"] >= 10 and 0.0 <= entry["ndcg@10"] <= 1.0  # the build's own calibration stands
+    assert any("not reached" in line for line in lines)
+
+
 def test_bad_inputs_are_one_line_errors():
     c, cids, q, qids, test, train = make_labelled(n=200, nq=20)
     with pytest.raises(InputError, match=r"^queries: has 16 dimensions but 32 are expected"):
@@ -333,7 +352,7 @@ def report() -> LabelledReport:
 
 
 def test_report_measures_every_method_and_dimension(report):
-    assert report.methods == ["truncation", "pca", "adaptor", "supervised"]
+    assert report.methods == ["truncation", "pca", "adaptor", "adaptor_queries", "supervised"]
     assert report.n_test_queries == 80 and report.n_train_queries == 80 and report.n_train_pairs == 160
     assert 0.2 < report.full["ndcg@10"] < 1.0  # a task with something to lose
     for method in report.methods:

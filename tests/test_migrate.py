@@ -23,7 +23,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from matryoshka_index import MatryoshkaAdaptor, migrate_collection
-from matryoshka_index.backends.qdrant_backend import MIGRATION_KEY, MetadataStore, point_handle
+from matryoshka_index.backends.qdrant.metadata import MIGRATION_KEY, MetadataStore, point_handle
 from matryoshka_index.cli import main
 from matryoshka_index.errors import BackendError, InputError
 
@@ -181,7 +181,8 @@ def test_source_unchanged(migrated):
 
 
 def test_migrated_collection_opens_with_from_qdrant(migrated):
-    index_mod = pytest.importorskip("matryoshka_index.index")
+    import matryoshka_index.index as index_mod
+
     client, _, before, _ = migrated
     idx = index_mod.MatryoshkaIndex.from_qdrant("docs", client=client, device="cpu")
     assert len(idx) == 20_000 and idx.coarse_dim == COARSE
@@ -323,7 +324,8 @@ def test_unnamed_vector_source_trains_its_own_adaptor():
     target = dump(client, "plain_matryoshka")
     for (_, sp, sv), (_, tp, tv) in zip(before, target, strict=True):
         assert tp == sp and tv["full"] == sv[""]  # Dot: the full vector is bit-identical
-    index_mod = pytest.importorskip("matryoshka_index.index")
+    import matryoshka_index.index as index_mod
+
     idx = index_mod.MatryoshkaIndex.from_qdrant("plain_matryoshka", client=client, device="cpu")
     assert len(idx) == 400
 

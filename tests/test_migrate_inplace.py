@@ -21,7 +21,7 @@ from qdrant_client import models as qm
 from test_migrate import COARSE, DIM, _point_id, _unit, dump, make_source
 
 from matryoshka_index import MatryoshkaAdaptor, migrate_collection
-from matryoshka_index.backends.qdrant_backend import META_KEY, MIGRATION_KEY, MetadataStore, point_handle
+from matryoshka_index.backends.qdrant.metadata import META_KEY, MIGRATION_KEY, MetadataStore, point_handle
 from matryoshka_index.cli import main
 from matryoshka_index.errors import InputError
 from matryoshka_index.migrate import CHECK_KEY, rollback_in_place
@@ -108,7 +108,8 @@ def test_in_place_config_gains_only_coarse(migrated):
 
 
 def test_in_place_collection_opens_with_from_qdrant(migrated):
-    index_mod = pytest.importorskip("matryoshka_index.index")
+    import matryoshka_index.index as index_mod
+
     client, _, before, _, _ = migrated
     idx = index_mod.MatryoshkaIndex.from_qdrant("docs", client=client, device="cpu")
     assert idx.backend.full_vector == "emb" and len(idx) == N and idx.coarse_dim == COARSE
@@ -272,7 +273,8 @@ def test_rollback_of_an_unfinished_migration_and_of_an_unnamed_vector(adaptor):
     client.upsert("plain", [qm.PointStruct(id=9999, vector={"": x[0].tolist(), "coarse": [0.5] * COARSE})])
     client.delete("plain", qm.PointIdsList(points=[9999]))
     assert without_coarse(dump(client, "plain")) == before
-    index_mod = pytest.importorskip("matryoshka_index.index")
+    import matryoshka_index.index as index_mod
+
     idx = index_mod.MatryoshkaIndex.from_qdrant("plain", client=client, device="cpu")
     assert idx.backend.full_vector == ""
     _, ids = idx.search(x[7:8], k=3)
@@ -390,7 +392,8 @@ def test_cli_in_place_then_rollback_in_path_mode(storage, adaptor, tmp_path):
     assert report["ok"] and report["plan"]["mode"] == "in_place" and report["copied_total"] == 400
     assert without_coarse(_dump_path(storage, "docs")) == before  # persisted to disk, reread by a new client
 
-    index_mod = pytest.importorskip("matryoshka_index.index")
+    import matryoshka_index.index as index_mod
+
     idx = index_mod.MatryoshkaIndex.from_qdrant("docs", path=storage, device="cpu")
     assert len(idx) == 400 and idx.backend.full_vector == "emb"
     idx.backend.close()
@@ -443,7 +446,8 @@ def test_in_place_on_a_real_server(adaptor):
         assert without_coarse(dump(client, "docs")) == before
         coarse = client.get_collection("docs").config.params.vectors["coarse"]
         assert isinstance(coarse.quantization_config, qm.ScalarQuantization)
-        index_mod = pytest.importorskip("matryoshka_index.index")
+        import matryoshka_index.index as index_mod
+
         idx = index_mod.MatryoshkaIndex.from_qdrant("docs", client=client, device="cpu")
         pid, _, vecs = next(p for p in before if "emb" in p[2])
         _, ids = idx.search(np.asarray([vecs["emb"]], np.float32), k=3)

@@ -16,7 +16,7 @@ from qdrant_client import models as qm
 
 from matryoshka_index import MatryoshkaAdaptor, MatryoshkaIndex, migrate_collection
 from matryoshka_index.adaptor.pca import PCARotation
-from matryoshka_index.backends.qdrant_backend import MIGRATION_KEY, MetadataStore
+from matryoshka_index.backends.qdrant.metadata import MIGRATION_KEY, MetadataStore
 from matryoshka_index.cli import main
 from matryoshka_index.errors import FormatError, InputError
 from matryoshka_index.manifest import MANIFEST_FILE, check_manifest_fields, manifest_bytes, seal_manifest

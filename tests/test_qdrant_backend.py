@@ -12,14 +12,10 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from matryoshka_index.backends import get_backend_class, qdrant_errors
-from matryoshka_index.backends import qdrant_backend as qb
-from matryoshka_index.backends.qdrant_backend import (
-    COMPANION_SUFFIX,
-    META_KEY,
-    QdrantBackend,
-    point_handle,
-)
+from matryoshka_index.backends import get_backend_class
+from matryoshka_index.backends.qdrant import errors as qdrant_errors
+from matryoshka_index.backends.qdrant.metadata import COMPANION_SUFFIX, META_KEY, point_handle
+from matryoshka_index.backends.qdrant.server import QdrantBackend
 from matryoshka_index.errors import BackendError, FormatError, InputError
 from matryoshka_index.qdrant_open import open_index_from_qdrant
 
@@ -86,10 +82,7 @@ def test_search_equals_brute_force_two_stage(backend, data):
 
 
 def test_search_equals_faiss_backend(backend, data):
-    try:
-        faiss_cls = get_backend_class("faiss")
-    except ImportError as exc:  # pragma: no cover - the FAISS backend ships with the package
-        pytest.skip(f"FAISS backend not importable: {exc}")
+    faiss_cls = get_backend_class("faiss")  # ships with the package: an import failure is a failure
     ids, coarse, full, q, cq, _ = data
     fb = faiss_cls.create(coarse_dim=C, full_dim=D, metric="cosine", index="flat", device="cpu")
     fb.add(ids, coarse, full)
@@ -277,7 +270,7 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch):
             raise exc
         return "ok"
 
-    assert qb.call(flaky, "http://x", retries=3) == "ok"
+    assert qdrant_errors.call(flaky, "http://x", retries=3) == "ok"
     assert len(slept) == 2 and slept[1] > slept[0] * 0.9  # exponential backoff (with jitter)
 
     # a refusal that is not transient is not retried, and reads as one line
@@ -285,7 +278,7 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch):
         raise UnexpectedResponse(400, "Bad Request", b'{"status": {"error": "Wrong input: bad"}}', httpx.Headers())
 
     with pytest.raises(BackendError, match=r"refused the request \(400: Wrong input: bad\)"):
-        qb.call(refuse, "http://x", retries=3)
+        qdrant_errors.call(refuse, "http://x", retries=3)
     assert len(slept) == 2
 
 
@@ -411,7 +404,8 @@ def test_newer_metadata_format_is_refused(tiny_adaptor):
 
 
 def test_matryoshka_index_build_on_qdrant_and_from_qdrant(tiny_adaptor, tmp_path):
-    index_mod = pytest.importorskip("matryoshka_index.index")
+    import matryoshka_index.index as index_mod
+
     MatryoshkaIndex = index_mod.MatryoshkaIndex
     rng = np.random.default_rng(5)
     x = _unit(rng.standard_normal((400, 16)))
@@ -464,7 +458,7 @@ def test_embedded_qdrant_is_qdrant_edge_when_installed_else_local_mode_with_a_wa
     except ImportError:
         pass
     monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # the extra is not installed
-    monkeypatch.delitem(sys.modules, "matryoshka_index.backends.qdrant_edge_backend", raising=False)
+    monkeypatch.delitem(sys.modules, "matryoshka_index.backends.qdrant.edge", raising=False)
     with pytest.warns(UserWarning, match=r'pip install "matryoshka-index\[edge\]"'):
         assert embedded_qdrant_backend({}) == "qdrant"
 

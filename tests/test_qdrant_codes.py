@@ -17,11 +17,13 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from matryoshka_index.backends import get_backend_class
-from matryoshka_index.backends.qdrant_backend import QdrantBackend, vector_params
-from matryoshka_index.backends.qdrant_collection import check_server_has, code_of
-from matryoshka_index.backends.qdrant_common import COARSE, CODES, code_bytes
+from matryoshka_index.backends.base import COARSE
+from matryoshka_index.backends.qdrant.collection import check_server_has, code_of
+from matryoshka_index.backends.qdrant.common import CODES, code_bytes
+from matryoshka_index.backends.qdrant.metadata import vector_params
+from matryoshka_index.backends.qdrant.request import query_request
+from matryoshka_index.backends.qdrant.server import QdrantBackend
 from matryoshka_index.errors import InputError
-from matryoshka_index.qdrant_request import query_request
 
 N, D, C, K, CANDS = 400, 32, 16, 5, 60
 SKIP_EDGE = 'qdrant-edge-py is not installed (pip install "matryoshka-index[edge]")'
@@ -229,7 +231,8 @@ def test_edge_coarse_quantization_still_works_and_maps_onto_code(Edge):
 
 
 def test_index_built_with_a_code_keeps_it_through_save_and_load(Edge, data, tmp_path):
-    index_mod = pytest.importorskip("matryoshka_index.index")
+    import matryoshka_index.index as index_mod
+
     _, _, full, queries, _ = data
     idx = index_mod.MatryoshkaIndex.build(
         full,

@@ -76,7 +76,7 @@ def _two_stage_numpy(ids, coarse, full, cq, q, k, candidates, mask=None):
 def test_missing_package_is_one_line_input_error(monkeypatch):
     """Without qdrant-edge-py, asking for the backend says which extra to install (one line)."""
     monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # `import qdrant_edge` now raises ImportError
-    monkeypatch.delitem(sys.modules, "matryoshka_index.backends.qdrant_edge_backend", raising=False)
+    monkeypatch.delitem(sys.modules, "matryoshka_index.backends.qdrant.edge", raising=False)
     with pytest.raises(InputError) as err:
         get_backend_class("qdrant-edge")
     assert 'pip install "matryoshka-index[edge]"' in str(err.value) and "\n" not in str(err.value)
@@ -92,7 +92,7 @@ def test_loading_an_edge_index_without_the_package_says_what_to_install(qe, tmp_
     x = _unit(np.random.default_rng(1).standard_normal((60, 8)))
     MatryoshkaIndex.build(x, coarse_dim=4, backend="qdrant-edge", quiet=True).save(tmp_path / "ix")
     monkeypatch.setitem(sys.modules, "qdrant_edge", None)
-    monkeypatch.delitem(sys.modules, "matryoshka_index.backends.qdrant_edge_backend", raising=False)
+    monkeypatch.delitem(sys.modules, "matryoshka_index.backends.qdrant.edge", raising=False)
     with pytest.raises(InputError, match=r'pip install "matryoshka-index\[edge\]"') as err:
         MatryoshkaIndex.load(tmp_path / "ix")
     assert "unknown backend" not in str(err.value)

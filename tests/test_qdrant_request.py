@@ -10,8 +10,8 @@ import pytest
 from conftest import make_corpus
 
 from matryoshka_index import MatryoshkaIndex
+from matryoshka_index.backends.qdrant.request import query_path, query_request, query_vectors
 from matryoshka_index.errors import InputError
-from matryoshka_index.qdrant_request import query_path, query_request, query_vectors
 
 qm = pytest.importorskip("qdrant_client.models", reason="qdrant-client is not installed")
 
@@ -136,3 +136,17 @@ def test_mindex_info_qdrant_query_on_a_faiss_index_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["info", str(tmp_path / "f.mindex"), "--qdrant-query"])
     assert r.exit_code == 2
     assert "FAISS index is searched in-process" in r.output and "Traceback" not in r.output
+
+
+def test_the_old_import_path_warns_and_hands_on_the_same_functions(monkeypatch):
+    import importlib
+    import sys
+
+    from matryoshka_index.backends.qdrant import request
+
+    monkeypatch.delitem(sys.modules, "matryoshka_index.qdrant_request", raising=False)
+    with pytest.warns(DeprecationWarning, match="removed in 0.2.*backends.qdrant.request"):
+        old = importlib.import_module("matryoshka_index.qdrant_request")
+    assert old.query_request is request.query_request
+    assert old.query_vectors is request.query_vectors
+    assert old.query_path is request.query_path

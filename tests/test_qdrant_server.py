@@ -15,7 +15,8 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from matryoshka_index.backends.qdrant_backend import META_KEY, QdrantBackend
+from matryoshka_index.backends.qdrant.metadata import META_KEY
+from matryoshka_index.backends.qdrant.server import QdrantBackend
 from matryoshka_index.errors import BackendError
 
 pytestmark = pytest.mark.docker
@@ -164,6 +165,7 @@ def test_migration_on_server_with_resume_and_alias(server, client):
     assert set(client.get_collection("docs_matryoshka").payload_schema) == {"tag"}
     assert {a.alias_name: a.collection_name for a in client.get_aliases().aliases} == {"docs": "docs_matryoshka"}
 
-    index_mod = pytest.importorskip("matryoshka_index.index")
+    import matryoshka_index.index as index_mod
+
     idx = index_mod.MatryoshkaIndex.from_qdrant("docs", url=server, api_key=API_KEY, device="cpu")
     assert len(idx) == n

@@ -124,7 +124,6 @@ def test_cli_search_with_payload(tmp_path, data, faiss_index):
 
 def test_qdrant_query_returns_the_stored_ids_and_payloads(data):
     """Int and UUID ids through from_qdrant-style access: needs the backend's PointLookup."""
-    pytest.importorskip("qdrant_client")
     corpus, queries, ids = data
     index = MatryoshkaIndex.build(
         corpus,
@@ -136,8 +135,8 @@ def test_qdrant_query_returns_the_stored_ids_and_payloads(data):
         payloads=[payload(i) for i in range(N)],
         quiet=True,
     )
-    if not isinstance(index.backend, PointLookup):
-        pytest.skip("this Qdrant backend has no external_ids()/payloads() yet (the Qdrant side of issue 12)")
+    # the Qdrant backend maps its points back (a stale guard used to skip here: issue 19, item 4)
+    assert isinstance(index.backend, PointLookup), type(index.backend).__name__
     handles = index.search(queries, k=5)[1]
     hits = index.query(queries, k=5, with_payload=True)
     row_of = {int(v): i for i, v in enumerate(ids)}
@@ -151,7 +150,7 @@ def test_migrated_collection_query_returns_the_source_ids_and_payloads():
     recall@10 against exact search on the source (by those ids) matches the migration's report."""
     import uuid
 
-    qc = pytest.importorskip("qdrant_client")
+    import qdrant_client as qc  # a declared dependency: absent is a broken install, not a skip
     from qdrant_client import models as qm
 
     from matryoshka_index import MatryoshkaAdaptor, migrate_collection

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faultfs import leftovers, python, small_fs
+from faultfs import NO_FALLOCATE, leftovers, python, small_fs
 
 from matryoshka_index import storage
 from matryoshka_index.errors import StorageError
@@ -108,6 +108,70 @@ def test_spill_growth_that_does_not_fit_doubled_takes_only_what_it_needs(monkeyp
     np.testing.assert_array_equal(b._full.spill.array, x)
     with pytest.raises(StorageError, match="no space left"):
         b.add(np.arange(3000, 3001), x[:1, :4].copy(), x[:1])
+
+
+def _no_fallocate(*args, **kwargs):
+    raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+
+def test_preallocate_reports_no_fallocate_and_checks_the_free_space(tmp_path, monkeypatch):
+    """Issue 19, item 2: where the file system cannot reserve space, preallocate says so (False) and
+    checks the free space instead (before: it returned silently, and a spill file's writes through its
+    map could SIGBUS on a full disk)."""
+    path = tmp_path / "f.bin"
+    with open(path, "wb") as fh:
+        assert storage.preallocate(fh.fileno(), 4096, path) is True  # this disk reserves
+        monkeypatch.setattr(os, "posix_fallocate", _no_fallocate)
+        assert storage.preallocate(fh.fileno(), 4096, path) is False  # room, but nothing reserved
+        free = 1 << 20
+        monkeypatch.setattr(storage.shutil, "disk_usage", lambda p: type("U", (), {"free": free})())
+        with pytest.raises(StorageError) as info:
+            storage.preallocate(fh.fileno(), 8 << 20, path)
+    msg = str(info.value)
+    assert "cannot reserve space" in msg and "needs about" in msg and "1.0 MiB is free" in msg and "\n" not in msg
+
+
+def test_spill_file_is_written_with_ordinary_writes_never_a_writable_map(tmp_path, monkeypatch):
+    """Issue 19, item 2: the spill file is read through a read-only map only (before: ``np.memmap(mode="r+")``)."""
+    from matryoshka_index.backends.faiss_store import SpillFile
+
+    real_memmap = np.memmap
+
+    def no_writable_maps(filename, dtype=np.uint8, mode="r+", *args, **kwargs):
+        assert mode in ("r", "c"), f"writable memory map of {filename}: a full disk would SIGBUS"
+        return real_memmap(filename, dtype, mode, *args, **kwargs)
+
+    monkeypatch.setattr(np, "memmap", no_writable_maps)
+    spill = SpillFile(16, str(tmp_path))
+    x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+    first = spill.array
+    for lo in range(0, 3000, 700):  # grows 1,024 -> 2,048 -> 4,096 rows
+        spill.append(x[lo : lo + 700])
+    np.testing.assert_array_equal(spill.array, x)
+    assert not spill.array.flags.writeable and len(first) == 0
+    if Path("/proc/self/smaps").exists():
+        flags = _vm_flags(Path(spill.path))
+        assert flags and "mw" not in flags, flags  # the kernel's own word: no mapping of it may write
+    spill.close()
+    assert not Path(spill.dir).exists()
+
+
+def test_spill_file_on_a_full_disk_without_fallocate_is_one_line_not_sigbus(tmp_path):
+    """Issue 19, item 2: a 1 MB tmpfs whose fallocate is made to report no support: the build's spill
+    file fails in one line from the free-space check (before: preallocate returned silently and the
+    write through the map died with SIGBUS)."""
+    with small_fs(tmp_path / "small", "1m") as fs:
+        r = python(
+            NO_FALLOCATE + "import numpy as np\nfrom matryoshka_index.backends.faiss_backend import FaissBackend\n"
+            "from matryoshka_index.errors import StorageError\n"
+            f"b = FaissBackend.create(coarse_dim=8, full_dim=256, spill_dir={str(fs)!r})\n"
+            "x = np.random.default_rng(0).standard_normal((4000, 256)).astype(np.float32)\n"
+            "x /= np.linalg.norm(x, axis=1, keepdims=True)\n"
+            "try:\n    b.add(np.arange(4000), x[:, :8].copy(), x)\nexcept StorageError as e:\n    print('ERR', e)\n"
+        )
+        assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+        assert r.stdout.startswith("ERR ") and "cannot reserve space" in r.stdout and "is free" in r.stdout
+        assert len(r.stdout.strip().splitlines()) == 1
 
 
 def test_check_free_space_says_how_much_and_where(tmp_path):

@@ -11,13 +11,12 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
+import torch
 from conftest import make_corpus, normalize
 
 from matryoshka_index.backends import gpu_faiss
+from matryoshka_index.backends.torch_engine import DTYPES, TorchCoarseEngine, TorchReranker
 from matryoshka_index.errors import BackendError, InputError
-
-torch = pytest.importorskip("torch")
-from matryoshka_index.backends.torch_engine import DTYPES, TorchCoarseEngine, TorchReranker  # noqa: E402
 
 GPU_REASON = "faiss-gpu sees no GPU here (faiss.get_num_gpus() == 0 or no StandardGpuResources)"
 NO_FAISS_GPU = not gpu_faiss.gpu_available()

@@ -4,6 +4,6 @@ Importing it, loading an adaptor and applying it need numpy and safetensors only
 by ``fit`` (training) and by a CUDA device.
 """
 
-from .estimator import MatryoshkaAdaptor, NotFittedError
+from .estimator import AdaptorFallbackWarning, MatryoshkaAdaptor, NotFittedError
 
-__all__ = ["MatryoshkaAdaptor", "NotFittedError"]
+__all__ = ["AdaptorFallbackWarning", "MatryoshkaAdaptor", "NotFittedError"]

@@ -7,9 +7,11 @@ in an environment without torch and start in a fraction of the time.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -23,6 +25,7 @@ from ..errors import FormatError, InputError, MatryoshkaError
 from ..progress import progress
 from ..storage import recover_directory
 from ..validation import check_embeddings, check_fraction, check_positive_int, iter_row_chunks
+from .guard import GuardResult
 from .history import TrainHistory
 from .io import read_adaptor_dir, write_adaptor_dir, write_adaptor_files
 from .numpy_model import NumpyResidualAdaptor, expected_shapes
@@ -34,10 +37,15 @@ if TYPE_CHECKING:
     from .training import TrainConfig
 
 _INITS = ("pca", "identity")
+_PARAMETRISATIONS = ("residual", "orthogonal")
 
 
 class NotFittedError(MatryoshkaError, AttributeError):
     """The adaptor was used before ``fit`` or ``load``."""
+
+
+class AdaptorFallbackWarning(UserWarning):
+    """The trained adaptor lost to its starting point on held-out data; ``fit`` kept the start (PCA)."""
 
 
 def default_matryoshka_dims(dim: int) -> tuple[int, ...]:
@@ -88,15 +96,16 @@ class MatryoshkaAdaptor:
         so the starting point is already PCA at every prefix; ``"identity"``: the paper's ``e + MLP(e)``.
     hidden_dim:
         Width of the MLP's hidden layer. Default: the input dim.
-    pairwise_weight, topk_weight, reconstruction_weight, listwise_weight, ranking_weight:
+    parametrisation:
+        ``"residual"`` (default): the paper's ``z + MLP(z)``; ``"orthogonal"``: a learned rotation
+        ``z Q`` after the start (:mod:`.orthogonal`), which keeps every full-dim inner product of the
+        start exactly (``rerank="adapted"`` then loses nothing) and learns only what each prefix holds.
+    pairwise_weight, topk_weight, reconstruction_weight, listwise_weight, ranking_weight, query_weight:
         Weights of the loss terms (0 switches a term off). ``ranking_weight`` (default 10) is used
         only when ``fit`` gets queries and positives; on our labelled dev set 10 beat the paper's
         unit weight at every prefix length (benchmarks/results/supervised_ablation.md).
-    code, code_weight:
-        The coarse code the prefixes will be stored in (``"binary"``, ``"sq8"``, ``"sq4"``; default
-        ``None``: float prefixes). When given, a quantization-aware listwise term
-        (:func:`~matryoshka_index.adaptor.losses.quantized_listwise_loss`) weighted ``code_weight``
-        keeps each prefix's neighbour order as the relaxed code scores it.
+        ``query_weight`` (default 3) weighs the query-to-document listwise term, used when ``fit``
+        gets queries (:func:`~matryoshka_index.adaptor.losses.query_listwise_loss`).
     k:
         Neighbours per item in the top-k loss (and the pool neighbours are drawn from). Default 10.
     temperature:
@@ -121,6 +130,20 @@ class MatryoshkaAdaptor:
         Where ``fit`` trains: ``"auto"`` (CUDA when torch sees a GPU, else CPU), ``"cpu"`` or ``"cuda"``.
         ``transform`` runs in numpy (no torch) after a CPU fit and after ``load`` with ``"auto"`` or
         ``"cpu"``; in torch on the GPU after a GPU fit or ``load(..., device="cuda")``.
+    query_head:
+        When ``fit`` gets queries (labelled or not): queries get a head of their own, sharing the
+        documents' rotation and residual: documents are centred on the corpus mean, queries on the
+        training queries' mean, before the rotation (an asymmetric model's query and passage prefixes,
+        or queries in other languages, sit at a constant offset from the documents that would otherwise
+        fill the short prefix). Documents go through :meth:`transform`, queries through
+        :meth:`transform_queries`. Default True; no effect without queries.
+    guard:
+        After training, measure on held-out data, at each prefix length, the adaptor against its
+        starting point (PCA rotation or identity): supervised, the share of held-out pairs whose
+        positive is in the prefix's top 10; else the recall@10 of prefix search against exact full-dim
+        search, for held-out queries when given, else held-out corpus rows. When the adaptor's mean is
+        lower, keep the start instead, with an :class:`AdaptorFallbackWarning`
+        (``history_.fell_back_to_start``; the numbers in ``history_.guard``). Default True.
     quiet:
         No progress bar even on a terminal.
 
@@ -135,13 +158,13 @@ class MatryoshkaAdaptor:
         *,
         init: str = "pca",
         hidden_dim: int | None = None,
+        parametrisation: str = "residual",
         pairwise_weight: float = 1.0,
         topk_weight: float = 1.0,
         reconstruction_weight: float = 0.1,
         listwise_weight: float = 3.0,
         ranking_weight: float = 10.0,
-        code: str | None = None,
-        code_weight: float = 3.0,
+        query_weight: float = 3.0,
         k: int = 10,
         temperature: float = 0.05,
         lr: float = 1e-3,
@@ -155,18 +178,20 @@ class MatryoshkaAdaptor:
         max_samples: int | None = 100_000,
         seed: int = 0,
         device: str = "auto",
+        query_head: bool = True,
+        guard: bool = True,
         quiet: bool = False,
     ) -> None:
         self.matryoshka_dims = matryoshka_dims
         self.init = init
         self.hidden_dim = hidden_dim
+        self.parametrisation = parametrisation
         self.pairwise_weight = pairwise_weight
         self.topk_weight = topk_weight
         self.reconstruction_weight = reconstruction_weight
         self.listwise_weight = listwise_weight
         self.ranking_weight = ranking_weight
-        self.code = code
-        self.code_weight = code_weight
+        self.query_weight = query_weight
         self.k = k
         self.temperature = temperature
         self.lr = lr
@@ -180,6 +205,8 @@ class MatryoshkaAdaptor:
         self.max_samples = max_samples
         self.seed = seed
         self.device = device
+        self.query_head = query_head
+        self.guard = guard
         self.quiet = quiet
 
     # ------------------------------------------------------------------ parameters
@@ -196,6 +223,10 @@ class MatryoshkaAdaptor:
 
         if self.init not in _INITS:
             raise InputError(f"init: must be one of {', '.join(_INITS)}, got {self.init!r}")
+        if self.parametrisation not in _PARAMETRISATIONS:
+            raise InputError(
+                f"parametrisation: must be one of {', '.join(_PARAMETRISATIONS)}, got {self.parametrisation!r}"
+            )
         dims = tuple(self.matryoshka_dims) if self.matryoshka_dims is not None else default_matryoshka_dims(dim)
         if not dims:
             raise InputError("matryoshka_dims: give at least one prefix length")
@@ -203,8 +234,15 @@ class MatryoshkaAdaptor:
             check_positive_int(m, "matryoshka_dims")
             if m > dim:
                 raise InputError(f"matryoshka_dims: prefix length {m} exceeds the embedding dimension {dim}")
-        weights = ("pairwise_weight", "topk_weight", "reconstruction_weight", "listwise_weight", "ranking_weight")
-        for name in (*weights, "code_weight"):
+        weights = (
+            "pairwise_weight",
+            "topk_weight",
+            "reconstruction_weight",
+            "listwise_weight",
+            "ranking_weight",
+            "query_weight",
+        )
+        for name in weights:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or v < 0 or not np.isfinite(v):
                 raise InputError(f"{name}: must be a finite number >= 0, got {v!r}")
@@ -223,9 +261,8 @@ class MatryoshkaAdaptor:
                 reconstruction=float(self.reconstruction_weight),
                 listwise=float(self.listwise_weight),
                 ranking=float(self.ranking_weight),
-                quantized=float(self.code_weight) if self.code is not None else 0.0,
+                queries=float(self.query_weight),
             ),
-            code=self.code,
             k=check_positive_int(self.k, "k"),
             temperature=float(self.temperature),
             lr=float(self.lr),
@@ -241,9 +278,14 @@ class MatryoshkaAdaptor:
     def fit(
         self, corpus: np.ndarray, queries: np.ndarray | None = None, positives: np.ndarray | None = None
     ) -> MatryoshkaAdaptor:
-        """Train on ``corpus`` embeddings; supervised when ``queries`` and ``positives`` are given.
+        """Train on ``corpus`` embeddings; returns ``self``.
 
-        ``positives[i]`` is the embedding of a document relevant to ``queries[i]``. Returns ``self``.
+        * corpus alone: unsupervised, the corpus' own neighbourhoods;
+        * ``queries`` alone: unlabelled queries (a query log, a calibration file): each query's nearest
+          corpus rows at full dimension become its training anchors, so the prefixes keep the
+          query-to-document neighbourhoods as well (where queries differ from documents: another
+          language, an asymmetric model);
+        * ``queries`` and ``positives``: supervised, ``positives[i]`` relevant to ``queries[i]``.
         """
         torch = _import_torch("fit")  # one clear line where torch is missing, before any work
         corpus = check_embeddings(corpus, "corpus", min_rows=2)
@@ -253,56 +295,36 @@ class MatryoshkaAdaptor:
             raise InputError(
                 f"corpus: has {n} rows, fewer than batch_size={cfg.batch_size}; lower batch_size or give more embeddings"
             )
-        if (queries is None) != (positives is None):
-            raise InputError("queries/positives: give both for supervised training, or neither")
-        pairs = None
-        if queries is not None:
-            queries = check_embeddings(queries, "queries", dim=dim, min_rows=2)
-            positives = check_embeddings(positives, "positives", dim=dim, min_rows=2)
-            if len(queries) != len(positives):
-                raise InputError(
-                    f"positives: has {len(positives)} rows for {len(queries)} queries; positives[i] must match queries[i]"
-                )
-            pairs = (np.asarray(queries, dtype=np.float32), np.asarray(positives, dtype=np.float32))
+        queries, positives = self._check_queries(queries, positives, dim)
 
         from .torch_model import ResidualAdaptor
         from .training import train
 
         device = resolve_device(self.device)
         rng = np.random.default_rng(self.seed)
-        if self.max_samples is not None and n > self.max_samples:
-            rows = np.sort(rng.choice(n, size=self.max_samples, replace=False))
-            sample = np.asarray(corpus[rows], dtype=np.float32)
-        else:
-            sample = np.asarray(corpus, dtype=np.float32)
-
-        perm = rng.permutation(len(sample))
-        n_val = round(len(sample) * self.val_fraction)
-        n_val = min(n_val, 4096)
-        val_rows = torch.from_numpy(sample[perm[:n_val]].copy())
-        train_rows = torch.from_numpy(sample[perm[n_val:]].copy())
-        if len(train_rows) < cfg.batch_size:
-            raise InputError(
-                f"corpus: {len(train_rows)} rows left for training after the validation split, fewer than "
-                f"batch_size={cfg.batch_size}; lower batch_size or val_fraction"
-            )
+        train_rows, val_rows = self._split_rows(corpus, cfg, rng)
         train_pairs = val_pairs = None
-        if pairs is not None:
-            pperm = rng.permutation(len(pairs[0]))
-            n_pval = round(len(pperm) * self.val_fraction)
-            tp, vp = pperm[n_pval:], pperm[:n_pval]
-            train_pairs = (torch.from_numpy(pairs[0][tp]), torch.from_numpy(pairs[1][tp]))
-            val_pairs = (torch.from_numpy(pairs[0][vp]), torch.from_numpy(pairs[1][vp])) if n_pval >= 2 else None
+        train_queries = val_queries = None
+        if positives is not None:
+            train_pairs, val_pairs = self._split_pairs(queries, positives, rng)
+        elif queries is not None:
+            train_queries, val_queries = self._split_queries(queries, rng)
 
         rotation = pca_rotation(train_rows.numpy())
         neighbour_space = torch.from_numpy(rotation[:, : min(dim, 128)].copy()) if dim > 128 else None
+        fit_queries = train_queries if train_queries is not None else train_pairs[0] if train_pairs else None
+        centres = {}
+        if self.query_head and fit_queries is not None:
+            centres = {"centre": train_rows.mean(dim=0), "query_centre": fit_queries.mean(dim=0)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = ResidualAdaptor(
-                dim,
-                self.hidden_dim or dim,
-                rotation=torch.from_numpy(rotation) if self.init == "pca" else None,
-            )
+            start_rotation = torch.from_numpy(rotation) if self.init == "pca" else None
+            if self.parametrisation == "orthogonal":
+                from .orthogonal import OrthogonalAdaptor
+
+                model = OrthogonalAdaptor(dim, rotation=start_rotation, **centres)
+            else:
+                model = ResidualAdaptor(dim, self.hidden_dim or dim, rotation=start_rotation, **centres)
             history = train(
                 model,
                 train_rows,
@@ -313,8 +335,14 @@ class MatryoshkaAdaptor:
                 train_pairs=train_pairs,
                 val_pairs=val_pairs,
                 neighbour_space=neighbour_space,
+                train_queries=train_queries,
+                val_queries=val_queries,
                 quiet=self.quiet,
             )
+        if self.guard:
+            self._apply_guard(model, history, train_rows, val_rows, val_queries, val_pairs, cfg.dims)
+        if self.parametrisation == "orthogonal":
+            model = model.folded().to(device)  # the learned rotation multiplied into the stored one
         self.model_ = _inference_model(model)
         self.input_dim_ = dim
         self.matryoshka_dims_ = cfg.dims
@@ -325,6 +353,7 @@ class MatryoshkaAdaptor:
             "matryoshka_dims": list(cfg.dims),
             "init": self.init,
             "has_rotation": model.rotation is not None,
+            "has_query_head": model.has_query_head,
             "params": _jsonable(self.get_params()),
             "train_config": {**asdict(cfg), "dims": list(cfg.dims)},
             "training": {
@@ -332,7 +361,8 @@ class MatryoshkaAdaptor:
                 "rows": len(train_rows),
                 "val_rows": len(val_rows),
                 "pairs": 0 if train_pairs is None else len(train_pairs[0]),
-                "supervised": pairs is not None,
+                "supervised": positives is not None,
+                "unlabelled_queries": 0 if train_queries is None else len(train_queries),
                 "device": str(device),
             },
             "library_version": __version__,
@@ -340,17 +370,159 @@ class MatryoshkaAdaptor:
         }
         return self
 
+    @staticmethod
+    def _check_queries(
+        queries: np.ndarray | None, positives: np.ndarray | None, dim: int
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """float32 queries (and positives), checked; positives without queries are refused."""
+        if positives is not None and queries is None:
+            raise InputError("positives: give the queries they answer too (queries=...), or no positives")
+        if queries is None:
+            return None, None
+        queries = np.asarray(check_embeddings(queries, "queries", dim=dim, min_rows=2), dtype=np.float32)
+        if positives is None:
+            return queries, None
+        positives = check_embeddings(positives, "positives", dim=dim, min_rows=2)
+        if len(queries) != len(positives):
+            raise InputError(
+                f"positives: has {len(positives)} rows for {len(queries)} queries; positives[i] must match queries[i]"
+            )
+        return queries, np.asarray(positives, dtype=np.float32)
+
+    def _split_rows(self, corpus: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> tuple[Any, Any]:
+        """(training rows, validation rows) as torch tensors, from a sample of at most max_samples rows."""
+        import torch
+
+        n = len(corpus)
+        if self.max_samples is not None and n > self.max_samples:
+            rows = np.sort(rng.choice(n, size=self.max_samples, replace=False))
+            sample = np.asarray(corpus[rows], dtype=np.float32)
+        else:
+            sample = np.asarray(corpus, dtype=np.float32)
+        perm = rng.permutation(len(sample))
+        n_val = min(round(len(sample) * self.val_fraction), 4096)
+        val_rows = torch.from_numpy(sample[perm[:n_val]].copy())
+        train_rows = torch.from_numpy(sample[perm[n_val:]].copy())
+        if len(train_rows) < cfg.batch_size:
+            raise InputError(
+                f"corpus: {len(train_rows)} rows left for training after the validation split, fewer than "
+                f"batch_size={cfg.batch_size}; lower batch_size or val_fraction"
+            )
+        return train_rows, val_rows
+
+    def _split_pairs(self, queries: np.ndarray, positives: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
+        """(training pairs, validation pairs or None) as torch tensors."""
+        import torch
+
+        pperm = rng.permutation(len(queries))
+        n_pval = round(len(pperm) * self.val_fraction)
+        tp, vp = pperm[n_pval:], pperm[:n_pval]
+        train_pairs = (torch.from_numpy(queries[tp]), torch.from_numpy(positives[tp]))
+        val_pairs = (torch.from_numpy(queries[vp]), torch.from_numpy(positives[vp])) if n_pval >= 2 else None
+        return train_pairs, val_pairs
+
+    def _split_queries(self, queries: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
+        """(training queries, held-out queries) as torch tensors, from at most max_samples queries.
+
+        The held-out share is at least min(100, a fifth): the guard's recall needs enough queries
+        to tell the adaptor from its start.
+        """
+        import torch
+
+        if self.max_samples is not None and len(queries) > self.max_samples:
+            queries = queries[np.sort(rng.choice(len(queries), size=self.max_samples, replace=False))]
+        perm = rng.permutation(len(queries))
+        n_val = max(round(len(queries) * self.val_fraction), min(100, len(queries) // 5))
+        return torch.from_numpy(queries[perm[n_val:]].copy()), torch.from_numpy(queries[perm[:n_val]].copy())
+
+    def _apply_guard(
+        self,
+        model: Any,
+        history: TrainHistory,
+        train_rows: Any,
+        val_rows: Any,
+        val_queries: Any,
+        val_pairs: Any,
+        dims: Sequence[int],
+    ) -> None:
+        """Measure the adaptor against its start on held-out data; keep the start where the adaptor loses.
+
+        Supervised: on the held-out pairs (is the positive in the prefix's top 10?); else on held-out
+        queries or corpus rows (recall@10 against exact full-dim search in the start's space).
+        """
+        import torch
+
+        if val_pairs is not None:
+            source, check = "held-out pairs", val_pairs[0].numpy()
+        elif val_queries is not None and len(val_queries):
+            source, check = "held-out queries", val_queries.numpy()
+        elif len(val_rows):
+            source, check = "held-out corpus rows", val_rows.numpy()[:1000]
+        else:
+            return  # val_fraction=0: nothing held out to judge on
+        model_cpu = copy.deepcopy(model).to("cpu").eval()
+
+        queries = source != "held-out corpus rows"
+
+        def run(fn: Any, x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return np.concatenate([fn(torch.from_numpy(x[sl])).numpy() for sl in iter_row_chunks(len(x))])
+
+        adaptor_side = (
+            (lambda x: run(model_cpu.forward_queries, x)) if queries else (lambda x: run(model_cpu, x)),
+            lambda x: run(model_cpu, x),
+        )
+        start_side = (
+            lambda x: run(lambda t: model_cpu.start(t, queries=queries), x),
+            lambda x: run(model_cpu.start, x),
+        )
+        if val_pairs is not None:
+            positives = val_pairs[1].numpy()
+            result = GuardResult.measure_pairs(check, positives, train_rows.numpy(), adaptor_side, start_side, dims)
+        else:
+            result = GuardResult.measure(source, check, train_rows.numpy(), adaptor_side, start_side, dims)
+        history.guard = result.to_dict()
+        if not result.kept:
+            model.reset_to_start()
+            history.fell_back_to_start = True
+            a = np.mean(list(result.adaptor_recall.values()))
+            b = np.mean(list(result.start_recall.values()))
+            warnings.warn(
+                f"the trained adaptor lost to its {self.init} start on {result.n_queries} {source} (mean "
+                f"{result.metric} over its prefixes {a:.3f} vs {b:.3f}); keeping the {self.init} start instead",
+                AdaptorFallbackWarning,
+                stacklevel=3,
+            )
+
     # ------------------------------------------------------------------ apply
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError("this MatryoshkaAdaptor is not fitted; call fit() or MatryoshkaAdaptor.load() first")
 
     def transform(self, x: np.ndarray, dim: int | None = None, *, batch_size: int = 8192) -> np.ndarray:
-        """Adapted vectors ``f(x)`` as float32, only the first ``dim`` columns when given.
+        """Adapted vectors ``f(x)`` of documents as float32, only the first ``dim`` columns when given.
 
         ``x`` may be float16/32/64 or a memory-mapped array larger than RAM: it is read and
-        transformed in batches of ``batch_size`` rows. Queries and documents use the same call.
+        transformed in batches of ``batch_size`` rows. Queries go through :meth:`transform_queries`
+        (the same function unless the adaptor has a query head).
         """
+        return self._apply(x, dim, batch_size, queries=False)
+
+    def transform_queries(self, x: np.ndarray, dim: int | None = None, *, batch_size: int = 8192) -> np.ndarray:
+        """Adapted vectors of queries: :meth:`transform` through the query head when the adaptor has one.
+
+        An adaptor fitted with queries (``query_head=True``, the default) centres queries on their own
+        mean instead of the corpus': search the vectors of :meth:`transform` with these.
+        """
+        return self._apply(x, dim, batch_size, queries=True)
+
+    @property
+    def has_query_head_(self) -> bool:
+        """Whether queries and documents go through different heads (see :meth:`transform_queries`)."""
+        self._check_fitted()
+        return bool(self.model_.has_query_head)
+
+    def _apply(self, x: np.ndarray, dim: int | None, batch_size: int, *, queries: bool) -> np.ndarray:
         self._check_fitted()
         x = check_embeddings(x, "x", dim=self.input_dim_)
         out_dim = self.input_dim_ if dim is None else check_positive_int(dim, "dim")
@@ -359,9 +531,10 @@ class MatryoshkaAdaptor:
         out = np.empty((x.shape[0], out_dim), dtype=np.float32)
         batches = list(iter_row_chunks(x.shape[0], check_positive_int(batch_size, "batch_size")))
         shown = progress(batches, desc="adapting", unit="batch", quiet=self.quiet or len(batches) < 4)
+        fn = self.model_.forward_queries if queries else self.model_
         if isinstance(self.model_, NumpyResidualAdaptor):
             for sl in shown:
-                out[sl] = self.model_(np.asarray(x[sl], dtype=np.float32))[:, :out_dim]
+                out[sl] = fn(np.asarray(x[sl], dtype=np.float32))[:, :out_dim]
             return out
         import torch  # a CUDA model (fit on a GPU, or load(device="cuda"))
 
@@ -369,7 +542,7 @@ class MatryoshkaAdaptor:
         with torch.no_grad():
             for sl in shown:
                 chunk = torch.from_numpy(np.array(x[sl], dtype=np.float32)).to(device)
-                out[sl] = self.model_(chunk)[:, :out_dim].cpu().numpy()
+                out[sl] = fn(chunk)[:, :out_dim].cpu().numpy()
         return out
 
     def to_torch(self, device: str = "cpu") -> torch.nn.Module:
@@ -387,6 +560,11 @@ class MatryoshkaAdaptor:
         extra: ``pip install "matryoshka-index[st]"``).
         """
         self._check_fitted()
+        if self.has_query_head_:  # encode() cannot tell queries from documents
+            raise InputError(
+                "to_sentence_transformers: this adaptor has a query head (fitted with queries); a "
+                "SentenceTransformer module applies one function to every text: refit with query_head=False"
+            )
         from .sentence_transformers import MatryoshkaAdaptorModule
 
         return MatryoshkaAdaptorModule(self.model_.state_dict(), self.metadata_)
@@ -426,13 +604,24 @@ class MatryoshkaAdaptor:
             dim, hidden = int(meta["input_dim"]), int(meta["hidden_dim"])
             dims = tuple(int(m) for m in meta["matryoshka_dims"])
             has_rotation = bool(meta["has_rotation"])
+            has_query_head = bool(meta.get("has_query_head", False))  # absent before the query head existed
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"{path}: adaptor metadata is incomplete ({exc}); the file is corrupt") from None
-        expected = expected_shapes(dim, hidden, has_rotation)
+        expected = expected_shapes(dim, hidden, has_rotation, has_query_head)
         found = {k: tuple(v.shape) for k, v in sorted(tensors.items())}
         if expected != found:
             raise FormatError(f"{path}: weights do not match the metadata (expected tensors {expected}, found {found})")
-        params = {k: v for k, v in meta.get("params", {}).items() if k in _DEFAULTS}
+        saved = meta.get("params", {})
+        params = {k: v for k, v in saved.items() if k in _DEFAULTS}
+        if saved.get("code") is not None:
+            # code= / code_weight= switched on the quantization-aware loss term, removed (it never won a row of
+            # the frontier); the weights it trained are ordinary weights and apply exactly as saved
+            warnings.warn(
+                f"{path}: this adaptor was trained with code={saved['code']!r}, the quantization-aware loss term "
+                "that has been removed; its weights load and apply unchanged, but a refit (get_params) trains "
+                "without that term",
+                stacklevel=2,
+            )
         params["device"] = device
         obj = cls(**params)
         # numpy on the CPU ("auto" included: no torch import to look for a GPU); torch for an explicit CUDA device

@@ -17,6 +17,9 @@ class TrainHistory:
     steps: int = 0
     seconds: float = 0.0
     stopped_early: bool = False
+    # the held-out guard (adaptor/guard.py): its measurement, and whether fit kept the start instead
+    guard: dict | None = None
+    fell_back_to_start: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -26,4 +29,6 @@ class TrainHistory:
             "steps": self.steps,
             "seconds": round(self.seconds, 3),
             "stopped_early": self.stopped_early,
+            "guard": self.guard,
+            "fell_back_to_start": self.fell_back_to_start,
         }

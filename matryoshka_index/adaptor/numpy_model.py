@@ -2,12 +2,13 @@
 
 The same function as the torch ``ResidualAdaptor``, from the same tensors (the names of its state dict)::
 
-    z    = e @ rotation                      (z = e when there is no "rotation" tensor)
+    z    = (e - centre) @ rotation           (no "- centre" without a query head; z = e - ... without "rotation")
     h    = gelu(z @ mlp.0.weight.T + mlp.0.bias)      gelu(x) = x * (1 + erf(x / sqrt 2)) / 2, the exact one
     f(e) = z + h @ mlp.2.weight.T + mlp.2.bias
 
 Shapes: ``rotation`` (d, d), ``mlp.0.weight`` (hidden, d), ``mlp.0.bias`` (hidden,), ``mlp.2.weight``
-(d, hidden), ``mlp.2.bias`` (d,); all float32. numpy has no ``erf``, so :func:`gelu` evaluates one
+(d, hidden), ``mlp.2.bias`` (d,), with a query head ``centre`` and ``query_centre`` (d,) (queries
+subtract ``query_centre`` instead of ``centre``: :meth:`NumpyResidualAdaptor.forward_queries`); all float32. numpy has no ``erf``, so :func:`gelu` evaluates one
 (relative error below 1.2e-7 before float32 rounding: within a few float32 ulps of the exact GELU).
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 __all__ = ["NumpyResidualAdaptor", "expected_shapes", "gelu"]
 
 ROTATION = "rotation"
+CENTRE, QUERY_CENTRE = "centre", "query_centre"  # the query head: each side's own centre, subtracted first
 W1, B1, W2, B2 = "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"
 
 # Numerical Recipes' Chebyshev fit of erfc (fractional error < 1.2e-7 for every x), in Horner order.
@@ -65,11 +67,15 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return np.where(x < 0, p, a)
 
 
-def expected_shapes(dim: int, hidden_dim: int, has_rotation: bool) -> dict[str, tuple[int, ...]]:
+def expected_shapes(
+    dim: int, hidden_dim: int, has_rotation: bool, has_query_head: bool = False
+) -> dict[str, tuple[int, ...]]:
     """The tensor names and shapes of an adaptor of this size (the safetensors file holds exactly these)."""
     shapes = {W1: (hidden_dim, dim), B1: (hidden_dim,), W2: (dim, hidden_dim), B2: (dim,)}
     if has_rotation:
         shapes[ROTATION] = (dim, dim)
+    if has_query_head:
+        shapes[CENTRE] = shapes[QUERY_CENTRE] = (dim,)
     return dict(sorted(shapes.items()))
 
 
@@ -89,12 +95,13 @@ class NumpyResidualAdaptor:
         w1 = np.asarray(tensors[W1], dtype=np.float32)
         self.hidden_dim, self.dim = (int(s) for s in w1.shape)
         rot = tensors.get(ROTATION)
-        want = expected_shapes(self.dim, self.hidden_dim, rot is not None)
+        want = expected_shapes(self.dim, self.hidden_dim, rot is not None, CENTRE in tensors)
         found = {k: tuple(np.shape(v)) for k, v in tensors.items()}
         if found != want:
             raise ValueError(f"adaptor tensors: expected {want}, found {found}")
         self._tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sorted(tensors.items())}
         self.rotation = self._tensors.get(ROTATION)
+        self.centre, self.query_centre = self._tensors.get(CENTRE), self._tensors.get(QUERY_CENTRE)
         # transposed once: the products below are then plain row-major (n, d) @ (d, hidden) ones
         self._w1t = np.ascontiguousarray(self._tensors[W1].T)
         self._w2t = np.ascontiguousarray(self._tensors[W2].T)
@@ -111,14 +118,26 @@ class NumpyResidualAdaptor:
     def parameters(self) -> Iterator[np.ndarray]:
         return iter(self._tensors.values())
 
-    def start(self, e: np.ndarray) -> np.ndarray:
-        """The starting point ``z`` (``e`` rotated, or ``e``) that the residual is added to."""
+    @property
+    def has_query_head(self) -> bool:
+        return self.centre is not None
+
+    def start(self, e: np.ndarray, *, queries: bool = False) -> np.ndarray:
+        """The starting point ``z`` (``e`` centred when there is a query head, then rotated) of the residual."""
         e = np.asarray(e, dtype=np.float32)
+        if self.centre is not None:
+            e = e - (self.query_centre if queries else self.centre)
         return e @ self.rotation if self.rotation is not None else e
 
-    def __call__(self, e: np.ndarray) -> np.ndarray:
-        z = self.start(e)
+    def _residual(self, z: np.ndarray) -> np.ndarray:
         h = gelu(z @ self._w1t + self._tensors[B1])
         return z + (h @ self._w2t + self._tensors[B2])
 
+    def __call__(self, e: np.ndarray) -> np.ndarray:
+        return self._residual(self.start(e))
+
     forward = __call__
+
+    def forward_queries(self, e: np.ndarray) -> np.ndarray:
+        """Queries: the query head's centre, then the residual the documents share."""
+        return self._residual(self.start(e, queries=True))

@@ -57,7 +57,11 @@ def adaptor_tensors(adaptor: Any) -> tuple[dict[str, np.ndarray], int, str]:
     from .pca import PCARotation
 
     if isinstance(adaptor, MatryoshkaAdaptor):
-        adaptor._check_fitted()
+        if adaptor.has_query_head_:  # one graph per head would be needed; not written yet
+            raise InputError(
+                "export: this adaptor has a query head (fitted with queries); ONNX export covers adaptors "
+                "without one so far: refit with query_head=False to export"
+            )
         state = adaptor.model_.state_dict()
         tensors = {k: _as_numpy(v).astype(np.float32) for k, v in state.items()}
         return tensors, int(adaptor.input_dim_), "matryoshka-adaptor"

@@ -16,19 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..progress import progress
-from ..threads import apply as apply_threads
+from ..threads import limited as limited_threads
 from .history import TrainHistory
 from .losses import (
     listwise_loss,
     pairwise_similarity_loss,
+    query_listwise_loss,
     ranking_loss,
     reconstruction_loss,
     topk_similarity_loss,
 )
-from .losses.quantized import CODES as QUANTIZED_CODES
-from .losses.quantized import quantized_listwise_loss
 from .model import ResidualAdaptor
 
 
@@ -41,7 +39,7 @@ class LossWeights:
     reconstruction: float = 0.1
     listwise: float = 3.0
     ranking: float = 10.0
-    quantized: float = 0.0  # the quantization-aware listwise term; on only with TrainConfig.code
+    queries: float = 3.0  # the query-to-document listwise term; on only when fit gets queries
 
 
 @dataclass(frozen=True)
@@ -59,11 +57,8 @@ class TrainConfig:
     pair_batch_size: int = 256
     hard_negatives: int = 0
     hard_negative_pool: int = 30
-    code: str | None = None  # "binary" | "sq8" | "sq4": the coarse code the quantized term relaxes
-
-    def __post_init__(self) -> None:
-        if self.code is not None and self.code not in QUANTIZED_CODES:
-            raise InputError(f"code: must be None or one of {', '.join(QUANTIZED_CODES)}, got {self.code!r}")
+    query_batch_size: int = 128  # unlabelled queries per step
+    query_neighbours: int = 10  # each query's full-dim nearest corpus rows: its anchors
 
 
 def nearest_neighbours(
@@ -83,6 +78,18 @@ def nearest_neighbours(
             sim[rows, rows + start] = float("-inf")
         out.append(sim.topk(min(k, pool.shape[0] - int(exclude_self)), dim=1).indices)
     return torch.cat(out)
+
+
+def query_anchors(rows: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``(len(queries), k)`` into ``rows`` of each query's k nearest rows by full-dim cosine
+    (of the vectors given: the training loop passes the model's start, each side centred with a query head).
+
+    These rows are the training anchors of unlabelled queries: no label says which document a query
+    wants, but at full dimension its nearest documents are what a search returns, so the prefix is
+    trained to keep them (exact full dimension on purpose: the PCA projection the corpus neighbours
+    use is what the queries are not close to).
+    """
+    return nearest_neighbours(rows, queries, min(k, len(rows)), exclude_self=False)
 
 
 def _anchor_batches(
@@ -110,6 +117,9 @@ class _Objective:
     def unsupervised(self, model: ResidualAdaptor, e: torch.Tensor) -> torch.Tensor:
         cfg, w = self.cfg, self.cfg.weights
         adapted = model(e)
+        start = model.start(e)
+        if model.has_query_head:  # its start's full-dim geometry (each side centred) is the target, see torch_model
+            e = start
         total = adapted.new_zeros(())
         if w.pairwise:
             total = total + w.pairwise * pairwise_similarity_loss(e, adapted, cfg.dims)
@@ -117,15 +127,22 @@ class _Objective:
             total = total + w.topk * topk_similarity_loss(e, adapted, cfg.dims, cfg.k)
         if w.listwise:
             total = total + w.listwise * listwise_loss(e, adapted, cfg.dims, cfg.temperature)
-        if w.quantized and cfg.code is not None:
-            total = total + w.quantized * quantized_listwise_loss(e, adapted, cfg.dims, cfg.code, cfg.temperature)
         if w.reconstruction:
-            total = total + w.reconstruction * reconstruction_loss(model.start(e), adapted)
+            total = total + w.reconstruction * reconstruction_loss(start, adapted)
         return total
+
+    def queries(self, model: ResidualAdaptor, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """Query-to-document listwise term: unlabelled queries ``q`` against corpus rows ``d``."""
+        cfg = self.cfg
+        adapted_q, adapted_d = model.forward_queries(q), model(d)
+        if model.has_query_head:  # the target: the start's full-dim geometry, as in unsupervised()
+            q, d = model.start(q, queries=True), model.start(d)
+        return cfg.weights.queries * query_listwise_loss(q, adapted_q, d, adapted_d, cfg.dims, cfg.temperature)
 
     def supervised(self, model: ResidualAdaptor, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """Ranking term; ``d`` holds the ``len(q)`` positives first, then any extra (hard) negatives."""
-        return self.cfg.weights.ranking * ranking_loss(model(q), model(d), self.cfg.dims, self.cfg.temperature)
+        adapted_q = model.forward_queries(q)
+        return self.cfg.weights.ranking * ranking_loss(adapted_q, model(d), self.cfg.dims, self.cfg.temperature)
 
 
 def mine_hard_negatives(
@@ -144,6 +161,7 @@ def mine_hard_negatives(
     return torch.gather(cand, 1, order)[:, :pool]
 
 
+@limited_threads()  # torch follows the cores free during this call only (MINDEX_THREADS, affinity, load)
 def train(
     model: ResidualAdaptor,
     train_rows: torch.Tensor,
@@ -155,15 +173,18 @@ def train(
     train_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
     val_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
     neighbour_space: torch.Tensor | None = None,
+    train_queries: torch.Tensor | None = None,
+    val_queries: torch.Tensor | None = None,
     quiet: bool | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
     ``neighbour_space`` (``d x r``), when given, projects rows before the neighbour search (a PCA
     basis makes that search several times cheaper at the same neighbour quality); the losses always
-    use the exact full-dimension similarities.
+    use the exact full-dimension similarities. ``train_queries`` / ``val_queries`` (unlabelled) add
+    the query-to-document term: each step takes a batch of queries against their nearest training
+    rows (:func:`query_anchors`) and the step's corpus batch.
     """
-    apply_threads()  # torch follows the cores actually free (MINDEX_THREADS, affinity, load)
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     objective = _Objective(cfg)
@@ -204,6 +225,10 @@ def train(
             # fixed per validation pair and gathered once, so validation losses compare between epochs
             val_negatives = train_rows[val_hard[:, : cfg.hard_negatives]]  # (pairs, hard_negatives, dim)
 
+    query_steps = _QuerySteps(cfg, model, train_rows, train_queries, rng) if cfg.weights.queries else None
+    val_query_steps = _QuerySteps(cfg, model, train_rows, val_queries, np.random.default_rng(seed + 2))
+    val_query_batches = val_query_steps.fixed_batches() if query_steps is not None and val_query_steps.active else []
+
     best_val, best_state, bad_epochs = math.inf, copy.deepcopy(model.state_dict()), 0
     bar = progress(total=total_steps, desc="training adaptor", unit="step", quiet=quiet)
     try:
@@ -215,6 +240,9 @@ def train(
             for batch_idx in _anchor_batches(len(train_rows), anchors_per_batch, neighbours, per_anchor, rng):
                 e = train_rows[torch.from_numpy(batch_idx)].to(device, non_blocking=True)
                 loss = objective.unsupervised(model, e)
+                if query_steps is not None and query_steps.active:
+                    q, d = query_steps.next(e)
+                    loss = loss + objective.queries(model, q.to(device), d.to(device))
                 if n_pairs and pair_bs >= 2:
                     if pair_pos + pair_bs > n_pairs:
                         pair_order, pair_pos = rng.permutation(n_pairs), 0
@@ -239,6 +267,7 @@ def train(
             history.train_loss.append(running / max(1, count))
 
             val = _validation_loss(model, objective, val_batches, val_pairs, device, pair_bs, val_negatives)
+            val += _query_validation_loss(model, objective, val_query_batches, device)
             history.val_loss.append(val)
             bar.set_postfix(val=f"{val:.4f}")
             if val < best_val - 1e-6:
@@ -255,6 +284,62 @@ def train(
     model.eval()
     history.seconds = time.perf_counter() - t0
     return history
+
+
+class _QuerySteps:
+    """Batches of unlabelled queries, each with its anchors (nearest training rows at full dimension)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: ResidualAdaptor,
+        rows: torch.Tensor,
+        queries: torch.Tensor | None,
+        rng: np.random.Generator,
+    ) -> None:
+        self.rows, self.queries, self.rng = rows, queries, rng
+        self.active = queries is not None and len(queries) >= 2
+        if not self.active:
+            return
+        self.batch = min(cfg.query_batch_size, len(queries))
+        with torch.no_grad():  # the untrained model: its start, on the CPU where the rows are
+            start = copy.deepcopy(model).to("cpu").start
+            self.anchors = query_anchors(start(rows), start(queries, queries=True), cfg.query_neighbours)
+        self.order, self.pos = rng.permutation(len(queries)), 0
+
+    def _docs(self, sel: np.ndarray, extra: torch.Tensor | None) -> torch.Tensor:
+        docs = self.rows[torch.from_numpy(np.unique(self.anchors[torch.from_numpy(sel)].numpy()))]
+        return docs if extra is None else torch.cat([docs, extra])
+
+    def next(self, corpus_batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next query batch and its documents: the queries' anchors plus the step's corpus batch
+        (the other rows a prefix search would have to rank below the anchors)."""
+        if self.pos + self.batch > len(self.order):
+            self.order, self.pos = self.rng.permutation(len(self.queries)), 0
+        sel = self.order[self.pos : self.pos + self.batch]
+        self.pos += self.batch
+        return self.queries[torch.from_numpy(sel)], self._docs(sel, corpus_batch.cpu())
+
+    def fixed_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every query once, in fixed batches against their anchors plus a fixed sample of rows."""
+        extra = self.rows[torch.from_numpy(self.rng.choice(len(self.rows), min(512, len(self.rows)), replace=False))]
+        out = []
+        for start in range(0, len(self.queries), self.batch):
+            sel = np.arange(start, min(start + self.batch, len(self.queries)))
+            out.append((self.queries[torch.from_numpy(sel)], self._docs(sel, extra)))
+        return out
+
+
+@torch.no_grad()
+def _query_validation_loss(
+    model: ResidualAdaptor,
+    objective: _Objective,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> float:
+    model.eval()
+    losses = [float(objective.queries(model, q.to(device), d.to(device))) for q, d in batches]
+    return float(np.mean(losses)) if losses else 0.0
 
 
 @torch.no_grad()

@@ -1,8 +1,9 @@
 """Storage backends behind one protocol (``base.SearchBackend``). Backends never import torch, except the
 torch coarse engine (``torch_engine``), which imports it inside the functions that run it.
 
-Modules are named ``faiss_backend`` / ``qdrant_backend`` rather than ``faiss`` / ``qdrant`` so that
-inside this package ``import faiss`` can never be mistaken for (or shadowed by) our own module.
+The FAISS modules are named ``faiss_*`` rather than ``faiss`` so that inside this package ``import faiss``
+can never be mistaken for (or shadowed by) our own module; the Qdrant backends live in ``qdrant/``
+(qdrant-client is ``qdrant_client``, so no name there can shadow it).
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ def get_backend_class(name: str) -> type:
 
         return FaissBackend
     if name == "qdrant":
-        from .qdrant_backend import QdrantBackend
+        from .qdrant.server import QdrantBackend
 
         return QdrantBackend
     if name == "qdrant-edge":
-        from .qdrant_edge_backend import QdrantEdgeBackend
+        from .qdrant.edge import QdrantEdgeBackend
 
         return QdrantEdgeBackend
     raise InputError(f"backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

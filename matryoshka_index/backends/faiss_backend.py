@@ -29,9 +29,11 @@ queries; measured 0.19 s for 1,000 queries x 2,000 candidates x 384 dims on 2 co
 about 2 s for a NumPy gather from the memory map plus a batched matmul).
 
 GPU: with ``device="auto"`` (default) and a FAISS with GPU support, float flat and IVF coarse
-indexes are mirrored on GPU 0 for stage one (HNSW and the codes stay on the CPU); any failure falls
-back to the CPU silently, :meth:`FaissBackend.info` says which device ran. The rerank stays on the
-CPU: it is bounded by gathering rows from the memory map, which a GPU would not speed up.
+indexes are mirrored on GPU 0 for stage one through :mod:`.gpu_faiss` (``to_gpu``, its shared GPU
+resources); HNSW and the codes stay on the CPU, and so does a search asking for more candidates (or
+IVF probes) than FAISS's GPU selection allows (:data:`.gpu_faiss.MAX_K`). Any failure falls back to
+the CPU silently, :meth:`FaissBackend.info` says which device ran. The rerank stays on the CPU: it is
+bounded by gathering rows from the memory map, which a GPU would not speed up.
 
 Concurrency: searches may run concurrently (FAISS CPU searches are read-only and release the GIL;
 GPU searches are serialised by a lock). Mutations (``add``, ``remove``) must not run concurrently
@@ -54,11 +56,11 @@ import numpy as np
 from ..errors import BackendError, FormatError, InputError
 from ..storage import advise_random, save_npy, write_npy
 from . import faiss_codes as codes
+from . import gpu_faiss
 from .base import EMPTY_ID, METRICS, Payloads, add_timings, empty_results, reject_query_filter
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
 from .faiss_codes import default_pq_m as _default_pq_m
 from .faiss_codes import nprobe_ladder as _nprobe_ladder
-from .faiss_codes import tune_faiss_flat_search as _tune_faiss_flat_search
 from .faiss_store import CHUNK_ROWS as _CHUNK_ROWS  # noqa: F401  (kept importable)
 from .faiss_store import FullStore as _FullStore
 from .faiss_store import SpillFile as _SpillFile  # noqa: F401  (kept importable)
@@ -129,7 +131,6 @@ class FaissBackend:
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         self._alive_bitmap: np.ndarray | None = None
         self._gpu_index: Any = None
-        self._gpu_res: Any = None
         self._gpu_failed = False
         self._gpu_lock = threading.Lock()
         self._measured: tuple[int, int] | None = None if coarse_file_bytes is None else (0, coarse_file_bytes)
@@ -222,7 +223,6 @@ class FaissBackend:
             params.update(pq_m=m)
         if code == "rabitq":
             params.update(rabitq_bits=int(rabitq_bits))
-        _tune_faiss_flat_search()
         coarse = None  # trained (IVF: and sized) by train() on the build sample
         if not codes.needs_training(structure, code):
             coarse = codes.make_index(structure, code, int(coarse_dim), params)
@@ -312,7 +312,6 @@ class FaissBackend:
             raise FormatError(
                 f"{directory / COARSE_FILE}: holds {coarse.ntotal} vectors, manifest and ids say {expected_ntotal}"
             )
-        _tune_faiss_flat_search()
         if structure == "hnsw":
             coarse.hnsw.efConstruction = int(params.get("ef_construction", coarse.hnsw.efConstruction))
         return cls(
@@ -507,17 +506,15 @@ class FaissBackend:
             return None
         if self._gpu_index is not None:
             return self._gpu_index
-        try:
-            if faiss.get_num_gpus() < 1 or not hasattr(faiss, "StandardGpuResources"):
-                self._gpu_failed = True
-                return None
-            with self._gpu_lock:
-                if self._gpu_res is None:
-                    self._gpu_res = faiss.StandardGpuResources()
-                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, 0, self._coarse)
-        except Exception:  # a broken CUDA setup must not break search: fall back to the CPU
+        if not gpu_faiss.gpu_available(0):
             self._gpu_failed = True
-            self._gpu_index = None
+            return None
+        with self._gpu_lock:
+            try:
+                self._gpu_index = gpu_faiss.to_gpu(self._coarse, 0)
+            except Exception:  # a broken CUDA setup must not break search: fall back to the CPU
+                self._gpu_failed = True
+                self._gpu_index = None
         return self._gpu_index
 
     @property
@@ -525,16 +522,19 @@ class FaissBackend:
         """Where stage one runs (or will run at the next search): ``"gpu:0"`` or ``"cpu"``."""
         return "gpu:0" if self._gpu() is not None else "cpu"
 
+    @codes.with_flat_search_blas
     def _coarse_hits(self, coarse_queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` live rows from the coarse index with their coarse scores (``-1`` rows where fewer exist)."""
         n = int(min(n, self._n_alive))
         coarse_queries = codes.balance_queries(self._balance, coarse_queries)
-        gpu = self._gpu() if len(coarse_queries) else None
+        nprobe = int(self._params.get("nprobe") or 1)
+        fits_gpu = n <= gpu_faiss.MAX_K and (self.structure != "ivf" or nprobe <= gpu_faiss.MAX_K)
+        gpu = self._gpu() if len(coarse_queries) and fits_gpu else None
         if gpu is not None:
             with self._gpu_lock:
                 if self.structure == "ivf":
-                    gpu.nprobe = int(self._params.get("nprobe") or 1)
-                return gpu.search(coarse_queries, n)
+                    gpu.nprobe = nprobe
+                return gpu.search(np.ascontiguousarray(coarse_queries, dtype=np.float32), n)
         exhaustive = int(self._params.get("nprobe") or 1) >= int(self._params.get("nlist") or 1)
         if self.structure == "ivf" and self.code == "float" and exhaustive:  # one BLAS scan: see faiss_codes
             return codes.ivf_exhaustive_hits(self._coarse, coarse_queries, n)
@@ -679,6 +679,7 @@ class FaissBackend:
         add_timings(timings, coarse=t1 - t0, rerank=t2 - t1)
         return self._to_ids(scores, rows)
 
+    @codes.with_flat_search_blas
     def exact_search(self, full_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over every live full vector (streamed in chunks from the memory map)."""
         if self.prefix_only:
@@ -814,9 +815,7 @@ class FaissBackend:
         rows = max(1, len(self._ids))
         mem = self.memory()
         disk = rows * (self.full_dim * 4 + 8) + self._coarse_bytes()
-        gpu_count = 0
-        with contextlib.suppress(Exception):
-            gpu_count = int(faiss.get_num_gpus())
+        gpu_count = gpu_faiss.gpu_count()
         out: dict[str, Any] = {
             "backend": self.kind,
             "faiss_version": faiss.__version__,

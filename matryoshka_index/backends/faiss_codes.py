@@ -31,14 +31,20 @@ stay in such an index and are kept out of the results by the backend.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
 
 from ..errors import FormatError, InputError
+
+T = TypeVar("T")
 
 STRUCTURES = ("flat", "hnsw", "ivf")
 CODES = ("float", "sq8", "sq4", "pq4", "rabitq", "binary")
@@ -76,18 +82,50 @@ def nprobe_ladder(nlist: int) -> list[int]:
 
 
 _BLAS_THRESHOLD = 20 * 64
+_FAISS_DEFAULT_BLAS_THRESHOLD = 128000
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved: int | None = None
 
 
-def tune_faiss_flat_search() -> None:
-    """Let FAISS's exhaustive search use BLAS from about 20 queries of 64 dimensions on.
+@contextlib.contextmanager
+def flat_search_blas() -> Iterator[None]:
+    """Let FAISS's exhaustive search use BLAS from about 20 queries of 64 dimensions on, for this call only.
 
     FAISS takes its sequential (non-BLAS) kernel while ``n_queries * dim < 128000``: for a 64-dim
     coarse index that is every batch under 2,000 queries, and a batch of 1,000 then runs about 6x
-    slower than with BLAS (measured on 49k x 64, 2 cores). The global is only ever lowered, and
-    only from FAISS's own default, so a value the user set is kept.
+    slower than with BLAS (measured on 49k x 64, 2 cores). The setting is a process-wide FAISS
+    global, so it is lowered while one of our searches runs and put back when the last one ends
+    (concurrent searches share one change), and only from FAISS's own default: a value the user
+    set is kept, and code of the user's beside ours never sees ours.
     """
-    if faiss.cvar.distance_compute_blas_threshold == 128000:
-        faiss.cvar.distance_compute_blas_threshold = _BLAS_THRESHOLD
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            current = int(faiss.cvar.distance_compute_blas_threshold)
+            _blas_saved = current if current == _FAISS_DEFAULT_BLAS_THRESHOLD else None
+            if _blas_saved is not None:
+                faiss.cvar.distance_compute_blas_threshold = _BLAS_THRESHOLD
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_saved is not None:
+                faiss.cvar.distance_compute_blas_threshold = _blas_saved
+                _blas_saved = None
+
+
+def with_flat_search_blas(method: Callable[..., T]) -> Callable[..., T]:
+    """Decorator: run ``method`` inside :func:`flat_search_blas`."""
+
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        with flat_search_blas():
+            return method(*args, **kwargs)
+
+    return wrapped
 
 
 def pairs_line() -> str:

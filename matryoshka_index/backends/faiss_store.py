@@ -1,7 +1,8 @@
 """The FAISS backend's full-vector store: a read-only base (a loaded ``full.npy``) then an append-only spill file.
 
-Rows are positions in insertion order (see :mod:`.faiss_backend`); the spill file is memory-mapped and grows by
-doubling, its blocks reserved before the map is written so that a full disk is a one-line error, not SIGBUS.
+Rows are positions in insertion order (see :mod:`.faiss_backend`); the spill file grows by doubling, its blocks
+reserved before ordinary writes fill them (read back through a read-only map), so a full disk is a one-line error,
+not SIGBUS.
 
 A rerank first asks the kernel for the pages of a loaded index's candidate rows (:meth:`FullStore.prefetch`:
 ``MADV_WILLNEED`` on each run of pages of the sorted unique rows, up to 1,024 runs a system call through Linux's
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StorageError
-from ..storage import advise_random, owned_temp_dir, preallocate, remove_temp_dir, stream_rows
+from ..storage import advise_random, disk_error, owned_temp_dir, preallocate, remove_temp_dir, stream_rows
 
 __all__ = ["CHUNK_ROWS", "PREFETCH_BYTES", "FullStore", "SpillFile", "prefetch_enabled"]
 
@@ -109,13 +110,15 @@ def page_runs(offset: int, row_bytes: int, rows: np.ndarray) -> tuple[np.ndarray
 
 
 class SpillFile:
-    """An append-only float32 matrix in a raw temporary file, memory-mapped; capacity doubles as it grows.
+    """An append-only float32 matrix in a raw temporary file; capacity doubles as it grows.
 
     The directory is owned (:func:`~matryoshka_index.storage.owned_temp_dir`: a later run sweeps it if
     this process is killed) and lives in ``directory``, else ``$MINDEX_TMPDIR``, else the system temp
-    folder. Each growth reserves its blocks with ``posix_fallocate`` before the map is written, so a
-    full disk raises a one-line StorageError here instead of SIGBUS at a write through the map.
-    The map is advised random-access (``MADV_RANDOM``).
+    folder. Rows are written like ``full.npy`` (:func:`~matryoshka_index.storage.write_npy`): ordinary
+    positional writes into space each growth reserved first (:func:`~matryoshka_index.storage.preallocate`,
+    which checks the free space where the file system cannot reserve it), so a full disk is a one-line
+    StorageError, never SIGBUS. The rows are read back through a read-only map advised random-access
+    (``MADV_RANDOM``): nothing is ever written through a map.
     """
 
     def __init__(self, dim: int, directory: str | None) -> None:
@@ -125,35 +128,44 @@ class SpillFile:
         self.n = 0
         self._cap = 0
         self._mm: np.ndarray | None = None
-        open(self.path, "wb").close()
-        # The directory goes away with this object (or at interpreter exit), never left in /tmp.
-        self._finalizer = weakref.finalize(self, remove_temp_dir, self.dir)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        # The descriptor and the directory go away with this object (or at interpreter exit), never left in /tmp.
+        self._finalizer = weakref.finalize(self, _close_and_remove, self._fd, self.dir)
 
     def append(self, x: np.ndarray) -> None:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"SpillFile.append: rows of shape (n, {self.dim}) expected, got {x.shape}")
         need = self.n + len(x)
         if need > self._cap:
-            cap = max(need, 2 * self._cap, 1024)
-            fd = os.open(self.path, os.O_RDWR)
-            try:
-                try:
-                    preallocate(fd, cap * self.dim * 4, self.path)
-                except StorageError:  # the doubling does not fit: the rows themselves may still
-                    cap = need
-                    preallocate(fd, cap * self.dim * 4, self.path)
-                os.ftruncate(fd, cap * self.dim * 4)  # no-op where fallocate worked; sizes it where not
-            finally:
-                os.close(fd)
-            self._mm = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(cap, self.dim))
-            # Read back at random rows (the rerank's gathers, the calibration's): no read-ahead, so a
-            # spill file larger than the memory left does not thrash (benchmarks/results/memory_limit.md).
-            advise_random(self._mm)
-            self._cap = cap
-        assert self._mm is not None
-        self._mm[self.n : need] = x
+            self._grow(need)
+        try:
+            _pwrite_all(self._fd, memoryview(x).cast("B"), self.n * self.dim * 4)
+        except OSError as exc:
+            raise (disk_error(exc, self.path) or exc) from None
         self.n = need
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * self._cap, 1024)
+        try:
+            preallocate(self._fd, cap * self.dim * 4, self.path)
+        except StorageError:  # the doubling does not fit: the rows themselves may still
+            cap = need
+            preallocate(self._fd, cap * self.dim * 4, self.path)
+        try:
+            os.ftruncate(self._fd, cap * self.dim * 4)  # no-op where fallocate worked; sizes it where not
+        except OSError as exc:
+            raise (disk_error(exc, self.path) or exc) from None
+        # Read-only: the file only grows, so views of an earlier, shorter map stay valid.
+        self._mm = np.memmap(self.path, dtype=np.float32, mode="r", shape=(cap, self.dim))
+        # Read back at random rows (the rerank's gathers, the calibration's): no read-ahead, so a
+        # spill file larger than the memory left does not thrash (benchmarks/results/memory_limit.md).
+        advise_random(self._mm)
+        self._cap = cap
 
     @property
     def array(self) -> np.ndarray:
+        """The rows written so far, read-only (a view of the map)."""
         if self._mm is None:
             return np.empty((0, self.dim), dtype=np.float32)
         return self._mm[: self.n]
@@ -161,6 +173,20 @@ class SpillFile:
     def close(self) -> None:
         self._mm = None
         self._finalizer()
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:  # a write may be short
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
+def _close_and_remove(fd: int, directory: str) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    remove_temp_dir(directory)
 
 
 class FullStore:

@@ -1,7 +1,10 @@
 """faiss-gpu helpers for the coarse stage: GPU flat / IVF-Flat / IVF-PQ / CAGRA indexes, and the trip back to the CPU.
 
-Small functions in the spirit of ``faiss.contrib``. Importing this module is safe on faiss-cpu (and
-without any GPU): nothing GPU-specific is touched until a function is called, and then
+Small functions in the spirit of ``faiss.contrib``. The index's GPU path is this module: the FAISS
+backend mirrors its float flat / IVF coarse index on the GPU with :func:`to_gpu` (and its shared
+:func:`resources`), and ``benchmarks/gpu_check.py`` measures through the same helpers. Importing
+this module is safe on faiss-cpu (and without any GPU): nothing GPU-specific is touched until a
+function is called, and then
 :func:`require_gpu` raises one clear :class:`~matryoshka_index.errors.BackendError` when faiss-gpu or a
 visible GPU is missing. :func:`gpu_available` and :func:`has_cagra` answer without raising.
 
@@ -28,6 +31,7 @@ import numpy as np
 
 from ..errors import BackendError, InputError
 
+MAX_K = 2048  # FAISS's GPU k-selection limit (GPU_MAX_SELECTION_K): larger k, or IVF nprobe, raise on a GPU
 _RESOURCES: dict[int, Any] = {}
 _LOCK = threading.Lock()
 
@@ -161,6 +165,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 __all__ = [
+    "MAX_K",
     "cagra",
     "flat_ip",
     "gpu_available",

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 import numpy as np
 
-from ..errors import MatryoshkaError
+from ..errors import InputError, MatryoshkaError
 from ..progress import stage_lines
 from ..storage import check_writable, disk_error, load_vectors, sweep_stale
 from ..validation import check_embeddings
@@ -102,3 +102,31 @@ def read_vectors(path: str, name: str, *, dim: int | None = None, min_rows: int 
     """Load a .npy (memory-mapped) or .fvecs file and validate it; the message names the file."""
     arr = load_vectors(path)
     return check_embeddings(arr, name=f"{name} ({path})", dim=dim, min_rows=min_rows)
+
+
+def parse_value(text: str) -> bool | int | float | str:
+    """A command-line value as the API takes it: ``true``/``false`` (any case) a bool, ``12`` an int,
+    ``0.5`` / ``1e-3`` a float, anything else the string itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_key_values(pairs: tuple[str, ...], flag: str) -> dict[str, bool | int | float | str]:
+    """``("pq_m=16", "balance=itq")`` -> ``{"pq_m": 16, "balance": "itq"}``; a malformed or repeated key is one line."""
+    out: dict[str, bool | int | float | str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise InputError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} pq_m=16")
+        if key in out:
+            raise InputError(f"{flag}: {key} is given twice")
+        out[key] = parse_value(value.strip())
+    return out

@@ -31,9 +31,20 @@ def _parse_dims(value: str | None) -> tuple[int, ...] | None:
 @click.argument("corpus", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Adaptor directory to write.")
 @click.option(
-    "--queries", type=click.Path(dir_okay=False), help="Query embeddings (.npy/.fvecs) for supervised training."
+    "--queries",
+    type=click.Path(dir_okay=False),
+    help="Query embeddings (.npy/.fvecs): unlabelled alone (a query log), supervised with --positives.",
 )
-@click.option("--positives", type=click.Path(dir_okay=False), help="positives[i]: a relevant document for queries[i].")
+@click.option(
+    "--positives",
+    type=click.Path(dir_okay=False),
+    help="positives[i]: a relevant document for queries[i] (needs --queries).",
+)
+@click.option(
+    "--no-query-head",
+    is_flag=True,
+    help="With --queries: one function for queries and documents (no query head; exportable to ONNX).",
+)
 @click.option(
     "--dims", "dims", help="Matryoshka prefix lengths, e.g. 32,64,128 (default: powers of two below the dim)."
 )
@@ -62,6 +73,7 @@ def train_command(
     output,
     queries,
     positives,
+    no_query_head,
     dims,
     init,
     epochs,
@@ -76,16 +88,18 @@ def train_command(
 ):
     """Learn a Matryoshka-Adaptor from CORPUS embeddings (.npy or .fvecs) and write it to -o DIR.
 
-    Unsupervised from the corpus alone; supervised when --queries and --positives are given
-    (row i of each is a query and a document relevant to it).
+    Unsupervised from the corpus alone, or with --queries alone (unlabelled: each query's nearest
+    corpus rows become its anchors, and queries get a head of their own); supervised when --queries
+    and --positives are given (row i of each is a query and a document relevant to it).
     """
     output_location(output, "-o/--output")  # read-only or unwritable: now, not after the training
     x = read_vectors(corpus, "corpus", min_rows=2)
     q = p = None
-    if (queries is None) != (positives is None):
-        raise click.UsageError("--queries and --positives go together")
+    if positives is not None and queries is None:
+        raise click.UsageError("--positives needs --queries (row i of --positives answers row i of --queries)")
     if queries is not None:
         q = read_vectors(queries, "queries", dim=x.shape[1])
+    if positives is not None:
         p = read_vectors(positives, "positives", dim=x.shape[1])
     adaptor = MatryoshkaAdaptor(
         matryoshka_dims=_parse_dims(dims),
@@ -96,6 +110,7 @@ def train_command(
         max_samples=max_samples,
         ranking_weight=ranking_weight,
         hard_negatives=hard_negatives,
+        query_head=not no_query_head,
         seed=seed,
         device=device,
         quiet=quiet,
@@ -109,6 +124,9 @@ def train_command(
         "matryoshka_dims": list(adaptor.matryoshka_dims_),
         "rows": t["rows"],
         "supervised": t["supervised"],
+        "unlabelled_queries": t["unlabelled_queries"],
+        "query_head": adaptor.has_query_head_,
+        "fell_back_to_start": t["fell_back_to_start"],
         "best_epoch": t["best_epoch"],
         "val_loss": t["val_loss"][t["best_epoch"]] if t["val_loss"] else None,
         "seconds": t["seconds"],

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -20,7 +23,15 @@ from ..storage import (
     save_npy,
     temp_root,
 )
-from ._common import choice_option, output_location, quiet_option, read_vectors, user_errors
+from ._common import (
+    choice_option,
+    output_location,
+    parse_key_values,
+    parse_value,
+    quiet_option,
+    read_vectors,
+    user_errors,
+)
 
 
 def _check_build_space(out: Path, n: int, dim: int, coarse_dim: int, backend: str) -> Path | None:
@@ -55,6 +66,84 @@ device_option = click.option(
     show_default=True,
     help="auto | cpu | cuda | cuda:N: where the adaptor, the coarse stage and the rerank run (mindex info shows it).",
 )
+
+
+# Named flags for the backend options used most, under FaissBackend.create's own parameter names;
+# every other option of the backend's create goes through --option KEY=VALUE.
+BACKEND_FLAGS = (
+    ("--pq-m", "pq_m", "N", "pq4: sub-quantizers (pq_m / 2 bytes a vector) [default: coarse dim]"),
+    ("--balance", "balance", "none|itq", "itq: a rotation inside the prefix spreading sign bits / RaBitQ codes"),
+    ("--rabitq-bits", "rabitq_bits", "N", "rabitq: bits a dimension, 1 to 9 [default: 1]"),
+    ("--nlist", "nlist", "N", "ivf: inverted lists [default: about 4 sqrt(n)]"),
+    ("--nprobe", "nprobe", "N", "ivf: lists probed (kept with --candidates; else calibrated with the candidates)"),
+    ("--hnsw-m", "hnsw_m", "N", "hnsw: links a vector [default: 32]"),
+    ("--ef-construction", "ef_construction", "N", "hnsw: beam width while building [default: 80]"),
+    ("--ef-search", "ef_search", "N", "hnsw: beam width of a search, at least the candidates [default: 32]"),
+)
+# create() parameters that mindex sets from its own flags (or the corpus), never through --option
+_SET_BY_MINDEX = {
+    "coarse_dim": "--coarse-dim",
+    "full_dim": "the corpus",
+    "metric": "--metric",
+    "index": "--index",
+    "code": "--code",
+    "device": "--device",
+    "spill_dir": "MINDEX_TMPDIR",
+    "collection": "--collection",
+    "quiet": "--quiet",
+}
+_SET_BY_BUDGET = ("pq_m", "balance")  # --ram-budget picks these per configuration it tries
+
+
+def backend_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    for flag, _key, metavar, text in reversed(BACKEND_FLAGS):
+        func = click.option(flag, default=None, metavar=metavar, help=text)(func)
+    return click.option(
+        "--option",
+        "option_pairs",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Any other option of the backend's create (repeatable); values are read as int, float, "
+        "true/false or text. A wrong key is refused with the list of valid ones.",
+    )(func)
+
+
+def _backend_option_names(backend: str) -> list[str]:
+    """The options --option may set for ``backend``: its create's keyword parameters that no flag sets."""
+    from ..backends import get_backend_class
+
+    params = inspect.signature(get_backend_class(backend).create).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _SET_BY_MINDEX]
+
+
+def _backend_options(
+    backend: str, named: dict[str, str | None], pairs: tuple[str, ...], budget: bool
+) -> dict[str, object]:
+    """The backend options of the named flags and of --option, each checked against ``backend``'s create."""
+    valid = _backend_option_names(backend)
+    flags = {key: flag for flag, key, _m, _t in BACKEND_FLAGS}
+    out: dict[str, object] = {}
+    for key, text in named.items():
+        if text is None:
+            continue
+        if key not in valid:
+            raise InputError(
+                f"{flags[key]}: --backend {backend} has no {key} option; its options: {', '.join(valid)} "
+                "(give them with --option KEY=VALUE)"
+            )
+        out[key] = parse_value(text)
+    for key, value in parse_key_values(pairs, "--option").items():
+        if key in _SET_BY_MINDEX:
+            raise InputError(f"--option {key}: set by {_SET_BY_MINDEX[key]}, not by --option")
+        if key not in valid:
+            raise InputError(f"--option {key}: not an option of --backend {backend}; valid: {', '.join(valid)}")
+        if key in out:
+            raise InputError(f"--option {key}: also given as {flags[key]}; give it once")
+        out[key] = value
+    clash = [key for key in _SET_BY_BUDGET if key in out] if budget else []
+    if clash:
+        raise InputError(f"--ram-budget picks {' and '.join(clash)} itself: drop {flags.get(clash[0], clash[0])}")
+    return out
 
 
 def _read_ids(path: str, n: int) -> np.ndarray:
@@ -130,6 +219,13 @@ def _read_ids(path: str, n: int) -> np.ndarray:
     help="Resident bytes per vector (FAISS): the index picks coarse dim, code and structure itself "
     "(the fastest that fits and reaches --target-recall; see mindex info for what it chose and rejected).",
 )
+@click.option(
+    "--candidates",
+    type=int,
+    default=None,
+    help="Fix the default candidate count instead of calibrating it (its recall is still measured).",
+)
+@backend_flags
 @device_option
 @quiet_option
 @user_errors
@@ -152,21 +248,28 @@ def build_command(
     sample_size,
     code,
     ram_budget,
+    candidates,
+    option_pairs,
     device,
     quiet,
+    **named_options,
 ):
     """Build an index over CORPUS embeddings (.npy, memory-mapped, or .fvecs) and write it to -o DIR.
 
     Without --adaptor/--train/--pca the coarse vectors are plain truncations of the embeddings
     (right for Matryoshka-trained models). An existing index at -o is replaced (atomically, once the
     new one is complete); any other existing folder is refused. Prints a JSON summary.
+
+    Backend options: the named flags (--pq-m, --balance, --rabitq-bits, --nlist, --nprobe, --hnsw-m,
+    --ef-construction, --ef-search: FaissBackend.create's parameters) and --option KEY=VALUE for any
+    other parameter of the backend's create (e.g. --option shard_number=2 with --backend qdrant).
     """
     from ..adaptor import MatryoshkaAdaptor
     from ..index import MatryoshkaIndex, check_output_path
 
     if sum(bool(v) for v in (adaptor_dir, train, pca)) > 1:
         raise InputError("--adaptor, --train and --pca: choose at most one")
-    backend_options: dict[str, object] = {}
+    backend_options = _backend_options(backend, named_options, option_pairs, ram_budget is not None)
     for flag, value, key in (
         ("--url", url, "url"),
         ("--api-key", api_key, "api_key"),
@@ -183,6 +286,13 @@ def build_command(
     with stage("checking the corpus", quiet=quiet):
         x = read_vectors(corpus, "corpus", min_rows=1)
         ids = _read_ids(ids_path, len(x)) if ids_path else None
+    if backend == "faiss" and ram_budget is None:  # a bad option value fails now, not after the training
+        from ..backends import get_backend_class
+
+        get_backend_class("faiss").create(
+            coarse_dim=coarse_dim, full_dim=x.shape[1], metric=metric, index=index_type or "flat",
+            code=code or "float", **backend_options,
+        )  # fmt: skip
     spill = _check_build_space(target, len(x), x.shape[1], coarse_dim, backend)
     if spill is not None:
         backend_options["spill_dir"] = str(spill)
@@ -209,6 +319,7 @@ def build_command(
         quiet=quiet,
         code=code,
         ram_budget=ram_budget,
+        candidates=candidates,
         device=device,
     )
     with stage(f"saving {out}", quiet=quiet):
@@ -366,8 +477,8 @@ def info_command(index_path, no_verify, qdrant_query, query_file, k, device):
 
 
 def _qdrant_request(index, index_path: str, query_file: str | None, k: int) -> dict:
+    from ..backends.qdrant.request import query_path, query_request, query_vectors
     from ..manifest import read_manifest
-    from ..qdrant_request import query_path, query_request, query_vectors
 
     manifest = read_manifest(Path(index_path), verify=False)  # load() above verified it
     coarse = full = None

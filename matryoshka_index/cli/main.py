@@ -25,8 +25,8 @@ from ._common import user_errors
     type=int,
     default=None,
     metavar="N",
-    help="Threads for torch and FAISS [default: $MINDEX_THREADS, else the cores free: affinity, cgroup quota, "
-    "less the load of other processes].",
+    help="Threads for torch and FAISS [default: $MINDEX_THREADS, else the cores free at each step: affinity, "
+    "cgroup quota, less the load of other processes].",
 )
 @user_errors
 def main(threads: int | None) -> None:
@@ -44,7 +44,9 @@ def main(threads: int | None) -> None:
 
     Every command takes --help. Bad input gives one line on stderr and exit code 2.
     """
-    _threads.apply(threads, export=True)
+    count, explicit = _threads.resolve(threads, name="--threads")  # a bad --threads / MINDEX_THREADS: one line now
+    if explicit:  # the user's count for this whole process and its children; else each step follows the load
+        _threads.apply(count, export=True)
 
 
 _MODULES = (

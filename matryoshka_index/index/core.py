@@ -71,6 +71,7 @@ from ..calibration import (
 from ..errors import CalibrationError, FormatError, InputError
 from ..manifest import ADAPTOR_DIR, PREFIX_ONLY, make_manifest, now_utc
 from ..progress import progress
+from ..threads import limited as limited_threads
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
 from .build import BUILD_CHUNK_ROWS, METRICS, RERANKS, Adaptor, adaptor_kind, build_index, resolve_adaptor
 from .describe import describe
@@ -96,6 +97,7 @@ class MatryoshkaIndex:
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    @limited_threads()  # thread counts for this call only, re-read each call
     def build(
         cls,
         vectors: np.ndarray,
@@ -486,7 +488,7 @@ class MatryoshkaIndex:
             kw["query_filter"] = query_filter
         scores = np.empty((len(q), k), dtype=np.float32)
         ids = np.empty((len(q), k), dtype=np.int64)
-        with self._lock.read():
+        with self._lock.read(), limited_threads():  # thread counts for this call only, re-read each call
             for sl in iter_row_chunks(len(q), _SEARCH_CHUNK_ROWS):
                 t0 = time.perf_counter()
                 coarse, full = self._prepare(q[sl])
@@ -559,7 +561,7 @@ class MatryoshkaIndex:
         )
         max_candidates = check_positive_int(max_candidates, "max_candidates")
         check_calibration_queries(len(q), target, max(1, min(CALIBRATION_K, len(self._backend))))
-        with self._lock.write():
+        with self._lock.write(), limited_threads():
             record = self._calibrate(
                 q,
                 target=target,

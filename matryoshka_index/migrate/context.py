@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from qdrant_client import QdrantClient
 
 from .._version import __version__
-from ..backends.qdrant_backend import META_KEY, MIGRATION_KEY, MetadataStore, index_record, utc_now
+from ..backends.qdrant.metadata import META_KEY, MIGRATION_KEY, MetadataStore, index_record, utc_now
 from .adapting import AdaptorChoice, train_adaptor, weights_sha
 from .checkpoint import Checkpoint, State
 from .plan import index_manifest

@@ -15,15 +15,9 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from ..backends.qdrant_backend import (
-    META_KEY,
-    connect,
-    describe_client,
-    index_record,
-    is_local_client,
-    quantization_config,
-    utc_now,
-)
+from ..backends.qdrant.collection import quantization_config
+from ..backends.qdrant.connection import connect, describe_client, is_local_client
+from ..backends.qdrant.metadata import META_KEY, index_record, utc_now
 from ..errors import InputError
 from ..validation import check_positive_int
 from .adapting import MIN_TRAIN_ROWS, resolve_adaptor

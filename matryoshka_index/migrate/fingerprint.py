@@ -16,7 +16,8 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..backends.qdrant_backend import COARSE, utc_now
+from ..backends.base import COARSE
+from ..backends.qdrant.metadata import utc_now
 from ..progress import progress
 from .source import Source, random_points, scroll
 

@@ -18,10 +18,10 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..backends.qdrant_backend import quantization_config
-from ..backends.qdrant_common import COARSE, FULL, quantized_bytes
-from ..backends.qdrant_errors import call
-from ..backends.qdrant_metadata import COMPANION_SUFFIX, META_KEY, MIGRATION_KEY, MetadataStore, vector_params
+from ..backends.base import COARSE, FULL, quantized_bytes
+from ..backends.qdrant.collection import quantization_config
+from ..backends.qdrant.errors import call
+from ..backends.qdrant.metadata import COMPANION_SUFFIX, META_KEY, MIGRATION_KEY, MetadataStore, vector_params
 from ..errors import BackendError, InputError
 from .adapting import coarse_vectors
 from .checkpoint import Checkpoint, State, is_migration_record

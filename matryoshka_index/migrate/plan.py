@@ -14,9 +14,10 @@ import numpy as np
 from qdrant_client import QdrantClient
 
 from .._version import __version__
-from ..backends.qdrant_backend import call, utc_now
-from ..backends.qdrant_common import quantized_bytes
-from ..backends.qdrant_connection import client_mode
+from ..backends.base import quantized_bytes
+from ..backends.qdrant.connection import client_mode
+from ..backends.qdrant.errors import call
+from ..backends.qdrant.metadata import utc_now
 from ..storage import owned_temp_dir, remove_temp_dir
 from .source import Source, vector_of
 

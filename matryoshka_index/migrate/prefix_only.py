@@ -30,9 +30,9 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..backends.qdrant_common import COARSE
-from ..backends.qdrant_connection import is_local_client
-from ..backends.qdrant_errors import call
+from ..backends.base import COARSE
+from ..backends.qdrant.connection import is_local_client
+from ..backends.qdrant.errors import call
 from ..errors import InputError
 from ..metrics import ndcg_at_k
 from ..progress import progress

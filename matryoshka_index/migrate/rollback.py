@@ -6,16 +6,10 @@ import time
 
 from qdrant_client import QdrantClient
 
-from ..backends.qdrant_backend import (
-    COARSE,
-    META_KEY,
-    MIGRATION_KEY,
-    MetadataStore,
-    call,
-    describe_client,
-    require_collection,
-    vector_params,
-)
+from ..backends.base import COARSE
+from ..backends.qdrant.connection import client_engine, describe_client, save_local_collections
+from ..backends.qdrant.errors import call
+from ..backends.qdrant.metadata import META_KEY, MIGRATION_KEY, MetadataStore, require_collection, vector_params
 from ..errors import InputError
 from .checkpoint import is_migration_record, stored_state
 from .fingerprint import CHECK_KEY
@@ -103,12 +97,12 @@ def _restore_single_vector(client: QdrantClient, collection: str) -> None:
     collections are plain Python objects saved to ``meta.json``: set the single form back and save.
     (A server's config is whatever the server keeps; there is no request that changes the form.)
     """
-    inner = getattr(client, "_client", None)
+    inner = client_engine(client)
     coll = (getattr(inner, "collections", None) or {}).get(collection)
     vectors = getattr(getattr(coll, "config", None), "vectors", None)
-    if isinstance(vectors, dict) and set(vectors) == {""} and callable(getattr(inner, "_save", None)):
+    if isinstance(vectors, dict) and set(vectors) == {""}:
         coll.config.vectors = vectors[""]  # type: ignore[union-attr]
-        inner._save()  # type: ignore[union-attr]
+        save_local_collections(client)
 
 
 __all__ = ["rollback_in_place"]

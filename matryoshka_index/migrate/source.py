@@ -15,10 +15,10 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..backends.qdrant_backend import metric_of
-from ..backends.qdrant_common import COARSE, FULL
-from ..backends.qdrant_errors import call
-from ..backends.qdrant_metadata import (
+from ..backends.base import COARSE, FULL
+from ..backends.qdrant.collection import metric_of
+from ..backends.qdrant.errors import call
+from ..backends.qdrant.metadata import (
     COMPANION_SUFFIX,
     META_KEY,
     MIGRATION_KEY,

@@ -18,8 +18,11 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..backends.qdrant_backend import COARSE, FULL, QdrantBackend, call, is_local_client, point_handle
-from ..backends.qdrant_metadata import vector_params
+from ..backends.base import COARSE, FULL
+from ..backends.qdrant.connection import is_local_client
+from ..backends.qdrant.errors import call
+from ..backends.qdrant.metadata import point_handle, vector_params
+from ..backends.qdrant.server import QdrantBackend
 from ..progress import progress
 from .adapting import coarse_vectors
 from .checkpoint import Checkpoint

@@ -21,7 +21,8 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from ..backends.qdrant_backend import is_local_client, utc_now
+from ..backends.qdrant.connection import client_engine, is_local_client
+from ..backends.qdrant.metadata import utc_now
 from ..progress import progress
 from .checkpoint import Checkpoint, State
 from .reports import BatchEvent
@@ -41,7 +42,7 @@ def local_write_ahead_log(client: QdrantClient, collection: str) -> Iterator[boo
     collection's own journal mode is set back afterwards, so its files end as local mode left them.
     Yields whether the mode was switched (False: not local path mode, or not reachable).
     """
-    inner = getattr(client, "_client", None)
+    inner = client_engine(client)
     coll = (getattr(inner, "collections", None) or {}).get(collection) if getattr(inner, "persistent", False) else None
     conn = getattr(getattr(coll, "storage", None), "storage", None)
     if not isinstance(conn, sqlite3.Connection):

@@ -6,6 +6,8 @@ Methods (the coarse representation; every metric uses cosine similarity):
 * ``truncation``: the first m coordinates of the original embeddings;
 * ``pca``: the first m coordinates after the PCA rotation of the corpus;
 * ``adaptor``: the unsupervised Matryoshka-Adaptor, trained on the corpus embeddings only;
+* ``adaptor_queries``: the unsupervised adaptor given the training queries without their labels
+  (``fit(corpus, queries=...)``: their full-dim neighbours as anchors, a query head);
 * ``supervised``: the adaptor trained with (training query, relevant document) pairs as well.
 
 For each method and m two things are measured on the *test* queries: the m-dim prefix alone as a
@@ -31,7 +33,7 @@ from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.estimator import default_matryoshka_dims
 from ..adaptor.pca import pca_rotation
 from ..calibration import OperatingPoint, OperatingPoints
-from ..errors import InputError
+from ..errors import CalibrationError, InputError
 from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
 from ..storage import atomic_write_json
 from ..validation import best_time, check_embeddings, check_positive_int, iter_row_chunks, l2_normalize
@@ -48,6 +50,7 @@ DEFAULT_CANDIDATES = (10, 14, 20, 28, 40, 56, 80, 112, 160, 224, 320, 448, 640, 
 SUPERVISED_DEFAULTS: dict[str, Any] = {}
 
 Log = Callable[[str], None]
+Sides = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]  # (documents, queries)
 
 
 # ---------------------------------------------------------------------- report
@@ -466,6 +469,13 @@ def _evaluate(
             say=say,
         )
         report.notes.append(_calibration_note(calibration_queries, len(split.train_rows), target_recall))
+        headed = [METHOD_LABELS[k] for k, a in index_adaptors.items() if getattr(a, "has_query_head_", False)]
+        if headed:
+            report.notes.append(
+                "Query head: " + ", ".join(headed) + " transform queries with `transform_queries` in the prefix-alone "
+                "rows; the two-stage index still applies `transform` to queries (the index does not call "
+                "`transform_queries` yet), so its coarse stage there is not the prefix-alone row's."
+            )
     return report
 
 
@@ -524,14 +534,16 @@ def _check_methods(
     methods: Sequence[str] | None, train_qrels: Qrels | None, supervised_adaptor: MatryoshkaAdaptor | None
 ) -> list[str]:
     """The methods to evaluate (default: all that apply), each known and each possible."""
+    needs_train = ("adaptor_queries", "supervised")
     if methods is None:
-        methods = [m for m in METHODS if m != "supervised" or train_qrels is not None]
+        methods = [m for m in METHODS if m not in needs_train or train_qrels is not None]
     methods = list(dict.fromkeys(methods))
     for m in methods:
         if m not in METHODS:
             raise InputError(f"methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
-    if "supervised" in methods and train_qrels is None:
-        raise InputError("methods: 'supervised' needs train_qrels (judgements of training queries)")
+    for m in needs_train:
+        if m in methods and train_qrels is None:
+            raise InputError(f"methods: {m!r} needs train_qrels (judgements of training queries)")
     if supervised_adaptor is not None and (
         not isinstance(supervised_adaptor, MatryoshkaAdaptor) or hasattr(supervised_adaptor, "model_")
     ):
@@ -551,33 +563,48 @@ def _coarse_methods(
     seed: int,
     quiet: bool,
     say: Log,
-) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, Any], dict[str, dict[str, Any]]]:
-    """``(transforms, index adaptors, training facts)`` per method: the coarse transforms return
-    adapted rows (prefixes are taken from them); the index adaptors are what ``build`` receives."""
+) -> tuple[dict[str, Sides], dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(transforms, index adaptors, training facts)`` per method: the coarse transforms, ``(for
+    documents, for queries)``, return adapted rows (prefixes are taken from them); the index adaptors
+    are what ``build`` receives."""
     methods, corpus, dims = run.methods, run.corpus, run.dims
     n = len(corpus)
-    transforms: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    transforms: dict[str, Sides] = {}
     index_adaptors: dict[str, Any] = {}
     training: dict[str, dict[str, Any]] = {}
     if "truncation" in methods:
-        transforms["truncation"] = lambda x: np.asarray(x, dtype=np.float32)
+        transforms["truncation"] = _same(lambda x: np.asarray(x, dtype=np.float32))
         index_adaptors["truncation"] = None
     if "pca" in methods:
         rng = np.random.default_rng(seed)
         sample = corpus if n <= 100_000 else corpus[np.sort(rng.choice(n, 100_000, replace=False))]
         rot = pca_rotation(np.asarray(sample, dtype=np.float32))
-        transforms["pca"] = lambda x: np.asarray(x, dtype=np.float32) @ rot
+        transforms["pca"] = _same(lambda x: np.asarray(x, dtype=np.float32) @ rot)
         index_adaptors["pca"] = "pca"
     if "adaptor" in methods:
         say("training the unsupervised adaptor on the corpus")
         unsup, secs = _fit_unsupervised(adaptor, corpus, dims, seed, quiet)
-        transforms["adaptor"] = unsup.transform
+        transforms["adaptor"] = (unsup.transform, unsup.transform_queries)
         index_adaptors["adaptor"] = unsup
         training["adaptor"] = {
             "seconds": secs,
             "fitted_by_caller": secs is None,
             "params": _params(unsup),
             "history": unsup.history_.to_dict() if hasattr(unsup, "history_") else None,
+        }
+    if "adaptor_queries" in methods:
+        train_q = np.asarray(run.queries[run.split.train_rows], dtype=np.float32)
+        say(f"training the unsupervised adaptor on the corpus and {len(train_q)} training queries without labels")
+        with_q = MatryoshkaAdaptor(**_default_params(corpus, dims, seed, quiet))
+        t0 = time.perf_counter()
+        with_q.fit(corpus, queries=train_q)
+        transforms["adaptor_queries"] = (with_q.transform, with_q.transform_queries)
+        index_adaptors["adaptor_queries"] = with_q
+        training["adaptor_queries"] = {
+            "seconds": time.perf_counter() - t0,
+            "unlabelled_queries": len(train_q),
+            "params": _params(with_q),
+            "history": with_q.history_.to_dict(),
         }
     if "supervised" in methods:
         sup, info = _fit_supervised(
@@ -593,14 +620,18 @@ def _coarse_methods(
             quiet,
         )
         say(f"trained the supervised adaptor on {info['pairs']} pairs in {info['seconds']:.0f} s")
-        transforms["supervised"] = sup.transform
+        transforms["supervised"] = (sup.transform, sup.transform_queries)
         index_adaptors["supervised"] = sup
         training["supervised"] = info
     return transforms, index_adaptors, training
 
 
+def _same(fn: Callable[[np.ndarray], np.ndarray]) -> Sides:
+    return fn, fn
+
+
 def _prefix_metrics(
-    transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+    transforms: Mapping[str, Sides],
     corpus: np.ndarray,
     test_q: np.ndarray,
     dims: list[int],
@@ -613,10 +644,10 @@ def _prefix_metrics(
     """The prefix alone, per method and m (no rerank): the paper's measurement."""
     n, d = corpus.shape
     prefix: dict[str, dict[int, dict[str, float]]] = {}
-    for method, fn in transforms.items():
+    for method, (for_docs, for_queries) in transforms.items():
         # All d columns too: the "full" column of each method (the adaptor changes even full-dim vectors).
-        tx = np.concatenate([fn(np.asarray(corpus[sl])) for sl in iter_row_chunks(n, 65536)])
-        tq = fn(test_q)
+        tx = np.concatenate([for_docs(np.asarray(corpus[sl])) for sl in iter_row_chunks(n, 65536)])
+        tq = for_queries(test_q)
         prefix[method] = {}
         for m in sorted({*dims, d}):
             prefix[method][m] = labelled_metrics(ranked_rows(tq, tx, k_rank, m), corpus_ids, test_ids, test_qrels)
@@ -721,19 +752,24 @@ def _measure_index(
     n = len(corpus)
     ladder = sorted({check_positive_int(c, "candidates") for c in (candidates or DEFAULT_CANDIDATES)})
     k10 = min(10, n)
+    not_reached: dict[tuple[str, int], dict[str, Any]] = {}  # calibrations on the queries that missed the target
     for method, spec in index_adaptors.items():
         report.two_stage.setdefault(method, {})
         report.ann.setdefault(method, {})
         for m in report.dims:
 
-            def build(options: dict[str, Any] | None = None, m: int = m, spec: Any = spec) -> Any:
+            def build(options: dict[str, Any] | None = None, m: int = m, spec: Any = spec, method: str = method) -> Any:
                 opts = dict(options or {})
                 built = MatryoshkaIndex.build(
                     corpus, coarse_dim=m, adaptor=spec, target_recall=target_recall, seed=seed, quiet=quiet,
                     **({"index": opts.pop("index"), "backend_options": opts} if opts else {}),
                 )  # fmt: skip
                 if calibration_queries is not None:
-                    built.calibrate(calibration_queries, target_recall=target_recall, quiet=quiet)
+                    try:
+                        built.calibrate(calibration_queries, target_recall=target_recall, quiet=quiet)
+                    except CalibrationError as exc:  # a short truncated prefix may never reach the target
+                        say(f"{METHOD_LABELS[method]} m={m}: {exc}")
+                        not_reached[(method, m)] = exc.record
                 return built
 
             idx = build()
@@ -759,6 +795,9 @@ def _measure_index(
                         "candidates": default_c,
                         "calibrated_recall": idx.calibration.get("recall"),
                         "calibration_queries": idx.calibration.get("query_source"),
+                        # the training queries' calibration missed the target: the build's candidates stay
+                        "calibration_on_queries_reached": (method, m) not in not_reached,
+                        "calibration_on_queries_recall": not_reached.get((method, m), {}).get("recall"),
                         "qps": qps,
                         "ram_bytes_per_vector": mem.get("ram_bytes_per_vector"),
                         "coarse_bytes_per_vector": 4 * m,

@@ -2,7 +2,7 @@
 
 from .listwise import listwise_loss
 from .pairwise import pairwise_similarity_loss
-from .quantized import quantized_listwise_loss, relaxed_code
+from .query_listwise import query_listwise_loss
 from .ranking import ranking_loss
 from .reconstruction import reconstruction_loss
 from .topk import topk_similarity_loss
@@ -10,9 +10,8 @@ from .topk import topk_similarity_loss
 __all__ = [
     "listwise_loss",
     "pairwise_similarity_loss",
-    "quantized_listwise_loss",
+    "query_listwise_loss",
     "ranking_loss",
     "reconstruction_loss",
-    "relaxed_code",
     "topk_similarity_loss",
 ]

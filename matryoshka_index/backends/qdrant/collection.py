@@ -14,9 +14,9 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..errors import InputError
-from .qdrant_common import BINARY_BITS, COARSE, CODES, FULL, TURBO_BITS, TURBO_MIN_SERVER, resolve_code
-from .qdrant_errors import call
+from ...errors import InputError
+from .common import BINARY_BITS, COARSE, CODES, FULL, TURBO_BITS, TURBO_MIN_SERVER, resolve_code
+from .errors import call
 
 _METRICS = {"cosine": qm.Distance.COSINE, "ip": qm.Distance.DOT, "dot": qm.Distance.DOT}
 

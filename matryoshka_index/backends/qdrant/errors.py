@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import BackendError, MatryoshkaError
-from .qdrant_common import first_line
+from ...errors import BackendError, MatryoshkaError
+from .common import first_line
 
 T = TypeVar("T")
 _TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}

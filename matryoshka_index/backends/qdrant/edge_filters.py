@@ -15,8 +15,8 @@ import qdrant_edge as qe
 from pydantic import ValidationError
 from qdrant_client import models as qm
 
-from ..errors import InputError
-from .qdrant_common import first_line
+from ...errors import InputError
+from .common import first_line
 
 
 def to_edge_filter(query_filter: Any) -> Any:

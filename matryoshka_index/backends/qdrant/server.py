@@ -55,14 +55,15 @@ returns the original ids directly. The UUIDs themselves are never rewritten.
 
 Modules
 -------
-This module holds the backend; what it stands on lives beside it: ``qdrant_connection`` (clients),
-``qdrant_errors`` (one-line errors, retries), ``qdrant_metadata`` (point handles, collection lookups,
-the metadata store), ``qdrant_snapshots`` (the in-memory snapshot) and ``qdrant_common`` (what the
-qdrant-edge backend shares). Their public names are importable from here too, as before.
+This module holds the backend; what it stands on lives beside it in this package: ``connection``
+(clients), ``errors`` (one-line errors, retries), ``metadata`` (point handles, collection lookups, the
+metadata store), ``snapshots`` (the in-memory snapshot), ``collection`` (the layout) and ``common``
+(what the qdrant-edge backend shares). Import each name from the module that defines it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -78,11 +79,11 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..errors import FormatError, InputError
-from ..progress import progress
-from ..validation import check_positive_int
-from .base import EMPTY_ID, Payloads, Results, empty_results
-from .qdrant_collection import (
+from ...errors import FormatError, InputError
+from ...progress import progress
+from ...validation import check_positive_int
+from ..base import EMPTY_ID, Payloads, Results, empty_results
+from .collection import (
     check_index,
     check_metric,
     check_server_has,
@@ -90,9 +91,8 @@ from .qdrant_collection import (
     code_of,
     collection_layout,
     metric_of,
-    quantization_config,
 )
-from .qdrant_common import (
+from .common import (
     COARSE,
     FULL,
     Closing,
@@ -103,28 +103,22 @@ from .qdrant_common import (
     query_pairs,
     resolve_code,
 )
-from .qdrant_connection import CONNECTION_OPTIONS, client_mode, close_quietly, connect, describe_client, is_local_client
-from .qdrant_errors import call, is_transient, translate_error
-from .qdrant_metadata import (
-    CHUNK_BYTES,
+from .connection import CONNECTION_OPTIONS, client_mode, close_quietly, connect, describe_client
+from .errors import call
+from .metadata import (
     COMPANION_SUFFIX,
     META_KEY,
     MIGRATION_KEY,
-    RECORD_FORMAT,
-    RECORD_VERSION,
     MetadataStore,
     bundle_id,
     check_index_record,
-    collection_names,
     index_record,
     is_foreign_id,
     point_handle,
     require_collection,
-    resolve_alias,
-    utc_now,
     vector_params,
 )
-from .qdrant_snapshots import SNAPSHOT_DIR, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, open_snapshot, write_snapshot
+from .snapshots import SNAPSHOT_DIR, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, Snapshot, read_snapshot, write_snapshot
 
 T = TypeVar("T")
 
@@ -439,7 +433,8 @@ class QdrantBackend(Closing):
         collection = options.pop("collection", None) or section["collection"]
         given = any(conn.get(k) is not None for k in ("url", "path", "location", "client"))
         if section.get("mode") == "memory" and not given:
-            return open_snapshot(cls, Path(directory) / section.get("snapshot", SNAPSHOT_DIR), collection, options)
+            snapshot = read_snapshot(Path(directory) / section.get("snapshot", SNAPSHOT_DIR))
+            return cls._from_snapshot(snapshot, collection, options)
         if not given:
             if section.get("mode") == "path":
                 conn["path"] = section["path"]
@@ -475,6 +470,45 @@ class QdrantBackend(Closing):
     def prefix_only(self) -> bool:
         """No full vector (``full_dim`` 0): search is the coarse stage alone."""
         return self.full_dim == 0
+
+    @classmethod
+    def _from_snapshot(cls, snapshot: Snapshot, collection: str, options: dict[str, Any]) -> QdrantBackend:
+        """A new in-memory collection loaded with a snapshot's points and metadata records."""
+        meta = snapshot.meta
+        create_opts = {
+            k: options.pop(k) for k in list(options) if k in ("upload_batch_size", "max_retries", "quiet", "rescore")
+        }
+        code = meta.get("code")  # absent in snapshots written before codes: coarse_quantization says it
+        backend = cls.create(
+            index=meta.get("index", "hnsw"),
+            coarse_dim=int(meta["coarse_dim"]),
+            full_dim=int(meta["full_dim"]),
+            metric=meta["metric"],
+            collection=collection,
+            coarse_quantization=None if code else meta.get("coarse_quantization"),
+            code=code,
+            coarse_on_disk=meta.get("coarse_on_disk"),
+            on_disk=bool(meta.get("on_disk", False)),
+            **create_opts,
+        )
+        if options:
+            backend.close()
+            raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(options))}")
+        coarse, full = np.asarray(snapshot.coarse, np.float32), np.asarray(snapshot.full, np.float32)
+        backend._upload(snapshot.ids, coarse, full, snapshot.payloads, desc="loading Qdrant snapshot")
+        records = meta.get("records") or {}
+        files = meta.get("adaptor_files")
+        if META_KEY in records:
+            rec = dict(records[META_KEY])
+            # the snapshot restores the full vector as `full`, whatever the collection called it
+            rec["vectors"] = {**(rec.get("vectors") or {}), "full": FULL if backend.full_vector is not None else None}
+            if files:
+                rec["adaptor"] = backend.metadata.write_blobs({k: base64.b64decode(v) for k, v in files.items()})
+            backend.metadata.write(rec, META_KEY)
+            backend._has_foreign_ids = bool((rec.get("point_ids") or {}).get("foreign"))
+        if MIGRATION_KEY in records:
+            backend.metadata.write(records[MIGRATION_KEY], MIGRATION_KEY)
+        return backend
 
     # ---------------------------------------------------------------------------- lifecycle
     def _call(self, fn: Callable[[], T], what: str, *, retries: int | None = None) -> T:
@@ -868,38 +902,4 @@ class QdrantBackend(Closing):
         }
 
 
-__all__ = [  # the backend, and the names of the modules it stands on that were importable from here
-    "CHUNK_BYTES",
-    "COARSE",
-    "COMPANION_SUFFIX",
-    "CONNECTION_OPTIONS",
-    "DEFAULT_COLLECTION",
-    "FULL",
-    "META_KEY",
-    "MIGRATION_KEY",
-    "RECORD_FORMAT",
-    "RECORD_VERSION",
-    "SNAPSHOT_DIR",
-    "SNAPSHOT_FORMAT",
-    "SNAPSHOT_VERSION",
-    "MetadataStore",
-    "QdrantBackend",
-    "bundle_id",
-    "call",
-    "check_index_record",
-    "collection_names",
-    "connect",
-    "describe_client",
-    "index_record",
-    "is_foreign_id",
-    "is_local_client",
-    "is_transient",
-    "metric_of",
-    "point_handle",
-    "quantization_config",
-    "require_collection",
-    "resolve_alias",
-    "translate_error",
-    "utc_now",
-    "vector_params",
-]
+__all__ = ["DEFAULT_COLLECTION", "QdrantBackend"]

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from .base import COARSE, FULL, Payloads, quantized_bytes
+from ...errors import InputError
+from ..base import COARSE, FULL, Payloads, quantized_bytes
 
 QUANTIZATIONS = (None, "int8", "binary")
 """The older ``coarse_quantization`` vocabulary; each is one of :data:`CODES` (see :data:`LEGACY_CODES`)."""

@@ -9,16 +9,40 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from ..errors import BackendError, InputError
-from .qdrant_common import first_line
+from ...errors import BackendError, InputError
+from .common import first_line
 
 CONNECTION_OPTIONS = ("url", "path", "location", "client", "api_key", "https", "timeout", "prefer_grpc", "grpc_port")
 """The keywords :func:`connect` takes to reach Qdrant (``must_exist`` aside)."""
 
 
+def client_engine(client: QdrantClient) -> Any:
+    """The engine behind a client: qdrant-client's ``QdrantLocal`` (local mode) or ``QdrantRemote``; None if unknown.
+
+    The one read of qdrant-client's private ``_client``: the client has no public accessor for its
+    engine, and only the engine says where it points (``location``/``persistent``, ``rest_uri``) and
+    holds local mode's collections. ``init_options`` is public but repeats the arguments, not the
+    resolved location (a ``url`` of ``":memory:"``, a ``host`` alone).
+    """
+    return getattr(client, "_client", None)
+
+
+def save_local_collections(client: QdrantClient) -> bool:
+    """Write a local-mode client's collection configs back to its ``meta.json``; False for a server.
+
+    The one call of qdrant-client's private ``QdrantLocal._save``: local mode keeps collection
+    configs as plain objects and has no public request that saves an edited one.
+    """
+    save = getattr(client_engine(client), "_save", None)
+    if not callable(save):
+        return False
+    save()
+    return True
+
+
 def describe_client(client: QdrantClient) -> str:
     """A short human name of where a client points: its URL, its local path, or 'in-memory Qdrant'."""
-    inner = getattr(client, "_client", None)
+    inner = client_engine(client)
     location = getattr(inner, "location", None)
     if location is not None and hasattr(inner, "persistent"):
         return f"local Qdrant storage {location}" if inner.persistent else "in-memory Qdrant"
@@ -28,7 +52,7 @@ def describe_client(client: QdrantClient) -> str:
 
 def client_mode(client: QdrantClient) -> tuple[str, dict[str, Any]]:
     """('memory' | 'path' | 'remote', connection facts to save) for any QdrantClient."""
-    inner = getattr(client, "_client", None)
+    inner = client_engine(client)
     if hasattr(inner, "persistent") and hasattr(inner, "location"):
         if inner.persistent:
             return "path", {"path": str(Path(inner.location).absolute())}
@@ -43,7 +67,7 @@ def client_mode(client: QdrantClient) -> tuple[str, dict[str, Any]]:
 
 def is_local_client(client: QdrantClient) -> bool:
     """Whether a client is qdrant-client's local mode (in memory or on a path), not a server."""
-    return hasattr(getattr(client, "_client", None), "persistent")
+    return hasattr(client_engine(client), "persistent")
 
 
 def connect(

@@ -1,6 +1,6 @@
 """What a Qdrant collection keeps about its index: point handles, collection lookups, the metadata store.
 
-See :mod:`matryoshka_index.backends.qdrant_backend` for where records and adaptor files live.
+See :mod:`matryoshka_index.backends.qdrant.server` for where records and adaptor files live.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from .._version import __version__
-from ..errors import BackendError, FormatError, InputError
-from .qdrant_common import COARSE, FULL
-from .qdrant_errors import call
+from ..._version import __version__
+from ...errors import BackendError, FormatError, InputError
+from .common import COARSE, FULL
+from .errors import call
 
 T = TypeVar("T")
 

@@ -58,12 +58,12 @@ from typing import IO, Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ..errors import BackendError, FormatError, InputError, MatryoshkaError
-from ..progress import progress
-from ..storage import allocated_bytes, owned_temp_dir, release_temp_dir
-from ..validation import check_positive_int
-from .base import EMPTY_ID, METRICS, Payloads, Results, empty_results
-from .qdrant_common import (
+from ...errors import BackendError, FormatError, InputError, MatryoshkaError
+from ...progress import progress
+from ...storage import allocated_bytes, owned_temp_dir, release_temp_dir
+from ...validation import check_positive_int
+from ..base import EMPTY_ID, METRICS, Payloads, Results, empty_results
+from .common import (
     COARSE,
     FULL,
     LEGACY_CODES,
@@ -641,7 +641,7 @@ class QdrantEdgeBackend(Closing):
         coarse_queries, full_queries = query_pairs(coarse_queries, full_queries)
         k = int(k)
         candidates = max(int(candidates), k)
-        from .qdrant_edge_filters import to_edge_filter  # needs qdrant_edge, imported above
+        from .edge_filters import to_edge_filter  # needs qdrant_edge, imported above
 
         flt = to_edge_filter(query_filter)
         params = self._coarse_params(candidates)

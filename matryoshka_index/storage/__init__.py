@@ -1,4 +1,9 @@
-"""Files on disk: atomic writes, owned temporaries, vector files (.npy / .fvecs), checksums, versioned JSON.
+"""Files on disk: atomic writes, owned temporaries, vector files (.npy / .fvecs); checksums and versioned
+JSON in :mod:`.checksums`, memory-map advice in :mod:`.mmaps` (their public names importable from here).
+
+The atomic writes, the temporaries and the vector writers still share this module: the fault tests
+inject crashes through its private steps (``_swap_in``, ``_exchange``, ``_between_renames``,
+``_owned_temp_file``), so splitting them moves those injection points (issue 20, left for later).
 
 Every write goes to a temporary name in the same directory and is then renamed over the final
 name (``os.replace``, atomic on POSIX), so a crash mid-write leaves either the old file or the new
@@ -15,9 +20,8 @@ else beside the output, else the system temporary folder (:func:`temp_root`).
 
 Vectors are written with ordinary ``write`` calls after ``posix_fallocate`` reserved their space, never
 through a writable memory map: a full disk then raises ``ENOSPC`` (a one-line :class:`StorageError`)
-instead of killing the process with ``SIGBUS``. Streaming readers advise the kernel
-(:func:`advise_sequential`, :func:`release_rows`, :func:`advise_random`) so a memory-mapped corpus
-larger than RAM is read through a bounded window.
+instead of killing the process with ``SIGBUS``. Streaming readers advise the kernel (:mod:`.mmaps`)
+so a memory-mapped corpus larger than RAM is read through a bounded window.
 """
 
 from __future__ import annotations
@@ -25,9 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import json
-import mmap
 import os
 import re
 import shutil
@@ -41,7 +43,16 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatError, InputError, StorageError
+from ..errors import InputError, StorageError
+
+# the public names of the jobs split out, still imported as ``from matryoshka_index.storage import X``
+from .checksums import read_versioned_json as read_versioned_json
+from .checksums import sha256_file as sha256_file
+from .mmaps import advise_normal as advise_normal
+from .mmaps import advise_random as advise_random
+from .mmaps import advise_sequential as advise_sequential
+from .mmaps import release_rows as release_rows
+from .mmaps import stream_rows as stream_rows
 
 try:  # POSIX; without it (Windows) owners cannot be told apart and nothing is swept automatically
     import fcntl
@@ -170,20 +181,33 @@ def check_free_space(directory: str | os.PathLike[str], need: int, what: str) ->
         )
 
 
-def preallocate(fd: int, size: int, path: str | os.PathLike[str]) -> None:
+def preallocate(fd: int, size: int, path: str | os.PathLike[str]) -> bool:
     """Reserve ``size`` bytes for the file open on ``fd`` (``posix_fallocate``), so a full disk fails
-    here with :class:`StorageError` instead of at a later write, or with SIGBUS through a memory map."""
-    if size <= 0 or not hasattr(os, "posix_fallocate"):
-        return
+    here with :class:`StorageError` instead of at a later write, or with SIGBUS through a memory map.
+
+    Returns True when the space is reserved, False when this file system cannot reserve it (no
+    ``fallocate``): then the free space is checked instead (``shutil.disk_usage``) and a shortfall is
+    the same one-line :class:`StorageError`; later ordinary writes still raise ``ENOSPC`` if another
+    writer takes the room first.
+    """
+    if size <= 0:
+        return True
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                err = disk_error(exc, path)
+                if err is None:
+                    raise
+                raise StorageError(f"{err} ({human_bytes(size)} were needed)") from None
     try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            return  # a file system without fallocate: ordinary writes still raise ENOSPC
-        err = disk_error(exc, path)
-        if err is None:
-            raise
-        raise StorageError(f"{err} ({human_bytes(size)} were needed)") from None
+        held = os.fstat(fd).st_blocks * 512  # what the file already has on disk
+    except OSError:
+        held = 0
+    check_free_space(Path(path).parent, size - held, f"{path} (this file system cannot reserve space in advance)")
+    return False
 
 
 # ---------------------------------------------------------------------- owned temporaries
@@ -562,39 +586,6 @@ def allocated_bytes(root: str | os.PathLike[str]) -> int:
     return total
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_versioned_json(path: str | os.PathLike[str], *, kind: str, supported_versions: tuple[int, ...]) -> dict:
-    """Read a JSON metadata file written by this library and check its ``format`` and ``format_version``.
-
-    ``kind`` is the expected value of the ``format`` field (e.g. ``"matryoshka-adaptor"``), so a file of
-    another kind, another program, or a newer format version fails with a clear message.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: not found; is this a {kind} directory written by matryoshka-index?")
-    try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path}: is not valid JSON ({exc.__class__.__name__}); the file is corrupt") from None
-    if not isinstance(meta, dict) or meta.get("format") != kind:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise FormatError(f"{path}: is not a {kind} file (format={found!r})")
-    version = meta.get("format_version")
-    if version not in supported_versions:
-        raise FormatError(
-            f"{path}: {kind} format version {version!r} is not supported by this version of matryoshka-index "
-            f"(supported: {', '.join(map(str, supported_versions))}); upgrade matryoshka-index or rebuild the file"
-        )
-    return meta
-
-
 def load_vectors(path: str | os.PathLike[str], *, mmap: bool = True) -> np.ndarray:
     """Load embeddings from ``.npy`` (memory-mapped, float16/32 kept as stored) or ``.fvecs``.
 
@@ -712,94 +703,3 @@ def save_npy(path: str | os.PathLike[str], arr: np.ndarray) -> None:
     row = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
     step = max(1, (1 << 24) // max(1, row))
     write_npy(path, arr.shape, arr.dtype, (w for _, w in stream_rows(arr, step)))
-
-
-# ---------------------------------------------------------------------- memory-map advice
-_PAGE = mmap.PAGESIZE
-
-
-def _mapping(arr: np.ndarray) -> tuple[mmap.mmap, int] | None:
-    """The ``mmap`` under ``arr`` (a memmap or a view of one) and its start address, else None."""
-    mm = getattr(arr, "_mmap", None)
-    base: Any = arr
-    while mm is None and base is not None:
-        if isinstance(base, mmap.mmap):
-            mm = base
-            break
-        base = getattr(base, "base", None)
-    if not isinstance(mm, mmap.mmap) or mm.closed:
-        return None
-    try:
-        start = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data if len(mm) else 0
-    except (ValueError, TypeError):
-        return None
-    return mm, start
-
-
-def _advise(arr: np.ndarray, option: int | None, lo: int | None = None, hi: int | None = None) -> bool:
-    """``madvise`` on the pages of rows ``lo:hi`` of ``arr`` (all rows when None); False when not possible."""
-    if option is None or not hasattr(mmap.mmap, "madvise") or arr.ndim == 0 or not len(arr):
-        return False
-    found = _mapping(arr)
-    if found is None:
-        return False
-    mm, base = found
-    n = len(arr)
-    lo = 0 if lo is None else max(0, min(lo, n))
-    hi = n if hi is None else max(lo, min(hi, n))
-    stride = arr.strides[0]
-    if hi <= lo or stride <= 0:
-        return False
-    first = arr.ctypes.data - base + lo * stride
-    last = arr.ctypes.data - base + (hi - 1) * stride + arr[0].nbytes
-    begin = (first // _PAGE) * _PAGE
-    end = min(len(mm), -(-last // _PAGE) * _PAGE)
-    if end <= begin:
-        return False
-    try:
-        mm.madvise(option, begin, end - begin)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def advise_sequential(arr: np.ndarray) -> bool:
-    """Tell the kernel ``arr``'s mapping is read front to back once (read-ahead, early reclaim)."""
-    return _advise(arr, getattr(mmap, "MADV_SEQUENTIAL", None))
-
-
-def advise_random(arr: np.ndarray) -> bool:
-    """Tell the kernel ``arr``'s mapping is read at random rows (the rerank's gathers): no read-ahead,
-    so each candidate costs one page, not a read-ahead window of pages nobody asked for."""
-    return _advise(arr, getattr(mmap, "MADV_RANDOM", None))
-
-
-def advise_normal(arr: np.ndarray) -> bool:
-    return _advise(arr, getattr(mmap, "MADV_NORMAL", None))
-
-
-def release_rows(arr: np.ndarray, start: int, stop: int) -> bool:
-    """Drop rows ``start:stop`` of a memory-mapped ``arr`` from this process's memory (``MADV_DONTNEED``).
-
-    For a read-only or file-backed shared mapping nothing is lost: the pages are read again from the
-    file if touched later. Used behind a streaming pass so its resident window stays bounded.
-    """
-    return _advise(arr, getattr(mmap, "MADV_DONTNEED", None), start, stop)
-
-
-def stream_rows(arr: np.ndarray, chunk_rows: int, *, release: bool = True) -> Iterator[tuple[int, np.ndarray]]:
-    """``(start, window)`` over the rows of ``arr`` in order; for a memory map, advised sequential and each
-    window dropped from memory once the consumer moves past it (bounded resident memory)."""
-    n = len(arr) if arr.ndim else 0
-    mapped = _mapping(arr) is not None
-    if mapped:
-        advise_sequential(arr)
-    try:
-        for start in range(0, n, chunk_rows):
-            stop = min(start + chunk_rows, n)
-            yield start, arr[start:stop]
-            if mapped and release:
-                release_rows(arr, start, stop)
-    finally:
-        if mapped:
-            advise_normal(arr)
