@@ -494,7 +494,7 @@ def write_report(report: dict) -> None:
             f"{r['load'][0]}-{r['load'][1]} |"
         )
     if report.get("findings"):
-        lines += ["", "## Findings", "", *report["findings"]]
+        lines += ["", "## Findings", ""] + [f"- {f}" for f in report["findings"]]
     (RESULTS / "out_of_ram.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(report, RESULTS / "out_of_ram.png")
