@@ -64,6 +64,7 @@ from .faiss_codes import nprobe_ladder as _nprobe_ladder
 from .faiss_store import CHUNK_ROWS as _CHUNK_ROWS  # noqa: F401  (kept importable)
 from .faiss_store import FullStore as _FullStore
 from .faiss_store import SpillFile as _SpillFile  # noqa: F401  (kept importable)
+from .faiss_store import prefetch_enabled as _prefetch_enabled
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 DEVICES = ("auto", "cpu", "gpu")
@@ -586,6 +587,20 @@ class FaissBackend:
 
     def rerank_rows(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` of the candidate ``rows`` (``-1`` = none) by full inner product: ``(scores, rows)``."""
+        step = self._full.prefetch_queries(rows.shape[1]) if _prefetch_enabled() else 0
+        if not step or self._full.resident(rows):  # warm pages: the prefetch would cost only its system calls
+            return self._gather_best(full_queries, rows, k)
+        # a loaded index: each chunk's reads issued at once (not fault by fault), the next chunk's while this
+        # one is gathered; chunks small enough that prefetched pages are not evicted before their gather
+        parts = []
+        self._full.prefetch(rows[:step])
+        for s in range(0, len(rows), step):
+            if s + step < len(rows):
+                self._full.prefetch(rows[s + step : s + 2 * step])
+            parts.append(self._gather_best(full_queries[s : s + step], rows[s : s + step], k))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _gather_best(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         nq = len(full_queries)
         rows = np.where(rows >= 0, rows, _NO_ROW)
         segments = self._full.segments()
