@@ -12,6 +12,7 @@ from the source's vector, and no point or config may hold a ``full`` vector.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -87,8 +88,11 @@ def same_vector(a: Any, b: Any, tolerance: float) -> tuple[bool, float]:
     return diff <= tolerance, diff
 
 
-def _compare(src_points: list[Any], target_by_id: dict[Any, Any], src: Source, result: VerificationResult) -> None:
-    full_tol = FULL_VECTOR_TOLERANCE if src.metric == "cosine" else 0.0
+def _present_points(
+    src_points: list[Any], target_by_id: dict[Any, Any], result: VerificationResult
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Each source point the target holds, with the target's named vectors; counts the missing ones and
+    the payloads that differ on the way."""
     for p in src_points:
         result.checked += 1
         t = target_by_id.get(p.id)
@@ -99,22 +103,34 @@ def _compare(src_points: list[Any], target_by_id: dict[Any, Any], src: Source, r
         if (p.payload or {}) != (t.payload or {}):
             result.payload_mismatches += 1
             _example(result, f"point {p.id!r}: payload differs")
-        tvec = t.vector if isinstance(t.vector, dict) else {}
+        yield p, (t.vector if isinstance(t.vector, dict) else {})
+
+
+def _compare(src_points: list[Any], target_by_id: dict[Any, Any], src: Source, result: VerificationResult) -> None:
+    full_tol = FULL_VECTOR_TOLERANCE if src.metric == "cosine" else 0.0
+    for p, tvec in _present_points(src_points, target_by_id, result):
         ok, diff = same_vector(vector_of(p, src.vector), tvec.get(FULL), full_tol)
         if np.isfinite(diff):
             result.max_full_vector_diff = max(result.max_full_vector_diff, diff)
         bad = [] if ok else ["full"]
         if (tvec.get(COARSE) is None) != (tvec.get(FULL) is None):
             bad.append("coarse")
-        svec = p.vector if isinstance(p.vector, dict) else {}
-        for name in list(src.others) + list(src.sparse):
-            p_other = src.others.get(name)
-            tol = FULL_VECTOR_TOLERANCE if p_other is not None and p_other.distance == qm.Distance.COSINE else 0.0
-            if not same_vector(svec.get(name), tvec.get(name), tol)[0]:
-                bad.append(name)
+        bad += other_vectors_that_differ(src, p, tvec)
         if bad:
             result.vector_mismatches += 1
             _example(result, f"point {p.id!r}: vector(s) {', '.join(bad)} differ")
+
+
+def other_vectors_that_differ(src: Source, point: Any, target_vectors: dict[str, Any]) -> list[str]:
+    """Names of the source's other named and sparse vectors that the target's copy of ``point`` changed."""
+    source_vectors = point.vector if isinstance(point.vector, dict) else {}
+    bad = []
+    for name in list(src.others) + list(src.sparse):
+        other = src.others.get(name)
+        tol = FULL_VECTOR_TOLERANCE if other is not None and other.distance == qm.Distance.COSINE else 0.0
+        if not same_vector(source_vectors.get(name), target_vectors.get(name), tol)[0]:
+            bad.append(name)
+    return bad
 
 
 def verify_copy(
@@ -211,17 +227,7 @@ def _compare_prefix_only(
     if with_vec:
         prefixes = coarse_vectors(adaptor, np.asarray([v for _, v in with_vec], np.float32), dim, src.metric)
         expected = {p.id: c for (p, _), c in zip(with_vec, prefixes, strict=True)}
-    for p in src_points:
-        result.checked += 1
-        t = target_by_id.get(p.id)
-        if t is None:
-            result.missing += 1
-            _example(result, f"point {p.id!r} is missing from the target")
-            continue
-        if (p.payload or {}) != (t.payload or {}):
-            result.payload_mismatches += 1
-            _example(result, f"point {p.id!r}: payload differs")
-        tvec = t.vector if isinstance(t.vector, dict) else {}
+    for p, tvec in _present_points(src_points, target_by_id, result):
         bad = []
         if FULL in tvec:
             bad.append("full (must be absent)")
@@ -233,12 +239,7 @@ def _compare_prefix_only(
             result.max_full_vector_diff = max(result.max_full_vector_diff, diff)
         if not ok:
             bad.append("coarse")
-        svec = p.vector if isinstance(p.vector, dict) else {}
-        for name in list(src.others) + list(src.sparse):
-            p_other = src.others.get(name)
-            tol = FULL_VECTOR_TOLERANCE if p_other is not None and p_other.distance == qm.Distance.COSINE else 0.0
-            if not same_vector(svec.get(name), tvec.get(name), tol)[0]:
-                bad.append(name)
+        bad += other_vectors_that_differ(src, p, tvec)
         if bad:
             result.vector_mismatches += 1
             _example(result, f"point {p.id!r}: vector(s) {', '.join(bad)} differ")
