@@ -102,9 +102,11 @@ class NumpyResidualAdaptor:
         self._tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sorted(tensors.items())}
         self.rotation = self._tensors.get(ROTATION)
         self.centre, self.query_centre = self._tensors.get(CENTRE), self._tensors.get(QUERY_CENTRE)
-        # transposed once: the products below are then plain row-major (n, d) @ (d, hidden) ones
+        # transposed once: the products below are then plain row-major (n, d) @ (d, hidden) ones; the
+        # tensors by name become views of the transposed copies, so the weights are in memory once
         self._w1t = np.ascontiguousarray(self._tensors[W1].T)
         self._w2t = np.ascontiguousarray(self._tensors[W2].T)
+        self._tensors[W1], self._tensors[W2] = self._w1t.T, self._w2t.T
 
     @classmethod
     def from_torch(cls, module) -> NumpyResidualAdaptor:
@@ -112,10 +114,11 @@ class NumpyResidualAdaptor:
         return cls({k: v.detach().to("cpu").numpy().copy() for k, v in module.state_dict().items()})
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """The tensors by name, as the torch module's ``state_dict()`` names them (copies)."""
-        return {k: v.copy() for k, v in self._tensors.items()}
+        """The tensors by name, as the torch module's ``state_dict()`` names them (C-contiguous copies)."""
+        return {k: v.copy() for k, v in self._tensors.items()}  # ndarray.copy is C order, views included
 
     def parameters(self) -> Iterator[np.ndarray]:
+        """The tensors (read-only use; the two weight matrices are transposed views)."""
         return iter(self._tensors.values())
 
     @property
