@@ -291,3 +291,18 @@ def test_the_index_sends_queries_through_the_query_head(task, with_queries, tmp_
         scores, ids = idx.search(q, k=5)
         np.testing.assert_allclose(scores, np.take_along_axis(want, ids, axis=1), atol=1e-5)
         assert not np.allclose(scores, np.take_along_axis(wrong, ids, axis=1), atol=1e-3)
+
+
+def test_a_migrations_labelled_queries_go_through_the_query_head():
+    """The prefix-only migration's plan and verification score the user's queries as a search of the
+    collection adapts them (transform_queries); stored points stay on transform."""
+    from matryoshka_index.migrate.adapting import coarse_vectors
+
+    here = FIXTURES / "adaptor_query_head_v1"
+    adaptor = MatryoshkaAdaptor.load(here / "adaptor")
+    q = np.load(here / "expected.npz")["queries"]
+    as_queries = coarse_vectors(adaptor, q, 8, "cosine", queries=True)
+    as_points = coarse_vectors(adaptor, q, 8, "cosine")
+    np.testing.assert_allclose(as_queries, unit(adaptor.transform_queries(q, dim=8)), atol=1e-6)
+    np.testing.assert_allclose(as_points, unit(adaptor.transform(q, dim=8)), atol=1e-6)
+    assert not np.allclose(as_queries, as_points, atol=1e-3)

@@ -75,6 +75,8 @@ def test_each_flag_reaches_the_built_index(corpus, tmp_path, flags, want):
         (["--rabitq-bits", "12", "--code", "rabitq"], "rabitq_bits: must be an integer from 1 to 9"),
         (["--ram-budget", "16", "--pq-m", "8"], "--ram-budget picks pq_m itself: drop --pq-m"),
         (["--backend", "qdrant", "--ef-search", "64"], "--ef-search: --backend qdrant has no ef_search option"),
+        (["--backend", "qdrant", "--option", "rescore=maybe"], "--option rescore: takes true or false, got 'maybe'"),
+        (["--backend", "qdrant", "--option", "on_disk=2"], "--option on_disk: takes true or false, got 2"),
     ],
 )
 def test_a_bad_key_or_value_is_one_line_and_exit_2(corpus, tmp_path, flags, message):
@@ -98,3 +100,11 @@ def test_values_are_read_as_the_api_takes_them():
         "",
     ]
     assert type(parse_value("16")) is int and type(parse_value("16.0")) is float
+    assert [parse_value(v) for v in ("off", "No", "ON", "yes")] == [False, False, True, True]
+
+
+def test_a_bool_option_written_as_off_is_false(corpus, tmp_path):
+    out = tmp_path / "q.mindex"
+    result = build(corpus, out, "--backend", "qdrant", "--option", "rescore=off")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["backend"]["rescore"] is False

@@ -118,8 +118,11 @@ def test_page_runs_cover_exactly_the_pages_of_the_rows(row_bytes, offset):
 def test_prefetch_switch(monkeypatch):
     monkeypatch.delenv("MINDEX_RERANK_PREFETCH", raising=False)
     assert faiss_store.prefetch_enabled()
-    monkeypatch.setenv("MINDEX_RERANK_PREFETCH", "0")
-    assert not faiss_store.prefetch_enabled()
+    for off in ("0", "false", "OFF", "no"):
+        monkeypatch.setenv("MINDEX_RERANK_PREFETCH", off)
+        assert not faiss_store.prefetch_enabled(), off
+    monkeypatch.setenv("MINDEX_RERANK_PREFETCH", "on")
+    assert faiss_store.prefetch_enabled()
 
 
 def test_vectored_and_range_by_range_advice_both_advise(saved, monkeypatch):

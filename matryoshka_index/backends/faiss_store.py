@@ -32,8 +32,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def prefetch_enabled() -> bool:
-    """Whether a rerank prefetches its candidate rows: on unless ``MINDEX_RERANK_PREFETCH=0``."""
-    return os.environ.get("MINDEX_RERANK_PREFETCH", "1").strip() != "0"
+    """Whether a rerank prefetches its candidate rows: on unless ``MINDEX_RERANK_PREFETCH`` is 0/false/off/no."""
+    return os.environ.get("MINDEX_RERANK_PREFETCH", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 # Pages one prefetch asks for at most: under a small memory cap (a container) a whole batch's candidate pages

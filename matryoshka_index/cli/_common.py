@@ -105,11 +105,11 @@ def read_vectors(path: str, name: str, *, dim: int | None = None, min_rows: int 
 
 
 def parse_value(text: str) -> bool | int | float | str:
-    """A command-line value as the API takes it: ``true``/``false`` (any case) a bool, ``12`` an int,
+    """A command-line value as the API takes it: ``true``/``false``, ``yes``/``no``, ``on``/``off`` (any case) a bool, ``12`` an int,
     ``0.5`` / ``1e-3`` a float, anything else the string itself."""
     lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
+    if lowered in ("true", "false", "yes", "no", "on", "off"):
+        return lowered in ("true", "yes", "on")
     for kind in (int, float):
         try:
             return kind(text)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..adaptor import MatryoshkaAdaptor
+from ..errors import InputError
 from ._common import choice_option, output_location, quiet_option, read_vectors, user_errors
 
 _DEFAULTS = MatryoshkaAdaptor().get_params()  # the library defaults, shown in --help
@@ -96,7 +97,7 @@ def train_command(
     x = read_vectors(corpus, "corpus", min_rows=2)
     q = p = None
     if positives is not None and queries is None:
-        raise click.UsageError("--positives needs --queries (row i of --positives answers row i of --queries)")
+        raise InputError("--positives needs --queries (row i of --positives answers row i of --queries)")
     if queries is not None:
         q = read_vectors(queries, "queries", dim=x.shape[1])
     if positives is not None:

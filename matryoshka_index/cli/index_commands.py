@@ -116,6 +116,14 @@ def _backend_option_names(backend: str) -> list[str]:
     return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _SET_BY_MINDEX]
 
 
+def _backend_bool_options(backend: str) -> set[str]:
+    """The keyword parameters of ``backend``'s create that take a bool (``bool`` or ``bool | None``)."""
+    from ..backends import get_backend_class
+
+    params = inspect.signature(get_backend_class(backend).create).parameters.values()
+    return {p.name for p in params if str(p.annotation).replace(" ", "") in ("bool", "bool|None", "Optional[bool]")}
+
+
 def _backend_options(
     backend: str, named: dict[str, str | None], pairs: tuple[str, ...], budget: bool
 ) -> dict[str, object]:
@@ -140,6 +148,10 @@ def _backend_options(
         if key in out:
             raise InputError(f"--option {key}: also given as {flags[key]}; give it once")
         out[key] = value
+    bools = _backend_bool_options(backend)
+    for key, value in out.items():
+        if key in bools and not isinstance(value, bool):
+            raise InputError(f"--option {key}: takes true or false, got {value!r}")
     clash = [key for key in _SET_BY_BUDGET if key in out] if budget else []
     if clash:
         raise InputError(f"--ram-budget picks {' and '.join(clash)} itself: drop {flags.get(clash[0], clash[0])}")

@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from ..errors import InputError
 from ._common import quiet_option, user_errors
 
 
@@ -152,22 +153,22 @@ def migrate(
     is then left alone).
     """
     if (qdrant_url is None) == (qdrant_path is None):
-        raise click.UsageError("give exactly one of --qdrant-url or --qdrant-path")
+        raise InputError("give exactly one of --qdrant-url or --qdrant-path")
     if prefix_only:
         if in_place or rollback:
-            raise click.UsageError(f"--prefix-only takes no {'--in-place' if in_place else '--rollback'}")
+            raise InputError(f"--prefix-only takes no {'--in-place' if in_place else '--rollback'}")
         if prefix_dim is None:
-            raise click.UsageError("--prefix-only needs --dim M (the prefix length it keeps)")
+            raise InputError("--prefix-only needs --dim M (the prefix length it keeps)")
         if coarse_dim is not None and coarse_dim != prefix_dim:
-            raise click.UsageError("--prefix-only: give the prefix length once, with --dim")
+            raise InputError("--prefix-only: give the prefix length once, with --dim")
         coarse_dim = prefix_dim
         if (queries_path is None) != (qrels_path is None):
-            raise click.UsageError("--queries and --qrels go together")
+            raise InputError("--queries and --qrels go together")
     else:
         given = [f for f, v in (("--dim", prefix_dim), ("--queries", queries_path), ("--qrels", qrels_path),
                                 ("--query-ids", query_ids_path)) if v is not None]  # fmt: skip
         if given:
-            raise click.UsageError(f"{given[0]}: only with --prefix-only")
+            raise InputError(f"{given[0]}: only with --prefix-only")
     if rollback:
         clash = [
             flag
@@ -181,7 +182,7 @@ def migrate(
             if value
         ]
         if clash:
-            raise click.UsageError(f"--rollback takes no {clash[0]}")
+            raise InputError(f"--rollback takes no {clash[0]}")
     from .. import migrate as api  # looked up at call time (tests replace migrate_collection)
 
     client = api.connect_source(

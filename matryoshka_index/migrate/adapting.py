@@ -129,12 +129,17 @@ def train_adaptor(
     return model
 
 
-def coarse_vectors(adaptor: Any, x: np.ndarray, coarse_dim: int, metric: str) -> np.ndarray:
-    """The adapted prefix of each row (normalised for cosine); all-zero rows give zero vectors."""
+def coarse_vectors(adaptor: Any, x: np.ndarray, coarse_dim: int, metric: str, *, queries: bool = False) -> np.ndarray:
+    """The adapted prefix of each row (normalised for cosine); all-zero rows give zero vectors.
+
+    ``queries``: the rows are queries (a user's labelled sample), adapted through the adaptor's query
+    head when it has one, as a search of the collection adapts them; else they are stored points.
+    """
     out = np.zeros((len(x), coarse_dim), dtype=np.float32)
     nonzero = x.any(axis=1)
     if nonzero.any():
-        out[nonzero] = adaptor.transform(x[nonzero], dim=coarse_dim)
+        adapt = adaptor.transform_queries if queries else adaptor.transform
+        out[nonzero] = adapt(x[nonzero], dim=coarse_dim)
     if metric == "cosine":
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out = np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)

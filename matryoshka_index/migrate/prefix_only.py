@@ -177,7 +177,7 @@ def plan_quality(run: Run, adaptor: Any) -> tuple[QualityQueries, dict[str, Any]
         return qq, {"metric": qq.metric, "predicted": None, "queries": 0, "note": "no query could be drawn"}
     limit = opts.sample
     qq.exhaustive = src.count <= limit
-    cq = coarse_vectors(adaptor, qq.queries, dim, src.metric)
+    cq = coarse_vectors(adaptor, qq.queries, dim, src.metric, queries=qq.qrels is not None)  # else stored points
     depth = K + (qq.metric == "recall@10")  # room for the query point itself
     full_top, prefix_top = _TopK(len(cq), depth), _TopK(len(cq), depth)
     ids: list[str] = []
@@ -254,7 +254,7 @@ def measure_target(run: Run, qq: QualityQueries, adaptor: Any, target: str, cand
         text = np.asarray(ids, dtype=object)
         qq.truth = _drop_self(qq, [list(text[r]) for r in full_top.rows])
         qq.exhaustive = True
-    cq = coarse_vectors(adaptor, qq.queries, run.coarse_dim, run.src.metric)
+    cq = coarse_vectors(adaptor, qq.queries, run.coarse_dim, run.src.metric, queries=qq.qrels is not None)
     depth = K + (qq.metric == "recall@10")
     found = _search_coarse(run.client, target, run.endpoint, cq, depth, candidates)
     return _score_metric(qq, _drop_self(qq, found))

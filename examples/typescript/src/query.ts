@@ -47,9 +47,14 @@ function gelu(x: number): number {
   return x < 0 ? tail : x - tail;
 }
 
-// f(e) = z + W2 gelu(W1 z + b1) + b2 with z = e R (or e): the first `m` outputs only.
+// f(e) = z + W2 gelu(W1 z + b1) + b2 with z = (e - c) R (or e - c): the first `m` outputs only. c is the
+// query head's query_centre when the adaptor has one (fitted with queries), else nothing.
 function adapt(t: Tensors, e: number[], m: number): number[] {
   const d = e.length;
+  if (t["query_centre"]) {
+    const c = t["query_centre"].data;
+    e = e.map((v, i) => v - c[i]);
+  }
   let z = e;
   if (t["rotation"]) {
     const R = t["rotation"].data; // (d, d), row-major: z = e @ R

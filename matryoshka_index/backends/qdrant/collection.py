@@ -1,6 +1,6 @@
 """The qdrant-client side of a collection this index owns: metrics, the named-vector layout, coarse codes.
 
-A coarse code (:data:`~.qdrant_common.CODES`) is one of Qdrant's quantization configs on ``coarse``:
+A coarse code (:data:`~.common.CODES`) is one of Qdrant's quantization configs on ``coarse``:
 ``sq8`` is :class:`~qdrant_client.models.ScalarQuantization` (int8), ``binary`` / ``binary1.5`` /
 ``binary2`` :class:`~qdrant_client.models.BinaryQuantization` with the one-bit / one-and-half-bits /
 two-bits encoding, ``turbo4`` / ``turbo2`` / ``turbo1`` :class:`~qdrant_client.models.TurboQuantization`
@@ -57,7 +57,7 @@ _TURBO = {
 
 
 def code_config(code: str, always_ram: bool) -> qm.QuantizationConfig | None:
-    """Qdrant's quantization config of a coarse code (one of :data:`~.qdrant_common.CODES`; None for float)."""
+    """Qdrant's quantization config of a coarse code (one of :data:`~.common.CODES`; None for float)."""
     if code == "sq8":
         return qm.ScalarQuantization(
             scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=0.99, always_ram=always_ram)

@@ -739,7 +739,7 @@ class QdrantEdgeBackend(Closing):
         the share of points whose codes exist now; ``coarse_code_applied``: whether a search scans
         codes for every point (it optimizes pending changes first, and with the default
         ``indexing_threshold_kb`` every segment then gets its codes). With an optimize pending the
-        code bytes are the engine's layout (:func:`~.qdrant_common.code_bytes`), not yet the files'.
+        code bytes are the engine's layout (:func:`~.common.code_bytes`), not yet the files'.
         """
         self._call(lambda s: s.flush(), "flushing the shard")
         n = int(self._call(lambda s: s.info(), "reading shard info").points_count)
