@@ -81,6 +81,15 @@ def test_train_positives_without_queries_one_line(tmp_path):
     )
     assert result.exit_code == 2 and "--positives needs --queries" in result.output
     assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output  # one line, not click's usage block
+
+
+def test_train_no_query_head_without_queries_one_line(tmp_path):
+    result = CliRunner().invoke(
+        main, ["train", make(tmp_path, "c.npy", corpus()), "-o", str(tmp_path / "a"), "--no-query-head"]
+    )
+    assert result.exit_code == 2 and "--no-query-head: only with --queries" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 def run_error(tmp_path, arr, *extra):

@@ -98,6 +98,8 @@ def train_command(
     q = p = None
     if positives is not None and queries is None:
         raise InputError("--positives needs --queries (row i of --positives answers row i of --queries)")
+    if no_query_head and queries is None:
+        raise InputError("--no-query-head: only with --queries (without queries there is no query head to leave out)")
     if queries is not None:
         q = read_vectors(queries, "queries", dim=x.shape[1])
     if positives is not None:

@@ -158,6 +158,28 @@ def _backend_options(
     return out
 
 
+# the FAISS structure each structure-specific flag belongs to
+_STRUCTURE_OF = {"nlist": "ivf", "nprobe": "ivf", "hnsw_m": "hnsw", "ef_construction": "hnsw", "ef_search": "hnsw"}
+
+
+def _check_flags_apply(
+    backend: str, index_type: str | None, ram_budget: float | None, named: dict, candidates: int | None, rerank: str
+) -> None:
+    """Refuse, in one line, a flag this build would accept and then ignore."""
+    flags = {key: flag for flag, key, _m, _t in BACKEND_FLAGS}
+    if backend == "faiss" and ram_budget is None:
+        structure = {"pq": "flat", None: "flat"}.get(index_type, index_type)
+        for key, wanted in _STRUCTURE_OF.items():
+            if named.get(key) is not None and structure != wanted:
+                raise InputError(f"{flags[key]}: an option of --index {wanted}; this build's --index is {structure}")
+        if named.get("nprobe") is not None and candidates is None:
+            raise InputError(
+                "--nprobe: the build calibrates nprobe together with the candidates; give --candidates too to keep it"
+            )
+    if candidates is not None and rerank == "none":
+        raise InputError("--candidates: a prefix-only index (--rerank none) has no rerank candidates; drop it")
+
+
 def _read_ids(path: str, n: int) -> np.ndarray:
     from ..validation import check_ids
 
@@ -282,6 +304,7 @@ def build_command(
     if sum(bool(v) for v in (adaptor_dir, train, pca)) > 1:
         raise InputError("--adaptor, --train and --pca: choose at most one")
     backend_options = _backend_options(backend, named_options, option_pairs, ram_budget is not None)
+    _check_flags_apply(backend, index_type, ram_budget, named_options, candidates, rerank)
     for flag, value, key in (
         ("--url", url, "url"),
         ("--api-key", api_key, "api_key"),
