@@ -50,3 +50,31 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover - torch is a dependency
     pass
+
+
+def constructed_labelled_report(prefix: dict | None = None):
+    """A hand-made LabelledReport for the advisor's tests: dim 64, 1,000 corpus vectors, full nDCG@10 0.40,
+    an ANN sweep per method and m (m=8 never reaches 0.99 of anything; at m=16 "pca" needs C=80, "adaptor"
+    C=40; m=32 meets at C=10), and ``prefix`` (the prefix-alone rows; none by default)."""
+    from matryoshka_index.quality import LabelledReport
+
+    def pt(c, recall, ndcg, qps):
+        return {"candidates": c, "recall@10": recall, "ndcg@10": ndcg, "qps": qps}
+
+    ann = {
+        "pca": {
+            8: [pt(10, 0.5, 0.30, 900), pt(80, 0.8, 0.38, 500)],
+            16: [pt(10, 0.7, 0.36, 800), pt(40, 0.95, 0.390, 700), pt(80, 0.995, 0.399, 600)],
+            32: [pt(10, 0.999, 0.40, 500)],
+        },
+        "adaptor": {
+            8: [pt(10, 0.6, 0.33, 850), pt(80, 0.85, 0.385, 450)],
+            16: [pt(10, 0.8, 0.37, 780), pt(40, 0.992, 0.397, 650), pt(80, 0.999, 0.40, 550)],
+            32: [pt(10, 0.999, 0.40, 480)],
+        },
+    }
+    return LabelledReport(
+        name="constructed", dim=64, dims=[8, 16, 32], methods=["pca", "adaptor"], n_corpus=1000,
+        n_test_queries=100, n_train_queries=0, n_train_pairs=0, full={"ndcg@10": 0.40}, prefix=prefix or {},
+        ann=ann, exact_qps=400.0,
+    )  # fmt: skip

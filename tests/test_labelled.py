@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import constructed_labelled_report
 
 from matryoshka_index import InputError, MatryoshkaAdaptor, MatryoshkaError
 from matryoshka_index.datasets import low_rank_corpus
@@ -408,32 +409,8 @@ def test_plot_without_matplotlib_is_one_clear_error(report, tmp_path, monkeypatc
 
 
 # ---------------------------------------------------------------------- the advisor
-def _constructed_report() -> LabelledReport:
-    def pt(c, recall, ndcg, qps):
-        return {"candidates": c, "recall@10": recall, "ndcg@10": ndcg, "qps": qps}
-
-    ann = {
-        # m=8 never reaches 0.99 of anything; at m=16 "pca" needs C=80, "adaptor" C=40; m=32 meets at C=10.
-        "pca": {
-            8: [pt(10, 0.5, 0.30, 900), pt(80, 0.8, 0.38, 500)],
-            16: [pt(10, 0.7, 0.36, 800), pt(40, 0.95, 0.390, 700), pt(80, 0.995, 0.399, 600)],
-            32: [pt(10, 0.999, 0.40, 500)],
-        },
-        "adaptor": {
-            8: [pt(10, 0.6, 0.33, 850), pt(80, 0.85, 0.385, 450)],
-            16: [pt(10, 0.8, 0.37, 780), pt(40, 0.992, 0.397, 650), pt(80, 0.999, 0.40, 550)],
-            32: [pt(10, 0.999, 0.40, 480)],
-        },
-    }
-    return LabelledReport(
-        name="constructed", dim=64, dims=[8, 16, 32], methods=["pca", "adaptor"], n_corpus=1000,
-        n_test_queries=100, n_train_queries=0, n_train_pairs=0, full={"ndcg@10": 0.40}, prefix={},
-        ann=ann, exact_qps=400.0,
-    )  # fmt: skip
-
-
 def test_advisor_picks_smallest_dimension_then_candidates():
-    r = _constructed_report()
+    r = constructed_labelled_report()
     a = advise(r, min_recall=0.99)
     assert (a.met, a.method, a.coarse_dim, a.candidates) == (True, "adaptor", 16, 40)
     assert a.coarse_bytes_per_vector == 64 and a.full_bytes_per_vector == 256
@@ -457,13 +434,13 @@ def test_advisor_picks_smallest_dimension_then_candidates():
 
 
 def test_advisor_reports_unmet_budget_and_parses_budgets():
-    a = advise(_constructed_report(), min_recall=0.9999)
+    a = advise(constructed_labelled_report(), min_recall=0.9999)
     assert not a.met and a.coarse_dim is not None and "NOT met" in str(a)
     assert parse_budget("ndcg-loss=1%") == {"max_ndcg_loss": pytest.approx(0.01)}
     assert parse_budget("recall@10=0.99") == {"min_recall": 0.99}
     with pytest.raises(InputError, match=r"^advise: "):
         parse_budget("speed=fast")
     with pytest.raises(InputError, match="exactly one budget"):
-        advise(_constructed_report())
+        advise(constructed_labelled_report())
     with pytest.raises(InputError, match=r"^max_ndcg_loss: "):
-        advise(_constructed_report(), max_ndcg_loss=1.0)
+        advise(constructed_labelled_report(), max_ndcg_loss=1.0)

@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import brute_force, make_corpus
+from conftest import brute_force, constructed_labelled_report, make_corpus
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
@@ -21,7 +21,7 @@ from matryoshka_index.cli import main
 from matryoshka_index.errors import FormatError, InputError
 from matryoshka_index.manifest import MANIFEST_FILE, check_manifest_fields, manifest_bytes, seal_manifest
 from matryoshka_index.metrics import ann_recall, ndcg_at_k
-from matryoshka_index.quality import LabelledReport, advise
+from matryoshka_index.quality import advise
 
 
 def run(*args: str):
@@ -495,34 +495,16 @@ def test_prefix_only_migration_refusals_are_one_line(source_adaptor, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ the advisor
-def _advisor_report() -> LabelledReport:
-    """dim 64, 1,000 corpus vectors, full nDCG@10 0.40; the prefix alone per method and m, and an ANN sweep
-    (the two-stage index: adaptor m=16 first reaches recall 0.99, at 40 candidates)."""
+# dim 64, 1,000 corpus vectors, full nDCG@10 0.40, an ANN sweep (the two-stage index: adaptor m=16 first
+# reaches recall 0.99, at 40 candidates) and the prefix alone per method and m
+PREFIX_ROWS = {
+    "pca": {8: {"ndcg@10": 0.30}, 16: {"ndcg@10": 0.37}, 32: {"ndcg@10": 0.396}, 64: {"ndcg@10": 0.40}},
+    "adaptor": {8: {"ndcg@10": 0.33}, 16: {"ndcg@10": 0.385}, 32: {"ndcg@10": 0.399}, 64: {"ndcg@10": 0.40}},
+}
 
-    def pt(c, recall, ndcg, qps):
-        return {"candidates": c, "recall@10": recall, "ndcg@10": ndcg, "qps": qps}
 
-    ann = {
-        "pca": {
-            8: [pt(10, 0.5, 0.30, 900), pt(80, 0.8, 0.38, 500)],
-            16: [pt(10, 0.7, 0.36, 800), pt(40, 0.95, 0.390, 700), pt(80, 0.995, 0.399, 600)],
-            32: [pt(10, 0.999, 0.40, 500)],
-        },
-        "adaptor": {
-            8: [pt(10, 0.6, 0.33, 850), pt(80, 0.85, 0.385, 450)],
-            16: [pt(10, 0.8, 0.37, 780), pt(40, 0.992, 0.397, 650), pt(80, 0.999, 0.40, 550)],
-            32: [pt(10, 0.999, 0.40, 480)],
-        },
-    }
-    prefix = {
-        "pca": {8: {"ndcg@10": 0.30}, 16: {"ndcg@10": 0.37}, 32: {"ndcg@10": 0.396}, 64: {"ndcg@10": 0.40}},
-        "adaptor": {8: {"ndcg@10": 0.33}, 16: {"ndcg@10": 0.385}, 32: {"ndcg@10": 0.399}, 64: {"ndcg@10": 0.40}},
-    }
-    return LabelledReport(
-        name="constructed", dim=64, dims=[8, 16, 32], methods=["pca", "adaptor"], n_corpus=1000,
-        n_test_queries=100, n_train_queries=0, n_train_pairs=0, full={"ndcg@10": 0.40}, prefix=prefix,
-        ann=ann, exact_qps=400.0,
-    )  # fmt: skip
+def _advisor_report():
+    return constructed_labelled_report(PREFIX_ROWS)
 
 
 def test_advisor_shows_the_bytes_saved_per_vector_and_for_the_collection():
