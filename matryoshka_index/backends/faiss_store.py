@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StorageError
-from ..storage import advise_random, disk_error, owned_temp_dir, preallocate, remove_temp_dir, stream_rows
+from ..storage import advise_random, disk_error, owned_temp_dir, preallocate, remove_temp_dir, stream_rows, write_all
 
 __all__ = ["CHUNK_ROWS", "PREFETCH_BYTES", "FullStore", "SpillFile", "prefetch_enabled"]
 
@@ -140,7 +140,7 @@ class SpillFile:
         if need > self._cap:
             self._grow(need)
         try:
-            _pwrite_all(self._fd, memoryview(x).cast("B"), self.n * self.dim * 4)
+            write_all(self._fd, memoryview(x).cast("B"), self.n * self.dim * 4)
         except OSError as exc:
             raise (disk_error(exc, self.path) or exc) from None
         self.n = need
@@ -173,12 +173,6 @@ class SpillFile:
     def close(self) -> None:
         self._mm = None
         self._finalizer()
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:  # a write may be short
-        done = os.pwrite(fd, data, offset)
-        data, offset = data[done:], offset + done
 
 
 def _close_and_remove(fd: int, directory: str) -> None:

@@ -673,11 +673,11 @@ def write_npy(
     with _temp_beside(path) as (fd, tmp):
         try:
             preallocate(fd, len(header) + total, path)
-            _write_all(fd, header)
+            write_all(fd, header)
             written = 0
             for chunk in chunks:
                 block = np.ascontiguousarray(chunk, dtype=dt)
-                _write_all(fd, memoryview(block).cast("B"))
+                write_all(fd, memoryview(block).cast("B"))
                 written += block.nbytes
             if written != total:
                 raise ValueError(f"write_npy: got {written} bytes of data for shape {shape} ({total} expected)")
@@ -688,10 +688,14 @@ def write_npy(
     _fsync_dir(path.parent)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+    """Write every byte of ``data`` to ``fd``: at its current position, or from byte ``offset`` (``pwrite``)."""
     view = memoryview(data)
     while view:  # a write may be short
-        view = view[os.write(fd, view) :]
+        done = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[done:]
+        if offset is not None:
+            offset += done
 
 
 def save_npy(path: str | os.PathLike[str], arr: np.ndarray) -> None:
