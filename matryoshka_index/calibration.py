@@ -25,22 +25,32 @@ spirit of faiss contrib's ``OperatingPoints``) and answers "the smallest setting
   :class:`~matryoshka_index.errors.CalibrationError` and keeps the default it had, a build warns
   (:class:`~matryoshka_index.errors.CalibrationWarning`) and records it under ``"warning"``.
 
-Users: :meth:`MatryoshkaIndex.calibrate <matryoshka_index.MatryoshkaIndex.calibrate>` (and the
-build), the labelled evaluation's candidates sweep and the dimension advisor.
+The record of a calibration is one typed :class:`CalibrationRecord` (the manifest's ``calibration``
+section through :meth:`~CalibrationRecord.to_dict` / :meth:`~CalibrationRecord.from_dict`), and the
+calibration of an index's backend is :func:`calibrate_search` (the measure: a two-stage search of
+the queries against their exact neighbours). Users, each through this module: the build
+(:func:`held_out_truth`, :func:`too_few_queries`, :func:`prefix_only_record`, :func:`calibrate_search`),
+:meth:`MatryoshkaIndex.calibrate <matryoshka_index.MatryoshkaIndex.calibrate>`, the RAM budget's
+trial indexes (their records), the labelled evaluation's candidates sweep (:data:`SWEEP_CANDIDATES`,
+every other step of the one ladder), the dimension advisor (:class:`OperatingPoints`) and the
+migration, which does not calibrate (:data:`UNCALIBRATED_CANDIDATES`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InputError
+from .errors import CalibrationError, InputError
+from .exact import exact_topk
 from .metrics import per_query_recall
+from .progress import progress
+from .validation import l2_normalize
 
 CONFIDENCE_Z = 1.645
 """One-sided 95%: the calibrated recall's lower confidence bound must reach the target."""
@@ -48,6 +58,9 @@ CALIBRATION_K = 10
 """The default candidate count is calibrated for recall@10."""
 MAX_CANDIDATES = 4096
 """The top of the candidate ladder (and the cap of a build's calibration)."""
+UNCALIBRATED_CANDIDATES = 100
+"""The default candidates of an index nobody calibrated (a migrated Qdrant collection, whose recall the
+migration measures at this count); ``mindex calibrate`` on real queries replaces it."""
 
 
 def recall_with_lower_bound(found: np.ndarray, truth: np.ndarray, z: float = CONFIDENCE_Z) -> tuple[float, float]:
@@ -97,9 +110,12 @@ def check_calibration_queries(n_queries: int, target: float, k: int = CALIBRATIO
     return need
 
 
-def not_reached_message(record: dict[str, Any], *, cap: int, n: int, knob: str | None, outcome: str) -> str:
+def not_reached_message(
+    record: CalibrationRecord | Mapping[str, Any], *, cap: int, n: int, knob: str | None, outcome: str
+) -> str:
     """One line: the target, what was reached at the most candidates tried, ``outcome`` (what the index
     does now) and what to do."""
+    record = record.to_dict() if isinstance(record, CalibrationRecord) else record
     options = [f"allow more candidates (max_candidates, now {cap}, of {n} vectors)"] if cap < n else []
     options.append("lower target_recall")
     finer = "rebuild with a larger coarse_dim or a trained adaptor"
@@ -112,7 +128,8 @@ def not_reached_message(record: dict[str, Any], *, cap: int, n: int, knob: str |
 
 
 def candidate_ladder(k: int, cap: int) -> list[int]:
-    """Geometric ladder k, k*2^(1/4), k*2^(2/4), ... (rounded, distinct) up to and including ``cap``."""
+    """Geometric ladder k, k*2^(1/4), k*2^(2/4), ... (rounded, distinct) up to and including ``cap``: the
+    one ladder of candidate counts (the calibration's; a sweep takes every other step of it)."""
     cap = max(k, cap)
     out: list[int] = []
     i = 0
@@ -138,6 +155,78 @@ def smallest(values: Sequence[int], ok: Callable[[int], bool]) -> int | None:
         else:
             lo = mid + 1
     return values[lo]
+
+
+# ---------------------------------------------------------------------- the record
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """How an index's default candidates were chosen: the manifest's ``calibration`` section, typed.
+
+    Four kinds, by the fields they set: none (``{}``: nothing calibrated yet, e.g. a migration);
+    ``skipped`` alone (too few vectors); ``skipped`` with the recall a prefix-only index's coarse
+    stage reaches (:func:`prefix_only_record`); a calibration (``candidates`` and the rest, from
+    :meth:`Calibrator.run`). A field left ``None`` is not written, except ``knob``, which a
+    calibration always writes (``null``: no search knob), and ``min_queries``, written when
+    ``fallback`` says the queries were too few for the bound (``null``: no sample shows that target).
+    Keys this version does not know are kept in ``extra`` and written back as read.
+    Frozen: what is added later (the RAM budget's report, a warning) makes a new record (``replace``).
+    """
+
+    skipped: str | None = None
+    k: int | None = None
+    target_recall: float | None = None
+    recall: float | None = None
+    recall_lower_bound: float | None = None
+    reached: bool | None = None
+    queries: int | None = None
+    candidates: int | None = None
+    knob: dict[str, int] | None = None
+    truth: str | None = None
+    method: str | None = None
+    query_source: str | None = None
+    steps: list[list[Any]] | None = None
+    seconds: float | None = None
+    fallback: bool = False
+    min_queries: int | None = None
+    warning: str | None = None
+    budget: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``calibration`` section (a fresh dict)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("fallback", "extra"):
+                continue
+            if value is not None or (f.name == "knob" and self.candidates is not None):
+                out[f.name] = value
+            elif f.name == "min_queries" and self.fallback:
+                out[f.name] = None
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, section: Mapping[str, Any] | None) -> CalibrationRecord:
+        """The record a manifest's ``calibration`` section holds (``None`` or ``{}``: none)."""
+        section = dict(section or {})
+        known = {f.name for f in fields(cls)} - {"fallback", "extra"}
+        given = {name: section.pop(name) for name in list(section) if name in known}
+        return cls(**given, fallback="min_queries" in given, extra=section)
+
+    @property
+    def calibrated(self) -> bool:
+        """A calibration chose the candidates (not skipped, not empty)."""
+        return self.candidates is not None
+
+    def with_budget(self, budget: dict[str, Any]) -> CalibrationRecord:
+        """This record with the RAM budget's report (``ram_budget`` builds)."""
+        return replace(self, budget=budget)
+
+
+def skipped_record(why: str) -> CalibrationRecord:
+    """Nothing calibrated, and why (e.g. a corpus of one vector)."""
+    return CalibrationRecord(skipped=why)
 
 
 # ---------------------------------------------------------------------- operating points
@@ -311,6 +400,40 @@ class Calibrator:
         assert best is not None  # c0 reached the target with the exhaustive knob value
         return Choice(best[1], best[2], method)
 
+    def run(
+        self,
+        points: OperatingPoints,
+        target: float,
+        *,
+        queries: int,
+        truth_note: str,
+        query_source: str,
+        fixed: int | None = None,
+        fixed_knob: int | None = None,
+        started: float | None = None,
+    ) -> tuple[Choice, CalibrationRecord]:
+        """:meth:`choose`, then the record of the calibration."""
+        t_start = time.perf_counter() if started is None else started
+        choice = self.choose(points, target, fixed=fixed, fixed_knob=fixed_knob)
+        final = points.measure(choice.candidates, choice.knob)
+        name = self.knob_name
+        record = CalibrationRecord(
+            k=self.k,
+            target_recall=target,
+            recall=round(final.recall, 5),
+            recall_lower_bound=round(final.lower_bound, 5),
+            reached=bool(final.lower_bound >= target),
+            queries=queries,
+            candidates=int(choice.candidates),
+            knob={name: int(choice.knob)} if name and choice.knob is not None else None,
+            truth=truth_note,
+            method=choice.method,
+            query_source=query_source,
+            steps=points.steps(),
+            seconds=round(time.perf_counter() - t_start, 3),
+        )
+        return choice, record
+
     def calibrate(
         self,
         points: OperatingPoints,
@@ -323,41 +446,195 @@ class Calibrator:
         fixed_knob: int | None = None,
         started: float | None = None,
     ) -> tuple[Choice, dict[str, Any]]:
-        """:meth:`choose`, then the calibration record (the manifest's ``calibration`` section)."""
-        t_start = time.perf_counter() if started is None else started
-        choice = self.choose(points, target, fixed=fixed, fixed_knob=fixed_knob)
-        final = points.measure(choice.candidates, choice.knob)
-        name = self.knob_name
-        record = {
-            "k": self.k,
-            "target_recall": target,
-            "recall": round(final.recall, 5),
-            "recall_lower_bound": round(final.lower_bound, 5),
-            "reached": bool(final.lower_bound >= target),
-            "queries": queries,
-            "candidates": int(choice.candidates),
-            "knob": {name: int(choice.knob)} if name and choice.knob is not None else None,
-            "truth": truth_note,
-            "method": choice.method,
-            "query_source": query_source,
-            "steps": points.steps(),
-            "seconds": round(time.perf_counter() - t_start, 3),
-        }
-        return choice, record
+        """:meth:`run`, the record as the manifest's ``calibration`` section (a dict)."""
+        choice, record = self.run(
+            points,
+            target,
+            queries=queries,
+            truth_note=truth_note,
+            query_source=query_source,
+            fixed=fixed,
+            fixed_knob=fixed_knob,
+            started=started,
+        )
+        return choice, record.to_dict()
+
+
+# ---------------------------------------------------------------------- an index's calibration
+SWEEP_CANDIDATES = tuple(candidate_ladder(CALIBRATION_K, 1280)[::2])
+"""Candidate counts of an evaluation's sweep: every other step of the one ladder (x sqrt(2)), 10 to 1280."""
+
+
+class CalibratedSearch(Protocol):
+    """What :func:`calibrate_search` asks of a backend: its size, its two-stage search, exact search."""
+
+    def __len__(self) -> int: ...
+
+    def search(
+        self, coarse_queries: np.ndarray, full_queries: np.ndarray, k: int, candidates: int
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def exact_search(self, full_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class SearchKnobControl(Protocol):
+    """A backend's search knob (``backends.base.SearchKnob``: IVF's ``nprobe``), as the calibration turns it."""
+
+    def search_knob(self) -> tuple[str, Sequence[int]] | None: ...
+
+    def set_search_knob(self, value: int) -> None: ...
+
+    def get_search_knob(self) -> int | None: ...
+
+    def search_cost(self, candidates: int, knob: int | None = None) -> float: ...
+
+
+def held_out_truth(
+    queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, indexed: np.ndarray, k: int, *, metric: str
+) -> np.ndarray:
+    """Ids of each held-out query's ``k`` exact neighbours among the ``indexed`` rows of ``vectors``, by the
+    original vectors (``-1`` = none): the truth when the index holds no originals to search exactly."""
+    normalize = metric == "cosine"
+    _, rows = exact_topk(
+        l2_normalize(queries) if normalize else queries, vectors, k, normalize=normalize, include=indexed
+    )
+    return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+
+
+def too_few_queries(n_queries: int, target: float, k: int, n: int) -> tuple[int, tuple[str, int | None]] | None:
+    """``(candidates, (method, min_queries))`` when ``n_queries`` are too few for the lower bound at
+    ``target`` (a bisection would be decided by luck): the largest candidate count, not a calibrated one."""
+    need = min_queries(target, k)
+    if need is not None and n_queries >= need:
+        return None
+    fixed = min(n, MAX_CANDIDATES)
+    method = (
+        f"too few queries for the lower confidence bound ({n_queries} held out; target_recall {target} "
+        f"needs {need or 'more than any sample'}): the largest candidate count"
+        + (" (every vector: exact search)" if fixed == n else "")
+        + ", not a calibrated one"
+    )
+    return fixed, (method, need)
+
+
+def prefix_only_record(found: np.ndarray, truth: np.ndarray, k: int) -> CalibrationRecord:
+    """A prefix-only index's record: nothing to calibrate (no rerank), but the recall@k its coarse stage
+    alone (``found``) reaches against exact full-dimension search (``truth``) on held-out rows."""
+    recall, bound = recall_with_lower_bound(found, truth)
+    return CalibrationRecord(
+        skipped="rerank=None (prefix only): no full vectors, so no rerank candidates to calibrate; search is "
+        "the coarse stage alone and its scores are inner products of the adapted prefix",
+        k=k,
+        recall=round(float(recall), 5),
+        recall_lower_bound=round(float(bound), 5),
+        queries=len(found),
+        truth="exact inner-product search over the original full vectors, measured at build time",
+        query_source="random corpus rows held out of the index while measuring, then added",
+    )
+
+
+def calibrate_search(
+    backend: CalibratedSearch,
+    coarse_queries: np.ndarray,
+    full_queries: np.ndarray,
+    *,
+    knob_control: SearchKnobControl | None,
+    target: float,
+    truth: np.ndarray | None,
+    fixed: int | None,
+    max_candidates: int,
+    truth_note: str,
+    query_source: str,
+    k: int = CALIBRATION_K,
+    quiet: bool = False,
+    fallback: tuple[str, int | None] | None = None,
+    if_not_reached: str = "record",
+    candidates_now: int | None = None,
+    started: float | None = None,
+) -> CalibrationRecord:
+    """The smallest candidates (and knob value) at which ``backend``'s two-stage search of the prepared
+    queries reaches ``target`` (recall@k's lower bound against ``truth``, default: the backend's exact
+    search); the backend's knob is left at the value chosen.
+
+    ``knob_control``: the backend itself when it has a search knob (``SearchKnob``), else None.
+    ``fixed``: candidates chosen by the caller (their recall is still measured); ``fallback``:
+    ``(method, min_queries)`` when the caller fixed them because the queries are too few for the bound
+    (:func:`too_few_queries`: the knob is then the exhaustive value, and the target still applies).
+    A target not reached (unless the caller fixed the candidates) raises :class:`CalibrationError`
+    with ``if_not_reached="raise"``, the knob put back and ``candidates_now`` named as kept, else is
+    recorded under ``warning``.
+    """
+    t_start = time.perf_counter() if started is None else started
+    n = len(backend)
+    k = max(1, min(k, n))
+    if truth is None:
+        _, truth = backend.exact_search(full_queries, k)
+    knob = knob_control.search_knob() if knob_control is not None else None
+    knob_before = knob_control.get_search_knob() if knob_control is not None and knob else None
+
+    def measure(c: int, knob_value: int | None) -> tuple[float, float]:
+        if knob_value is not None and knob_control is not None:
+            knob_control.set_search_knob(knob_value)
+        _, found = backend.search(coarse_queries, full_queries, k, c)
+        return recall_with_lower_bound(found, truth)
+
+    cap = min(n, max_candidates)
+    cost = knob_control.search_cost if knob and knob_control is not None else None
+    calibrator = Calibrator(k, cap, knob=knob, cost=cost)
+    fixed_knob = knob_before if fixed is not None and fallback is None else None
+    bar = progress(desc="calibrating", unit="search", quiet=quiet)
+    points = OperatingPoints(measure, on_measure=lambda _: bar.update(1))
+    try:
+        choice, record = calibrator.run(
+            points,
+            target,
+            queries=len(coarse_queries),
+            truth_note=truth_note,
+            query_source=query_source,
+            fixed=fixed,
+            fixed_knob=fixed_knob,
+            started=t_start,
+        )
+    finally:
+        bar.close()
+    if fallback is not None:
+        record = replace(record, method=fallback[0], fallback=True, min_queries=fallback[1])
+    if (fixed is None or fallback is not None) and not record.reached:
+        where = {"cap": cap, "n": n, "knob": calibrator.knob_name}
+        if if_not_reached == "raise":
+            if knob_before is not None and knob_control is not None:  # the measurement moved the knob: put it back
+                knob_control.set_search_knob(knob_before)
+            kept = f"the index keeps its {candidates_now} candidates"
+            raise CalibrationError(not_reached_message(record, outcome=kept, **where), record.to_dict())
+        used = "the index uses them (search(..., candidates=N) overrides it)"
+        record = replace(record, warning=not_reached_message(record, outcome=used, **where))
+    if knob_control is not None and knob is not None and choice.knob is not None:
+        knob_control.set_search_knob(choice.knob)
+    return record
 
 
 __all__ = [
     "CALIBRATION_K",
     "CONFIDENCE_Z",
     "MAX_CANDIDATES",
+    "SWEEP_CANDIDATES",
+    "UNCALIBRATED_CANDIDATES",
+    "CalibratedSearch",
+    "CalibrationRecord",
     "Calibrator",
     "Choice",
     "OperatingPoint",
     "OperatingPoints",
+    "SearchKnobControl",
+    "calibrate_search",
     "candidate_ladder",
     "check_calibration_queries",
+    "held_out_truth",
     "min_queries",
     "not_reached_message",
+    "prefix_only_record",
     "recall_with_lower_bound",
+    "skipped_record",
     "smallest",
+    "too_few_queries",
 ]

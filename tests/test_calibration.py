@@ -3,6 +3,9 @@ for, closing an index, and the names that moved in issue 10 still importable fro
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import make_corpus
@@ -10,6 +13,8 @@ from conftest import make_corpus
 from matryoshka_index import MatryoshkaIndex
 from matryoshka_index.backends import Closeable, ReportsTimings, SearchKnob, StoresIndexMetadata, TrainableCoarse
 from matryoshka_index.calibration import (
+    SWEEP_CANDIDATES,
+    CalibrationRecord,
     Calibrator,
     OperatingPoint,
     OperatingPoints,
@@ -88,6 +93,26 @@ def test_calibrator_with_a_knob_keeps_the_cheapest_pair_reaching_the_target():
     assert calibrator.choose(OperatingPoints(measure), 0.9, fixed=30).knob == 16
     with pytest.raises(ValueError, match="cost model"):
         Calibrator(10, 40, knob=("nprobe", [1, 2]))
+
+
+def test_the_calibration_record_writes_every_section_back_as_it_was_read():
+    fixtures = Path(__file__).parent / "fixtures" / "index_v1"
+    sections = [json.loads(p.read_text())["calibration"] for p in sorted(fixtures.glob("*/manifest.json"))]
+    assert sections and all("candidates" in s for s in sections)
+    fallback = {**sections[0], "method": "too few queries", "min_queries": None, "warning": "w", "later": [1]}
+    sections += [{}, {"skipped": "1 vector(s); calibration needs at least 2"}, fallback]
+    for section in sections:
+        record = CalibrationRecord.from_dict(section)
+        assert record.to_dict() == section
+        assert record.calibrated == ("candidates" in section)
+    assert CalibrationRecord.from_dict(fallback).extra == {"later": [1]}
+    assert CalibrationRecord.from_dict(None) == CalibrationRecord() and CalibrationRecord().to_dict() == {}
+
+
+def test_the_evaluation_sweep_takes_every_other_step_of_the_one_ladder():
+    ladder = candidate_ladder(10, 1280)
+    assert list(SWEEP_CANDIDATES) == ladder[::2] and SWEEP_CANDIDATES[-1] == 1280
+    assert SWEEP_CANDIDATES[:5] == (10, 14, 20, 28, 40)  # x sqrt(2), as the sweep's own ladder was
 
 
 def test_unreachable_target_takes_the_top_of_the_ladder_and_says_so():

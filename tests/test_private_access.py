@@ -49,7 +49,7 @@ ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
     ("index/build.py", "index._store"): (1, "build calls the index's backend step"),
     ("index/build.py", "self._attach_metadata"): (1, "build_index's local self is the index it built"),
     ("index/build.py", "self._backend"): (1, "the same module-level self"),
-    ("index/build.py", "self._calibration"): (1, "the same module-level self"),
+    ("index/build.py", "self._calibration"): (2, "the same module-level self"),
     ("index/describe.py", "index._calibration"): (1, "info() reads the index's state directly"),
     ("index/describe.py", "index._candidates"): (1, "info() reads the index's state directly"),
     ("index/describe.py", "index._lock"): (1, "info() takes the index's lock"),

@@ -20,12 +20,19 @@ from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import get_backend_class
 from ..backends.base import METRICS, TrainableCoarse, stores_prefix_only
-from ..calibration import CALIBRATION_K, MAX_CANDIDATES, min_queries, recall_with_lower_bound
+from ..calibration import (
+    CALIBRATION_K,
+    MAX_CANDIDATES,
+    CalibrationRecord,
+    held_out_truth,
+    prefix_only_record,
+    skipped_record,
+    too_few_queries,
+)
 from ..errors import CalibrationWarning, InputError
-from ..exact import exact_topk
 from ..manifest import PREFIX_ONLY, RERANKS
 from ..progress import progress
-from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
+from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks
 from .budget import check_budget, check_built_bytes, choose_configuration
 from .device_stage import attach_device, resolve_index_device
 from .points import PayloadStore, index_keeps_payloads
@@ -292,23 +299,11 @@ def calibrate_held_out(
     k = min(CALIBRATION_K, len(index.backend))
     if index.rerank == "adapted" and index.adaptor is not None:
         # The backend holds adapted vectors; recall is promised against search over the originals.
-        orig_q = l2_normalize(q) if index.metric == "cosine" else q
-        _, rows = exact_topk(orig_q, vectors, k, normalize=index.metric == "cosine", include=indexed)
-        truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
+        truth = held_out_truth(q, vectors, id_arr, indexed, k, metric=index.metric)
         note = "exact inner-product search over the original vectors (rerank uses the adapted ones)"
-    # Fewer held-out rows than the bound needs (a small corpus, few calibration_queries, a target of
-    # 1.0): a bisection would be decided by luck, so the default is the largest candidate count.
-    need = min_queries(target_recall, k)
     fallback = None
-    if fixed is None and (need is None or len(q) < need):
-        fixed = min(len(vectors), MAX_CANDIDATES)
-        fallback = (
-            f"too few queries for the lower confidence bound ({len(q)} held out; target_recall {target_recall} "
-            f"needs {need or 'more than any sample'}): the largest candidate count"
-            + (" (every vector: exact search)" if fixed == len(vectors) else "")
-            + ", not a calibrated one",
-            need,
-        )
+    if fixed is None and (few := too_few_queries(len(q), target_recall, k, len(vectors))) is not None:
+        fixed, fallback = few
     record = index._calibrate(
         q,
         target=target_recall,
@@ -322,33 +317,21 @@ def calibrate_held_out(
         fallback=fallback,
         rows_are_documents=True,
     )
-    if "warning" in record:  # the index is usable; the build says loudly that the target was missed
-        warnings.warn(record["warning"], CalibrationWarning, stacklevel=5)
+    if record.warning is not None:  # the index is usable; the build says loudly that the target was missed
+        warnings.warn(record.warning, CalibrationWarning, stacklevel=5)
 
 
 def measure_prefix_only(
     index: MatryoshkaIndex, vectors: np.ndarray, id_arr: np.ndarray, held: np.ndarray, indexed: np.ndarray
-) -> dict[str, Any]:
-    """A prefix-only index's record: nothing to calibrate (no rerank), but the recall@10 its coarse stage
-    alone reaches against exact full-dimension search, measured on the held-out rows while the full
-    vectors are still at hand (the index keeps none)."""
+) -> CalibrationRecord:
+    """A prefix-only index's record: the recall@10 its coarse stage alone reaches against exact
+    full-dimension search, measured on the held-out rows while the full vectors are still at hand
+    (the index keeps none)."""
     q = np.asarray(vectors[held], dtype=np.float32)
     k = min(CALIBRATION_K, int(indexed.sum()))
-    normalize = index.metric == "cosine"
-    _, rows = exact_topk(l2_normalize(q) if normalize else q, vectors, k, normalize=normalize, include=indexed)
-    truth = np.where(rows >= 0, id_arr[np.maximum(rows, 0)], -1)
+    truth = held_out_truth(q, vectors, id_arr, indexed, k, metric=index.metric)
     _, found = index.search(q, k)
-    recall, bound = recall_with_lower_bound(found, truth)
-    return {
-        "skipped": "rerank=None (prefix only): no full vectors, so no rerank candidates to calibrate; search is "
-        "the coarse stage alone and its scores are inner products of the adapted prefix",
-        "k": k,
-        "recall": round(float(recall), 5),
-        "recall_lower_bound": round(float(bound), 5),
-        "queries": len(q),
-        "truth": "exact inner-product search over the original full vectors, measured at build time",
-        "query_source": "random corpus rows held out of the index while measuring, then added",
-    }
+    return prefix_only_record(found, truth, k)
 
 
 def fill_and_calibrate(
@@ -378,7 +361,7 @@ def fill_and_calibrate(
                 index, vectors, id_arr, held, ~is_held, target_recall=target_recall, fixed=candidates, quiet=quiet
             )
         else:
-            index._calibration = {"skipped": f"{n} vector(s); calibration needs at least 2"}
+            index._calibration = skipped_record(f"{n} vector(s); calibration needs at least 2")
         for sl in iter_row_chunks(len(held), BUILD_CHUNK_ROWS):
             add_rows(index, vectors, id_arr, payloads, held[sl])
 
@@ -473,7 +456,7 @@ def build_index(
         coarse_dim=coarse_dim,
         full_dim=full_dim,
         candidates=candidates or CALIBRATION_K,
-        calibration={},
+        calibration=CalibrationRecord(),
     )
     train_coarse_index(self, vectors, sample_rows)
     held = held_out_rows(len(vectors), args["calibration_queries"], rng)
@@ -488,6 +471,6 @@ def build_index(
         quiet=quiet,
     )
     if choice is not None:
-        self._calibration["budget"] = check_built_bytes(choice["record"], self._backend.memory())
+        self._calibration = self._calibration.with_budget(check_built_bytes(choice["record"], self._backend.memory()))
     self._attach_metadata()
     return self

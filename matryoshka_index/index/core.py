@@ -62,13 +62,11 @@ from ..backends.base import Closeable, ReportsTimings, SearchKnob, StoresIndexMe
 from ..calibration import (
     CALIBRATION_K,
     MAX_CANDIDATES,
-    Calibrator,
-    OperatingPoints,
+    CalibrationRecord,
+    calibrate_search,
     check_calibration_queries,
-    not_reached_message,
-    recall_with_lower_bound,
 )
-from ..errors import CalibrationError, FormatError, InputError
+from ..errors import FormatError, InputError
 from ..manifest import ADAPTOR_DIR, PREFIX_ONLY, make_manifest, now_utc
 from ..progress import progress
 from ..threads import limited as limited_threads
@@ -233,7 +231,7 @@ class MatryoshkaIndex:
         coarse_dim: int,
         full_dim: int,
         candidates: int,
-        calibration: dict[str, Any],
+        calibration: CalibrationRecord,
         created: str | None = None,
         path: Path | None = None,
     ) -> MatryoshkaIndex:
@@ -246,7 +244,7 @@ class MatryoshkaIndex:
         self.coarse_dim = coarse_dim
         self.full_dim = full_dim
         self._candidates = int(candidates)
-        self._calibration = dict(calibration)
+        self._calibration = calibration
         self._created = created or now_utc()
         self._path = path
         self._modified_since_load = path is None
@@ -263,7 +261,7 @@ class MatryoshkaIndex:
             metric, rerank = manifest["metric"], manifest["rerank"]
             input_dim, coarse_dim, full_dim = (int(manifest[k]) for k in ("input_dim", "coarse_dim", "full_dim"))
             candidates = int(manifest["candidates"])
-            calibration = dict(manifest.get("calibration") or {})
+            calibration = CalibrationRecord.from_dict(manifest.get("calibration"))
             kind = manifest.get("adaptor", {}).get("kind", adaptor_kind(adaptor))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"index manifest is incomplete or malformed ({exc.__class__.__name__}: {exc})") from None
@@ -321,7 +319,8 @@ class MatryoshkaIndex:
 
     @property
     def calibration(self) -> dict[str, Any]:
-        return dict(self._calibration)
+        """How the default candidates were chosen: the manifest's ``calibration`` section (a fresh dict)."""
+        return self._calibration.to_dict()
 
     def __len__(self) -> int:
         return len(self._backend)
@@ -563,7 +562,7 @@ class MatryoshkaIndex:
             )
         q = self._check_vectors(queries, "queries")
         target = check_fraction(
-            self._calibration.get("target_recall", 0.99) if target_recall is None else target_recall, "target_recall"
+            (self._calibration.target_recall or 0.99) if target_recall is None else target_recall, "target_recall"
         )
         max_candidates = check_positive_int(max_candidates, "max_candidates")
         check_calibration_queries(len(q), target, max(1, min(CALIBRATION_K, len(self._backend))))
@@ -581,7 +580,7 @@ class MatryoshkaIndex:
             )
             self._modified_since_load = True
             self._attach_metadata()
-        return record
+        return record.to_dict()
 
     def _calibrate(
         self,
@@ -598,66 +597,34 @@ class MatryoshkaIndex:
         fallback: tuple[str, int | None] | None = None,
         if_not_reached: str = "record",
         rows_are_documents: bool = False,
-    ) -> dict[str, Any]:
-        """Choose and store the default candidates (and knob) on queries ``q`` (see :mod:`..calibration`).
-
-        ``rows_are_documents``: ``q`` are corpus rows standing in for queries (the build's held-out
-        rows), adapted as the documents they are rather than through a query head.
-
-        ``fallback``: ``(method, min_queries)`` when the caller fixed ``fixed`` because the queries are
-        too few for the bound (the knob is then the exhaustive value, and the target still applies).
-        A target not reached (unless the caller fixed the candidates) raises a CalibrationError with
-        ``if_not_reached="raise"``, leaving the index as it was, else is recorded under ``"warning"``.
-        """
-        t_start = time.perf_counter()
-        be = self._backend
-        n = len(be)
-        k = max(1, min(k, n))
+    ) -> CalibrationRecord:
+        """Choose and store the default candidates (and knob) on queries ``q``: :func:`..calibration.calibrate_search`
+        on the backend, the queries prepared as searched (``rows_are_documents``: corpus rows standing in
+        for queries, the build's held-out rows, adapted as the documents they are). Returns the record."""
+        started = time.perf_counter()
         coarse_q, full_q = self._prepare(q, queries=not rows_are_documents)
-        if truth is None:
-            _, truth = be.exact_search(full_q, k)
-        knob = be.search_knob() if isinstance(be, SearchKnob) else None
-        knob_before = be.get_search_knob() if knob else None
-
-        def measure(c: int, knob_value: int | None) -> tuple[float, float]:
-            if knob_value is not None:
-                be.set_search_knob(knob_value)
-            _, found = be.search(coarse_q, full_q, k, c)
-            return recall_with_lower_bound(found, truth)
-
-        calibrator = Calibrator(k, min(n, max_candidates), knob=knob, cost=be.search_cost if knob else None)
-        fixed_knob = knob_before if fixed is not None and fallback is None else None
-        bar = progress(desc="calibrating", unit="search", quiet=quiet)
-        points = OperatingPoints(measure, on_measure=lambda _: bar.update(1))
-        try:
-            choice, record = calibrator.calibrate(
-                points,
-                target,
-                queries=len(q),
-                truth_note=truth_note,
-                query_source=query_source,
-                fixed=fixed,
-                fixed_knob=fixed_knob,
-                started=t_start,
-            )
-        finally:
-            bar.close()
-        if fallback is not None:
-            record["method"], record["min_queries"] = fallback
-        if (fixed is None or fallback is not None) and not record["reached"]:
-            where = {"cap": min(n, max_candidates), "n": n, "knob": calibrator.knob_name}
-            if if_not_reached == "raise":
-                if knob_before is not None:  # the measurement moved the knob: put it back
-                    be.set_search_knob(knob_before)
-                kept = f"the index keeps its {self._candidates} candidates"
-                raise CalibrationError(not_reached_message(record, outcome=kept, **where), record)
-            used = "the index uses them (search(..., candidates=N) overrides it)"
-            record["warning"] = not_reached_message(record, outcome=used, **where)
-        if knob is not None and choice.knob is not None:
-            be.set_search_knob(choice.knob)
-        self._candidates = int(choice.candidates)
+        be = self._backend
+        record = calibrate_search(
+            be,
+            coarse_q,
+            full_q,
+            knob_control=be if isinstance(be, SearchKnob) else None,
+            target=target,
+            truth=truth,
+            fixed=fixed,
+            max_candidates=max_candidates,
+            truth_note=truth_note,
+            query_source=query_source,
+            k=k,
+            quiet=quiet,
+            fallback=fallback,
+            if_not_reached=if_not_reached,
+            candidates_now=self._candidates,
+            started=started,
+        )
+        self._candidates = int(record.candidates)  # type: ignore[arg-type]  # a calibration always sets it
         self._calibration = record
-        return dict(self._calibration)
+        return record
 
     # ------------------------------------------------------------------ persistence
     def _manifest(self, backend_section: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> dict:
@@ -672,7 +639,7 @@ class MatryoshkaIndex:
             adaptor_directory=ADAPTOR_DIR if self._adaptor is not None else None,
             count=len(self._backend),
             candidates=self._candidates,
-            calibration=self._calibration,
+            calibration=self._calibration.to_dict(),
             backend=backend_section if backend_section is not None else {"kind": self._backend.kind},
             files=files,
         )

@@ -18,6 +18,7 @@ from qdrant_client import QdrantClient
 from ..backends.qdrant.collection import quantization_config
 from ..backends.qdrant.connection import connect, describe_client, is_local_client
 from ..backends.qdrant.metadata import META_KEY, index_record, utc_now
+from ..calibration import UNCALIBRATED_CANDIDATES
 from ..errors import InputError
 from ..validation import check_positive_int
 from .adapting import MIN_TRAIN_ROWS, resolve_adaptor
@@ -93,7 +94,7 @@ def migrate_collection(
     verify: str = "sample",
     verify_sample: int = 1000,
     recall_queries: int = 100,
-    candidates: int = 100,
+    candidates: int = UNCALIBRATED_CANDIDATES,
     adaptor: Any = None,
     adaptor_options: dict[str, Any] | None = None,
     batch_size: int = 256,
@@ -129,7 +130,10 @@ def migrate_collection(
     to its constructor; ``seed`` seeds the training sample and the training. ``target``: default
     ``<collection>_matryoshka``. ``alias``: switched to the target once verification passed.
     ``verify``: ``"sample"`` (``verify_sample`` random points) or ``"full"``; recall@10 is measured on
-    ``recall_queries`` sampled points with ``candidates``. ``verify_seed``: draw those points
+    ``recall_queries`` sampled points with ``candidates`` (default
+    :data:`~matryoshka_index.calibration.UNCALIBRATED_CANDIDATES`: a migration calibrates nothing, and the
+    collection's index record keeps this count as its default until the index's ``calibrate`` runs on
+    real queries). ``verify_seed``: draw those points
     reproducibly (seeded, from the ids) instead of with Qdrant's random sample. ``parallel``
     concurrent upserts of ``batch_size`` points (server mode); the checkpoint is written at most every
     ``checkpoint_seconds``. ``on_batch`` is called after each acknowledged batch.

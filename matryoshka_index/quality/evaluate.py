@@ -32,7 +32,7 @@ from .._version import __version__
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.estimator import default_matryoshka_dims
 from ..adaptor.pca import pca_rotation
-from ..calibration import OperatingPoint, OperatingPoints
+from ..calibration import SWEEP_CANDIDATES, OperatingPoint, OperatingPoints
 from ..errors import CalibrationError, InputError
 from ..metrics import Qrels, mrr_at_k, ndcg_at_k, neighbour_recall, recall_at_k
 from ..storage import atomic_write_json
@@ -42,8 +42,8 @@ from .frontier import code_options, parse_codes
 from .labels import METHOD_LABELS, METHODS
 from .labels import METRICS as METRICS  # importable from here as before
 
-# Candidate counts of the ANN sweep: a x sqrt(2) ladder, cut at the corpus size.
-DEFAULT_CANDIDATES = (10, 14, 20, 28, 40, 56, 80, 112, 160, 224, 320, 448, 640, 896, 1280)
+# Candidate counts of the ANN sweep (cut at the corpus size): every other step of the calibration's ladder.
+DEFAULT_CANDIDATES = SWEEP_CANDIDATES
 # Overrides of the library defaults for the supervised adaptor: none since ranking_weight=10 became the
 # library default (benchmarks/results/supervised_ablation.md); any MatryoshkaAdaptor parameter can be
 # set through ``supervised_adaptor``. Kept as a public name for code that reads it.
