@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_speed import Dataset, best_of, latencies, load, machine, synthetic_dataset
 
 from matryoshka_index import MatryoshkaAdaptor, MatryoshkaIndex
+from matryoshka_index.calibration import candidate_ladder
 from matryoshka_index.evaluation import recall_at_k
-from matryoshka_index.index import _candidate_ladder
 from matryoshka_index.storage import atomic_write_bytes
 from matryoshka_index.validation import iter_row_chunks, l2_normalize
 
@@ -146,7 +146,7 @@ class Baseline:
 
     def oracle(self, full: np.ndarray, q: np.ndarray, truth: np.ndarray, cap: int) -> tuple[int | None, float]:
         """Smallest c on the 2^(1/4) ladder whose recall@10 on these queries reaches the target."""
-        ladder = _candidate_ladder(K, min(cap, self.index.ntotal))
+        ladder = candidate_ladder(K, min(cap, self.index.ntotal))
         memo: dict[int, float] = {}
         prefix = None
         if self.rescore and not self.hnsw:

@@ -112,7 +112,8 @@ def test_without_torch_auto_is_the_cpu_and_cuda_says_so():
 from conftest import make_corpus  # noqa: E402
 
 from matryoshka_index import MatryoshkaIndex  # noqa: E402
-from matryoshka_index.index.device_stage import TorchStages, attach_device  # noqa: E402
+from matryoshka_index.backends.torch_stages import TorchStages  # noqa: E402
+from matryoshka_index.index.device_stage import attach_device  # noqa: E402
 
 
 @pytest.fixture(scope="module")

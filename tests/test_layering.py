@@ -1,9 +1,10 @@
 """The package's layers, checked on its source with ``ast`` (so they cannot regress unnoticed).
 
-Every ``import`` counts, at module level and inside functions (a lazy import is still a dependency);
-only imports under ``if TYPE_CHECKING:`` are skipped, since they never run. Checked:
+Every ``import`` counts, at module level, inside functions (a lazy import is still a dependency) and
+under ``if TYPE_CHECKING:`` (a type-only import never runs, but a reader still follows it: two files
+that name each other's types are one tangle). Checked:
 
-* no import circle among the package's modules;
+* no import circle among the package's modules, type-only imports included;
 * backends import only errors, validation, storage, progress, _version and the backends' own modules;
 * the adaptor imports nothing of the index, the backends, the migration, the quality tools or the CLI;
 * the index imports nothing of the evaluations, the migration or the CLI; nothing imports the CLI;
@@ -45,12 +46,6 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(tree: ast.AST, modules: set[str], here: str, is_package: bool) -> set[str]:
     """The package's modules imported anywhere in ``tree`` (``from pkg import name`` counts ``pkg.name``
     when that is a module, else ``pkg``)."""
@@ -58,10 +53,6 @@ def _imports(tree: ast.AST, modules: set[str], here: str, is_package: bool) -> s
     base = here if is_package else here.rpartition(".")[0]
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == PACKAGE:
@@ -142,8 +133,20 @@ def test_the_walker_sees_lazy_imports() -> None:
     assert f"{PACKAGE}.backends.faiss_backend" in GRAPH[f"{PACKAGE}.backends"]
 
 
+def test_the_walker_sees_type_only_imports() -> None:
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .core import Thing\n"
+    found = _imports(ast.parse(source), {f"{PACKAGE}.index.core"}, f"{PACKAGE}.index.build", False)
+    assert found == {f"{PACKAGE}.index.core"}
+
+
+# The one circle left once type-only imports count, plots.py <-> quality/ (plots.py imports the report
+# type-only), is undone on a parallel branch of issue 20 (plots.py into quality/): the lead empties this
+# when the branches merge; a circle listed here that no longer exists fails the test too.
+KNOWN_CIRCLES = [[f"{PACKAGE}.plots", f"{PACKAGE}.quality.evaluate", f"{PACKAGE}.quality.report"]]
+
+
 def test_no_import_circle() -> None:
-    assert cycles(GRAPH) == []
+    assert cycles(GRAPH) == KNOWN_CIRCLES
 
 
 def test_backends_import_only_the_layer_below() -> None:

@@ -3,54 +3,36 @@
 Modules, by concern:
 
 * :mod:`.core`: the :class:`MatryoshkaIndex` class (search, add/remove, calibrate, the lock around them);
+* :mod:`.parts`: what an index is made of (:class:`~.parts.IndexParts`) and the vectors each stage compares;
 * :mod:`.build`: the named steps of a build, adaptor resolution, the choice of the backend;
+* :mod:`.budget`: a RAM budget's choice of configuration, on trial indexes;
 * :mod:`.persistence`: saving to a directory atomically and loading it back;
 * :mod:`.describe`: what ``info()`` (``mindex info``) reports;
+* :mod:`.device_stage`: where the adaptor, the coarse search and the rerank run;
+* :mod:`.points`: hits with the points' own ids and payloads;
 * :mod:`.locking`: the readers-writer lock.
 
-Every name importable from ``matryoshka_index.index`` before it became a package still is, the
-private ones too (``# noqa: F401`` below: kept for code that reached into the single module).
+The collaborators take explicit parameters and return values (or :class:`~.parts.IndexParts`); only
+:mod:`.core` touches the index's state. Every public name importable from ``matryoshka_index.index``
+before it became a package still is.
 """
 
 from __future__ import annotations
 
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
-from ..calibration import CALIBRATION_K, MAX_CANDIDATES, recall_with_lower_bound
-from ..calibration import CONFIDENCE_Z as _CONFIDENCE_Z  # noqa: F401
-from ..calibration import candidate_ladder as _candidate_ladder  # noqa: F401
-from ..calibration import smallest as _smallest  # noqa: F401
+from ..calibration import CALIBRATION_K, recall_with_lower_bound
 from ..exact import exact_topk
 from ..manifest import ADAPTOR_DIR, FORMAT, FORMAT_VERSION, MANIFEST_FILE
-from ..storage import fsync_tree as _fsync_tree  # noqa: F401
-from .build import (
-    _QDRANT_LOCATIONS,  # noqa: F401
-    BUILD_CHUNK_ROWS,
-    INDEX_TYPES,
-    METRICS,
-    RERANKS,
-    Adaptor,
-    adaptor_kind,
-    embedded_qdrant_backend,
-)
-from .build import accepts as _accepts  # noqa: F401
-from .build import check_backend_options as _check_backend_options  # noqa: F401
-from .build import is_fitted as _is_fitted  # noqa: F401
-from .core import (
-    _SEARCH_CHUNK_ROWS,  # noqa: F401
-    MatryoshkaIndex,
-)
-from .locking import (
-    ReadWriteLock,
-    _ReadWriteLock,  # noqa: F401
-)
+from .build import BUILD_CHUNK_ROWS, INDEX_TYPES, METRICS, RERANKS, embedded_qdrant_backend
+from .core import MatryoshkaIndex
+from .locking import ReadWriteLock
+from .parts import Adaptor, adaptor_kind
 from .persistence import check_output_path
-
-_BUILD_CHUNK_ROWS = BUILD_CHUNK_ROWS
-_MAX_CANDIDATES = MAX_CANDIDATES
 
 __all__ = [
     "ADAPTOR_DIR",
+    "BUILD_CHUNK_ROWS",
     "CALIBRATION_K",
     "FORMAT",
     "FORMAT_VERSION",

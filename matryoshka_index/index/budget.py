@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import InputError
+from .parts import IndexParts
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,13 @@ def resident_bytes_per_vector(memory: dict[str, Any]) -> float:
     return round(memory["per_vector_bytes"] - ids, 2)
 
 
+@runtime_checkable
+class MeasuresMemory(Protocol):
+    """A backend that measures what its index keeps in memory (FAISS): what a RAM budget compares."""
+
+    def memory(self) -> dict[str, Any]: ...
+
+
 def describe_option(m: int, code: str, structure: str, options: dict[str, Any]) -> str:
     extra = "".join(f" {k}={v}" for k, v in sorted(options.items()))
     return f"coarse_dim={m} index={structure} code={code}{extra}"
@@ -131,7 +140,7 @@ def check_budget(ram_budget: Any, optimize: Any) -> float:
 
 
 def choose_configuration(
-    cls: Any,
+    build: Callable[..., IndexParts],
     vectors: np.ndarray,
     adaptor: Any,
     *,
@@ -144,7 +153,9 @@ def choose_configuration(
     backend_options: dict[str, Any],
     seed: int,
 ) -> dict[str, Any]:
-    """The chosen ``{"coarse_dim", "options", ...}`` and the report of every option; refuses an impossible budget."""
+    """The chosen ``{"coarse_dim", "options", ...}`` and the report of every option; refuses an impossible budget.
+
+    ``build``: the build's own steps (:func:`.build.build_index`), run on each trial sample."""
     n, dim = vectors.shape
     rng = np.random.default_rng(seed + 1)
     n_q = min(TRIAL_QUERIES, max(1, n // 10))
@@ -156,7 +167,7 @@ def choose_configuration(
 
     def trial_of(entry: dict[str, Any]) -> None:
         m, code, structure, options = entry.pop("_spec")
-        index = cls.build(
+        parts = build(
             trial,
             coarse_dim=m,
             adaptor=adaptor,
@@ -169,11 +180,12 @@ def choose_configuration(
             seed=seed,
             quiet=True,
         )
-        measured = resident_bytes_per_vector(index.backend.memory())
+        measured = resident_bytes_per_vector(parts.backend.memory())
         per = without_block_padding(measured, len(trial), code, structure)
         t0 = time.perf_counter()
-        index.search(queries, k=10)
-        cal = index.calibration
+        coarse_q, full_q = parts.vectors.prepare(queries, queries=True)  # a search of the queries at k=10
+        parts.backend.search(coarse_q, full_q, 10, max(10, parts.candidates))
+        cal = parts.calibration
         entry.update(
             coarse_dim=m,
             index=structure,
@@ -182,12 +194,12 @@ def choose_configuration(
             trial_bytes_per_vector=measured,
             corpus_bytes_per_vector=with_block_padding(per, n, code, structure),
             queries_per_s=round(len(queries) / max(time.perf_counter() - t0, 1e-9), 1),
-            trial_candidates=index.candidates,
-            trial_recall=cal.get("recall"),
-            reached=bool(cal.get("reached")),
+            trial_candidates=parts.candidates,
+            trial_recall=cal.recall,
+            reached=bool(cal.reached),
         )
         if not entry["reached"]:
-            entry["verdict"] = f"rejected: recall@10 {cal.get('recall')} < {target_recall} on the trial"
+            entry["verdict"] = f"rejected: recall@10 {cal.recall} < {target_recall} on the trial"
         elif per > ram_budget:
             padding = " (fast-scan block padding left out)" if per != measured else ""
             entry["verdict"] = f"rejected: measured {exact_number(per)} B/vector{padding} > budget"

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import get_backend_class
-from ..backends.base import METRICS, TrainableCoarse, stores_prefix_only
+from ..backends.base import METRICS, SearchKnob, TrainableCoarse, stores_prefix_only
 from ..calibration import (
     CALIBRATION_K,
     MAX_CANDIDATES,
     CalibrationRecord,
+    calibrate_search,
     held_out_truth,
     prefix_only_record,
     skipped_record,
@@ -33,24 +35,13 @@ from ..errors import CalibrationWarning, InputError
 from ..manifest import PREFIX_ONLY, RERANKS
 from ..progress import progress
 from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks
-from .budget import check_budget, check_built_bytes, choose_configuration
+from .budget import MeasuresMemory, check_budget, check_built_bytes, choose_configuration
 from .device_stage import attach_device, resolve_index_device
-from .points import PayloadStore, index_keeps_payloads
-
-if TYPE_CHECKING:
-    from .core import MatryoshkaIndex
+from .parts import IndexParts, StageVectors
+from .points import PayloadStore, index_keeps_payloads, store_vectors
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 BUILD_CHUNK_ROWS = 16384
-
-Adaptor = MatryoshkaAdaptor | PCARotation | None
-
-
-def adaptor_kind(adaptor: Adaptor) -> str:
-    """``"none"``, ``"pca"`` or ``"matryoshka-adaptor"`` (as written in the manifest)."""
-    if adaptor is None:
-        return "none"
-    return "pca" if isinstance(adaptor, PCARotation) else "matryoshka-adaptor"
 
 
 def is_fitted(adaptor: MatryoshkaAdaptor | PCARotation) -> bool:
@@ -61,6 +52,11 @@ def accepts(func: Callable[..., Any], name: str) -> bool:
     """Whether ``func`` takes a keyword ``name`` (by name or through ``**kwargs``)."""
     params = inspect.signature(func).parameters
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def accepts_by_name(func: Callable[..., Any], name: str) -> bool:
+    """Whether ``func`` names a parameter ``name`` (not just ``**kwargs``: a backend option it knows)."""
+    return name in inspect.signature(func).parameters
 
 
 def check_backend_options(func: Callable[..., Any], options: dict[str, Any], backend: str) -> None:
@@ -78,7 +74,8 @@ def check_backend_options(func: Callable[..., Any], options: dict[str, Any], bac
         )
 
 
-_QDRANT_LOCATIONS = ("url", "host", "path", "location", "client")
+QDRANT_LOCATIONS = ("url", "host", "path", "location", "client")
+"""Options that name a Qdrant server or a local-mode location (without them, ``"qdrant"`` is embedded)."""
 
 
 def embedded_qdrant_backend(options: dict[str, Any], *, stacklevel: int = 3) -> str:
@@ -91,7 +88,7 @@ def embedded_qdrant_backend(options: dict[str, Any], *, stacklevel: int = 3) -> 
     (benchmarks/results/qdrant_search.md), so it is used when installed and when it accepts every
     option given; otherwise local mode, in memory, with a warning about its speed.
     """
-    if any(options.get(k) is not None for k in _QDRANT_LOCATIONS):
+    if any(options.get(k) is not None for k in QDRANT_LOCATIONS):
         return "qdrant"
     try:
         edge = get_backend_class("qdrant-edge")
@@ -237,15 +234,14 @@ def draw_sample(
     return rows, np.asarray(vectors if rows is None else vectors[rows], dtype=np.float32)
 
 
-def train_coarse_index(index: MatryoshkaIndex, vectors: np.ndarray, sample_rows: np.ndarray | None) -> None:
+def train_coarse_index(backend: Any, stage: StageVectors, vectors: np.ndarray, sample_rows: np.ndarray | None) -> None:
     """IVF picks its list count from n and trains on coarse vectors of the sample; others need nothing."""
-    backend = index.backend
     if not isinstance(backend, TrainableCoarse):
         return
     n = len(vectors)
     train_rows = sample_rows if sample_rows is not None else np.arange(n)
     coarse_sample = np.concatenate(
-        [index._prepare(vectors[train_rows[sl]])[0] for sl in iter_row_chunks(len(train_rows), 65536)]
+        [stage.prepare(vectors[train_rows[sl]])[0] for sl in iter_row_chunks(len(train_rows), 65536)]
     )
     backend.train(coarse_sample, n)
 
@@ -260,25 +256,25 @@ def held_out_rows(n: int, calibration_queries: int, rng: np.random.Generator) ->
 
 
 def add_rows(
-    index: MatryoshkaIndex,
+    parts: IndexParts,
     vectors: np.ndarray,
     id_arr: np.ndarray,
     payloads: Sequence[Any] | None,
     rows: slice | np.ndarray,
 ) -> None:
     """Adapt and store ``vectors[rows]`` (with their ids and payloads)."""
-    coarse, full = index._prepare(vectors[rows])
+    coarse, full = parts.vectors.prepare(vectors[rows])
     if payloads is None:
         chunk_payloads = None
     elif isinstance(rows, slice):
         chunk_payloads = list(payloads[rows])
     else:
         chunk_payloads = [payloads[int(r)] for r in rows]
-    index._store(id_arr[rows], coarse, full, chunk_payloads)
+    store_vectors(parts.backend, parts.payloads, id_arr[rows], coarse, full, chunk_payloads)
 
 
 def calibrate_held_out(
-    index: MatryoshkaIndex,
+    parts: IndexParts,
     vectors: np.ndarray,
     id_arr: np.ndarray,
     held: np.ndarray,
@@ -287,25 +283,32 @@ def calibrate_held_out(
     target_recall: float,
     fixed: int | None,
     quiet: bool,
-) -> None:
-    """Build-time calibration: the ``held`` rows (not yet in the index) are the queries.
+) -> CalibrationRecord:
+    """Build-time calibration: the ``held`` rows (not yet in the index) are the queries, adapted as the
+    documents they are.
 
     The ground truth is exact search over the indexed rows; queries unlike the corpus (short
     questions against long documents) may need more candidates: see ``MatryoshkaIndex.calibrate``.
     """
+    started = time.perf_counter()
     q = np.asarray(vectors[held], dtype=np.float32)
     truth = None
     note = "exact inner-product search over the original full vectors (the rerank vectors)"
-    k = min(CALIBRATION_K, len(index.backend))
-    if index.rerank == "adapted" and index.adaptor is not None:
+    backend = parts.backend
+    k = min(CALIBRATION_K, len(backend))
+    if parts.rerank == "adapted" and parts.adaptor is not None:
         # The backend holds adapted vectors; recall is promised against search over the originals.
-        truth = held_out_truth(q, vectors, id_arr, indexed, k, metric=index.metric)
+        truth = held_out_truth(q, vectors, id_arr, indexed, k, metric=parts.metric)
         note = "exact inner-product search over the original vectors (rerank uses the adapted ones)"
     fallback = None
     if fixed is None and (few := too_few_queries(len(q), target_recall, k, len(vectors))) is not None:
         fixed, fallback = few
-    record = index._calibrate(
-        q,
+    coarse_q, full_q = parts.vectors.prepare(q)
+    record = calibrate_search(
+        backend,
+        coarse_q,
+        full_q,
+        knob_control=backend if isinstance(backend, SearchKnob) else None,
         target=target_recall,
         truth=truth,
         fixed=fixed,
@@ -315,27 +318,29 @@ def calibrate_held_out(
         k=k,
         quiet=quiet,
         fallback=fallback,
-        rows_are_documents=True,
+        started=started,
     )
     if record.warning is not None:  # the index is usable; the build says loudly that the target was missed
         warnings.warn(record.warning, CalibrationWarning, stacklevel=5)
+    return record
 
 
 def measure_prefix_only(
-    index: MatryoshkaIndex, vectors: np.ndarray, id_arr: np.ndarray, held: np.ndarray, indexed: np.ndarray
+    parts: IndexParts, vectors: np.ndarray, id_arr: np.ndarray, held: np.ndarray, indexed: np.ndarray
 ) -> CalibrationRecord:
     """A prefix-only index's record: the recall@10 its coarse stage alone reaches against exact
-    full-dimension search, measured on the held-out rows while the full vectors are still at hand
-    (the index keeps none)."""
+    full-dimension search, measured on the held-out rows (searched as queries are) while the full
+    vectors are still at hand (the index keeps none)."""
     q = np.asarray(vectors[held], dtype=np.float32)
     k = min(CALIBRATION_K, int(indexed.sum()))
-    truth = held_out_truth(q, vectors, id_arr, indexed, k, metric=index.metric)
-    _, found = index.search(q, k)
+    truth = held_out_truth(q, vectors, id_arr, indexed, k, metric=parts.metric)
+    coarse_q, full_q = parts.vectors.prepare(q, queries=True)
+    _, found = parts.backend.search(coarse_q, full_q, k, max(k, parts.candidates))
     return prefix_only_record(found, truth, k)
 
 
 def fill_and_calibrate(
-    index: MatryoshkaIndex,
+    parts: IndexParts,
     vectors: np.ndarray,
     id_arr: np.ndarray,
     payloads: Sequence[Any] | None,
@@ -345,52 +350,54 @@ def fill_and_calibrate(
     candidates: int | None,
     quiet: bool,
 ) -> None:
-    """Add every row but the ``held`` ones, calibrate on those, then add them too."""
+    """Add every row but the ``held`` ones, calibrate on those (setting ``parts``' candidates and record),
+    then add them too."""
     n = len(vectors)
     is_held = np.zeros(n, dtype=bool)
     is_held[held] = True
     with progress(total=n, desc="indexing", unit="vec", quiet=quiet) as bar:
         for sl in iter_row_chunks(n, BUILD_CHUNK_ROWS):
             keep = np.flatnonzero(~is_held[sl]) + sl.start
-            add_rows(index, vectors, id_arr, payloads, keep if len(keep) < sl.stop - sl.start else sl)
+            add_rows(parts, vectors, id_arr, payloads, keep if len(keep) < sl.stop - sl.start else sl)
             bar.update(sl.stop - sl.start)
-        if len(held) and index.rerank is PREFIX_ONLY:
-            index._calibration = measure_prefix_only(index, vectors, id_arr, held, ~is_held)
+        if len(held) and parts.rerank is PREFIX_ONLY:
+            parts.calibration = measure_prefix_only(parts, vectors, id_arr, held, ~is_held)
         elif len(held):
-            calibrate_held_out(
-                index, vectors, id_arr, held, ~is_held, target_recall=target_recall, fixed=candidates, quiet=quiet
+            parts.calibration = calibrate_held_out(
+                parts, vectors, id_arr, held, ~is_held, target_recall=target_recall, fixed=candidates, quiet=quiet
             )
+            parts.candidates = int(parts.calibration.candidates)  # type: ignore[arg-type]  # a calibration sets it
         else:
-            index._calibration = skipped_record(f"{n} vector(s); calibration needs at least 2")
+            parts.calibration = skipped_record(f"{n} vector(s); calibration needs at least 2")
         for sl in iter_row_chunks(len(held), BUILD_CHUNK_ROWS):
-            add_rows(index, vectors, id_arr, payloads, held[sl])
+            add_rows(parts, vectors, id_arr, payloads, held[sl])
 
 
 def build_index(
-    cls: type[MatryoshkaIndex],
     vectors: np.ndarray,
     *,
-    coarse_dim: int,
-    ids: Any,
-    adaptor: Any,
-    backend: Any,
-    index: str | None,
-    target_recall: float,
-    metric: str,
-    rerank: str | None,
-    payloads: Sequence[dict[str, Any] | None] | None,
-    backend_options: dict[str, Any] | None,
-    sample_size: int,
-    candidates: int | None,
-    calibration_queries: int,
-    seed: int,
-    quiet: bool,
+    coarse_dim: int = 64,
+    ids: Any = None,
+    adaptor: Any = None,
+    backend: Any = "faiss",
+    index: str | None = None,
+    target_recall: float = 0.99,
+    metric: str = "cosine",
+    rerank: str | None = "original",
+    payloads: Sequence[dict[str, Any] | None] | None = None,
+    backend_options: dict[str, Any] | None = None,
+    sample_size: int = 100_000,
+    candidates: int | None = None,
+    calibration_queries: int = 1000,
+    seed: int = 0,
+    quiet: bool = False,
     code: str | None = None,
     ram_budget: float | None = None,
     optimize: str = "speed",
     device: str = "auto",
-) -> MatryoshkaIndex:
-    """``MatryoshkaIndex.build`` (whose docstring documents the arguments), step by step."""
+) -> IndexParts:
+    """``MatryoshkaIndex.build`` (whose docstring documents the arguments, and the defaults here), step by
+    step: the parts of the built index, its backend filled and its default candidates calibrated."""
     # first: a GPU asked for and missing fails before any work
     dev, faiss_device, adaptor_device = resolve_index_device(device)
     args = check_build_arguments(
@@ -413,12 +420,12 @@ def build_index(
     if rerank is PREFIX_ONLY:
         check_prefix_only(backend_cls, name, budget)
     if code is not None or budget is not None:
-        if "code" not in inspect.signature(backend_cls.create).parameters:
+        if not accepts_by_name(backend_cls.create, "code"):
             what = "code" if budget is None else "ram_budget"
             raise InputError(
                 f"{what}: the {name} backend has no coarse codes; use backend='faiss' (or leave {what} unset)"
             )
-        if budget is not None and not callable(getattr(backend_cls, "memory", None)):
+        if budget is not None and not issubclass(backend_cls, MeasuresMemory):
             raise InputError(
                 f"ram_budget: the {name} backend does not measure its memory yet; use backend='faiss', or give "
                 "code= and coarse_dim= yourself"
@@ -427,7 +434,7 @@ def build_index(
             options["code"] = code
     if payloads is not None and index_keeps_payloads(backend_cls):
         payloads = PayloadStore.check(payloads)  # before any training: a bad payload fails at once
-    if "device" in inspect.signature(backend_cls.create).parameters:  # named, not just **kwargs (Qdrant)
+    if accepts_by_name(backend_cls.create, "device"):  # named, not just **kwargs (Qdrant)
         options.setdefault("device", faiss_device)
     dim = vectors.shape[1]
     rng = np.random.default_rng(seed)
@@ -437,7 +444,7 @@ def build_index(
     choice = None
     if budget is not None:
         choice = choose_configuration(
-            cls, vectors, fitted, ram_budget=budget, optimize=optimize, target_recall=args["target_recall"],
+            build_index, vectors, fitted, ram_budget=budget, optimize=optimize, target_recall=args["target_recall"],
             metric=metric, rerank=rerank, backend=name, backend_options=options, seed=seed,
         )  # fmt: skip
         coarse_dim = choice["coarse_dim"]
@@ -445,7 +452,7 @@ def build_index(
     if device == "auto":  # training may have loaded torch, which can now say whether there is a GPU
         dev = resolve_index_device(device)[0]
     full_dim = 0 if rerank is PREFIX_ONLY else dim  # prefix only: the backend keeps no full vector
-    self = cls._new(
+    parts = IndexParts(
         adaptor=fitted,
         backend=attach_device(
             backend_cls.create(coarse_dim=coarse_dim, full_dim=full_dim, metric=metric, **options), dev
@@ -458,10 +465,10 @@ def build_index(
         candidates=candidates or CALIBRATION_K,
         calibration=CalibrationRecord(),
     )
-    train_coarse_index(self, vectors, sample_rows)
+    train_coarse_index(parts.backend, parts.vectors, vectors, sample_rows)
     held = held_out_rows(len(vectors), args["calibration_queries"], rng)
     fill_and_calibrate(
-        self,
+        parts,
         vectors,
         args["id_arr"],
         payloads,
@@ -471,6 +478,5 @@ def build_index(
         quiet=quiet,
     )
     if choice is not None:
-        self._calibration = self._calibration.with_budget(check_built_bytes(choice["record"], self._backend.memory()))
-    self._attach_metadata()
-    return self
+        parts.calibration = parts.calibration.with_budget(check_built_bytes(choice["record"], parts.backend.memory()))
+    return parts

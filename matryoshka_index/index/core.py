@@ -26,7 +26,7 @@ Saved index layout (a directory, written atomically)::
     ...             the backend's files (FAISS: coarse.faiss, full.npy, ids.npy)
 
 Manifest keys (``manifest.json``; the same dict is handed to backends that store it themselves and
-to :meth:`MatryoshkaIndex._from_parts`):
+to :meth:`MatryoshkaIndex.from_parts`):
 
 * ``format`` ``"matryoshka-index"``, ``format_version`` (1), ``library_version``, ``created`` (UTC);
 * ``metric`` (``"cosine"`` or ``"ip"``), ``input_dim``, ``coarse_dim``, ``full_dim``, ``rerank``;
@@ -70,12 +70,13 @@ from ..errors import FormatError, InputError
 from ..manifest import ADAPTOR_DIR, PREFIX_ONLY, make_manifest, now_utc
 from ..progress import progress
 from ..threads import limited as limited_threads
-from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks, l2_normalize
-from .build import BUILD_CHUNK_ROWS, METRICS, RERANKS, Adaptor, adaptor_kind, build_index, resolve_adaptor
+from ..validation import check_embeddings, check_fraction, check_ids, check_positive_int, iter_row_chunks
+from .build import BUILD_CHUNK_ROWS, METRICS, RERANKS, build_index
 from .describe import describe
 from .locking import ReadWriteLock
+from .parts import Adaptor, IndexParts, adaptor_kind
 from .persistence import load_index, save_index
-from .points import Hit, PayloadStore, index_keeps_payloads, to_hits
+from .points import Hit, PayloadStore, index_keeps_payloads, store_vectors, to_hits
 
 _SEARCH_CHUNK_ROWS = 4096
 
@@ -88,7 +89,7 @@ class MatryoshkaIndex:
     docstring for the search model, the saved layout and the manifest.
     """
 
-    def __init__(self) -> None:  # use build(), load() or _from_parts()
+    def __init__(self) -> None:  # use build(), load() or from_parts()
         raise TypeError(
             "use MatryoshkaIndex.build(...), MatryoshkaIndex.load(path) or MatryoshkaIndex.from_qdrant(...)"
         )
@@ -193,8 +194,7 @@ class MatryoshkaIndex:
             does the rerank with the torch engine. ``info()["stages"]`` says where each stage runs.
             The saved index is the same on every device.
         """
-        return build_index(
-            cls,
+        parts = build_index(
             vectors,
             coarse_dim=coarse_dim,
             ids=ids,
@@ -216,47 +216,46 @@ class MatryoshkaIndex:
             optimize=optimize,
             device=device,
         )
-
-    _resolve_adaptor = staticmethod(resolve_adaptor)
+        index = cls._assemble(parts)
+        index._attach_metadata()
+        return index
 
     @classmethod
-    def _new(
-        cls,
-        *,
-        adaptor: Adaptor,
-        backend: Any,
-        metric: str,
-        rerank: str | None,
-        input_dim: int,
-        coarse_dim: int,
-        full_dim: int,
-        candidates: int,
-        calibration: CalibrationRecord,
-        created: str | None = None,
-        path: Path | None = None,
-    ) -> MatryoshkaIndex:
+    def _assemble(cls, parts: IndexParts) -> MatryoshkaIndex:
+        """The index that owns ``parts`` from now on."""
         self = object.__new__(cls)
-        self._adaptor = adaptor
-        self._backend = backend
-        self.metric = metric
-        self.rerank = rerank
-        self.input_dim = input_dim
-        self.coarse_dim = coarse_dim
-        self.full_dim = full_dim
-        self._candidates = int(candidates)
-        self._calibration = calibration
-        self._created = created or now_utc()
-        self._path = path
-        self._modified_since_load = path is None
+        self._adaptor = parts.adaptor
+        self._backend = parts.backend
+        self.metric = parts.metric
+        self.rerank = parts.rerank
+        self.input_dim = parts.input_dim
+        self.coarse_dim = parts.coarse_dim
+        self.full_dim = parts.full_dim
+        self._vectors = parts.vectors
+        self._candidates = int(parts.candidates)
+        self._calibration = parts.calibration
+        self._created = parts.created or now_utc()
+        self._path = parts.path
+        self._modified_since_load = parts.path is None
         self._lock = ReadWriteLock()
-        self._payloads = PayloadStore()  # used only where the backend keeps no payloads (FAISS)
+        self._payloads = parts.payloads  # used only where the backend keeps no payloads (FAISS)
         return self
 
     @classmethod
-    def _from_parts(cls, adaptor: Adaptor, backend: Any, manifest: dict[str, Any]) -> MatryoshkaIndex:
+    def from_parts(
+        cls,
+        adaptor: Adaptor,
+        backend: Any,
+        manifest: dict[str, Any],
+        *,
+        payloads: PayloadStore | None = None,
+        path: Path | None = None,
+    ) -> MatryoshkaIndex:
         """An index around an already-open ``backend`` and ``adaptor`` (or None / a PCARotation), as
         described by ``manifest`` (the dict documented in the module docstring; ``backend`` and
-        ``files`` keys are optional here). Used by :meth:`load` and by the Qdrant backend."""
+        ``files`` keys are optional here), with the ``payloads`` it keeps itself (FAISS) and the ``path``
+        it was loaded from. Internal but public: :meth:`load` and :meth:`from_qdrant` open an index
+        through it; an application opens one with those."""
         try:
             metric, rerank = manifest["metric"], manifest["rerank"]
             input_dim, coarse_dim, full_dim = (int(manifest[k]) for k in ("input_dim", "coarse_dim", "full_dim"))
@@ -276,7 +275,7 @@ class MatryoshkaIndex:
                 f"index manifest: dims coarse={coarse_dim} full={full_dim} but the backend stores "
                 f"coarse={backend.coarse_dim} full={backend.full_dim}"
             )
-        return cls._new(
+        parts = IndexParts(
             adaptor=adaptor,
             backend=backend,
             metric=metric,
@@ -286,8 +285,14 @@ class MatryoshkaIndex:
             full_dim=full_dim,
             candidates=candidates,
             calibration=calibration,
+            payloads=payloads if payloads is not None else PayloadStore(),
             created=manifest.get("created"),
+            path=path,
         )
+        return cls._assemble(parts)
+
+    # qdrant_open.py's name for it until it moves into backends/qdrant/open.py and calls from_parts (issue 20)
+    _from_parts = from_parts
 
     @classmethod
     def from_qdrant(
@@ -341,36 +346,8 @@ class MatryoshkaIndex:
         return check_embeddings(x, name, dim=self.input_dim, allow_zero_rows=self.metric == "ip")
 
     def _prepare(self, x: np.ndarray, *, queries: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(coarse, full) float32 vectors of validated rows ``x``: as stored, or with ``queries`` as queried.
-
-        An adaptor with a query head (fitted with queries) sends queries through its own head
-        (``transform_queries``) and documents through ``transform``; any other adaptor is one function.
-        """
-        x = np.asarray(x, dtype=np.float32)
-        cd = self.coarse_dim
-        adapted_full = x
-        if self._adaptor is None:
-            coarse = x[:, :cd]
-        else:
-            need_full = self.rerank == "adapted"
-            adapt = self._adaptor.transform_queries if queries else self._adaptor.transform
-            a = adapt(x, None if need_full else cd, batch_size=max(1, len(x)))
-            coarse = a[:, :cd]
-            adapted_full = a
-        if self.rerank is PREFIX_ONLY:  # nothing to rerank with: empty full vectors
-            full = np.empty((len(x), 0), dtype=np.float32)
-        else:
-            full = x if self.rerank == "original" else adapted_full
-        if self.metric == "cosine":
-            return l2_normalize(coarse), (l2_normalize(full) if full.shape[1] else full)
-        return np.ascontiguousarray(coarse, dtype=np.float32), np.ascontiguousarray(full, dtype=np.float32)
-
-    def _prepare_full(self, x: np.ndarray) -> np.ndarray:
-        """Full query vectors (exact search compares them with the stored full vectors)."""
-        if self.rerank == "adapted" and self._adaptor is not None:
-            return self._prepare(x, queries=True)[1]
-        x = np.asarray(x, dtype=np.float32)
-        return l2_normalize(x) if self.metric == "cosine" else np.ascontiguousarray(x)
+        """(coarse, full) float32 vectors of validated rows ``x``, as stored or as queried (:class:`.parts.StageVectors`)."""
+        return self._vectors.prepare(x, queries=queries)
 
     # ------------------------------------------------------------------ mutation
     def add(
@@ -407,7 +384,8 @@ class MatryoshkaIndex:
             with progress(total=len(x), desc="adding", unit="vec", quiet=quiet or len(x) < 4 * BUILD_CHUNK_ROWS) as bar:
                 for sl in iter_row_chunks(len(x), BUILD_CHUNK_ROWS):
                     coarse, full = self._prepare(x[sl])
-                    self._store(id_arr[sl], coarse, full, None if payloads is None else list(payloads[sl]))
+                    chunk_payloads = None if payloads is None else list(payloads[sl])
+                    store_vectors(self._backend, self._payloads, id_arr[sl], coarse, full, chunk_payloads)
                     bar.update(sl.stop - sl.start)
             self._modified_since_load = True
             self._attach_metadata()
@@ -434,16 +412,6 @@ class MatryoshkaIndex:
             self._modified_since_load = True
             self._attach_metadata()
         return removed
-
-    def _store(
-        self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: list[dict[str, Any] | None] | None
-    ) -> None:
-        """Hand prepared vectors to the backend; their payloads too, or to the index's own store (FAISS)."""
-        if payloads is not None and index_keeps_payloads(self._backend):
-            self._backend.add(ids, coarse, full, None)
-            self._payloads.set(ids, payloads)
-        else:
-            self._backend.add(ids, coarse, full, payloads)
 
     def _attach_metadata(self) -> None:
         if not isinstance(self._backend, StoresIndexMetadata):
@@ -533,7 +501,7 @@ class MatryoshkaIndex:
         ids = np.empty((len(q), k), dtype=np.int64)
         with self._lock.read():
             for sl in iter_row_chunks(len(q), _SEARCH_CHUNK_ROWS):
-                scores[sl], ids[sl] = self._backend.exact_search(self._prepare_full(q[sl]), k)
+                scores[sl], ids[sl] = self._backend.exact_search(self._vectors.prepare_full(q[sl]), k)
         return scores, ids
 
     # ------------------------------------------------------------------ calibration
@@ -567,8 +535,14 @@ class MatryoshkaIndex:
         max_candidates = check_positive_int(max_candidates, "max_candidates")
         check_calibration_queries(len(q), target, max(1, min(CALIBRATION_K, len(self._backend))))
         with self._lock.write(), limited_threads():
-            record = self._calibrate(
-                q,
+            started = time.perf_counter()
+            coarse_q, full_q = self._prepare(q, queries=True)
+            be = self._backend
+            record = calibrate_search(
+                be,
+                coarse_q,
+                full_q,
+                knob_control=be if isinstance(be, SearchKnob) else None,
                 target=target,
                 truth=None,
                 fixed=None,
@@ -577,54 +551,14 @@ class MatryoshkaIndex:
                 query_source="caller's queries",
                 quiet=quiet,
                 if_not_reached="raise",
+                candidates_now=self._candidates,
+                started=started,
             )
+            self._candidates = int(record.candidates)  # type: ignore[arg-type]  # a calibration always sets it
+            self._calibration = record
             self._modified_since_load = True
             self._attach_metadata()
         return record.to_dict()
-
-    def _calibrate(
-        self,
-        q: np.ndarray,
-        *,
-        target: float,
-        truth: np.ndarray | None,
-        fixed: int | None,
-        max_candidates: int,
-        truth_note: str,
-        query_source: str,
-        k: int = CALIBRATION_K,
-        quiet: bool = False,
-        fallback: tuple[str, int | None] | None = None,
-        if_not_reached: str = "record",
-        rows_are_documents: bool = False,
-    ) -> CalibrationRecord:
-        """Choose and store the default candidates (and knob) on queries ``q``: :func:`..calibration.calibrate_search`
-        on the backend, the queries prepared as searched (``rows_are_documents``: corpus rows standing in
-        for queries, the build's held-out rows, adapted as the documents they are). Returns the record."""
-        started = time.perf_counter()
-        coarse_q, full_q = self._prepare(q, queries=not rows_are_documents)
-        be = self._backend
-        record = calibrate_search(
-            be,
-            coarse_q,
-            full_q,
-            knob_control=be if isinstance(be, SearchKnob) else None,
-            target=target,
-            truth=truth,
-            fixed=fixed,
-            max_candidates=max_candidates,
-            truth_note=truth_note,
-            query_source=query_source,
-            k=k,
-            quiet=quiet,
-            fallback=fallback,
-            if_not_reached=if_not_reached,
-            candidates_now=self._candidates,
-            started=started,
-        )
-        self._candidates = int(record.candidates)  # type: ignore[arg-type]  # a calibration always sets it
-        self._calibration = record
-        return record
 
     # ------------------------------------------------------------------ persistence
     def _manifest(self, backend_section: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> dict:
@@ -649,7 +583,10 @@ class MatryoshkaIndex:
         that is renamed into place, so an interrupted save leaves any previous index at ``path`` intact.
 
         An existing index at ``path`` is replaced; any other existing, non-empty path is an error."""
-        path = save_index(self, path)
+        with self._lock.read():
+            path = save_index(
+                path, backend=self._backend, adaptor=self._adaptor, payloads=self._payloads, manifest=self._manifest
+            )
         self._path = path.absolute()
         self._modified_since_load = False
 
@@ -667,12 +604,26 @@ class MatryoshkaIndex:
         ``open`` (FAISS: ``mmap=True`` to memory-map the full vectors, ``device``, ``spill_dir``).
         Any missing, corrupt, foreign or newer-format file fails with one :class:`FormatError` line.
         """
-        return load_index(cls, path, verify=verify, backend_options=backend_options, device=device)
+        return load_index(cls.from_parts, path, verify=verify, backend_options=backend_options, device=device)
 
     # ------------------------------------------------------------------ facts
     def info(self) -> dict[str, Any]:
         """Facts for ``mindex info``: counts, dims, adaptor, calibration, device, memory per vector."""
-        return describe(self)
+        with self._lock.read():
+            backend_info = self._backend.info()
+            count = len(self._backend)
+        return describe(
+            adaptor=self._adaptor,
+            metric=self.metric,
+            rerank=self.rerank,
+            dims=(self.input_dim, self.coarse_dim, self.full_dim),
+            candidates=self._candidates,
+            calibration=self._calibration,
+            backend_info=backend_info,
+            count=count,
+            path=self._path,
+            saved_as_is=self._path is not None and not self._modified_since_load,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

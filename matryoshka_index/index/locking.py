@@ -63,6 +63,3 @@ class ReadWriteLock:
                 if not self._depth:
                     self._writer = None
                     self._cond.notify_all()
-
-
-_ReadWriteLock = ReadWriteLock  # the name before the index became a package

@@ -9,8 +9,9 @@ final name and never damages an existing one.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
@@ -28,12 +29,12 @@ from ..manifest import (
     verify_manifest_checksum,
 )
 from ..storage import atomic_directory, atomic_write_bytes, recover_directory
-from .build import Adaptor, check_backend_options
+from .build import check_backend_options
 from .device_stage import attach_device, resolve_index_device
+from .parts import Adaptor
 from .points import PAYLOADS_FILE, PayloadStore
 
-if TYPE_CHECKING:
-    from .core import MatryoshkaIndex
+Index = TypeVar("Index")
 
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
@@ -51,17 +52,25 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def save_index(index: MatryoshkaIndex, path: str | os.PathLike[str]) -> Path:
-    """Write ``index`` to directory ``path`` atomically (see ``MatryoshkaIndex.save``); returns the path."""
+def save_index(
+    path: str | os.PathLike[str],
+    *,
+    backend: Any,
+    adaptor: Adaptor,
+    payloads: PayloadStore,
+    manifest: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]],
+) -> Path:
+    """Write an index to directory ``path`` atomically (see ``MatryoshkaIndex.save``, which holds the
+    index's lock meanwhile): the backend's files, the adaptor's, the payloads the index keeps, then the
+    manifest, made by ``manifest(backend section, file table)``. Returns the path."""
     path = check_output_path(path)
-    with index._lock.read(), atomic_directory(path) as tmp:
-        section = dict(index.backend.save(tmp))
-        section.setdefault("kind", index.backend.kind)
-        if index.adaptor is not None:
-            index.adaptor.save(tmp / ADAPTOR_DIR)
-        index._payloads.save(tmp)  # payloads.jsonl, FAISS indexes given payloads only
-        manifest = index._manifest(section, file_table(tmp))
-        atomic_write_bytes(tmp / MANIFEST_FILE, manifest_bytes(manifest))
+    with atomic_directory(path) as tmp:
+        section = dict(backend.save(tmp))
+        section.setdefault("kind", backend.kind)
+        if adaptor is not None:
+            adaptor.save(tmp / ADAPTOR_DIR)
+        payloads.save(tmp)  # payloads.jsonl, FAISS indexes given payloads only
+        atomic_write_bytes(tmp / MANIFEST_FILE, manifest_bytes(manifest(section, file_table(tmp))))
     return path
 
 
@@ -91,14 +100,15 @@ def open_backend(path: Path, manifest: dict[str, Any], backend_options: dict[str
 
 
 def load_index(
-    cls: type[MatryoshkaIndex],
+    from_parts: Callable[..., Index],
     path: str | os.PathLike[str],
     *,
     verify: bool,
     backend_options: dict[str, Any],
     device: str = "auto",
-) -> MatryoshkaIndex:
-    """Open an index saved by :func:`save_index` (see ``MatryoshkaIndex.load``).
+) -> Index:
+    """Open an index saved by :func:`save_index` (see ``MatryoshkaIndex.load``), assembled by
+    ``from_parts(adaptor, backend, manifest, payloads=..., path=...)`` (``MatryoshkaIndex.from_parts``).
 
     The manifest's fields are checked first, then the backend opened and checked against them, then
     (with ``verify``) the manifest's own checksum: a field that is wrong is named, a manifest whose
@@ -118,13 +128,10 @@ def load_index(
         check_manifest_fits(manifest, backend, where=where)
         if verify:
             verify_manifest_checksum(manifest, where=where)
-        self = cls._from_parts(adaptor, backend, manifest)
+        # listed in the manifest's files, so read_manifest checked it
+        payloads = PayloadStore.load(path / PAYLOADS_FILE) if PAYLOADS_FILE in (manifest.get("files") or {}) else None
+        return from_parts(adaptor, backend, manifest, payloads=payloads, path=path.absolute())
     except BaseException:
         if isinstance(backend, Closeable):  # a qdrant-edge shard holds a lock until closed
             backend.close()
         raise
-    if PAYLOADS_FILE in (manifest.get("files") or {}):  # listed, so read_manifest checked it
-        self._payloads = PayloadStore.load(path / PAYLOADS_FILE)
-    self._path = path.absolute()
-    self._modified_since_load = False
-    return self

@@ -26,7 +26,7 @@ import numpy as np
 from ..backends.base import EMPTY_ID, PointLookup
 from ..errors import FormatError, InputError
 
-__all__ = ["PAYLOADS_FILE", "Hit", "PayloadStore", "index_keeps_payloads", "maps_points", "to_hits"]
+__all__ = ["PAYLOADS_FILE", "Hit", "PayloadStore", "index_keeps_payloads", "maps_points", "store_vectors", "to_hits"]
 
 PAYLOADS_FILE = "payloads.jsonl"
 # Backends that store no payloads themselves: the index keeps them (by backend kind, since the
@@ -35,12 +35,29 @@ _INDEX_KEEPS_PAYLOADS = frozenset({"faiss"})
 
 
 def index_keeps_payloads(backend: Any) -> bool:
-    return getattr(backend, "kind", None) in _INDEX_KEEPS_PAYLOADS
+    """Whether the index keeps the payloads of this backend (or backend class) itself."""
+    return backend.kind in _INDEX_KEEPS_PAYLOADS
 
 
 def maps_points(backend: Any) -> bool:
     """Whether ``to_hits`` can give this backend's results their stored ids (and payloads)."""
     return isinstance(backend, PointLookup) or index_keeps_payloads(backend)
+
+
+def store_vectors(
+    backend: Any,
+    payload_store: PayloadStore,
+    ids: np.ndarray,
+    coarse: np.ndarray,
+    full: np.ndarray,
+    payloads: list[dict[str, Any] | None] | None,
+) -> None:
+    """Hand prepared vectors to the backend; their payloads too, or to the index's own store (FAISS)."""
+    if payloads is not None and index_keeps_payloads(backend):
+        backend.add(ids, coarse, full, None)
+        payload_store.set(ids, payloads)
+    else:
+        backend.add(ids, coarse, full, payloads)
 
 
 @dataclass(frozen=True)
