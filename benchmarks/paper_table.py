@@ -26,7 +26,6 @@ from pathlib import Path
 
 from matryoshka_index import plots
 from matryoshka_index.quality import (
-    SUPERVISED_DEFAULTS,
     LabelledReport,
     advise,
     discover_labelled_sets,
@@ -142,7 +141,7 @@ def main() -> int:
         "load_average_start": [round(v, 2) for v in os.getloadavg()],
         "threads": os.environ.get("MINDEX_THREADS", "library default (the cores free at start)"),
     }
-    dump: dict = {"supervised_defaults": SUPERVISED_DEFAULTS, "run": run_info, "sets": {}}
+    dump: dict = {"run": run_info, "sets": {}}
     t_all = time.perf_counter()
     for i, path in enumerate(sets):
         print(f"== {path.name}", flush=True)
@@ -180,9 +179,8 @@ def main() -> int:
         f"{(time.perf_counter() - t_all) / 60:.0f} min) on the labelled sets under `../shared/data` (not in this "
         "repository): nDCG@10, recall@100 and MRR@10 on the **test** queries for m in {32, 64, 128, 256, full}. "
         "The supervised adaptor is trained on the train split's (query, relevant document) pairs only, with the "
-        "unsupervised terms on and early stopping on held-out pairs; its settings: "
-        + (f"`{SUPERVISED_DEFAULTS}` over the library defaults." if SUPERVISED_DEFAULTS else "the library defaults.")
-        + " The index's default candidates are calibrated on the training queries (never a test query).",
+        "unsupervised terms on and early stopping on held-out pairs; its settings: the library defaults."
+        " The index's default candidates are calibrated on the training queries (never a test query).",
         "",
     ]
     text = "\n".join(header + sections) + "\n" + PAPER

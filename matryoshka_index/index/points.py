@@ -155,7 +155,7 @@ def to_hits(
         payloads = store.get(ids) if with_payload else [None] * len(ids)
     else:
         raise InputError(
-            f"query: the {getattr(backend, 'kind', '?')} backend of this version cannot map results to its points' "
+            f"query: the {backend.kind} backend of this version cannot map results to its points' "
             "own ids and payloads; use search() (int64 handles) instead"
         )
     out: list[list[Hit]] = []

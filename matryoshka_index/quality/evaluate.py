@@ -44,10 +44,6 @@ from .labels import METRICS as METRICS  # importable from here as before
 
 # Candidate counts of the ANN sweep (cut at the corpus size): every other step of the calibration's ladder.
 DEFAULT_CANDIDATES = SWEEP_CANDIDATES
-# Overrides of the library defaults for the supervised adaptor: none since ranking_weight=10 became the
-# library default (benchmarks/results/supervised_ablation.md); any MatryoshkaAdaptor parameter can be
-# set through ``supervised_adaptor``. Kept as a public name for code that reads it.
-SUPERVISED_DEFAULTS: dict[str, Any] = {}
 
 Log = Callable[[str], None]
 Sides = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]  # (documents, queries)
@@ -327,7 +323,8 @@ def evaluate_labelled(
         :class:`MatryoshkaAdaptor` is fitted on the corpus; a fitted one is used as it is.
     supervised_adaptor:
         An *unfitted* :class:`MatryoshkaAdaptor` whose parameters the supervised training uses
-        (default: the library defaults with :data:`SUPERVISED_DEFAULTS`). A fitted one is refused:
+        (default: the library defaults; ranking_weight=10 became one, benchmarks/results/supervised_ablation.md).
+        A fitted one is refused:
         nothing here could prove that it never saw a test query.
     train_queries_in_corpus:
         Also feed the training queries' embeddings to the supervised adaptor's unsupervised terms.
@@ -697,7 +694,7 @@ def _fit_supervised(
 ) -> tuple[MatryoshkaAdaptor, dict[str, Any]]:
     """Train the supervised adaptor on the training pairs only (never a test query)."""
     if template is None:
-        params = {**_default_params(corpus, dims, seed, quiet), **SUPERVISED_DEFAULTS}
+        params = _default_params(corpus, dims, seed, quiet)
     else:
         params = template.get_params()
     params["quiet"] = quiet or params.get("quiet", False)
