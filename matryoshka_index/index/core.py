@@ -14,10 +14,11 @@ trained Matryoshka-style), ``"pca"`` a fitted PCA rotation (:class:`PCARotation`
 training-free baseline), ``"train"`` or an unfitted :class:`~matryoshka_index.MatryoshkaAdaptor`
 trains on a sample of the corpus, a fitted one is used as it is.
 
-The package, by concern: :mod:`.core` (this class: search, add/remove, the lock), :mod:`.build`
-(the named steps of a build, adaptor resolution), :mod:`.persistence` (save/load),
-:mod:`.describe` (``info()``), :mod:`.locking` (the readers-writer lock); the manifest's format is
-:mod:`matryoshka_index.manifest`, the calibration :mod:`matryoshka_index.calibration`.
+The package, by concern: :mod:`.core` (this class: search, add/remove, the lock, and the only module
+that touches the index's state), :mod:`.parts` (what an index holds, and the vectors each stage
+compares), :mod:`.build` (the named steps of a build, returning the parts), :mod:`.persistence`
+(save/load), :mod:`.describe` (``info()``), :mod:`.locking` (the readers-writer lock); the manifest's
+format is :mod:`matryoshka_index.manifest`, the calibration :mod:`matryoshka_index.calibration`.
 
 Saved index layout (a directory, written atomically)::
 
