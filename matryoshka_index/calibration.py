@@ -42,7 +42,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -434,29 +434,9 @@ class Calibrator:
         )
         return choice, record
 
-    def calibrate(
-        self,
-        points: OperatingPoints,
-        target: float,
-        *,
-        queries: int,
-        truth_note: str,
-        query_source: str,
-        fixed: int | None = None,
-        fixed_knob: int | None = None,
-        started: float | None = None,
-    ) -> tuple[Choice, dict[str, Any]]:
-        """:meth:`run`, the record as the manifest's ``calibration`` section (a dict)."""
-        choice, record = self.run(
-            points,
-            target,
-            queries=queries,
-            truth_note=truth_note,
-            query_source=query_source,
-            fixed=fixed,
-            fixed_knob=fixed_knob,
-            started=started,
-        )
+    def calibrate(self, points: OperatingPoints, target: float, **settings: Any) -> tuple[Choice, dict[str, Any]]:
+        """:meth:`run` (``settings`` as there), the record as the manifest's ``calibration`` section (a dict)."""
+        choice, record = self.run(points, target, **settings)
         return choice, record.to_dict()
 
 
@@ -477,8 +457,10 @@ class CalibratedSearch(Protocol):
     def exact_search(self, full_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+@runtime_checkable
 class SearchKnobControl(Protocol):
-    """A backend's search knob (``backends.base.SearchKnob``: IVF's ``nprobe``), as the calibration turns it."""
+    """A backend's search knob (``backends.base.SearchKnob``: IVF's ``nprobe``), as the calibration turns it
+    (the same structural protocol: this bottom module imports nothing of the backends)."""
 
     def search_knob(self) -> tuple[str, Sequence[int]] | None: ...
 
@@ -538,11 +520,10 @@ def calibrate_search(
     coarse_queries: np.ndarray,
     full_queries: np.ndarray,
     *,
-    knob_control: SearchKnobControl | None,
     target: float,
-    truth: np.ndarray | None,
-    fixed: int | None,
     max_candidates: int,
+    truth: np.ndarray | None = None,
+    fixed: int | None = None,
     truth_note: str,
     query_source: str,
     k: int = CALIBRATION_K,
@@ -556,7 +537,7 @@ def calibrate_search(
     queries reaches ``target`` (recall@k's lower bound against ``truth``, default: the backend's exact
     search); the backend's knob is left at the value chosen.
 
-    ``knob_control``: the backend itself when it has a search knob (``SearchKnob``), else None.
+    A backend with a search knob (:class:`SearchKnobControl`) has it calibrated with the candidates.
     ``fixed``: candidates chosen by the caller (their recall is still measured); ``fallback``:
     ``(method, min_queries)`` when the caller fixed them because the queries are too few for the bound
     (:func:`too_few_queries`: the knob is then the exhaustive value, and the target still applies).
@@ -565,6 +546,7 @@ def calibrate_search(
     recorded under ``warning``.
     """
     t_start = time.perf_counter() if started is None else started
+    knob_control = backend if isinstance(backend, SearchKnobControl) else None
     n = len(backend)
     k = max(1, min(k, n))
     if truth is None:

@@ -89,16 +89,10 @@ class TorchStages:
         ids = np.where(valid, row_ids[np.where(valid, rows, 0)], EMPTY_ID)
         return np.where(valid, scores, -np.inf).astype(np.float32, copy=False), ids
 
-    def search(
-        self,
-        coarse_queries: np.ndarray,
-        full_queries: np.ndarray,
-        k: int,
-        candidates: int,
-        query_filter: Any | None = None,
-        *,
-        timings: dict[str, float] | None = None,
-    ) -> Results:
+    def search(  # the backends' two-stage search signature (base.SearchBackend.search)
+        self, coarse_queries: np.ndarray, full_queries: np.ndarray, k: int, candidates: int,
+        query_filter: Any | None = None, *, timings: dict[str, float] | None = None,
+    ) -> Results:  # fmt: skip
         """The FAISS backend's two-stage search, both stages in torch; ``timings`` as FAISS's."""
         if self.inner.prefix_only:  # no full vectors to rerank: the FAISS coarse stage alone
             return self.inner.search(coarse_queries, full_queries, k, candidates, query_filter, timings=timings)

@@ -142,20 +142,17 @@ def check_budget(ram_budget: Any, optimize: Any) -> float:
 def choose_configuration(
     build: Callable[..., IndexParts],
     vectors: np.ndarray,
-    adaptor: Any,
     *,
     ram_budget: float,
     optimize: str,
     target_recall: float,
-    metric: str,
-    rerank: str,
-    backend: str,
     backend_options: dict[str, Any],
     seed: int,
 ) -> dict[str, Any]:
     """The chosen ``{"coarse_dim", "options", ...}`` and the report of every option; refuses an impossible budget.
 
-    ``build``: the build's own steps (:func:`.build.build_index`), run on each trial sample."""
+    ``build(rows, coarse_dim=, index=, backend_options=)``: a trial index on ``rows`` at that setting, built
+    and calibrated as the build itself is (with its adaptor, backend, metric and target)."""
     n, dim = vectors.shape
     rng = np.random.default_rng(seed + 1)
     n_q = min(TRIAL_QUERIES, max(1, n // 10))
@@ -167,19 +164,7 @@ def choose_configuration(
 
     def trial_of(entry: dict[str, Any]) -> None:
         m, code, structure, options = entry.pop("_spec")
-        parts = build(
-            trial,
-            coarse_dim=m,
-            adaptor=adaptor,
-            backend=backend,
-            index=structure,
-            target_recall=target_recall,
-            metric=metric,
-            rerank=rerank,
-            backend_options={**base, "code": code, **options},
-            seed=seed,
-            quiet=True,
-        )
+        parts = build(trial, coarse_dim=m, index=structure, backend_options={**base, "code": code, **options})
         measured = resident_bytes_per_vector(parts.backend.memory())
         per = without_block_padding(measured, len(trial), code, structure)
         t0 = time.perf_counter()

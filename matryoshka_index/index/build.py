@@ -20,7 +20,7 @@ import numpy as np
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
 from ..backends import get_backend_class
-from ..backends.base import METRICS, SearchKnob, TrainableCoarse, stores_prefix_only
+from ..backends.base import METRICS, TrainableCoarse, stores_prefix_only
 from ..calibration import (
     CALIBRATION_K,
     MAX_CANDIDATES,
@@ -308,7 +308,6 @@ def calibrate_held_out(
         backend,
         coarse_q,
         full_q,
-        knob_control=backend if isinstance(backend, SearchKnob) else None,
         target=target_recall,
         truth=truth,
         fixed=fixed,
@@ -376,28 +375,28 @@ def fill_and_calibrate(
 def build_index(
     vectors: np.ndarray,
     *,
-    coarse_dim: int = 64,
-    ids: Any = None,
-    adaptor: Any = None,
-    backend: Any = "faiss",
-    index: str | None = None,
-    target_recall: float = 0.99,
-    metric: str = "cosine",
-    rerank: str | None = "original",
-    payloads: Sequence[dict[str, Any] | None] | None = None,
-    backend_options: dict[str, Any] | None = None,
-    sample_size: int = 100_000,
-    candidates: int | None = None,
-    calibration_queries: int = 1000,
-    seed: int = 0,
-    quiet: bool = False,
-    code: str | None = None,
-    ram_budget: float | None = None,
-    optimize: str = "speed",
-    device: str = "auto",
+    coarse_dim: int,
+    ids: Any,
+    adaptor: Any,
+    backend: Any,
+    index: str | None,
+    target_recall: float,
+    metric: str,
+    rerank: str | None,
+    payloads: Sequence[dict[str, Any] | None] | None,
+    backend_options: dict[str, Any] | None,
+    sample_size: int,
+    candidates: int | None,
+    calibration_queries: int,
+    seed: int,
+    quiet: bool,
+    code: str | None,
+    ram_budget: float | None,
+    optimize: str,
+    device: str,
 ) -> IndexParts:
-    """``MatryoshkaIndex.build`` (whose docstring documents the arguments, and the defaults here), step by
-    step: the parts of the built index, its backend filled and its default candidates calibrated."""
+    """``MatryoshkaIndex.build`` (whose docstring documents the arguments), step by step: the parts of the
+    built index, its backend filled and its default candidates calibrated."""
     # first: a GPU asked for and missing fails before any work
     dev, faiss_device, adaptor_device = resolve_index_device(device)
     args = check_build_arguments(
@@ -443,9 +442,19 @@ def build_index(
     del sample  # not needed any more: free it before the corpus is streamed through
     choice = None
     if budget is not None:
+
+        def trial_build(rows: np.ndarray, **setting: Any) -> IndexParts:
+            """A trial index for the budget: this build's adaptor, backend, metric and target on ``rows``, at
+            one ``setting`` (coarse_dim, index, backend_options), calibrated on held-out rows as a build is."""
+            return build_index(
+                rows, adaptor=fitted, backend=name, target_recall=args["target_recall"], metric=metric, rerank=rerank,
+                ids=None, payloads=None, sample_size=len(rows), candidates=None, calibration_queries=calibration_queries,
+                seed=seed, quiet=True, code=None, ram_budget=None, optimize=optimize, device=device, **setting,
+            )  # fmt: skip
+
         choice = choose_configuration(
-            build_index, vectors, fitted, ram_budget=budget, optimize=optimize, target_recall=args["target_recall"],
-            metric=metric, rerank=rerank, backend=name, backend_options=options, seed=seed,
+            trial_build, vectors, ram_budget=budget, optimize=optimize, target_recall=args["target_recall"],
+            backend_options=options, seed=seed,
         )  # fmt: skip
         coarse_dim = choice["coarse_dim"]
         options = {**options, "index": choice["index"], **choice["options"]}

@@ -59,7 +59,7 @@ import numpy as np
 
 from ..adaptor import MatryoshkaAdaptor
 from ..adaptor.pca import PCARotation
-from ..backends.base import Closeable, ReportsTimings, SearchKnob, StoresIndexMetadata
+from ..backends.base import Closeable, ReportsTimings, StoresIndexMetadata
 from ..calibration import (
     CALIBRATION_K,
     MAX_CANDIDATES,
@@ -543,10 +543,7 @@ class MatryoshkaIndex:
                 be,
                 coarse_q,
                 full_q,
-                knob_control=be if isinstance(be, SearchKnob) else None,
                 target=target,
-                truth=None,
-                fixed=None,
                 max_candidates=max_candidates,
                 truth_note="exact inner-product search over the index's full vectors, for the given queries",
                 query_source="caller's queries",
