@@ -38,7 +38,7 @@ from ..validation import check_embeddings, check_fraction, check_ids, check_posi
 from .budget import MeasuresMemory, check_budget, check_built_bytes, choose_configuration
 from .device_stage import attach_device, resolve_index_device
 from .parts import IndexParts, StageVectors
-from .points import PayloadStore, index_keeps_payloads, store_vectors
+from .points import PayloadStore, index_keeps_payloads
 
 INDEX_TYPES = ("flat", "hnsw", "ivf", "pq")
 BUILD_CHUNK_ROWS = 16384
@@ -263,14 +263,13 @@ def add_rows(
     rows: slice | np.ndarray,
 ) -> None:
     """Adapt and store ``vectors[rows]`` (with their ids and payloads)."""
-    coarse, full = parts.vectors.prepare(vectors[rows])
     if payloads is None:
         chunk_payloads = None
     elif isinstance(rows, slice):
         chunk_payloads = list(payloads[rows])
     else:
         chunk_payloads = [payloads[int(r)] for r in rows]
-    store_vectors(parts.backend, parts.payloads, id_arr[rows], coarse, full, chunk_payloads)
+    parts.add(id_arr[rows], vectors[rows], chunk_payloads)
 
 
 def calibrate_held_out(

@@ -22,7 +22,7 @@ from ..adaptor.pca import PCARotation
 from ..calibration import CalibrationRecord
 from ..manifest import PREFIX_ONLY
 from ..validation import l2_normalize
-from .points import PayloadStore
+from .points import PayloadStore, store_vectors
 
 Adaptor = MatryoshkaAdaptor | PCARotation | None
 
@@ -97,6 +97,11 @@ class IndexParts:
     @property
     def vectors(self) -> StageVectors:
         return StageVectors(self.adaptor, self.metric, self.rerank, self.coarse_dim)
+
+    def add(self, ids: np.ndarray, rows: np.ndarray, payloads: list[dict[str, Any] | None] | None) -> None:
+        """Adapt validated ``rows`` as documents and store them, with their ids and payloads."""
+        coarse, full = self.vectors.prepare(rows)
+        store_vectors(self.backend, self.payloads, ids, coarse, full, payloads)
 
 
 __all__ = ["Adaptor", "IndexParts", "StageVectors", "adaptor_kind"]
