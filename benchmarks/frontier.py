@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_speed import Dataset, best_of, latencies, load, machine, synthetic_dataset
 
 from matryoshka_index import MatryoshkaAdaptor, MatryoshkaIndex
-from matryoshka_index.evaluation import recall_at_k
 from matryoshka_index.index import _candidate_ladder
+from matryoshka_index.quality.index_recall import recall_at_k
 from matryoshka_index.storage import atomic_write_bytes
 from matryoshka_index.validation import iter_row_chunks, l2_normalize
 

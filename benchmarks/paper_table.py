@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-from matryoshka_index import plots
 from matryoshka_index.quality import (
     SUPERVISED_DEFAULTS,
     LabelledReport,
@@ -32,6 +31,7 @@ from matryoshka_index.quality import (
     discover_labelled_sets,
     evaluate_beir,
     load_beir,
+    plots,
 )
 from matryoshka_index.quality.evaluate import METHOD_LABELS
 

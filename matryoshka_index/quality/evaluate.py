@@ -171,7 +171,7 @@ class LabelledReport:
 
     def plot(self, path: PathLike, *, ann_dim: int | None = None, title: str | None = None) -> None:
         """Write the two-panel PNG (needs matplotlib, the ``plot`` extra)."""
-        from ..plots import plot_report
+        from .plots import plot_report
 
         plot_report(self, path, ann_dim=ann_dim, title=title)
 
