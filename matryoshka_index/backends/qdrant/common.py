@@ -123,7 +123,7 @@ def quantization_family(code: str) -> str | None:
     return None
 
 
-def code_bytes(code: str, dim: int) -> int:
+def qdrant_code_bytes(code: str, dim: int) -> int:
     """Bytes a ``dim``-dim vector takes in the code's storage, as Qdrant's engine lays it out (checked
     against qdrant-edge 0.9's ``quantized.data`` files): float ``4 dim``; sq8 ``dim + 4`` (an f32 offset a
     vector); binary ``bits dim`` bits in whole 128-bit words; TurboQuant ``bits dim / 8`` bytes plus 8
@@ -145,7 +145,7 @@ def coarse_memory(
     HNSW links uncompressed (``2 m`` u32; Qdrant compresses them, so this is an upper bound) and the id
     bookkeeping. Where the code is not applied (qdrant-client local mode) the floats are what is held."""
     floats = 4 * coarse_dim
-    codes = code_bytes(code, coarse_dim) if code != "float" and applied else 0
+    codes = qdrant_code_bytes(code, coarse_dim) if code != "float" and applied else 0
     originals = 0 if codes and coarse_on_disk else floats
     links = 0 if index == "flat" else 2 * int(hnsw_m or 16) * 4
     return {
@@ -207,9 +207,9 @@ __all__ = [
     "Payloads",
     "add_inputs",
     "coarse_memory",
-    "code_bytes",
     "first_line",
     "membership",
+    "qdrant_code_bytes",
     "quantization_family",
     "quantized_bytes",
     "query_pairs",

@@ -70,9 +70,9 @@ from .common import (
     Closing,
     add_inputs,
     coarse_memory,
-    code_bytes,
     first_line,
     membership,
+    qdrant_code_bytes,
     quantization_family,
     query_pairs,
     renamed_option,
@@ -753,7 +753,7 @@ class QdrantEdgeBackend(Closing):
         the share of points whose codes exist now; ``coarse_code_applied``: whether a search scans
         codes for every point (it optimizes pending changes first, and with the default
         ``indexing_threshold_kb`` every segment then gets its codes). With an optimize pending the
-        code bytes are the engine's layout (:func:`~.common.code_bytes`), not yet the files'.
+        code bytes are the engine's layout (:func:`~.common.qdrant_code_bytes`), not yet the files'.
         """
         self._call(lambda s: s.flush(), "flushing the shard")
         n = int(self._call(lambda s: s.info(), "reading shard info").points_count)
@@ -768,7 +768,7 @@ class QdrantEdgeBackend(Closing):
         ids = total("*/id_tracker.*")
         if not n:
             return {**estimate, "coarse_code_applied": self.code == "float"}
-        per_point = code_bytes(self.code, self.coarse_dim)
+        per_point = qdrant_code_bytes(self.code, self.coarse_dim)
         coverage = 1.0 if self.code == "float" else min(1.0, codes / (n * per_point))
         pending = self._dirty and self._params.get("indexing_threshold_kb") is None
         applied = coverage >= 1.0 or pending
