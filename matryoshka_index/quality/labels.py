@@ -6,7 +6,8 @@ evaluation that calls them.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
 METHODS = ("truncation", "pca", "adaptor", "adaptor_queries", "supervised")
 """The coarse methods compared at each prefix length (``"full"`` is the full-dim reference)."""
@@ -22,11 +23,13 @@ METRICS = ("ndcg@10", "recall@100", "mrr@10")
 """The labelled metrics of a report, in table order."""
 
 
-class ReportResults(Protocol):
-    """What the markdown report and the plot read of a :class:`~matryoshka_index.quality.LabelledReport`.
+@dataclass
+class LabelledResults:
+    """The measurements of a labelled evaluation: the fields of :class:`~matryoshka_index.quality.LabelledReport`.
 
-    A structural type here, below both, so that neither imports the evaluation module that defines
-    the report and calls them (no import circle, type-only imports included).
+    Here, below the report and the plot, so that they read it without importing the evaluation module
+    that defines the report (with its ``to_markdown`` / ``plot``) and calls them: no import circle.
+    Per-dimension dicts are keyed by the int prefix length m.
     """
 
     name: str
@@ -38,11 +41,16 @@ class ReportResults(Protocol):
     n_train_queries: int
     n_train_pairs: int
     full: dict[str, float]
-    prefix: dict[str, dict[int, dict[str, float]]]
-    two_stage: dict[str, dict[int, dict[str, Any]]]
-    ann: dict[str, dict[int, list[dict[str, float]]]]
-    exact_qps: float | None
-    codes: list[dict[str, Any]]
-    training: dict[str, dict[str, Any]]
-    environment: dict[str, Any]
-    notes: list[str]
+    prefix: dict[str, dict[int, dict[str, float]]]  # also holds m = dim: the method's full-dim vectors
+    two_stage: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    ann: dict[str, dict[int, list[dict[str, float]]]] = field(default_factory=dict)
+    exact_qps: float | None = None  # median of exact_qps_at
+    # Exact full-dim search timed right beside each index's sweep: under a varying machine load a
+    # speed-up is only meaningful against a measurement taken at the same time.
+    exact_qps_at: dict[str, dict[int, float]] = field(default_factory=dict)
+    # One row per (method, m, code) of the two-stage index at its calibrated candidates: measured resident
+    # bytes/vector, queries/s, recall@10, nDCG@10 (see quality/frontier.py; the advisor's frontier reads them)
+    codes: list[dict[str, Any]] = field(default_factory=list)
+    training: dict[str, dict[str, Any]] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)

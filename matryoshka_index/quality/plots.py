@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import MatryoshkaError
 from ..storage import atomic_write_bytes
-from .labels import METHOD_LABELS, ReportResults
+from .labels import METHOD_LABELS, LabelledResults
 
 COLORS = {
     "full": "black",
@@ -36,14 +36,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def default_ann_dim(report: ReportResults) -> int:
+def default_ann_dim(report: LabelledResults) -> int:
     """The prefix length the recall-vs-speed panel shows: 64 when measured, else the middle one."""
     dims = sorted({m for curves in report.ann.values() for m in curves}) or report.dims
     return 64 if 64 in dims else dims[len(dims) // 2]
 
 
 def plot_report(
-    report: ReportResults,
+    report: LabelledResults,
     path: str | os.PathLike[str],
     *,
     ann_dim: int | None = None,
