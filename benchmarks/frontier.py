@@ -49,7 +49,7 @@ from search_speed import Dataset, best_of, latencies, load, machine, synthetic_d
 
 from matryoshka_index import MatryoshkaAdaptor, MatryoshkaIndex
 from matryoshka_index.calibration import candidate_ladder
-from matryoshka_index.evaluation import recall_at_k
+from matryoshka_index.quality.index_recall import recall_at_k
 from matryoshka_index.storage import atomic_write_bytes
 from matryoshka_index.validation import iter_row_chunks, l2_normalize
 

@@ -101,7 +101,7 @@ def child(spec: dict) -> dict:
     import faiss
     import numpy as np
 
-    from matryoshka_index.evaluation import recall_at_k
+    from matryoshka_index.quality.index_recall import recall_at_k
 
     global N_ROWS
     N_ROWS = spec["rows"]
@@ -211,7 +211,7 @@ def prepare(work: Path, threads: int) -> dict:
     from search_speed import write_synthetic
 
     from matryoshka_index import MatryoshkaAdaptor, MatryoshkaIndex
-    from matryoshka_index.evaluation import recall_at_k
+    from matryoshka_index.quality.index_recall import recall_at_k
 
     faiss.omp_set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-from matryoshka_index import plots
 from matryoshka_index.quality import (
     LabelledReport,
     advise,
     discover_labelled_sets,
     evaluate_beir,
     load_beir,
+    plots,
 )
 from matryoshka_index.quality.evaluate import METHOD_LABELS
 

@@ -50,8 +50,8 @@ import numpy as np
 import torch
 
 from matryoshka_index import MatryoshkaAdaptor, MatryoshkaIndex, __version__
-from matryoshka_index.evaluation import exact_topk, recall_at_k
 from matryoshka_index.index import PCARotation
+from matryoshka_index.quality.index_recall import exact_topk, recall_at_k
 from matryoshka_index.storage import atomic_write_bytes
 from matryoshka_index.validation import iter_row_chunks, l2_normalize
 

@@ -45,7 +45,7 @@ def ann_recall(found: np.ndarray, truth: np.ndarray) -> float:
 
     Recall of an approximate search (``found``) against exact search (``truth``), "k@k" when both
     have k columns. Queries whose truth is empty are skipped; with no such query at all the recall
-    is 1.0 (nothing to find). Formerly ``matryoshka_index.evaluation.recall_at_k`` (still there).
+    is 1.0 (nothing to find). Formerly ``matryoshka_index.evaluation.recall_at_k`` (now ``matryoshka_index.quality.index_recall.recall_at_k``).
     """
     per_query = per_query_recall(found, truth)
     return float(np.mean(per_query)) if len(per_query) else 1.0

@@ -210,8 +210,8 @@ def test_a_killed_builds_temporaries_are_swept_by_the_next_build_and_by_gc(data,
 _KILL_BETWEEN_RENAMES = """
 import os
 from matryoshka_index import storage
-storage._exchange = lambda a, b: False
-storage._between_renames = lambda: os._exit(9)
+storage.atomic._exchange = lambda a, b: False
+storage.atomic._between_renames = lambda: os._exit(9)
 """
 
 

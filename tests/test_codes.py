@@ -9,7 +9,7 @@ from conftest import brute_force, make_corpus, normalize
 from matryoshka_index import InputError, MatryoshkaIndex
 from matryoshka_index.backends.faiss_backend import FaissBackend
 from matryoshka_index.backends.faiss_codes import CODES, PAIRS, REFUSED, STRUCTURES
-from matryoshka_index.evaluation import recall_at_k
+from matryoshka_index.quality.index_recall import recall_at_k
 
 COARSE = 16
 

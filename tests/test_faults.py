@@ -88,9 +88,11 @@ idx = MatryoshkaIndex.load(sys.argv[1])
 idx.save(sys.argv[1])
 """
 # kill -9 while the new version is being written (its temporary exists beside the output) ...
-_DIE_WHILE_WRITING = "storage._swap_in = lambda tmp, path: os._exit(9)"
+_DIE_WHILE_WRITING = "storage.atomic._swap_in = lambda tmp, path: os._exit(9)"
 # ... or between the two renames of a file system without RENAME_EXCHANGE (the name is absent)
-_DIE_BETWEEN_RENAMES = "storage._exchange = lambda a, b: False\nstorage._between_renames = lambda: os._exit(9)"
+_DIE_BETWEEN_RENAMES = (
+    "storage.atomic._exchange = lambda a, b: False\nstorage.atomic._between_renames = lambda: os._exit(9)"
+)
 
 
 def _killed_save(out: Path, patch: str) -> None:

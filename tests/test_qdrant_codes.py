@@ -19,7 +19,7 @@ from qdrant_client import models as qm
 from matryoshka_index.backends import get_backend_class
 from matryoshka_index.backends.base import COARSE
 from matryoshka_index.backends.qdrant.collection import check_server_has, code_of
-from matryoshka_index.backends.qdrant.common import CODES, code_bytes
+from matryoshka_index.backends.qdrant.common import CODES, qdrant_code_bytes
 from matryoshka_index.backends.qdrant.metadata import vector_params
 from matryoshka_index.backends.qdrant.request import query_request
 from matryoshka_index.backends.qdrant.server import QdrantBackend
@@ -203,7 +203,7 @@ def test_edge_code_is_really_searched_saved_and_reopened(Edge, code, index, data
     assert info["coarse_code"] == code and info["coarse_code_applied"] is True
     assert info["coarse_resident_measured_as"].startswith("measured")
     if code != "float":  # the engine's code files hold exactly the documented bytes a vector
-        assert info["coarse_code_bytes_per_vector"] == code_bytes(code, C)
+        assert info["coarse_code_bytes_per_vector"] == qdrant_code_bytes(code, C)
         assert info["coarse_float_bytes_per_vector_resident"] == 0
     saved = tmp_path / "saved"
     saved.mkdir()
@@ -260,10 +260,10 @@ def test_edge_info_right_after_add_reports_the_codes_a_search_will_use(Edge, dat
     be.add(ids[200:], coarse[200:], full[200:])  # pending: the next search optimizes first
     info = be.info()
     assert info["optimize_pending"] and 0.4 < info["coarse_code_coverage"] < 0.6  # codes of 200 of 400 exist
-    assert info["coarse_code_applied"] is True and info["coarse_code_bytes_per_vector"] == code_bytes("sq8", C)
+    assert info["coarse_code_applied"] is True and info["coarse_code_bytes_per_vector"] == qdrant_code_bytes("sq8", C)
     be.search(coarse[:1], full[:1], K, CANDS)
     info = be.info()
-    assert info["coarse_code_coverage"] == 1.0 and info["coarse_code_bytes_per_vector"] == code_bytes("sq8", C)
+    assert info["coarse_code_coverage"] == 1.0 and info["coarse_code_bytes_per_vector"] == qdrant_code_bytes("sq8", C)
     be.close()
 
 

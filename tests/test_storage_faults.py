@@ -124,7 +124,7 @@ def test_preallocate_reports_no_fallocate_and_checks_the_free_space(tmp_path, mo
         monkeypatch.setattr(os, "posix_fallocate", _no_fallocate)
         assert storage.preallocate(fh.fileno(), 4096, path) is False  # room, but nothing reserved
         free = 1 << 20
-        monkeypatch.setattr(storage.shutil, "disk_usage", lambda p: type("U", (), {"free": free})())
+        monkeypatch.setattr(storage.disk.shutil, "disk_usage", lambda p: type("U", (), {"free": free})())
         with pytest.raises(StorageError) as info:
             storage.preallocate(fh.fileno(), 8 << 20, path)
     msg = str(info.value)
@@ -200,7 +200,7 @@ from matryoshka_index.backends.faiss_backend import FaissBackend
 b = FaissBackend.create(coarse_dim=4, full_dim=16)
 x = np.ones((10, 16), np.float32)
 b.add(np.arange(10), x[:, :4].copy(), x)           # a spill directory in $MINDEX_TMPDIR
-storage._owned_temp_file(storage.Path({out!r}).parent, '.out.npy.')   # a half-written file beside an output
+storage.temporaries.owned_temp_file(storage.temporaries.Path({out!r}).parent, '.out.npy.')   # a half-written file beside an output
 with storage.atomic_directory({idx!r}) as tmp:      # a half-written directory
     (tmp / 'a').write_bytes(b'x' * 1000)
     os._exit(9)
@@ -257,8 +257,8 @@ def test_work_directories_of_older_versions_are_kept_for_a_day(tmp_path):
 _KILL_BETWEEN_RENAMES = """
 import os
 from matryoshka_index import storage
-storage._exchange = lambda a, b: False           # the fallback of file systems without RENAME_EXCHANGE
-storage._between_renames = lambda: os._exit(9)   # killed with the old version aside, the new one not in
+storage.atomic._exchange = lambda a, b: False           # the fallback of file systems without RENAME_EXCHANGE
+storage.atomic._between_renames = lambda: os._exit(9)   # killed with the old version aside, the new one not in
 with storage.atomic_directory({idx!r}) as tmp:
     (tmp / 'v').write_text('new')
 """
@@ -300,7 +300,7 @@ def test_with_rename_exchange_the_name_is_never_absent(tmp_path):
     with storage.atomic_directory(idx) as tmp:
         (tmp / "v").write_text("old")
     r = python(
-        "import os\nfrom matryoshka_index import storage\nstorage._between_renames = lambda: os._exit(9)\n"
+        "import os\nfrom matryoshka_index import storage\nstorage.atomic._between_renames = lambda: os._exit(9)\n"
         f"with storage.atomic_directory({str(idx)!r}) as tmp:\n    (tmp / 'v').write_text('new')\n"
     )
     if r.returncode == 9:
@@ -317,8 +317,8 @@ def test_ctrl_c_between_the_renames_puts_the_old_version_back(tmp_path, monkeypa
     def interrupt():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(storage, "_exchange", lambda a, b: False)
-    monkeypatch.setattr(storage, "_between_renames", interrupt)
+    monkeypatch.setattr(storage.atomic, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(storage.atomic, "_between_renames", interrupt)
     with pytest.raises(KeyboardInterrupt), storage.atomic_directory(idx) as tmp:
         (tmp / "v").write_text("new")
     assert (idx / "v").read_text() == "old" and leftovers(tmp_path) == []

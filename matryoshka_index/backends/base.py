@@ -54,7 +54,9 @@ FULL = "full"
 
 def quantized_bytes(dim: int, quantization: str | None) -> int:
     """Bytes per vector of the quantized copy Qdrant keeps beside a ``dim``-float vector (0 for none):
-    ``dim`` for int8, ``ceil(dim / 8)`` for binary."""
+    ``dim`` for int8, ``ceil(dim / 8)`` for binary, in the older ``coarse_quantization`` vocabulary (a
+    migration's estimate). A code's size as Qdrant's engine lays it out (offsets, word padding) is
+    :func:`~matryoshka_index.backends.qdrant.common.qdrant_code_bytes`."""
     if quantization == "int8":
         return dim
     if quantization == "binary":

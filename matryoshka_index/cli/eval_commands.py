@@ -113,8 +113,8 @@ def eval_command(
         raise click.UsageError(
             "give INDEX and QUERIES, or a labelled set with --labelled DIR or --corpus/--queries/--qrels"
         )
-    from ..evaluation import evaluate_recall
     from ..index import MatryoshkaIndex
+    from ..quality.index_recall import evaluate_recall
 
     index = MatryoshkaIndex.load(index_path, verify=not no_verify)
     q = read_vectors(query_vectors, "queries", dim=index.input_dim)

@@ -23,7 +23,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from ..storage import atomic_write_json
 from ..validation import best_time, check_embeddings, check_positive_int, iter_row_chunks, l2_normalize
 from .data import LabelledSet, PathLike, QuerySplit, check_string_ids, read_qrels, split_queries
 from .frontier import code_options, parse_codes
-from .labels import METHOD_LABELS, METHODS
+from .labels import METHOD_LABELS, METHODS, LabelledResults
 from .labels import METRICS as METRICS  # importable from here as before
 
 # Candidate counts of the ANN sweep (cut at the corpus size): every other step of the calibration's ladder.
@@ -51,35 +51,14 @@ Sides = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndar
 
 # ---------------------------------------------------------------------- report
 @dataclass
-class LabelledReport:
+class LabelledReport(LabelledResults):
     """Everything :func:`evaluate_labelled` measured; ``to_dict`` is JSON, ``to_markdown`` tables, ``plot`` a PNG.
 
     Per-dimension dicts are keyed by the int prefix length m. Metric names: ``ndcg@10``,
     ``recall@100``, ``mrr@10`` (labelled), ``recall@10`` (against exact full-dim search).
     """
 
-    name: str
-    dim: int
-    dims: list[int]
-    methods: list[str]
-    n_corpus: int
-    n_test_queries: int
-    n_train_queries: int
-    n_train_pairs: int
-    full: dict[str, float]
-    prefix: dict[str, dict[int, dict[str, float]]]  # also holds m = dim: the method's full-dim vectors
-    two_stage: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
-    ann: dict[str, dict[int, list[dict[str, float]]]] = field(default_factory=dict)
-    exact_qps: float | None = None  # median of exact_qps_at
-    # Exact full-dim search timed right beside each index's sweep: under a varying machine load a
-    # speed-up is only meaningful against a measurement taken at the same time.
-    exact_qps_at: dict[str, dict[int, float]] = field(default_factory=dict)
-    # One row per (method, m, code) of the two-stage index at its calibrated candidates: measured resident
-    # bytes/vector, queries/s, recall@10, nDCG@10 (see quality/frontier.py; the advisor's frontier reads them)
-    codes: list[dict[str, Any]] = field(default_factory=list)
-    training: dict[str, dict[str, Any]] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    # the fields are LabelledResults' (quality/labels.py), which the report and the plot read
 
     # -------------------------------------------------------------- views
     def ndcg_retention(self, method: str, m: int, *, two_stage: bool = False) -> float:
@@ -167,7 +146,7 @@ class LabelledReport:
 
     def plot(self, path: PathLike, *, ann_dim: int | None = None, title: str | None = None) -> None:
         """Write the two-panel PNG (needs matplotlib, the ``plot`` extra)."""
-        from ..plots import plot_report
+        from .plots import plot_report
 
         plot_report(self, path, ann_dim=ann_dim, title=title)
 

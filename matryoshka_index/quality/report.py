@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .labels import METHOD_LABELS, METRICS
-
-if TYPE_CHECKING:
-    from .evaluate import LabelledReport
+from .labels import METHOD_LABELS, METRICS, LabelledResults
 
 _METRIC_TITLES = {
     "ndcg@10": "nDCG@10",
@@ -27,7 +24,7 @@ def _fmt(v: Any, pct_of: float | None = None) -> str:
     return f"{v:.3f}"
 
 
-def _quality_table(report: LabelledReport, metric: str) -> list[str]:
+def _quality_table(report: LabelledResults, metric: str) -> list[str]:
     full = report.full.get(metric)
     head = "| method | " + " | ".join(f"m={m}" for m in report.dims) + f" | full ({report.dim}) |"
     lines = [head, "|---|" + "---|" * (len(report.dims) + 1)]
@@ -48,7 +45,7 @@ def _quality_table(report: LabelledReport, metric: str) -> list[str]:
     return lines
 
 
-def _ann_table(report: LabelledReport) -> list[str]:
+def _ann_table(report: LabelledResults) -> list[str]:
     cols = sorted({p["candidates"] for curves in report.ann.values() for c in curves.values() for p in c})
     shown = [c for c in _ANN_COLUMNS if c in cols] or cols[:8]
     lines = [
@@ -66,7 +63,7 @@ def _ann_table(report: LabelledReport) -> list[str]:
     return lines
 
 
-def _codes_table(report: LabelledReport) -> list[str]:
+def _codes_table(report: LabelledResults) -> list[str]:
     lines = [
         "| method | m | code | resident B/vector | candidates | recall@10 | nDCG@10 | queries/s |",
         "|---|---|---|---|---|---|---|---|",
@@ -80,7 +77,7 @@ def _codes_table(report: LabelledReport) -> list[str]:
     return lines
 
 
-def report_markdown(report: LabelledReport, advice: Sequence[Any] = (), *, title: str | None = None) -> str:
+def report_markdown(report: LabelledResults, advice: Sequence[Any] = (), *, title: str | None = None) -> str:
     """The report as markdown: one table per metric, the ANN sweep, training facts, advice."""
     name = f": {report.name}" if report.name else ""
     env = report.environment

@@ -4,11 +4,13 @@ A coarse code (:data:`~.common.CODES`) is one of Qdrant's quantization configs o
 ``sq8`` is :class:`~qdrant_client.models.ScalarQuantization` (int8), ``binary`` / ``binary1.5`` /
 ``binary2`` :class:`~qdrant_client.models.BinaryQuantization` with the one-bit / one-and-half-bits /
 two-bits encoding, ``turbo4`` / ``turbo2`` / ``turbo1`` :class:`~qdrant_client.models.TurboQuantization`
-(servers >= 1.18). :func:`code_of` reads a collection's config back into a code.
+(servers >= 1.18). :func:`code_of` reads a collection's config back into a code, and
+:func:`read_layout` an existing collection's whole layout (what a backend attached to it needs).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import QdrantClient
@@ -17,6 +19,7 @@ from qdrant_client import models as qm
 from ...errors import InputError
 from .common import BINARY_BITS, COARSE, CODES, FULL, TURBO_BITS, TURBO_MIN_SERVER, resolve_code
 from .errors import call
+from .metadata import META_KEY, MetadataStore, require_collection, vector_params
 
 _METRICS = {"cosine": qm.Distance.COSINE, "ip": qm.Distance.DOT, "dot": qm.Distance.DOT}
 
@@ -123,7 +126,7 @@ def collection_layout(
     index: str,
     quant: qm.QuantizationConfig | None,
     hnsw_m: int | None,
-    hnsw_ef_construct: int | None,
+    ef_construction: int | None,
     on_disk: bool,
     coarse_on_disk: bool = False,
 ) -> dict[str, qm.VectorParams]:
@@ -133,8 +136,8 @@ def collection_layout(
     hnsw = None
     if index == "flat":  # exact coarse stage: no graph to build
         hnsw = qm.HnswConfigDiff(m=0)
-    elif hnsw_m is not None or hnsw_ef_construct is not None:
-        hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct)
+    elif hnsw_m is not None or ef_construction is not None:
+        hnsw = qm.HnswConfigDiff(m=hnsw_m, ef_construct=ef_construction)
     layout = {
         # with a code the search reads only the codes (kept in RAM): the floats may stay on disk
         COARSE: qm.VectorParams(
@@ -153,7 +156,69 @@ def collection_layout(
     return layout
 
 
+@dataclass(frozen=True)
+class ExistingLayout:
+    """What an existing collection holds, as :class:`~.server.QdrantBackend` takes it (its keyword names)."""
+
+    coarse_dim: int
+    full_dim: int
+    metric: str
+    index: str
+    code: str
+    hnsw_m: int | None
+    coarse_on_disk: bool
+    full_quantized: bool
+    has_foreign_ids: bool
+    full_vector: str | None
+
+
+def read_layout(
+    client: QdrantClient, collection: str, endpoint: str, full_vector: str | None, retries: int
+) -> tuple[str, ExistingLayout]:
+    """The real name of ``collection`` (an alias resolved) and its layout; one line unless it has ``coarse``
+    and a full vector of one distance.
+
+    ``full_vector``: the name of the full (rerank) vector; None: the one the index record names
+    (``"full"``, a collection migrated in place's own vector, or none for a prefix-only collection).
+    """
+    real = require_collection(client, collection, endpoint)
+    info = call(lambda: client.get_collection(real), endpoint, f"reading collection {real!r}", retries=retries)
+    params = vector_params(info)
+    record = MetadataStore(client, real, endpoint).read(META_KEY) or {}
+    named = record.get("vectors") or {}
+    prefix_only = full_vector is None and "full" in named and named["full"] is None
+    if full_vector is None and not prefix_only:
+        given = named.get("full", FULL)
+        full_vector = given if isinstance(given, str) else FULL
+    missing = [v for v in (COARSE, full_vector) if v is not None and v not in params]
+    if missing:
+        raise InputError(
+            f"collection {real!r} at {endpoint} has no {' and '.join(repr(m) for m in missing)} vector; "
+            "it is not a matryoshka-index collection (migrate it with mindex migrate)"
+        )
+    coarse = params[COARSE]
+    full = coarse if full_vector is None else params[full_vector]  # prefix only: coarse says the metric
+    if coarse.distance != full.distance:
+        raise InputError(f"collection {real!r}: 'coarse' and 'full' use different distances")
+    m = coarse.hnsw_config.m if coarse.hnsw_config is not None and coarse.hnsw_config.m is not None else None
+    if m is None:
+        m = info.config.hnsw_config.m
+    return real, ExistingLayout(
+        coarse_dim=coarse.size,
+        full_dim=0 if full_vector is None else full.size,
+        metric=metric_of(full.distance),
+        index="flat" if m == 0 else "hnsw",
+        code=code_of(coarse.quantization_config or info.config.quantization_config),
+        hnsw_m=m,
+        coarse_on_disk=bool(coarse.on_disk),
+        full_quantized=full_vector is not None and bool(full.quantization_config or info.config.quantization_config),
+        has_foreign_ids=bool((record.get("point_ids") or {}).get("foreign", 0)),
+        full_vector=full_vector,
+    )
+
+
 __all__ = [
+    "ExistingLayout",
     "check_index",
     "check_metric",
     "check_server_has",
@@ -162,4 +227,5 @@ __all__ = [
     "collection_layout",
     "metric_of",
     "quantization_config",
+    "read_layout",
 ]

@@ -6,6 +6,7 @@ Imports neither qdrant-client nor qdrant-edge, so each backend takes it without 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -61,11 +62,19 @@ def first_line(exc: BaseException) -> str:
 def resolve_code(code: str | None, coarse_quantization: str | None, backend: str) -> str:
     """The coarse code of ``create(code=..., coarse_quantization=...)``: one of :data:`CODES`.
 
-    ``coarse_quantization`` (the older option) maps onto the same thing (``int8`` -> ``sq8``,
-    ``binary`` -> ``binary``); given both, they must agree. One line for a code Qdrant cannot store.
+    ``coarse_quantization`` (the older option, deprecated until 0.2: it warns) maps onto the same
+    thing (``int8`` -> ``sq8``, ``binary`` -> ``binary``); given both, they must agree. One line for a
+    code Qdrant cannot store.
     """
     if coarse_quantization not in QUANTIZATIONS:
         raise InputError(f"coarse_quantization: choose None, 'int8' or 'binary', got {coarse_quantization!r}")
+    if coarse_quantization is not None:
+        warnings.warn(
+            "coarse_quantization= is deprecated and will be removed in 0.2; give code= "
+            f"(coarse_quantization={coarse_quantization!r} is code={LEGACY_CODES[coarse_quantization]!r})",
+            DeprecationWarning,
+            stacklevel=3,
+        )
     legacy = LEGACY_CODES[coarse_quantization]
     if code is None:
         return legacy
@@ -81,6 +90,28 @@ def resolve_code(code: str | None, coarse_quantization: str | None, backend: str
     return code
 
 
+RENAMED_OPTIONS = {"hnsw_ef_construct": "ef_construction", "hnsw_ef": "ef_search"}
+"""Former Qdrant names of settings -> the one name every backend uses (the FAISS backend's and
+``mindex build``'s ``--ef-construction`` / ``--ef-search``). The former names still work, with a
+:class:`DeprecationWarning`, until 0.2; saved manifest sections keep their keys (the file format)."""
+
+
+def renamed_option(new: str, value: Any, old_value: Any) -> Any:
+    """The value of setting ``new`` given as ``new=value`` or by its former name (with a DeprecationWarning).
+
+    ``None`` means not given. Given both ways with different values: one line.
+    """
+    if old_value is None:
+        return value
+    old = next(k for k, v in RENAMED_OPTIONS.items() if v == new)
+    warnings.warn(f"{old}= is deprecated and will be removed in 0.2; give {new}=", DeprecationWarning, stacklevel=3)
+    if value is not None and value != old_value:
+        raise InputError(
+            f"{old}={old_value!r} and {new}={value!r} disagree ({old} is the former name); give only {new}="
+        )
+    return old_value
+
+
 def quantization_family(code: str) -> str | None:
     """``coarse_quantization`` of a code: ``"int8"``, ``"binary"``, ``"turbo"`` or None (float)."""
     if code == "sq8":
@@ -92,7 +123,7 @@ def quantization_family(code: str) -> str | None:
     return None
 
 
-def code_bytes(code: str, dim: int) -> int:
+def qdrant_code_bytes(code: str, dim: int) -> int:
     """Bytes a ``dim``-dim vector takes in the code's storage, as Qdrant's engine lays it out (checked
     against qdrant-edge 0.9's ``quantized.data`` files): float ``4 dim``; sq8 ``dim + 4`` (an f32 offset a
     vector); binary ``bits dim`` bits in whole 128-bit words; TurboQuant ``bits dim / 8`` bytes plus 8
@@ -114,7 +145,7 @@ def coarse_memory(
     HNSW links uncompressed (``2 m`` u32; Qdrant compresses them, so this is an upper bound) and the id
     bookkeeping. Where the code is not applied (qdrant-client local mode) the floats are what is held."""
     floats = 4 * coarse_dim
-    codes = code_bytes(code, coarse_dim) if code != "float" and applied else 0
+    codes = qdrant_code_bytes(code, coarse_dim) if code != "float" and applied else 0
     originals = 0 if codes and coarse_on_disk else floats
     links = 0 if index == "flat" else 2 * int(hnsw_m or 16) * 4
     return {
@@ -170,16 +201,18 @@ __all__ = [
     "FULL",
     "LEGACY_CODES",
     "QUANTIZATIONS",
+    "RENAMED_OPTIONS",
     "TURBO_BITS",
     "TURBO_MIN_SERVER",
     "Payloads",
     "add_inputs",
     "coarse_memory",
-    "code_bytes",
     "first_line",
     "membership",
+    "qdrant_code_bytes",
     "quantization_family",
     "quantized_bytes",
     "query_pairs",
+    "renamed_option",
     "resolve_code",
 ]

@@ -70,11 +70,12 @@ from .common import (
     Closing,
     add_inputs,
     coarse_memory,
-    code_bytes,
     first_line,
     membership,
+    qdrant_code_bytes,
     quantization_family,
     query_pairs,
+    renamed_option,
     resolve_code,
 )
 
@@ -355,7 +356,7 @@ class QdrantEdgeBackend(Closing):
         self.on_disk = bool(params["on_disk"])
         self.rescore = bool(params["rescore"])
         self.oversampling = params["oversampling"]
-        self.hnsw_ef = params["hnsw_ef"]
+        self.ef_search = params["hnsw_ef"]
         self.upload_batch_size = check_positive_int(upload_batch_size, "upload_batch_size")
         self.quiet = quiet
         self._dirty = False
@@ -379,13 +380,15 @@ class QdrantEdgeBackend(Closing):
         rescore: bool | None = None,
         oversampling: float | None = None,
         hnsw_m: int = 16,
-        hnsw_ef_construct: int = 100,
-        hnsw_ef: int | None = None,
+        ef_construction: int | None = None,
+        ef_search: int | None = None,
         indexing_threshold_kb: int | None = None,
         max_search_threads: int | None = None,
         wal: bool = False,
         upload_batch_size: int = 1024,
         quiet: bool = False,
+        hnsw_ef_construct: int | None = None,
+        hnsw_ef: int | None = None,
     ) -> QdrantEdgeBackend:
         """A new, empty shard with the ``coarse`` + ``full`` layout.
 
@@ -399,9 +402,10 @@ class QdrantEdgeBackend(Closing):
         rescoring off (``rescore=True`` turns it on, with optional ``oversampling``); the float
         coarse vectors then stay on disk unless ``coarse_on_disk=False``, and every segment is
         quantized on optimize (``indexing_threshold_kb`` defaults to 1). ``coarse_quantization``
-        (None, ``"int8"``, ``"binary"``) is the older name of ``code``. ``hnsw_m``,
-        ``hnsw_ef_construct``: the coarse graph; ``hnsw_ef``: search
-        breadth (at least ``candidates`` is always used). ``indexing_threshold_kb``: segments larger
+        (None, ``"int8"``, ``"binary"``) is the older name of ``code`` (deprecated until 0.2).
+        ``hnsw_m``, ``ef_construction`` (default 100): the coarse graph; ``ef_search``: search breadth
+        (at least ``candidates`` is always used); ``hnsw_ef_construct`` and ``hnsw_ef``, their former
+        names, still work until 0.2, with a warning. ``indexing_threshold_kb``: segments larger
         than this get their HNSW graph on optimize (default: the engine's own, about 10 MB of vectors;
         smaller segments are scanned, which is as fast at that size). ``max_search_threads``: the
         engine's search pool (default: one per CPU). ``wal``: keep a write-ahead log (off by default:
@@ -410,6 +414,8 @@ class QdrantEdgeBackend(Closing):
         _check_choice("metric", metric, METRICS)
         _check_choice("index", index, INDEX_TYPES)
         code = resolve_code(code, coarse_quantization, "qdrant-edge")
+        ef_construction = renamed_option("ef_construction", ef_construction, hnsw_ef_construct)
+        ef_search = renamed_option("ef_search", ef_search, hnsw_ef)
         coarse_dim = check_positive_int(coarse_dim, "coarse_dim")
         full_dim = check_positive_int(full_dim, "full_dim", minimum=0)  # 0: prefix only, `coarse` alone
         if full_dim and coarse_dim > full_dim:
@@ -426,8 +432,11 @@ class QdrantEdgeBackend(Closing):
             "rescore": bool(rescore),
             "oversampling": None if oversampling is None else float(oversampling),
             "hnsw_m": check_positive_int(hnsw_m, "hnsw_m", minimum=2),
-            "hnsw_ef_construct": check_positive_int(hnsw_ef_construct, "hnsw_ef_construct", minimum=4),
-            "hnsw_ef": None if hnsw_ef is None else check_positive_int(hnsw_ef, "hnsw_ef"),
+            # saved under Qdrant's own names: the manifest section's keys are the file format
+            "hnsw_ef_construct": check_positive_int(
+                100 if ef_construction is None else ef_construction, "ef_construction", minimum=4
+            ),
+            "hnsw_ef": None if ef_search is None else check_positive_int(ef_search, "ef_search"),
             "indexing_threshold_kb": (
                 None
                 if indexing_threshold_kb is None
@@ -456,17 +465,20 @@ class QdrantEdgeBackend(Closing):
         *,
         path: str | os.PathLike[str] | None = None,
         max_search_threads: int | None = None,
-        hnsw_ef: int | None = None,
+        ef_search: int | None = None,
         rescore: bool | None = None,
         oversampling: float | None = None,
         upload_batch_size: int = 1024,
         quiet: bool = False,
+        hnsw_ef: int | None = None,
     ) -> QdrantEdgeBackend:
         """Open a copy of the shard :meth:`save` wrote into ``directory`` (the saved files are never modified).
 
         ``path``: where the working copy goes (absent or empty; default a temporary directory).
-        ``max_search_threads``, ``hnsw_ef``, ``rescore``, ``oversampling`` override the saved values.
+        ``max_search_threads``, ``ef_search`` (``hnsw_ef``, its former name, until 0.2), ``rescore``,
+        ``oversampling`` override the saved values.
         """
+        ef_search = renamed_option("ef_search", ef_search, hnsw_ef)
         directory = Path(directory)
         if section.get("format") != SECTION_FORMAT or section.get("format_version") != SECTION_VERSION:
             raise FormatError(
@@ -490,8 +502,8 @@ class QdrantEdgeBackend(Closing):
             saved = directory / str(section.get("shard", SHARD_DIR))
         except (KeyError, TypeError, ValueError):
             raise FormatError(f"{directory}: the qdrant-edge backend section of the manifest is incomplete") from None
-        if hnsw_ef is not None:
-            params["hnsw_ef"] = check_positive_int(hnsw_ef, "hnsw_ef")
+        if ef_search is not None:
+            params["hnsw_ef"] = check_positive_int(ef_search, "ef_search")
         if rescore is not None:
             params["rescore"] = bool(rescore)
         if oversampling is not None:
@@ -615,7 +627,9 @@ class QdrantEdgeBackend(Closing):
             # search scans the codes, which is what a code without rescoring asks for
             exact = self.code == "float" or self.rescore
             return qe.SearchParams(exact=exact, quantization=self._quant_params())
-        return qe.SearchParams(hnsw_ef=max(int(candidates), int(self.hnsw_ef or 0)), quantization=self._quant_params())
+        return qe.SearchParams(
+            hnsw_ef=max(int(candidates), int(self.ef_search or 0)), quantization=self._quant_params()
+        )
 
     def _run(self, requests: list[Any], k: int, what: str) -> tuple[np.ndarray, np.ndarray]:
         self._ensure_optimized()
@@ -739,7 +753,7 @@ class QdrantEdgeBackend(Closing):
         the share of points whose codes exist now; ``coarse_code_applied``: whether a search scans
         codes for every point (it optimizes pending changes first, and with the default
         ``indexing_threshold_kb`` every segment then gets its codes). With an optimize pending the
-        code bytes are the engine's layout (:func:`~.common.code_bytes`), not yet the files'.
+        code bytes are the engine's layout (:func:`~.common.qdrant_code_bytes`), not yet the files'.
         """
         self._call(lambda s: s.flush(), "flushing the shard")
         n = int(self._call(lambda s: s.info(), "reading shard info").points_count)
@@ -754,7 +768,7 @@ class QdrantEdgeBackend(Closing):
         ids = total("*/id_tracker.*")
         if not n:
             return {**estimate, "coarse_code_applied": self.code == "float"}
-        per_point = code_bytes(self.code, self.coarse_dim)
+        per_point = qdrant_code_bytes(self.code, self.coarse_dim)
         coverage = 1.0 if self.code == "float" else min(1.0, codes / (n * per_point))
         pending = self._dirty and self._params.get("indexing_threshold_kb") is None
         applied = coverage >= 1.0 or pending

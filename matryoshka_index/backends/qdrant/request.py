@@ -24,6 +24,7 @@ import numpy as np
 from ...errors import InputError
 from ...validation import l2_normalize
 from ..base import COARSE, FULL
+from .common import renamed_option
 
 __all__ = ["query_path", "query_request", "query_vectors"]
 
@@ -66,9 +67,10 @@ def query_request(
     with_payload: bool | list[str] = False,
     query_filter: dict[str, Any] | None = None,
     full_vector: str | None = None,
-    hnsw_ef: int | None = None,
+    ef_search: int | None = None,
     rescore: bool | None = None,
     oversampling: float | None = None,
+    hnsw_ef: int | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /collections/{name}/points/query`` for one two-stage query.
 
@@ -81,9 +83,11 @@ def query_request(
     backend sends it; ``rescore`` (default: the index's ``backend.coarse_rescore``, else on for a
     pre-code manifest) overrides it. ``full_vector``: the name of the full vector (default
     ``backend.full_vector``, else ``"full"``; ``""`` for a collection migrated in place whose vector
-    is unnamed, which then sends no ``using``). With ``coarse`` or
+    is unnamed, which then sends no ``using``). ``ef_search``: the coarse search breadth (Qdrant's
+    ``hnsw_ef``, at least the candidates; ``hnsw_ef=``, its former name here, works until 0.2). With ``coarse`` or
     ``full`` left out the body is a template (a placeholder string where the floats go).
     """
+    ef_search = renamed_option("ef_search", ef_search, hnsw_ef)
     section = _section(manifest)
     try:
         coarse_dim, full_dim = int(manifest["coarse_dim"]), int(manifest["full_dim"])
@@ -102,7 +106,7 @@ def query_request(
         if code == "float" or rescore:
             coarse_params["exact"] = True
     else:
-        coarse_params["hnsw_ef"] = max(cands, int(hnsw_ef or 0))
+        coarse_params["hnsw_ef"] = max(cands, int(ef_search or 0))
     if code != "float":
         quant: dict[str, Any] = {"rescore": bool(rescore)}
         if oversampling is not None:

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -88,19 +89,20 @@ from .collection import (
     check_metric,
     check_server_has,
     code_config,
-    code_of,
     collection_layout,
-    metric_of,
+    read_layout,
 )
 from .common import (
     COARSE,
     FULL,
+    LEGACY_CODES,
     Closing,
     add_inputs,
     coarse_memory,
     membership,
     quantization_family,
     query_pairs,
+    renamed_option,
     resolve_code,
 )
 from .connection import CONNECTION_OPTIONS, client_mode, close_quietly, connect, describe_client
@@ -115,7 +117,6 @@ from .metadata import (
     index_record,
     is_foreign_id,
     point_handle,
-    require_collection,
     vector_params,
 )
 from .snapshots import SNAPSHOT_DIR, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, Snapshot, read_snapshot, write_snapshot
@@ -162,12 +163,11 @@ class QdrantBackend(Closing):
         metric: str,
         owns_client: bool = False,
         index: str = "hnsw",
-        coarse_quantization: str | None = None,
         rescore: bool | None = None,
         oversampling: float | None = None,
-        hnsw_ef: int | None = None,
+        ef_search: int | None = None,
         full_quantized: bool = False,
-        code: str | None = None,
+        code: str = "float",
         hnsw_m: int | None = None,
         coarse_on_disk: bool = False,
         upload_batch_size: int = 256,
@@ -187,7 +187,7 @@ class QdrantBackend(Closing):
         self.full_dim = int(full_dim)
         self.metric = check_metric(metric)
         self.index = check_index(index)
-        self.code = resolve_code(code, coarse_quantization, "Qdrant")
+        self.code = resolve_code(code, None, "Qdrant")
         """The coarse code (one of ``CODES``); ``coarse_quantization`` is its family (int8 / binary / turbo)."""
         self.coarse_quantization = quantization_family(self.code)
         # None: Qdrant's rescoring off, since our rerank on the full vector is the rescoring
@@ -195,7 +195,7 @@ class QdrantBackend(Closing):
         self.oversampling = oversampling
         self.hnsw_m = hnsw_m
         self.coarse_on_disk = bool(coarse_on_disk)
-        self.hnsw_ef = hnsw_ef
+        self.ef_search = ef_search
         self.full_quantized = full_quantized
         self.upload_batch_size = max(1, int(upload_batch_size))
         self.max_retries = max(0, int(max_retries))
@@ -236,12 +236,14 @@ class QdrantBackend(Closing):
         rescore: bool | None = None,
         oversampling: float | None = None,
         hnsw_m: int | None = None,
-        hnsw_ef_construct: int | None = None,
-        hnsw_ef: int | None = None,
+        ef_construction: int | None = None,
+        ef_search: int | None = None,
         upload_batch_size: int = 256,
         parallel: int = 1,
         max_retries: int = 5,
         quiet: bool = False,
+        hnsw_ef_construct: int | None = None,
+        hnsw_ef: int | None = None,
         **connection: Any,
     ) -> QdrantBackend:
         """Create a new collection with the ``coarse`` + ``full`` layout (it must not exist yet).
@@ -258,17 +260,21 @@ class QdrantBackend(Closing):
         (TurboQuant, servers >= 1.18); the codes are kept in RAM and searched with Qdrant's rescoring
         off (``rescore=True`` turns it on: our rerank on ``full`` already is the rescoring), and the
         float coarse vectors go on disk unless ``coarse_on_disk=False``. ``coarse_quantization``
-        (None, ``"int8"``, ``"binary"``) is the older name of ``code`` (``"sq8"``, ``"binary"``).
+        (None, ``"int8"``, ``"binary"``) is the older name of ``code`` (``"sq8"``, ``"binary"``),
+        deprecated until 0.2.
         A server quantizes a segment when its optimizer indexes it: points in segments below the
         collection's ``indexing_threshold`` are searched as floats until then. qdrant-client local
         mode keeps the config but always searches the floats (see :meth:`info`). ``hnsw_m``,
-        ``hnsw_ef_construct``: HNSW graph of ``coarse``; ``hnsw_ef``: search breadth (at least
-        ``candidates`` is always used). ``upload_batch_size`` points per request, ``parallel``
+        ``ef_construction``: HNSW graph of ``coarse``; ``ef_search``: search breadth (at least
+        ``candidates`` is always used), the FAISS backend's names; ``hnsw_ef_construct`` and
+        ``hnsw_ef``, their former names, still work until 0.2, with a warning. ``upload_batch_size`` points per request, ``parallel``
         concurrent requests (server mode), ``max_retries`` on transient errors.
         """
         unknown = sorted(set(connection) - set(CONNECTION_OPTIONS))
         if unknown:
             raise InputError(f"Qdrant backend: unknown option(s) {', '.join(unknown)}")
+        ef_construction = renamed_option("ef_construction", ef_construction, hnsw_ef_construct)
+        ef_search = renamed_option("ef_search", ef_search, hnsw_ef)
         metric = check_metric(metric)
         _positive(coarse_dim=coarse_dim)
         if full_dim != 0:  # 0: prefix only, a collection with `coarse` alone
@@ -295,7 +301,7 @@ class QdrantBackend(Closing):
                     "or open it with MatryoshkaIndex.from_qdrant"
                 )
             vectors = collection_layout(
-                int(coarse_dim), int(full_dim), metric, index, quant, hnsw_m, hnsw_ef_construct, on_disk, coarse_on_disk
+                int(coarse_dim), int(full_dim), metric, index, quant, hnsw_m, ef_construction, on_disk, coarse_on_disk
             )
             call(
                 lambda: qclient.create_collection(
@@ -326,7 +332,7 @@ class QdrantBackend(Closing):
             code=code,
             rescore=rescore,
             oversampling=oversampling,
-            hnsw_ef=hnsw_ef,
+            ef_search=ef_search,
             hnsw_m=hnsw_m,
             coarse_on_disk=coarse_on_disk,
             upload_batch_size=upload_batch_size,
@@ -346,11 +352,12 @@ class QdrantBackend(Closing):
         upload_batch_size: int = 256,
         parallel: int = 1,
         max_retries: int = 5,
-        hnsw_ef: int | None = None,
+        ef_search: int | None = None,
         oversampling: float | None = None,
         quiet: bool = False,
         full_vector: str | None = None,
         rescore: bool | None = None,
+        hnsw_ef: int | None = None,
         **unknown: Any,
     ) -> QdrantBackend:
         """Attach to an existing collection (an alias is resolved) that has ``coarse`` and a full vector.
@@ -358,58 +365,25 @@ class QdrantBackend(Closing):
         ``full_vector``: the name of the full (rerank) vector; default: the one the index record
         names (``"full"``, or the original vector of a collection migrated in place; none for a
         prefix-only collection, whose record names none). The coarse code is read from the
-        collection's config; ``rescore``: Qdrant's rescoring of it (default off).
+        collection's config; ``rescore``: Qdrant's rescoring of it (default off). ``ef_search``:
+        the coarse search breadth (``hnsw_ef``, its former name, still works until 0.2).
         """
         if unknown:
             raise InputError(f"Qdrant backend: unknown option(s) {', '.join(sorted(unknown))}")
-        endpoint = describe_client(client)
-        real = require_collection(client, collection, endpoint)
-        info = call(lambda: client.get_collection(real), endpoint, f"reading collection {real!r}", retries=max_retries)
-        params = vector_params(info)
-        record = MetadataStore(client, real, endpoint).read(META_KEY) or {}
-        layout = record.get("vectors") or {}
-        prefix_only = full_vector is None and "full" in layout and layout["full"] is None
-        if full_vector is None and not prefix_only:
-            named = layout.get("full", FULL)
-            full_vector = named if isinstance(named, str) else FULL
-        missing = [v for v in (COARSE, full_vector) if v is not None and v not in params]
-        if missing:
-            raise InputError(
-                f"collection {real!r} at {endpoint} has no {' and '.join(repr(m) for m in missing)} vector; "
-                "it is not a matryoshka-index collection (migrate it with mindex migrate)"
-            )
-        coarse = params[COARSE]
-        full = coarse if full_vector is None else params[full_vector]  # prefix only: coarse says the metric
-        if coarse.distance != full.distance:
-            raise InputError(f"collection {real!r}: 'coarse' and 'full' use different distances")
-        metric = metric_of(full.distance)
-        code = code_of(coarse.quantization_config or info.config.quantization_config)
-        ids_info = record.get("point_ids") or {}
-        m = coarse.hnsw_config.m if coarse.hnsw_config is not None and coarse.hnsw_config.m is not None else None
-        if m is None:
-            m = info.config.hnsw_config.m
+        ef_search = renamed_option("ef_search", ef_search, hnsw_ef)
+        real, layout = read_layout(client, collection, describe_client(client), full_vector, max_retries)
         return cls(
             client,
             real,
-            coarse_dim=coarse.size,
-            full_dim=0 if full_vector is None else full.size,
-            metric=metric,
+            **dataclasses.asdict(layout),
             owns_client=owns_client,
-            index="flat" if m == 0 else "hnsw",
-            code=code,
             rescore=rescore,
             oversampling=oversampling,
-            hnsw_m=m,
-            coarse_on_disk=bool(coarse.on_disk),
-            hnsw_ef=hnsw_ef,
-            full_quantized=full_vector is not None
-            and bool(full.quantization_config or info.config.quantization_config),
+            ef_search=ef_search,
             upload_batch_size=upload_batch_size,
             parallel=parallel,
             max_retries=max_retries,
             quiet=quiet,
-            has_foreign_ids=bool(ids_info.get("foreign", 0)),
-            full_vector=full_vector,
         )
 
     @classmethod
@@ -478,15 +452,14 @@ class QdrantBackend(Closing):
         create_opts = {
             k: options.pop(k) for k in list(options) if k in ("upload_batch_size", "max_retries", "quiet", "rescore")
         }
-        code = meta.get("code")  # absent in snapshots written before codes: coarse_quantization says it
+        # absent in snapshots written before codes: coarse_quantization says it
         backend = cls.create(
             index=meta.get("index", "hnsw"),
             coarse_dim=int(meta["coarse_dim"]),
             full_dim=int(meta["full_dim"]),
             metric=meta["metric"],
             collection=collection,
-            coarse_quantization=None if code else meta.get("coarse_quantization"),
-            code=code,
+            code=meta.get("code") or LEGACY_CODES[meta.get("coarse_quantization")],
             coarse_on_disk=meta.get("coarse_on_disk"),
             on_disk=bool(meta.get("on_disk", False)),
             **create_opts,
@@ -671,7 +644,7 @@ class QdrantBackend(Closing):
             quant = qm.QuantizationSearchParams(rescore=self.rescore, oversampling=self.oversampling)
         if self.index == "flat":
             return qm.SearchParams(exact=True if quant is None or self.rescore else None, quantization=quant)
-        return qm.SearchParams(hnsw_ef=max(int(candidates), int(self.hnsw_ef or 0)), quantization=quant)
+        return qm.SearchParams(hnsw_ef=max(int(candidates), int(self.ef_search or 0)), quantization=quant)
 
     def _coarse_params(self, candidates: int) -> qm.SearchParams | None:
         if self._local:
