@@ -28,7 +28,7 @@ def open_index_from_qdrant(
     device: str = "auto",
     **options: Any,
 ) -> Any:
-    """Open the index stored in a Qdrant collection (or alias): ``index_cls._from_parts(adaptor, backend, manifest)``.
+    """Open the index stored in a Qdrant collection (or alias): ``index_cls.from_parts(adaptor, backend, manifest)``.
 
     ``options``: the connection (``api_key``, ``https``, ``timeout``, ``prefer_grpc``),
     ``allow_unverified`` and the backend's options, as :func:`open_stored_index` takes them. Refuses
@@ -56,8 +56,7 @@ def open_index_from_qdrant(
             raise InputError(f"{stored.where} does not match its adaptor: {'; '.join(problems)}")
         # from_collection read the same record, so the backend knows whether handles need mapping
         check_manifest(manifest, where=stored.where, stored="qdrant", backend=backend)
-        # TODO(issue 20): the index's public from_parts, once it has one, in place of the private constructor
-        return index_cls._from_parts(adaptor, backend, manifest)
+        return index_cls.from_parts(adaptor, backend, manifest)
     except BaseException:
         backend.close()
         raise

@@ -144,7 +144,7 @@ def test_torch_engine_on_cpu_tensors_gives_the_faiss_results(built):
     index, _, q = built
     faiss_results = index.search(q, k=10)
     # the same adaptor and FAISS backend, the search served by the torch engine on CPU tensors
-    torch_index = MatryoshkaIndex._from_parts(
+    torch_index = MatryoshkaIndex.from_parts(
         index.adaptor, attach_device(index.backend, CPU, engine="torch"), index._manifest()
     )
     assert isinstance(torch_index.backend, TorchStages)

@@ -663,7 +663,7 @@ def test_attach_index_metadata_is_called_after_build_add_and_remove(monkeypatch,
     manifest, files = calls[0]
     assert manifest["format"] == "matryoshka-index" and manifest["adaptor"]["kind"] == "pca"
     assert set(files) == {"pca.json", "pca_rotation.npy"}
-    rebuilt = MatryoshkaIndex._from_parts(PCARotation.from_files(files), index.backend, calls[-1][0])
+    rebuilt = MatryoshkaIndex.from_parts(PCARotation.from_files(files), index.backend, calls[-1][0])
     np.testing.assert_array_equal(rebuilt.search(corpus[:5], k=3)[1], index.search(corpus[:5], k=3)[1])
 
 
@@ -693,7 +693,7 @@ def test_from_qdrant_delegates_to_the_qdrant_backend(monkeypatch):
 def test_from_parts_rejects_a_manifest_that_does_not_fit(corpus):
     index = build(corpus[:20], coarse_dim=4)
     with pytest.raises(FormatError, match="manifest is incomplete"):
-        MatryoshkaIndex._from_parts(None, index.backend, {"metric": "cosine"})
+        MatryoshkaIndex.from_parts(None, index.backend, {"metric": "cosine"})
 
 
 def test_pca_rotation_round_trips_and_keeps_inner_products(tmp_path, corpus):

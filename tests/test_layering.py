@@ -139,10 +139,8 @@ def test_the_walker_sees_type_only_imports() -> None:
     assert found == {f"{PACKAGE}.index.core"}
 
 
-# The one circle left once type-only imports count, plots.py <-> quality/ (plots.py imports the report
-# type-only), is undone on a parallel branch of issue 20 (plots.py into quality/): the lead empties this
-# when the branches merge; a circle listed here that no longer exists fails the test too.
-KNOWN_CIRCLES = [[f"{PACKAGE}.plots", f"{PACKAGE}.quality.evaluate", f"{PACKAGE}.quality.report"]]
+# No circle, type-only imports included (issue 20).
+KNOWN_CIRCLES: list[list[str]] = []
 
 
 def test_no_import_circle() -> None:

@@ -40,7 +40,6 @@ ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
         "the standard library's only exit without cleanup: a signal while starting writes nothing",
     ),
     ("migrate/adapting.py", "adaptor._check_fitted"): (1, "the estimator has no public is-fitted check yet"),
-    ("qdrant_open.py", "index_cls._from_parts"): (1, "from_qdrant builds the index through its private constructor"),
     ("storage/mmaps.py", "getattr(arr, '_mmap')"): (
         1,
         "numpy's memmap keeps its mmap in _mmap, with no public handle (to read its mapping)",

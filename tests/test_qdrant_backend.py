@@ -329,7 +329,7 @@ def test_uuid_ids_get_stable_handles_and_map_back():
 
 class _StubIndex:
     @classmethod
-    def _from_parts(cls, adaptor, backend, manifest):
+    def from_parts(cls, adaptor, backend, manifest):
         obj = cls()
         obj.adaptor, obj.backend, obj.manifest = adaptor, backend, manifest
         return obj

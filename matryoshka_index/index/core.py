@@ -292,9 +292,6 @@ class MatryoshkaIndex:
         )
         return cls._assemble(parts)
 
-    # qdrant_open.py's name for it until it moves into backends/qdrant/open.py and calls from_parts (issue 20)
-    _from_parts = from_parts
-
     @classmethod
     def from_qdrant(
         cls,

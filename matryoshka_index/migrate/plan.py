@@ -149,7 +149,7 @@ def is_local_path_client(client: QdrantClient) -> bool:
 def index_manifest(
     src: Source, coarse_dim: int, candidates: int, *, in_place: bool = False, prefix_only: bool = False
 ) -> dict[str, Any]:
-    """The index manifest of a migrated collection (the keys ``MatryoshkaIndex._from_parts`` reads);
+    """The index manifest of a migrated collection (the keys ``MatryoshkaIndex.from_parts`` reads);
     ``prefix_only``: no full vector (``rerank`` null, ``full_dim`` 0), as ``build(..., rerank=None)``."""
     if prefix_only:
         return {
