@@ -25,8 +25,6 @@ BY_NAME = ("getattr", "hasattr", "setattr", "delattr")
 
 # (module under matryoshka_index/, access as written) -> (times, why it is still there)
 ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
-    ("adaptor/onnx_export.py", "adaptor._check_fitted"): (1, "the estimator has no public is-fitted check yet"),
-    ("adaptor/onnx_export.py", "from .io import _as_numpy"): (1, "io's numpy conversion of the weights, not public"),
     ("backends/qdrant/connection.py", "getattr(client, '_client')"): (
         1,
         "qdrant-client has no public accessor for its engine (local or remote): client_engine() is the one read",
@@ -62,7 +60,6 @@ ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
     ("index/persistence.py", "self._modified_since_load"): (1, "load_index's module-level self sets the state"),
     ("index/persistence.py", "self._path"): (1, "load_index's module-level self sets the state"),
     ("index/persistence.py", "self._payloads"): (1, "load_index's module-level self sets the state"),
-    ("migrate/adapting.py", "adaptor._check_fitted"): (1, "the estimator has no public is-fitted check yet"),
     ("qdrant_open.py", "index_cls._from_parts"): (1, "from_qdrant builds the index through its private constructor"),
     ("storage/mmaps.py", "getattr(arr, '_mmap')"): (
         1,

@@ -91,6 +91,10 @@ class MatryoshkaAdaptor:
     ----------
     matryoshka_dims:
         Prefix lengths M the losses look at. Default: powers of two from 32 below the input dim, up to 256.
+    matryoshka_weights:
+        One weight per prefix length of ``matryoshka_dims`` (same order), for every loss term: each
+        term is the weighted mean over the prefix lengths
+        (:class:`~matryoshka_index.adaptor.losses.MatryoshkaLoss`). Default ``None``: the plain mean.
     init:
         ``"pca"`` (default): ``f(e) = Re + MLP(Re)`` with R the fixed PCA rotation of the training corpus,
         so the starting point is already PCA at every prefix; ``"identity"``: the paper's ``e + MLP(e)``.
@@ -156,6 +160,7 @@ class MatryoshkaAdaptor:
         self,
         matryoshka_dims: Sequence[int] | None = None,
         *,
+        matryoshka_weights: Sequence[float] | None = None,
         init: str = "pca",
         hidden_dim: int | None = None,
         parametrisation: str = "residual",
@@ -183,6 +188,7 @@ class MatryoshkaAdaptor:
         quiet: bool = False,
     ) -> None:
         self.matryoshka_dims = matryoshka_dims
+        self.matryoshka_weights = matryoshka_weights
         self.init = init
         self.hidden_dim = hidden_dim
         self.parametrisation = parametrisation
@@ -234,6 +240,7 @@ class MatryoshkaAdaptor:
             check_positive_int(m, "matryoshka_dims")
             if m > dim:
                 raise InputError(f"matryoshka_dims: prefix length {m} exceeds the embedding dimension {dim}")
+        dim_weights = self._check_matryoshka_weights(dims)
         weights = (
             "pairwise_weight",
             "topk_weight",
@@ -254,7 +261,8 @@ class MatryoshkaAdaptor:
         check_fraction(self.lr, "lr", high=10.0)
         check_fraction(self.temperature, "temperature", high=100.0)
         return TrainConfig(
-            dims=tuple(sorted(set(int(m) for m in dims))),
+            dims=tuple(sorted(dim_weights or set(int(m) for m in dims))),
+            dim_weights=None if dim_weights is None else tuple(dim_weights[m] for m in sorted(dim_weights)),
             weights=LossWeights(
                 pairwise=float(self.pairwise_weight),
                 topk=float(self.topk_weight),
@@ -273,6 +281,27 @@ class MatryoshkaAdaptor:
             patience=check_positive_int(self.patience, "patience", minimum=0),
             hard_negatives=check_positive_int(self.hard_negatives, "hard_negatives", minimum=0),
         )
+
+    def _check_matryoshka_weights(self, dims: Sequence[int]) -> dict[int, float] | None:
+        """``{prefix length: weight}`` from ``matryoshka_weights`` (None when not given), checked."""
+        if self.matryoshka_weights is None:
+            return None
+        weights = list(self.matryoshka_weights) if isinstance(self.matryoshka_weights, (list, tuple)) else None
+        if weights is None or len(weights) != len(dims):
+            raise InputError(
+                f"matryoshka_weights: give one weight per prefix length ({len(dims)}: {list(dims)}), "
+                f"got {self.matryoshka_weights!r}"
+            )
+        by_dim: dict[int, float] = {}
+        for m, w in zip(dims, weights, strict=True):
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 or not np.isfinite(w):
+                raise InputError(f"matryoshka_weights: each weight must be a finite number >= 0, got {w!r}")
+            if int(m) in by_dim and by_dim[int(m)] != float(w):
+                raise InputError(f"matryoshka_weights: prefix length {m} is given twice with different weights")
+            by_dim[int(m)] = float(w)
+        if sum(by_dim.values()) <= 0:
+            raise InputError("matryoshka_weights: at least one weight must be > 0")
+        return by_dim
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -495,7 +524,8 @@ class MatryoshkaAdaptor:
             )
 
     # ------------------------------------------------------------------ apply
-    def _check_fitted(self) -> None:
+    def check_is_fitted(self) -> None:
+        """Raise :class:`NotFittedError` (one line) unless ``fit`` or ``load`` has run."""
         if not hasattr(self, "model_"):
             raise NotFittedError("this MatryoshkaAdaptor is not fitted; call fit() or MatryoshkaAdaptor.load() first")
 
@@ -519,11 +549,11 @@ class MatryoshkaAdaptor:
     @property
     def has_query_head_(self) -> bool:
         """Whether queries and documents go through different heads (see :meth:`transform_queries`)."""
-        self._check_fitted()
+        self.check_is_fitted()
         return bool(self.model_.has_query_head)
 
     def _apply(self, x: np.ndarray, dim: int | None, batch_size: int, *, queries: bool) -> np.ndarray:
-        self._check_fitted()
+        self.check_is_fitted()
         x = check_embeddings(x, "x", dim=self.input_dim_)
         out_dim = self.input_dim_ if dim is None else check_positive_int(dim, "dim")
         if out_dim > self.input_dim_:
@@ -547,7 +577,7 @@ class MatryoshkaAdaptor:
 
     def to_torch(self, device: str = "cpu") -> torch.nn.Module:
         """The adaptor as a torch ``ResidualAdaptor`` (``nn.Module``, eval mode) with these weights; imports torch."""
-        self._check_fitted()
+        self.check_is_fitted()
         return _torch_model(self.model_.state_dict(), resolve_device(device))
 
     def to_sentence_transformers(self) -> torch.nn.Module:
@@ -559,7 +589,7 @@ class MatryoshkaAdaptor:
         for the flag for any module class outside its own package; see :mod:`.sentence_transformers`;
         extra: ``pip install "matryoshka-index[st]"``).
         """
-        self._check_fitted()
+        self.check_is_fitted()
         if self.has_query_head_:  # encode() cannot tell queries from documents
             raise InputError(
                 "to_sentence_transformers: this adaptor has a query head (fitted with queries); a "
@@ -575,12 +605,12 @@ class MatryoshkaAdaptor:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the adaptor to directory ``path`` (safetensors + JSON), atomically."""
-        self._check_fitted()
+        self.check_is_fitted()
         write_adaptor_dir(path, self.model_.state_dict(), self.metadata_)
 
     def to_files(self) -> dict[str, bytes]:
         """The adaptor's files as ``{file name: bytes}`` (for storing it inside another store, e.g. Qdrant)."""
-        self._check_fitted()
+        self.check_is_fitted()
         with tempfile.TemporaryDirectory() as tmp:
             write_adaptor_files(Path(tmp), self.model_.state_dict(), self.metadata_)
             return {p.name: p.read_bytes() for p in Path(tmp).iterdir()}
