@@ -33,6 +33,7 @@ from matryoshka_index.quality import (
     plots,
 )
 from matryoshka_index.quality.evaluate import METHOD_LABELS
+from matryoshka_index.storage import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 # plots.COLORS has no colour for the newest method yet and matplotlib's first default is PCA's blue
@@ -125,7 +126,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--repeats", type=int, default=3, help="timed searches keep the best of this many runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sets", help="comma-separated set names (default: every labelled set)")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        help="combine the paper_table.json files of runs split by set (same commit) into --out; evaluates nothing",
+    )
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     if not args.data.is_dir():
         print(f"data not found under {args.data}; pass --data", file=sys.stderr)
         return 2
@@ -133,6 +143,9 @@ def main() -> int:
     if not sets:
         print(f"no labelled set (corpus.npy, queries.npy, ids.json, qrels/test.tsv) under {args.data}", file=sys.stderr)
         return 2
+    first = sets[0].name  # its plot is paper_table.png, the others' paper_table-<set>.png, whichever --sets runs
+    if args.sets:
+        sets = [p for p in sets if p.name in args.sets.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     sections: list[str] = []
     run_info = {
@@ -143,7 +156,7 @@ def main() -> int:
     }
     dump: dict = {"run": run_info, "sets": {}}
     t_all = time.perf_counter()
-    for i, path in enumerate(sets):
+    for path in sets:
         print(f"== {path.name}", flush=True)
         data = load_beir(path)
         t0 = time.perf_counter()
@@ -158,17 +171,25 @@ def main() -> int:
             "are not affected."
         )
         advice = [advise(report, max_ndcg_loss=0.01), advise(report, min_recall=0.99)]
-        png = "paper_table.png" if i == 0 else f"paper_table-{path.name}.png"
+        png = "paper_table.png" if path.name == first else f"paper_table-{path.name}.png"
         report.plot(args.out / png)
         md = report.to_markdown(advice, title=f"Labelled set `{path.name}`")
         md = md.replace("# Labelled set", "## Labelled set", 1).replace("\n## ", "\n### ")
-        sections += [md, *targets_section(report), f"![nDCG@10 vs dimension and recall vs speed]({png})", ""]
+        section = [md, *targets_section(report), f"![nDCG@10 vs dimension and recall vs speed]({png})", ""]
+        sections += section
         dump["sets"][path.name] = {
+            "section": section,
+            "minutes": round(secs / 60, 1),
             "report": report.to_dict(),
             "advice": [a.to_dict() for a in advice],
             "plot": png,
         }
         print(md, flush=True)
+    write(args.out, dump, sections, run_info, (time.perf_counter() - t_all) / 60)
+    return 0
+
+
+def write(out: Path, dump: dict, sections: list[str], run_info: dict, minutes: float) -> None:
     header = [
         "# The paper's table on our labelled data",
         "",
@@ -176,7 +197,7 @@ def main() -> int:
         f"threads: {run_info['threads']}, load average at the start {run_info['load_average_start']}.",
         "",
         "Produced by `benchmarks/paper_table.py` (full run "
-        f"{(time.perf_counter() - t_all) / 60:.0f} min) on the labelled sets under `../shared/data` (not in this "
+        f"{minutes:.0f} min) on the labelled sets under `../shared/data` (not in this "
         "repository): nDCG@10, recall@100 and MRR@10 on the **test** queries for m in {32, 64, 128, 256, full}. "
         "The supervised adaptor is trained on the train split's (query, relevant document) pairs only, with the "
         "unsupervised terms on and early stopping on held-out pairs; its settings: the library defaults."
@@ -184,10 +205,30 @@ def main() -> int:
         "",
     ]
     text = "\n".join(header + sections) + "\n" + PAPER
-    (args.out / "paper_table.md").write_text(text)
-    (args.out / "paper_table.json").write_text(json.dumps(dump, indent=2, default=str) + "\n")
+    atomic_write_bytes(out / "paper_table.md", text.encode())
+    atomic_write_bytes(out / "paper_table.json", (json.dumps(dump, indent=2, default=str) + "\n").encode())
     print(PAPER)
-    print(f"wrote {args.out / 'paper_table.md'}")
+    print(f"wrote {out / 'paper_table.md'}")
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """One paper_table.md/.json from runs split by set (run side by side on a shared machine)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    if len({r["run"]["commit"] for r in runs}) != 1:
+        print("--merge: the runs come from different commits", file=sys.stderr)
+        return 2
+    sets = {name: s for r in runs for name, s in r["sets"].items()}
+    names = sorted(sets)  # discover_labelled_sets' order
+    run_info = {
+        "commit": runs[0]["run"]["commit"],
+        "command": " ; ".join(r["run"]["command"] for r in runs) + " (side by side), then --merge",
+        "load_average_start": [r["run"]["load_average_start"] for r in runs],
+        "threads": runs[0]["run"]["threads"],
+    }
+    dump = {"supervised_defaults": runs[0]["supervised_defaults"], "run": run_info, "runs": [r["run"] for r in runs]}
+    dump["sets"] = {n: sets[n] for n in names}
+    sections = [line for n in names for line in sets[n]["section"]]
+    write(out, dump, sections, run_info, max(sum(s["minutes"] for s in r["sets"].values()) for r in runs))
     return 0
 
 

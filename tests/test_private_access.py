@@ -25,8 +25,6 @@ BY_NAME = ("getattr", "hasattr", "setattr", "delattr")
 
 # (module under matryoshka_index/, access as written) -> (times, why it is still there)
 ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
-    ("adaptor/onnx_export.py", "adaptor._check_fitted"): (1, "the estimator has no public is-fitted check yet"),
-    ("adaptor/onnx_export.py", "from .io import _as_numpy"): (1, "io's numpy conversion of the weights, not public"),
     ("backends/qdrant/connection.py", "getattr(client, '_client')"): (
         1,
         "qdrant-client has no public accessor for its engine (local or remote): client_engine() is the one read",
@@ -39,7 +37,6 @@ ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
         1,
         "the standard library's only exit without cleanup: a signal while starting writes nothing",
     ),
-    ("migrate/adapting.py", "adaptor._check_fitted"): (1, "the estimator has no public is-fitted check yet"),
     ("storage/mmaps.py", "getattr(arr, '_mmap')"): (
         1,
         "numpy's memmap keeps its mmap in _mmap, with no public handle (to read its mapping)",

@@ -45,7 +45,8 @@ class NotFittedError(MatryoshkaError, AttributeError):
 
 
 class AdaptorFallbackWarning(UserWarning):
-    """The trained adaptor lost to its starting point on held-out data; ``fit`` kept the start (PCA)."""
+    """The trained adaptor lost on held-out data to its starting point (``fit`` kept the start, PCA), or a
+    supervised one to the unsupervised adaptor given the same queries (``fit`` kept the unsupervised one)."""
 
 
 def default_matryoshka_dims(dim: int) -> tuple[int, ...]:
@@ -91,6 +92,10 @@ class MatryoshkaAdaptor:
     ----------
     matryoshka_dims:
         Prefix lengths M the losses look at. Default: powers of two from 32 below the input dim, up to 256.
+    matryoshka_weights:
+        One weight per prefix length of ``matryoshka_dims`` (same order), for every loss term: each
+        term is the weighted mean over the prefix lengths
+        (:class:`~matryoshka_index.adaptor.losses.MatryoshkaLoss`). Default ``None``: the plain mean.
     init:
         ``"pca"`` (default): ``f(e) = Re + MLP(Re)`` with R the fixed PCA rotation of the training corpus,
         so the starting point is already PCA at every prefix; ``"identity"``: the paper's ``e + MLP(e)``.
@@ -104,8 +109,9 @@ class MatryoshkaAdaptor:
         Weights of the loss terms (0 switches a term off). ``ranking_weight`` (default 10) is used
         only when ``fit`` gets queries and positives; on our labelled dev set 10 beat the paper's
         unit weight at every prefix length (benchmarks/results/supervised_ablation.md).
-        ``query_weight`` (default 3) weighs the query-to-document listwise term, used when ``fit``
-        gets queries (:func:`~matryoshka_index.adaptor.losses.query_listwise_loss`).
+        ``query_weight`` (default 3) weighs the query-to-document listwise term, used whenever ``fit``
+        gets queries, labelled or not (:func:`~matryoshka_index.adaptor.losses.query_listwise_loss`:
+        each query's full-dim nearest corpus rows, no label needed).
     k:
         Neighbours per item in the top-k loss (and the pool neighbours are drawn from). Default 10.
     temperature:
@@ -143,7 +149,17 @@ class MatryoshkaAdaptor:
         positive is in the prefix's top 10; else the recall@10 of prefix search against exact full-dim
         search, for held-out queries when given, else held-out corpus rows. When the adaptor's mean is
         lower, keep the start instead, with an :class:`AdaptorFallbackWarning`
-        (``history_.fell_back_to_start``; the numbers in ``history_.guard``). Default True.
+        (``history_.fell_back_to_start``; the numbers in ``history_.guard``). Supervised, before that:
+        the unsupervised adaptor fitted with the same queries unlabelled is trained too and compared on
+        the held-out pairs (nDCG@10 of their positives, mean over the prefixes); when the supervised fit
+        does not beat it, ``fit`` keeps the unsupervised one, with an :class:`AdaptorFallbackWarning`
+        (``history_.fell_back_to_unsupervised``; the numbers in ``history_.selection``). Default True.
+    corpus_term_search:
+        Supervised only: also train without the unsupervised corpus terms (pairwise, top-k, listwise,
+        reconstruction weights 0) and keep whichever does better on the held-out pairs (same measure as
+        the guard's comparison). The corpus terms regularise a fit on few pairs on one of our labelled
+        sets and cost 0.05 nDCG@10 on another (benchmarks/results/supervised_ablation.md), so the
+        held-out pairs decide. Default True.
     quiet:
         No progress bar even on a terminal.
 
@@ -156,6 +172,7 @@ class MatryoshkaAdaptor:
         self,
         matryoshka_dims: Sequence[int] | None = None,
         *,
+        matryoshka_weights: Sequence[float] | None = None,
         init: str = "pca",
         hidden_dim: int | None = None,
         parametrisation: str = "residual",
@@ -179,10 +196,12 @@ class MatryoshkaAdaptor:
         seed: int = 0,
         device: str = "auto",
         query_head: bool = True,
+        corpus_term_search: bool = True,
         guard: bool = True,
         quiet: bool = False,
     ) -> None:
         self.matryoshka_dims = matryoshka_dims
+        self.matryoshka_weights = matryoshka_weights
         self.init = init
         self.hidden_dim = hidden_dim
         self.parametrisation = parametrisation
@@ -206,6 +225,7 @@ class MatryoshkaAdaptor:
         self.seed = seed
         self.device = device
         self.query_head = query_head
+        self.corpus_term_search = corpus_term_search
         self.guard = guard
         self.quiet = quiet
 
@@ -234,6 +254,7 @@ class MatryoshkaAdaptor:
             check_positive_int(m, "matryoshka_dims")
             if m > dim:
                 raise InputError(f"matryoshka_dims: prefix length {m} exceeds the embedding dimension {dim}")
+        dim_weights = self._check_matryoshka_weights(dims)
         weights = (
             "pairwise_weight",
             "topk_weight",
@@ -254,7 +275,8 @@ class MatryoshkaAdaptor:
         check_fraction(self.lr, "lr", high=10.0)
         check_fraction(self.temperature, "temperature", high=100.0)
         return TrainConfig(
-            dims=tuple(sorted(set(int(m) for m in dims))),
+            dims=tuple(sorted(dim_weights or set(int(m) for m in dims))),
+            dim_weights=None if dim_weights is None else tuple(dim_weights[m] for m in sorted(dim_weights)),
             weights=LossWeights(
                 pairwise=float(self.pairwise_weight),
                 topk=float(self.topk_weight),
@@ -273,6 +295,27 @@ class MatryoshkaAdaptor:
             patience=check_positive_int(self.patience, "patience", minimum=0),
             hard_negatives=check_positive_int(self.hard_negatives, "hard_negatives", minimum=0),
         )
+
+    def _check_matryoshka_weights(self, dims: Sequence[int]) -> dict[int, float] | None:
+        """``{prefix length: weight}`` from ``matryoshka_weights`` (None when not given), checked."""
+        if self.matryoshka_weights is None:
+            return None
+        weights = list(self.matryoshka_weights) if isinstance(self.matryoshka_weights, (list, tuple)) else None
+        if weights is None or len(weights) != len(dims):
+            raise InputError(
+                f"matryoshka_weights: give one weight per prefix length ({len(dims)}: {list(dims)}), "
+                f"got {self.matryoshka_weights!r}"
+            )
+        by_dim: dict[int, float] = {}
+        for m, w in zip(dims, weights, strict=True):
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 or not np.isfinite(w):
+                raise InputError(f"matryoshka_weights: each weight must be a finite number >= 0, got {w!r}")
+            if int(m) in by_dim and by_dim[int(m)] != float(w):
+                raise InputError(f"matryoshka_weights: prefix length {m} is given twice with different weights")
+            by_dim[int(m)] = float(w)
+        if sum(by_dim.values()) <= 0:
+            raise InputError("matryoshka_weights: at least one weight must be > 0")
+        return by_dim
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -316,29 +359,40 @@ class MatryoshkaAdaptor:
         centres = {}
         if self.query_head and fit_queries is not None:
             centres = {"centre": train_rows.mean(dim=0), "query_centre": fit_queries.mean(dim=0)}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            start_rotation = torch.from_numpy(rotation) if self.init == "pca" else None
-            if self.parametrisation == "orthogonal":
-                from .orthogonal import OrthogonalAdaptor
+        if train_pairs is not None:  # labelled queries serve the query-to-document term too (labels unused there)
+            train_queries, val_queries = train_pairs[0], val_pairs[0] if val_pairs is not None else None
 
-                model = OrthogonalAdaptor(dim, rotation=start_rotation, **centres)
-            else:
-                model = ResidualAdaptor(dim, self.hidden_dim or dim, rotation=start_rotation, **centres)
-            history = train(
-                model,
-                train_rows,
-                val_rows,
-                cfg,
-                seed=self.seed,
-                device=device,
-                train_pairs=train_pairs,
-                val_pairs=val_pairs,
-                neighbour_space=neighbour_space,
-                train_queries=train_queries,
-                val_queries=val_queries,
-                quiet=self.quiet,
-            )
+        def train_one(candidate: TrainConfig, supervised: bool) -> tuple[Any, TrainHistory]:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                start_rotation = torch.from_numpy(rotation) if self.init == "pca" else None
+                if self.parametrisation == "orthogonal":
+                    from .orthogonal import OrthogonalAdaptor
+
+                    model = OrthogonalAdaptor(dim, rotation=start_rotation, **centres)
+                else:
+                    model = ResidualAdaptor(dim, self.hidden_dim or dim, rotation=start_rotation, **centres)
+                history = train(
+                    model,
+                    train_rows,
+                    val_rows,
+                    candidate,
+                    seed=self.seed,
+                    device=device,
+                    train_pairs=train_pairs if supervised else None,
+                    val_pairs=val_pairs if supervised else None,
+                    neighbour_space=neighbour_space,
+                    train_queries=train_queries,
+                    val_queries=val_queries,
+                    quiet=self.quiet,
+                )
+            return model, history
+
+        candidates = self._candidates(cfg) if val_pairs is not None else [("supervised", cfg, True)]
+        if positives is None:
+            model, history = train_one(cfg, False)
+        else:
+            model, history, cfg = self._select(candidates, train_one, train_rows.numpy(), val_pairs)
         if self.guard:
             self._apply_guard(model, history, train_rows, val_rows, val_queries, val_pairs, cfg.dims)
         if self.parametrisation == "orthogonal":
@@ -411,11 +465,15 @@ class MatryoshkaAdaptor:
         return train_rows, val_rows
 
     def _split_pairs(self, queries: np.ndarray, positives: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
-        """(training pairs, validation pairs or None) as torch tensors."""
+        """(training pairs, validation pairs or None) as torch tensors; at least min(100, a fifth) held out
+        when ``fit`` chooses between fits on them (``corpus_term_search`` or ``guard``), unless
+        ``val_fraction`` is 0."""
         import torch
 
         pperm = rng.permutation(len(queries))
         n_pval = round(len(pperm) * self.val_fraction)
+        if self.val_fraction > 0 and (self.corpus_term_search or self.guard):
+            n_pval = max(n_pval, min(100, len(pperm) // 5))  # as for unlabelled queries: enough to choose on
         tp, vp = pperm[n_pval:], pperm[:n_pval]
         train_pairs = (torch.from_numpy(queries[tp]), torch.from_numpy(positives[tp]))
         val_pairs = (torch.from_numpy(queries[vp]), torch.from_numpy(positives[vp])) if n_pval >= 2 else None
@@ -434,6 +492,71 @@ class MatryoshkaAdaptor:
         perm = rng.permutation(len(queries))
         n_val = max(round(len(queries) * self.val_fraction), min(100, len(queries) // 5))
         return torch.from_numpy(queries[perm[n_val:]].copy()), torch.from_numpy(queries[perm[:n_val]].copy())
+
+    def _candidates(self, cfg: TrainConfig) -> list[tuple[str, TrainConfig, bool]]:
+        """The supervised fits to compare on the held-out pairs: ``(name, config, uses the labels)``.
+
+        The configured one; with ``corpus_term_search`` the same without the unsupervised corpus terms
+        (which help with few pairs on one set and hurt on another: measured, not assumed); with ``guard``
+        the unsupervised adaptor given the same queries unlabelled (a supervised fit must not end below it).
+        """
+        from dataclasses import replace
+
+        out = [("supervised", cfg, True)]
+        w = cfg.weights
+        if self.corpus_term_search and (w.pairwise or w.topk or w.listwise or w.reconstruction):
+            off = replace(w, pairwise=0.0, topk=0.0, listwise=0.0, reconstruction=0.0)
+            out.append(("supervised without the corpus terms", replace(cfg, weights=off), True))
+        if self.guard and w.ranking:
+            out.append(("unsupervised, queries unlabelled", replace(cfg, weights=replace(w, ranking=0.0)), False))
+        return out
+
+    def _select(
+        self,
+        candidates: list[tuple[str, TrainConfig, bool]],
+        train_one: Any,
+        rows: np.ndarray,
+        val_pairs: Any,
+    ) -> tuple[Any, TrainHistory, TrainConfig]:
+        """Train each candidate; keep the one with the best mean nDCG@10 of the held-out pairs' positives
+        over the prefix lengths (ties: the earlier); warn when the unsupervised one is kept."""
+        import torch
+
+        from .guard import positive_ndcg
+
+        fits = [(name, cand, *train_one(cand, supervised)) for name, cand, supervised in candidates]
+        if len(fits) == 1:
+            return fits[0][2], fits[0][3], fits[0][1]
+        queries, positives = val_pairs[0].numpy(), val_pairs[1].numpy()
+        scores: dict[str, dict[int, float]] = {}
+        for name, cand, model, _ in fits:
+            model_cpu = copy.deepcopy(model).to("cpu").eval()
+
+            def run(fn: Any, x: np.ndarray) -> np.ndarray:
+                with torch.no_grad():
+                    return np.concatenate([fn(torch.from_numpy(x[sl])).numpy() for sl in iter_row_chunks(len(x))])
+
+            sides = (lambda x, m=model_cpu: run(m.forward_queries, x), lambda x, m=model_cpu: run(m, x))
+            scores[name] = positive_ndcg(queries, positives, rows, sides, cand.dims)
+        means = {name: float(np.mean(list(v.values()))) for name, v in scores.items()}
+        best = max(range(len(fits)), key=lambda i: (means[fits[i][0]], -i))
+        name, cand, model, history = fits[best]
+        history.selection = {
+            "metric": "nDCG@10 of the held-out pairs' positives, mean over the prefix lengths",
+            "pairs": len(queries),
+            "ndcg": {n: {str(m): round(v, 4) for m, v in d.items()} for n, d in scores.items()},
+            "kept": name,
+        }
+        if name == "unsupervised, queries unlabelled":
+            history.fell_back_to_unsupervised = True
+            warnings.warn(
+                f"the supervised adaptor lost on {len(queries)} held-out pairs to the unsupervised one fitted with "
+                f"the same queries unlabelled (mean nDCG@10 over its prefixes {means['supervised']:.3f} vs "
+                f"{means[name]:.3f}); keeping the unsupervised one",
+                AdaptorFallbackWarning,
+                stacklevel=3,
+            )
+        return model, history, cand
 
     def _apply_guard(
         self,
@@ -495,7 +618,8 @@ class MatryoshkaAdaptor:
             )
 
     # ------------------------------------------------------------------ apply
-    def _check_fitted(self) -> None:
+    def check_is_fitted(self) -> None:
+        """Raise :class:`NotFittedError` (one line) unless ``fit`` or ``load`` has run."""
         if not hasattr(self, "model_"):
             raise NotFittedError("this MatryoshkaAdaptor is not fitted; call fit() or MatryoshkaAdaptor.load() first")
 
@@ -519,11 +643,11 @@ class MatryoshkaAdaptor:
     @property
     def has_query_head_(self) -> bool:
         """Whether queries and documents go through different heads (see :meth:`transform_queries`)."""
-        self._check_fitted()
+        self.check_is_fitted()
         return bool(self.model_.has_query_head)
 
     def _apply(self, x: np.ndarray, dim: int | None, batch_size: int, *, queries: bool) -> np.ndarray:
-        self._check_fitted()
+        self.check_is_fitted()
         x = check_embeddings(x, "x", dim=self.input_dim_)
         out_dim = self.input_dim_ if dim is None else check_positive_int(dim, "dim")
         if out_dim > self.input_dim_:
@@ -547,7 +671,7 @@ class MatryoshkaAdaptor:
 
     def to_torch(self, device: str = "cpu") -> torch.nn.Module:
         """The adaptor as a torch ``ResidualAdaptor`` (``nn.Module``, eval mode) with these weights; imports torch."""
-        self._check_fitted()
+        self.check_is_fitted()
         return _torch_model(self.model_.state_dict(), resolve_device(device))
 
     def to_sentence_transformers(self) -> torch.nn.Module:
@@ -559,7 +683,7 @@ class MatryoshkaAdaptor:
         for the flag for any module class outside its own package; see :mod:`.sentence_transformers`;
         extra: ``pip install "matryoshka-index[st]"``).
         """
-        self._check_fitted()
+        self.check_is_fitted()
         if self.has_query_head_:  # encode() cannot tell queries from documents
             raise InputError(
                 "to_sentence_transformers: this adaptor has a query head (fitted with queries); a "
@@ -575,12 +699,12 @@ class MatryoshkaAdaptor:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the adaptor to directory ``path`` (safetensors + JSON), atomically."""
-        self._check_fitted()
+        self.check_is_fitted()
         write_adaptor_dir(path, self.model_.state_dict(), self.metadata_)
 
     def to_files(self) -> dict[str, bytes]:
         """The adaptor's files as ``{file name: bytes}`` (for storing it inside another store, e.g. Qdrant)."""
-        self._check_fitted()
+        self.check_is_fitted()
         with tempfile.TemporaryDirectory() as tmp:
             write_adaptor_files(Path(tmp), self.model_.state_dict(), self.metadata_)
             return {p.name: p.read_bytes() for p in Path(tmp).iterdir()}

@@ -20,6 +20,10 @@ class TrainHistory:
     # the held-out guard (adaptor/guard.py): its measurement, and whether fit kept the start instead
     guard: dict | None = None
     fell_back_to_start: bool = False
+    # a supervised fit's comparison of its candidates on the held-out pairs (estimator._select), and
+    # whether the unsupervised one (the same queries, unlabelled) won it
+    selection: dict | None = None
+    fell_back_to_unsupervised: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -31,4 +35,6 @@ class TrainHistory:
             "stopped_early": self.stopped_early,
             "guard": self.guard,
             "fell_back_to_start": self.fell_back_to_start,
+            "selection": self.selection,
+            "fell_back_to_unsupervised": self.fell_back_to_unsupervised,
         }

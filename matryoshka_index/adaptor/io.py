@@ -39,7 +39,7 @@ def write_adaptor_dir(path: str | os.PathLike[str], tensors: dict[str, Any], met
 def write_adaptor_files(directory: Path, tensors: dict[str, Any], meta: dict) -> None:
     """Write the two adaptor files into an existing (temporary) directory."""
     weights = directory / WEIGHTS_FILE
-    save_file({k: _as_numpy(v) for k, v in tensors.items()}, str(weights))
+    save_file({k: as_numpy(v) for k, v in tensors.items()}, str(weights))
     meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": sha256_file(weights)}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
@@ -62,7 +62,7 @@ def read_adaptor_dir(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
     return tensors, meta
 
 
-def _as_numpy(tensor: Any) -> np.ndarray:
+def as_numpy(tensor: Any) -> np.ndarray:
     """A C-contiguous numpy array of a numpy array or a torch tensor (on any device), without importing torch."""
     if hasattr(tensor, "detach"):
         tensor = tensor.detach().to("cpu").numpy()

@@ -31,7 +31,7 @@ from .._version import __version__
 from ..errors import InputError, MatryoshkaError
 from ..storage import atomic_write_bytes
 from ..validation import check_positive_int
-from .io import _as_numpy
+from .io import as_numpy
 
 __all__ = ["OPSET", "adaptor_tensors", "build_onnx_model", "export_onnx"]
 
@@ -63,10 +63,10 @@ def adaptor_tensors(adaptor: Any) -> tuple[dict[str, np.ndarray], int, str]:
                 "without one so far: refit with query_head=False to export"
             )
         state = adaptor.model_.state_dict()
-        tensors = {k: _as_numpy(v).astype(np.float32) for k, v in state.items()}
+        tensors = {k: as_numpy(v).astype(np.float32) for k, v in state.items()}
         return tensors, int(adaptor.input_dim_), "matryoshka-adaptor"
     if isinstance(adaptor, PCARotation):
-        adaptor._check_fitted()
+        adaptor.check_is_fitted()
         rot = np.asarray(adaptor.rotation_, dtype=np.float32)
         return {"rotation": rot}, int(rot.shape[0]), "pca"
     raise InputError(f"export: expected a fitted MatryoshkaAdaptor or PCARotation, got {type(adaptor).__name__}")

@@ -56,4 +56,8 @@ class OrthogonalAdaptor(ResidualAdaptor):
             if self.centre is not None:
                 centres = {"centre": self.centre.to("cpu"), "query_centre": self.query_centre.to("cpu")}
             model = ResidualAdaptor(self.dim, 1, rotation=rotation.contiguous(), **centres)
+            # the residual is dead (output layer zero); zero its first layer too, so the saved weights
+            # do not depend on the global random state (same data and seed, same file)
+            torch.nn.init.zeros_(model.mlp[0].weight)
+            torch.nn.init.zeros_(model.mlp[0].bias)
         return model.eval()

@@ -51,11 +51,12 @@ class PCARotation:
 
     @property
     def input_dim_(self) -> int:
-        self._check_fitted()
+        self.check_is_fitted()
         assert self.rotation_ is not None
         return int(self.rotation_.shape[0])
 
-    def _check_fitted(self) -> None:
+    def check_is_fitted(self) -> None:
+        """Raise :class:`~matryoshka_index.errors.InputError` (one line) unless ``fit`` or ``load`` has run."""
         if self.rotation_ is None:
             raise InputError("adaptor: this PCARotation is not fitted; call fit() or PCARotation.load() first")
 
@@ -67,7 +68,7 @@ class PCARotation:
 
     def transform(self, x: np.ndarray, dim: int | None = None, *, batch_size: int = 65536) -> np.ndarray:
         """``x @ R[:, :dim]`` as float32, in batches of ``batch_size`` rows."""
-        self._check_fitted()
+        self.check_is_fitted()
         assert self.rotation_ is not None
         x = check_embeddings(x, "x", dim=self.input_dim_, allow_zero_rows=True)
         out_dim = self.input_dim_ if dim is None else check_positive_int(dim, "dim")
@@ -97,13 +98,13 @@ class PCARotation:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``pca.json`` and ``pca_rotation.npy`` into directory ``path``, atomically."""
-        self._check_fitted()
+        self.check_is_fitted()
         with atomic_directory(path) as tmp:
             self._write(tmp)
 
     def to_files(self) -> dict[str, bytes]:
         """The files as ``{name: bytes}`` (for storing inside another store, e.g. Qdrant)."""
-        self._check_fitted()
+        self.check_is_fitted()
         with tempfile.TemporaryDirectory() as tmp:
             self._write(Path(tmp))
             return {p.name: p.read_bytes() for p in Path(tmp).iterdir()}

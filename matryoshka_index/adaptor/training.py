@@ -46,6 +46,7 @@ class LossWeights:
 class TrainConfig:
     dims: tuple[int, ...]
     weights: LossWeights
+    dim_weights: tuple[float, ...] | None = None  # one per prefix length of dims (MatryoshkaLoss); None: plain mean
     k: int = 10
     temperature: float = 0.05
     lr: float = 1e-3
@@ -121,12 +122,13 @@ class _Objective:
         if model.has_query_head:  # its start's full-dim geometry (each side centred) is the target, see torch_model
             e = start
         total = adapted.new_zeros(())
+        dims, dim_weights = cfg.dims, cfg.dim_weights
         if w.pairwise:
-            total = total + w.pairwise * pairwise_similarity_loss(e, adapted, cfg.dims)
+            total = total + w.pairwise * pairwise_similarity_loss(e, adapted, dims, dim_weights)
         if w.topk:
-            total = total + w.topk * topk_similarity_loss(e, adapted, cfg.dims, cfg.k)
+            total = total + w.topk * topk_similarity_loss(e, adapted, dims, cfg.k, dim_weights)
         if w.listwise:
-            total = total + w.listwise * listwise_loss(e, adapted, cfg.dims, cfg.temperature)
+            total = total + w.listwise * listwise_loss(e, adapted, dims, cfg.temperature, dim_weights)
         if w.reconstruction:
             total = total + w.reconstruction * reconstruction_loss(start, adapted)
         return total
@@ -137,12 +139,14 @@ class _Objective:
         adapted_q, adapted_d = model.forward_queries(q), model(d)
         if model.has_query_head:  # the target: the start's full-dim geometry, as in unsupervised()
             q, d = model.start(q, queries=True), model.start(d)
-        return cfg.weights.queries * query_listwise_loss(q, adapted_q, d, adapted_d, cfg.dims, cfg.temperature)
+        term = query_listwise_loss(q, adapted_q, d, adapted_d, cfg.dims, cfg.temperature, cfg.dim_weights)
+        return cfg.weights.queries * term
 
     def supervised(self, model: ResidualAdaptor, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """Ranking term; ``d`` holds the ``len(q)`` positives first, then any extra (hard) negatives."""
-        adapted_q = model.forward_queries(q)
-        return self.cfg.weights.ranking * ranking_loss(adapted_q, model(d), self.cfg.dims, self.cfg.temperature)
+        cfg = self.cfg
+        term = ranking_loss(model.forward_queries(q), model(d), cfg.dims, cfg.temperature, cfg.dim_weights)
+        return cfg.weights.ranking * term
 
 
 def mine_hard_negatives(

@@ -41,7 +41,7 @@ def load_adaptor(adaptor: Any) -> Any:
     """A fitted :class:`~matryoshka_index.MatryoshkaAdaptor`, given as one or as its directory."""
     MatryoshkaAdaptor = _adaptor_class()
     if isinstance(adaptor, MatryoshkaAdaptor):
-        adaptor._check_fitted()
+        adaptor.check_is_fitted()
         return adaptor
     return MatryoshkaAdaptor.load(adaptor)
 

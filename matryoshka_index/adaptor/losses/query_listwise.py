@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from ._similarity import cosine_matrix
+from .matryoshka import MatryoshkaLoss
+
+
+def query_listwise_divergence(
+    target: torch.Tensor, temperature: float, query_prefix: torch.Tensor, document_prefix: torch.Tensor
+) -> torch.Tensor:
+    """At one prefix length: the query-mean KL of ``target`` (each query's full-dim softmax over the
+    documents) from the softmax of the unit-norm prefixes' query-to-document cosines."""
+    logits = query_prefix @ document_prefix.T / temperature
+    return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
 
 
 def query_listwise_loss(
@@ -17,6 +28,7 @@ def query_listwise_loss(
     adapted_documents: torch.Tensor,
     dims: Sequence[int],
     temperature: float = 0.05,
+    dim_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""KL divergence between each query's softmax over the documents at full dimension and at prefix m.
 
@@ -30,11 +42,9 @@ def query_listwise_loss(
     them). Queries of an asymmetric model or another language lie away from the documents, so the
     documents' own neighbourhoods say little about them; this term keeps, at every prefix, the order
     in which each query sees its documents. No relevance label is needed: the full-dim order is the
-    target. ``adapted_queries`` may come from a query head of their own (``f_q``).
+    target. ``adapted_queries`` may come from a query head of their own (``f_q``). The mean over m is
+    :class:`.MatryoshkaLoss`'s.
     """
     target = F.softmax(cosine_matrix(queries, documents) / temperature, dim=1)
-    losses = []
-    for m in dims:
-        logits = cosine_matrix(adapted_queries[:, :m], adapted_documents[:, :m]) / temperature
-        losses.append(F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean"))
-    return torch.stack(losses).mean()
+    inner = partial(query_listwise_divergence, target, temperature)
+    return MatryoshkaLoss(dims, dim_weights)(inner, adapted_queries, adapted_documents)

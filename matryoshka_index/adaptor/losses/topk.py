@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 
 from ._similarity import cosine_matrix
+from .matryoshka import MatryoshkaLoss
 
 
 def topk_neighbours(original: torch.Tensor, k: int) -> torch.Tensor:
@@ -16,8 +18,18 @@ def topk_neighbours(original: torch.Tensor, k: int) -> torch.Tensor:
     return sim.topk(min(k, sim.shape[0] - 1), dim=1).indices
 
 
+def topk_similarity_gap(neighbours: torch.Tensor, target_nn: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    """At one prefix length: mean absolute gap over each row's full-dim neighbours ``neighbours`` ``(B, k)``,
+    whose full-dim cosines are ``target_nn``; ``prefix`` holds the unit-norm prefixes of the adapted rows."""
+    return ((prefix @ prefix.T).gather(1, neighbours) - target_nn).abs().mean()
+
+
 def topk_similarity_loss(
-    original: torch.Tensor, adapted: torch.Tensor, dims: Sequence[int], k: int = 10
+    original: torch.Tensor,
+    adapted: torch.Tensor,
+    dims: Sequence[int],
+    k: int = 10,
+    dim_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     r"""The pairwise loss restricted to each item's k nearest neighbours by the original similarity.
 
@@ -27,9 +39,8 @@ def topk_similarity_loss(
 
     where :math:`NN_k(i)` are the k rows of the batch most similar to row i at full dimension.
     Local structure is what retrieval needs, so this term matters more than the all-pairs one.
+    The mean over m is :class:`.MatryoshkaLoss`'s.
     """
-    target = cosine_matrix(original)
     nn_idx = topk_neighbours(original, k)
-    target_nn = target.gather(1, nn_idx)
-    losses = [(cosine_matrix(adapted[:, :m]).gather(1, nn_idx) - target_nn).abs().mean() for m in dims]
-    return torch.stack(losses).mean()
+    inner = partial(topk_similarity_gap, nn_idx, cosine_matrix(original).gather(1, nn_idx))
+    return MatryoshkaLoss(dims, dim_weights)(inner, adapted)
