@@ -60,6 +60,13 @@ from ._common import quiet_option, user_errors
 )
 @click.option("--dim", "prefix_dim", type=int, help="With --prefix-only: the prefix length M it keeps.")
 @click.option(
+    "--edge-path",
+    "edge_path",
+    type=click.Path(file_okay=False),
+    help="With --prefix-only: write the target as a qdrant-edge shard in DIR (absent or empty; the migration's "
+    "records and adaptor go in DIR/mindex) instead of a collection.",
+)
+@click.option(
     "--queries",
     "queries_path",
     type=click.Path(dir_okay=False),
@@ -119,6 +126,7 @@ def migrate(
     rollback,
     prefix_only,
     prefix_dim,
+    edge_path,
     queries_path,
     qrels_path,
     query_ids_path,
@@ -149,8 +157,9 @@ def migrate(
     removes what an in-place migration added. With --prefix-only --dim M the target keeps only the
     M-dim adapted prefix (plus payloads and the other vectors); the plan shows the bytes saved and the
     quality the prefix keeps (nDCG@10 on --queries/--qrels, else recall@10 against exact search), and
-    the verification measures it again on the target. Exit code 1 when verification fails (the alias
-    is then left alone).
+    the verification measures it again on the target; with --edge-path DIR the target is a qdrant-edge
+    shard in DIR instead of a collection. Exit code 1 when verification fails (the alias is then left
+    alone).
     """
     if (qdrant_url is None) == (qdrant_path is None):
         raise InputError("give exactly one of --qdrant-url or --qdrant-path")
@@ -165,8 +174,8 @@ def migrate(
         if (queries_path is None) != (qrels_path is None):
             raise InputError("--queries and --qrels go together")
     else:
-        given = [f for f, v in (("--dim", prefix_dim), ("--queries", queries_path), ("--qrels", qrels_path),
-                                ("--query-ids", query_ids_path)) if v is not None]  # fmt: skip
+        given = [f for f, v in (("--dim", prefix_dim), ("--edge-path", edge_path), ("--queries", queries_path),
+                                ("--qrels", qrels_path), ("--query-ids", query_ids_path)) if v is not None]  # fmt: skip
         if given:
             raise InputError(f"{given[0]}: only with --prefix-only")
     if rollback:
@@ -223,6 +232,7 @@ def migrate(
             queries=queries_path,
             qrels=qrels_path,
             query_ids=query_ids_path,
+            edge_path=edge_path,
         )
     except KeyboardInterrupt:
         # the checkpoint in the target's metadata is written on the way out; --resume also starts
