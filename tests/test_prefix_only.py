@@ -240,6 +240,46 @@ def test_cli_build_rerank_none_writes_a_prefix_only_index(data, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), MatryoshkaIndex.load(out).search(queries, k=5)[1])
 
 
+def test_info_qdrant_query_of_a_prefix_only_index_is_the_coarse_query_alone(data, built, tmp_path):
+    corpus, queries = data
+    index = MatryoshkaIndex.build(
+        corpus, coarse_dim=12, adaptor=built[0].adaptor, rerank=None, backend="qdrant",
+        backend_options={"location": ":memory:"}, quiet=True,
+    )  # fmt: skip
+    try:
+        index.save(tmp_path / "q.mindex")
+        np.save(tmp_path / "q.npy", queries[:1])
+        result = run(
+            "info", str(tmp_path / "q.mindex"), "--qdrant-query", "--query", str(tmp_path / "q.npy"), "-k", "5"
+        )
+        assert result.exit_code == 0, result.output
+        body = json.loads(result.stdout)["body"]
+        assert "prefetch" not in body and body["using"] == "coarse" and body["limit"] == 5  # was a two-stage body
+        assert len(body["query"]) == 12
+        # qdrant-client takes it as it is, and it gives the index's own results
+        answer = index.backend.client.query_batch_points(index.backend.collection, requests=[qm.QueryRequest(**body)])
+        assert [int(p.id) for p in answer[0].points] == index.search(queries[:1], k=5)[1][0].tolist()
+    finally:
+        index.close()
+
+
+def test_eval_of_a_prefix_only_index_measures_what_it_can(data, built, tmp_path):
+    _, queries = data
+    index, _ = built
+    index.save(tmp_path / "p.mindex")
+    np.save(tmp_path / "q.npy", queries)
+    result = run("eval", str(tmp_path / "p.mindex"), str(tmp_path / "q.npy"))
+    assert result.exit_code == 0, result.output  # was: stopped at exact_search's refusal
+    report = json.loads(result.stdout)
+    assert report["prefix_only"] is True and report["recall@10"] is None and report["queries"] == len(queries)
+    assert report["build_recall@10"] == index.calibration["recall"] and report["queries_per_second"] > 0
+    assert report["memory"]["bytes_saved_per_vector"] == (48 - 12) * 4
+    refused = run("eval", str(tmp_path / "p.mindex"), str(tmp_path / "q.npy"), "--candidates", "20")
+    assert refused.exit_code == 2 and refused.stderr.strip().splitlines() == [
+        "Error: candidates: a prefix-only index (rerank=None) has no rerank candidates; drop --candidates"
+    ]
+
+
 # ------------------------------------------------------------------------------------ the migration
 MDIM, MPREFIX = 32, 8
 
