@@ -674,6 +674,78 @@ def test_prefix_only_migration_into_qdrant_edge_measures_ndcg_from_a_path_source
     assert abs(ndcg_at_k(ranked, qids, qrels, 10) - ver_q["measured"]) <= 1e-4
 
 
+def make_edge_source(path, client_source: dict[str, tuple]) -> None:
+    """A qdrant-edge shard holding the points of a collection dump (the layout of :func:`make_source`)."""
+    import qdrant_edge as qe
+
+    path.mkdir()
+    shard = qe.EdgeShard.create(
+        str(path),
+        qe.EdgeConfig(
+            vectors={
+                "emb": qe.EdgeVectorParams(size=MDIM, distance=qe.Distance.Cosine),
+                "img": qe.EdgeVectorParams(size=4, distance=qe.Distance.Dot),
+            },
+            sparse_vectors={"bm25": qe.EdgeSparseVectorParams()},
+        ),
+    )
+    points = []
+    for pid, (payload, vecs) in client_source.items():
+        vectors = {k: (qe.SparseVector(**v) if k == "bm25" else v) for k, v in vecs.items()}
+        points.append(qe.Point(int(pid) if pid.isdigit() else pid, vectors, payload))
+    shard.update(qe.UpdateOperation.upsert_points(points))
+    shard.flush()
+    shard.close()
+
+
+def tree_digest(root) -> dict[str, str]:
+    """Every file under ``root`` with the sha256 of its bytes."""
+    import hashlib
+
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_prefix_only_migration_from_a_qdrant_edge_shard_into_another(source_adaptor, tmp_path):
+    from matryoshka_index.migrate.prefix_only_edge import EdgeSourceClient
+
+    client = QdrantClient(":memory:")
+    make_source(client, "docs", 1500)
+    before = dump(client, "docs")
+    make_edge_source(tmp_path / "src", before)
+    assert dump_edge(tmp_path / "src") == before  # the same points as the collection
+    files = tree_digest(tmp_path / "src")
+    source = EdgeSourceClient(tmp_path / "src", "docs")
+    try:
+        report = migrate_collection(
+            source, "docs", vector="emb", coarse_dim=MPREFIX, adaptor=source_adaptor, prefix_only=True,
+            edge_path=tmp_path / "shard", verify="full", recall_queries=60, quiet=True,
+        )  # fmt: skip
+    finally:
+        source.close()
+    assert report.ok, report.describe()
+    assert report.plan.endpoint == f"qdrant-edge shard {tmp_path / 'src'}"
+    after = dump_edge(tmp_path / "shard")
+    assert edge_vector_names(tmp_path / "shard") == {"img", "coarse"}  # no full vector
+    _assert_target_is_prefix_only(before, after, source_adaptor)  # every point, payload and other vector
+    assert abs(report.verification.quality["measured"] - report.plan.prefix_only["quality"]["predicted"]) <= 0.01
+    assert tree_digest(tmp_path / "src") == files  # the source shard's files are untouched (read from a copy)
+    # the same through the CLI
+    source_adaptor.save(tmp_path / "adaptor")
+    res = run(
+        "migrate", "--edge-source", str(tmp_path / "src"), "--collection", "docs", "--vector", "emb",
+        "--prefix-only", "--dim", str(MPREFIX), "--edge-path", str(tmp_path / "cli"),
+        "--adaptor", str(tmp_path / "adaptor"), "--quiet", "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert dump_edge(tmp_path / "cli") == after
+    refused = run("migrate", "--edge-source", str(tmp_path / "src"), "--collection", "docs", "--prefix-only")
+    assert refused.exit_code == 2 and "--edge-path" in refused.output
+
+
 def test_prefix_only_migration_into_qdrant_edge_refusals_are_one_line(source_adaptor, tmp_path):
     client = QdrantClient(":memory:")
     make_source(client, "docs", 300)

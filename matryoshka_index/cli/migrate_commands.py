@@ -21,6 +21,13 @@ from ._common import quiet_option, user_errors
 @click.option(
     "--qdrant-path", metavar="DIR", type=click.Path(file_okay=False), help="qdrant-client local-mode storage directory."
 )
+@click.option(
+    "--edge-source",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="With --prefix-only --edge-path: a qdrant-edge shard as the source (read from a copy; --collection "
+    "names it in the records).",
+)
 @click.option("--api-key", envvar="QDRANT_API_KEY", help="API key of the server (or set QDRANT_API_KEY).")
 @click.option("--timeout", type=int, help="Seconds to wait for each server request.")
 @click.option("--prefer-grpc", is_flag=True, help="Talk gRPC (port 6334) instead of REST.")
@@ -111,6 +118,7 @@ from ._common import quiet_option, user_errors
 def migrate(
     qdrant_url,
     qdrant_path,
+    edge_source,
     api_key,
     timeout,
     prefer_grpc,
@@ -161,8 +169,10 @@ def migrate(
     shard in DIR instead of a collection. Exit code 1 when verification fails (the alias is then left
     alone).
     """
-    if (qdrant_url is None) == (qdrant_path is None):
-        raise InputError("give exactly one of --qdrant-url or --qdrant-path")
+    if sum(v is not None for v in (qdrant_url, qdrant_path, edge_source)) != 1:
+        raise InputError("give exactly one of --qdrant-url, --qdrant-path or --edge-source")
+    if edge_source is not None and (edge_path is None or not prefix_only):
+        raise InputError("--edge-source: a qdrant-edge source migrates with --prefix-only into --edge-path")
     if prefix_only:
         if in_place or rollback:
             raise InputError(f"--prefix-only takes no {'--in-place' if in_place else '--rollback'}")
@@ -194,9 +204,14 @@ def migrate(
             raise InputError(f"--rollback takes no {clash[0]}")
     from .. import migrate as api  # looked up at call time (tests replace migrate_collection)
 
-    client = api.connect_source(
-        url=qdrant_url, path=qdrant_path, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc
-    )
+    if edge_source is not None:
+        from ..migrate.prefix_only_edge import EdgeSourceClient  # needs qdrant-edge-py (one line without it)
+
+        client = EdgeSourceClient(edge_source, collection)
+    else:
+        client = api.connect_source(
+            url=qdrant_url, path=qdrant_path, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc
+        )
     try:
         if rollback:
             undone = api.rollback_in_place(client, collection)

@@ -223,7 +223,9 @@ def migrate_collection(
         mode = InPlaceMode()
     else:
         mode = CopyMode(target, alias, shard_number, replication_factor, on_disk)
-    run = Run(client=client, endpoint=describe_client(client), opts=opts, mode=mode)
+    describe_source = getattr(client, "describe_source", None)  # a qdrant-edge source (EdgeSourceClient)
+    endpoint = describe_source() if describe_source is not None else describe_client(client)
+    run = Run(client=client, endpoint=endpoint, opts=opts, mode=mode)
     try:
         with collected_warnings(run.warnings):
             return _drive(run, collection)

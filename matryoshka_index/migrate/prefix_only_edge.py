@@ -14,7 +14,8 @@ other vectors and ``coarse`` against the recomputed prefix; no vector beside ``c
 carried ones; the plan's metric measured again on the shard's own search, after the engine built its
 indexes). Before a checkpoint is written the shard is flushed, so the checkpoint never runs ahead of
 the points on disk. One process at a time: the directory is locked (``flock``) while the migration
-runs. The source is only read.
+runs. The source is only read: a collection through its client, or a qdrant-edge shard through
+:class:`EdgeSourceClient` (``--edge-source``), which opens a copy of it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ..backends.base import COARSE
 from ..backends.qdrant.edge import LOCK_FILE
 from ..backends.qdrant.metadata import MIGRATION_KEY, bundle_id, is_foreign_id, point_handle
 from ..errors import BackendError, FormatError, InputError, MatryoshkaError
-from ..storage import atomic_write_bytes, atomic_write_json
+from ..storage import atomic_write_bytes, atomic_write_json, owned_temp_dir, remove_temp_dir
 from .checkpoint import Checkpoint, State, is_migration_record
 from .context import Run
 from .modes import convert_copy
@@ -295,6 +296,122 @@ class EdgeRecordStore:
         return out
 
 
+# ------------------------------------------------------------------------------------ an edge source
+class EdgeSourceClient:
+    """A qdrant-edge shard as the source of a migration: the read-only part of qdrant-client's API that
+    the migration's readers call (:mod:`.source`, :mod:`.plan`, :mod:`.verify`), answered from the shard.
+
+    The shard at ``path`` is never opened in place (opening replays its write-ahead log and may rewrite
+    its files): a copy is, in an owned temporary directory that :meth:`close` removes. It holds one
+    collection, named ``collection`` (what the migration's records call the source).
+    """
+
+    def __init__(self, path: str | Path, collection: str) -> None:
+        from ..backends.qdrant.edge import copy_shard
+
+        self.path, self.collection = Path(path).absolute(), collection
+        if not (self.path / CONFIG_FILE).is_file():
+            raise InputError(f"edge_source: {self.path} is not a qdrant-edge shard ({CONFIG_FILE} missing)")
+        self._work = owned_temp_dir("mindex-edge-source-")
+        try:
+            copy_shard(self.path, self._work)
+            self.shard = _engine(lambda: qe.EdgeShard.load(str(self._work)), "opening the source shard")
+        except BaseException:
+            remove_temp_dir(self._work)
+            raise
+        self.config = json.loads((self._work / CONFIG_FILE).read_text())
+
+    def describe_source(self) -> str:
+        return f"qdrant-edge shard {self.path}"
+
+    def close(self) -> None:
+        shard, self.shard = self.shard, None
+        if shard is not None:
+            with contextlib.suppress(Exception):
+                shard.close()
+            remove_temp_dir(self._work)
+
+    def _check(self, name: str) -> None:
+        if name != self.collection:
+            raise InputError(f"collection: the qdrant-edge source holds {self.collection!r}, not {name!r}")
+
+    # the collection: config, aliases, counts ---------------------------------------------
+    def get_aliases(self) -> qm.CollectionsAliasesResponse:
+        return qm.CollectionsAliasesResponse(aliases=[])
+
+    def get_collections(self) -> qm.CollectionsResponse:
+        return qm.CollectionsResponse(collections=[qm.CollectionDescription(name=self.collection)])
+
+    def get_collection(self, name: str) -> qm.CollectionInfo:
+        self._check(name)
+        vectors = {}
+        for vname, v in (self.config.get("vectors") or {}).items():
+            multi = v.get("multivector_config")
+            vectors[vname] = qm.VectorParams(
+                size=int(v["size"]),
+                distance=qm.Distance(v["distance"]),
+                multivector_config=None
+                if not multi
+                else qm.MultiVectorConfig(comparator=qm.MultiVectorComparator.MAX_SIM),
+                datatype=None if v.get("datatype") is None else qm.Datatype(v["datatype"]),
+            )
+        sparse = {
+            sname: qm.SparseVectorParams(modifier=qm.Modifier.IDF if (v or {}).get("modifier") == "idf" else None)
+            for sname, v in (self.config.get("sparse_vectors") or {}).items()
+        }
+        info = _engine(self.shard.info, "reading the source shard")
+        schema = {
+            field: qm.PayloadIndexInfo(
+                data_type=qm.PayloadSchemaType(str(index.data_type).rsplit(".", 1)[-1].lower()), points=0
+            )
+            for field, index in (info.payload_schema or {}).items()
+        }
+        return qm.CollectionInfo(
+            status=qm.CollectionStatus.GREEN,
+            optimizer_status=qm.OptimizersStatusOneOf.OK,
+            points_count=int(info.points_count),
+            segments_count=int(info.segments_count),
+            config=qm.CollectionConfig(
+                params=qm.CollectionParams(vectors=vectors, sparse_vectors=sparse or None),
+                hnsw_config=qm.HnswConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
+                optimizer_config=qm.OptimizersConfig(
+                    deleted_threshold=0.2, vacuum_min_vector_number=1000, default_segment_number=0, flush_interval_sec=5
+                ),
+            ),
+            payload_schema=schema,
+        )
+
+    def count(self, name: str, count_filter: Any = None, exact: bool = True) -> qm.CountResult:
+        self._check(name)
+        if count_filter is not None:
+            raise BackendError("qdrant-edge source: counting with a filter is not supported here")
+        return qm.CountResult(count=int(_engine(lambda: self.shard.count(qe.CountRequest(exact=True)), "counting")))
+
+    # points ---------------------------------------------------------------------------------
+    def _record(self, r: Any, with_payload: bool) -> qm.Record:
+        vector = {k: _client_vector(v) for k, v in (r.vector or {}).items()} if r.vector is not None else None
+        return qm.Record(id=_client_id(r.id), payload=(r.payload or {}) if with_payload else None, vector=vector)
+
+    def scroll(
+        self, name: str, limit: int = 10, offset: Any = None, with_payload: bool = True, with_vectors: Any = False
+    ) -> tuple[list[qm.Record], Any]:
+        self._check(name)
+        request = qe.ScrollRequest(offset=offset, limit=int(limit), with_payload=with_payload, with_vector=with_vectors)
+        records, next_offset = _engine(lambda: self.shard.scroll(request), "reading the source shard")
+        return [self._record(r, with_payload) for r in records], None if next_offset is None else _client_id(
+            next_offset
+        )
+
+    def retrieve(self, name: str, ids: list[Any], with_payload: bool = True, with_vectors: Any = False) -> list[Any]:
+        self._check(name)
+        got = _engine(lambda: self.shard.retrieve(list(ids), with_payload, with_vectors), "reading source points")
+        return [self._record(r, with_payload) for r in got]
+
+    def query_points(self, name: str, **_: Any) -> Any:
+        # the readers sample with Qdrant's random sample query; without it they read by id instead
+        raise BackendError("qdrant-edge source: no random sample query; reading points by id")
+
+
 # ------------------------------------------------------------------------------------ the mode
 class EdgePrefixOnlyMode(PrefixOnlyMode):
     """Prefix only, into a qdrant-edge shard in directory ``edge_path`` instead of a collection."""
@@ -404,4 +521,4 @@ class EdgePrefixOnlyMode(PrefixOnlyMode):
         self.edge.close()
 
 
-__all__ = ["RECORDS_DIR", "EdgePrefixOnlyMode", "EdgeRecordStore", "EdgeTarget", "edge_config"]
+__all__ = ["RECORDS_DIR", "EdgePrefixOnlyMode", "EdgeRecordStore", "EdgeSourceClient", "EdgeTarget", "edge_config"]
