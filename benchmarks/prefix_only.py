@@ -160,13 +160,20 @@ def main() -> None:
         "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "load_before": load_before, "load_after": load_after,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": args.data, "corpus": list(corpus.shape),
         "test_queries": len(test_ids), "adaptor_train_seconds": round(train_seconds, 1),
+        "adaptor_fell_back_to_start": adaptor.history_.fell_back_to_start, "adaptor_guard": adaptor.history_.guard,
     }  # fmt: skip
+    # the held-out guard may keep the PCA start: the prefix rows are then PCA's, and the header says so
+    kept = (
+        "the guard kept its PCA start (the trained adaptor lost on held-out rows), so every prefix here is PCA's"
+        if adaptor.history_.fell_back_to_start
+        else "the trained adaptor passed its held-out guard against the PCA start"
+    )
     lines = [
         "# Prefix-only migration and index on a real labelled set (issue 23, shrink for good)",
         "",
         f"Data: `{Path(args.data).name}`, {len(corpus):,} x {corpus.shape[1]} corpus, {len(test_ids)} test queries with "
         "qrels. qdrant-client local mode (in memory); one unsupervised adaptor trained on the corpus "
-        f"({args.epochs} epochs, {train_seconds:.0f} s) and given to every run. Commit `{commit[:12]}`, `{env['command']}`, "
+        f"({args.epochs} epochs, {train_seconds:.0f} s; {kept}) and given to every run. Commit `{commit[:12]}`, `{env['command']}`, "
         f"matryoshka-index {__version__}, numpy {np.__version__}, faiss {faiss.__version__}; {env['cpu']}, "
         f"{env['cores']} cores, threads {threads}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
         "(a shared machine; no timing is claimed).",
