@@ -744,6 +744,10 @@ def test_prefix_only_migration_from_a_qdrant_edge_shard_into_another(source_adap
     assert dump_edge(tmp_path / "cli") == after
     refused = run("migrate", "--edge-source", str(tmp_path / "src"), "--collection", "docs", "--prefix-only")
     assert refused.exit_code == 2 and "--edge-path" in refused.output
+    both = run("migrate", "--edge-source", str(tmp_path / "src"), "--qdrant-path", str(tmp_path), "--collection", "d")
+    assert both.exit_code == 2 and both.stderr.strip().splitlines() == [
+        "Error: --edge-source: the source is that shard; give no --qdrant-url or --qdrant-path with it"
+    ]
 
 
 def test_prefix_only_migration_into_qdrant_edge_refusals_are_one_line(source_adaptor, tmp_path):

@@ -169,8 +169,10 @@ def migrate(
     shard in DIR instead of a collection. Exit code 1 when verification fails (the alias is then left
     alone).
     """
-    if sum(v is not None for v in (qdrant_url, qdrant_path, edge_source)) != 1:
-        raise InputError("give exactly one of --qdrant-url, --qdrant-path or --edge-source")
+    if edge_source is None and (qdrant_url is None) == (qdrant_path is None):
+        raise InputError("give exactly one of --qdrant-url or --qdrant-path")
+    if edge_source is not None and (qdrant_url is not None or qdrant_path is not None):
+        raise InputError("--edge-source: the source is that shard; give no --qdrant-url or --qdrant-path with it")
     if edge_source is not None and (edge_path is None or not prefix_only):
         raise InputError("--edge-source: a qdrant-edge source migrates with --prefix-only into --edge-path")
     if prefix_only:
