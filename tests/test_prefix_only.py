@@ -240,6 +240,46 @@ def test_cli_build_rerank_none_writes_a_prefix_only_index(data, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), MatryoshkaIndex.load(out).search(queries, k=5)[1])
 
 
+def test_info_qdrant_query_of_a_prefix_only_index_is_the_coarse_query_alone(data, built, tmp_path):
+    corpus, queries = data
+    index = MatryoshkaIndex.build(
+        corpus, coarse_dim=12, adaptor=built[0].adaptor, rerank=None, backend="qdrant",
+        backend_options={"location": ":memory:"}, quiet=True,
+    )  # fmt: skip
+    try:
+        index.save(tmp_path / "q.mindex")
+        np.save(tmp_path / "q.npy", queries[:1])
+        result = run(
+            "info", str(tmp_path / "q.mindex"), "--qdrant-query", "--query", str(tmp_path / "q.npy"), "-k", "5"
+        )
+        assert result.exit_code == 0, result.output
+        body = json.loads(result.stdout)["body"]
+        assert "prefetch" not in body and body["using"] == "coarse" and body["limit"] == 5  # was a two-stage body
+        assert len(body["query"]) == 12
+        # qdrant-client takes it as it is, and it gives the index's own results
+        answer = index.backend.client.query_batch_points(index.backend.collection, requests=[qm.QueryRequest(**body)])
+        assert [int(p.id) for p in answer[0].points] == index.search(queries[:1], k=5)[1][0].tolist()
+    finally:
+        index.close()
+
+
+def test_eval_of_a_prefix_only_index_measures_what_it_can(data, built, tmp_path):
+    _, queries = data
+    index, _ = built
+    index.save(tmp_path / "p.mindex")
+    np.save(tmp_path / "q.npy", queries)
+    result = run("eval", str(tmp_path / "p.mindex"), str(tmp_path / "q.npy"))
+    assert result.exit_code == 0, result.output  # was: stopped at exact_search's refusal
+    report = json.loads(result.stdout)
+    assert report["prefix_only"] is True and report["recall@10"] is None and report["queries"] == len(queries)
+    assert report["build_recall@10"] == index.calibration["recall"] and report["queries_per_second"] > 0
+    assert report["memory"]["bytes_saved_per_vector"] == (48 - 12) * 4
+    refused = run("eval", str(tmp_path / "p.mindex"), str(tmp_path / "q.npy"), "--candidates", "20")
+    assert refused.exit_code == 2 and refused.stderr.strip().splitlines() == [
+        "Error: candidates: a prefix-only index (rerank=None) has no rerank candidates; drop --candidates"
+    ]
+
+
 # ------------------------------------------------------------------------------------ the migration
 MDIM, MPREFIX = 32, 8
 
@@ -492,6 +532,239 @@ def test_prefix_only_migration_refusals_are_one_line(source_adaptor, tmp_path):
     ):
         res = run("migrate", "--qdrant-path", str(tmp_path / "none"), "--collection", "docs", *args)
         assert res.exit_code == 2 and says in res.output, res.output
+
+
+# ------------------------------------------------------------------------------------ into qdrant-edge
+def dump_edge(path) -> dict[str, tuple]:
+    """Every point of a qdrant-edge shard by id (as text): (payload, vectors), read with qdrant_edge alone
+    in the form :func:`dump` gives a collection's (no payload: None; sparse vectors as dicts)."""
+    import qdrant_edge as qe
+
+    shard = qe.EdgeShard.load(str(path))
+    out, offset = {}, None
+    try:
+        while True:
+            records, offset = shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=2048, with_payload=True, with_vector=True)
+            )
+            for r in records:
+                vecs = {
+                    k: ({"indices": list(v.indices), "values": list(v.values)} if isinstance(v, qe.SparseVector) else v)
+                    for k, v in (r.vector or {}).items()
+                }
+                out[str(r.id)] = (r.payload or None, vecs)
+            if offset is None:
+                return out
+    finally:
+        shard.close()
+
+
+def edge_vector_names(path) -> set[str]:
+    """The dense vectors a shard's config declares (read from its own file)."""
+    return set(json.loads((path / "edge_config.json").read_text())["vectors"])
+
+
+@pytest.mark.parametrize("target_kind", ["local", "qdrant-edge"])
+def test_prefix_only_migration_has_no_full_vector_keeps_every_point_and_reports_the_planned_quality(
+    source_adaptor, target_kind, tmp_path
+):
+    """Issue 23's three properties, for a target collection in local mode and for a qdrant-edge shard."""
+    client = QdrantClient(":memory:")
+    emb = make_source(client, "docs")
+    before = dump(client, "docs")
+    kw = dict(vector="emb", coarse_dim=MPREFIX, adaptor=source_adaptor, prefix_only=True, recall_queries=80)
+    if target_kind == "qdrant-edge":
+        kw["edge_path"] = tmp_path / "shard"
+    planned = migrate_collection(client, "docs", dry_run=True, quiet=True, **kw).plan.prefix_only["quality"]
+    assert not (tmp_path / "shard").exists()  # a dry run writes nothing
+    report = migrate_collection(client, "docs", verify="full", quiet=True, **kw)
+    assert report.ok and report.state == "complete", report.describe()
+    if target_kind == "qdrant-edge":
+        after, declared = dump_edge(tmp_path / "shard"), edge_vector_names(tmp_path / "shard")
+    else:
+        after, declared = dump(client, "docs_prefix8"), set(client.get_collection("docs_prefix8").config.params.vectors)
+    # 1. no full vector: none declared, none on any point (neither 'full' nor the source's 'emb')
+    assert declared == {"img", "coarse"}
+    assert not any({"full", "emb"} & set(vecs) for _, vecs in after.values())
+    # 2. every point and payload (and the other vectors; 'coarse' is the prefix of the source's 'emb')
+    _assert_target_is_prefix_only(before, after, source_adaptor)
+    assert dump(client, "docs") == before  # the source is never modified
+    # 3. the quality the plan predicted, reported after within 0.01, and that report is the target's truth
+    reported = report.verification.quality
+    assert reported["metric"] == planned["metric"] == "recall@10" and reported["predicted"] == planned["predicted"]
+    assert abs(reported["measured"] - planned["predicted"]) <= 0.01
+    by_id = {str(_pid(i)): emb[i] for i in range(4, 3000)}
+    ids = list(by_id)
+    full = np.asarray([by_id[i] for i in ids])
+    qids = [str(x) for x in planned["query_points"]]
+    qv = np.asarray([by_id[i] for i in qids])
+    exact = np.argsort(-(qv @ full.T), axis=1, kind="stable")[:, :11]
+    found = numpy_prefix_ranking(after, _unit(source_adaptor.transform(qv, dim=MPREFIX)), 11)
+    hits = [  # the query point itself left out of both lists, as the plan does
+        len(set([ids[j] for j in e_row if ids[j] != own][:10]) & set([i for i in f_row if i != own][:10])) / 10
+        for own, e_row, f_row in zip(qids, exact, found, strict=True)
+    ]
+    assert abs(float(np.mean(hits)) - reported["measured"]) <= 0.01
+
+
+def test_prefix_only_migration_into_qdrant_edge_killed_then_resumed(source_adaptor, tmp_path):
+    import qdrant_edge as qe
+
+    client = QdrantClient(":memory:")
+    make_source(client, "docs")
+    before = dump(client, "docs")
+    shard = tmp_path / "shard"
+    kw = dict(vector="emb", coarse_dim=MPREFIX, prefix_only=True, edge_path=shard, batch_size=256, quiet=True)
+
+    def crash(event):
+        if event.batch == 4:
+            raise Crash("simulated crash")
+
+    with pytest.raises(Crash):
+        migrate_collection(client, "docs", adaptor=source_adaptor, on_batch=crash, checkpoint_seconds=0, **kw)
+    record = json.loads((shard / "mindex" / "matryoshka_index_migration.json").read_text())
+    assert record["state"] == "copying" and record["prefix_only"]["target_kind"] == "qdrant-edge"
+    # the checkpoint never counts points the shard does not hold
+    assert 0 < record["copied"] <= len(dump_edge(shard)) < 3000
+    with pytest.raises(InputError, match="--resume"):
+        migrate_collection(client, "docs", **kw)
+    report = migrate_collection(client, "docs", resume=True, verify="full", recall_queries=30, **kw)
+    assert report.ok, report.describe()
+    assert report.resumed_from == record["copied"] and report.copied_total == 3000
+    assert abs(report.verification.quality["difference"]) <= 0.01
+    _assert_target_is_prefix_only(before, dump_edge(shard), source_adaptor)
+    # the stored adaptor is the one the migration used: the user adapts queries with it and searches the shard
+    stored = MatryoshkaAdaptor.load(shard / "mindex" / "adaptor")
+    q = _unit(stored.transform(np.asarray([before[str(_pid(7))][1]["emb"]], np.float32), dim=MPREFIX))[0]
+    opened = qe.EdgeShard.load(str(shard))
+    try:
+        hit = opened.query(qe.QueryRequest(limit=1, query=qe.Query.Nearest(q.tolist(), using="coarse")))
+    finally:
+        opened.close()
+    assert str(hit[0].id) == str(_pid(7))
+
+
+def test_prefix_only_migration_into_qdrant_edge_measures_ndcg_from_a_path_source_via_the_cli(source_adaptor, tmp_path):
+    storage = tmp_path / "qdrant"
+    client = QdrantClient(path=str(storage))
+    emb = make_source(client, "docs", 600)
+    client.close()
+    q, qids, qrels = labelled_sample(emb)
+    np.save(tmp_path / "q.npy", q)
+    (tmp_path / "qids.json").write_text(json.dumps(qids))
+    (tmp_path / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{k}\t{d}\t1\n" for k, docs in qrels.items() for d in docs)
+    )
+    source_adaptor.save(tmp_path / "adaptor")
+    shard = tmp_path / "shard"
+    args = [
+        "migrate", "--qdrant-path", str(storage), "--collection", "docs", "--vector", "emb", "--prefix-only",
+        "--dim", str(MPREFIX), "--edge-path", str(shard), "--adaptor", str(tmp_path / "adaptor"),
+        "--queries", str(tmp_path / "q.npy"), "--qrels", str(tmp_path / "qrels.tsv"),
+        "--query-ids", str(tmp_path / "qids.json"), "--quiet", "--json",
+    ]  # fmt: skip
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    plan_q, ver_q = report["plan"]["prefix_only"]["quality"], report["verification"]["quality"]
+    assert plan_q["metric"] == ver_q["metric"] == "ndcg@10" and abs(ver_q["measured"] - plan_q["predicted"]) <= 0.01
+    target = dump_edge(shard)
+    assert len(target) == 600 and edge_vector_names(shard) == {"img", "coarse"}
+    ranked = numpy_prefix_ranking(target, _unit(source_adaptor.transform(q, dim=MPREFIX)), 10)
+    assert abs(ndcg_at_k(ranked, qids, qrels, 10) - ver_q["measured"]) <= 1e-4
+
+
+def make_edge_source(path, client_source: dict[str, tuple]) -> None:
+    """A qdrant-edge shard holding the points of a collection dump (the layout of :func:`make_source`)."""
+    import qdrant_edge as qe
+
+    path.mkdir()
+    shard = qe.EdgeShard.create(
+        str(path),
+        qe.EdgeConfig(
+            vectors={
+                "emb": qe.EdgeVectorParams(size=MDIM, distance=qe.Distance.Cosine),
+                "img": qe.EdgeVectorParams(size=4, distance=qe.Distance.Dot),
+            },
+            sparse_vectors={"bm25": qe.EdgeSparseVectorParams()},
+        ),
+    )
+    points = []
+    for pid, (payload, vecs) in client_source.items():
+        vectors = {k: (qe.SparseVector(**v) if k == "bm25" else v) for k, v in vecs.items()}
+        points.append(qe.Point(int(pid) if pid.isdigit() else pid, vectors, payload))
+    shard.update(qe.UpdateOperation.upsert_points(points))
+    shard.flush()
+    shard.close()
+
+
+def tree_digest(root) -> dict[str, str]:
+    """Every file under ``root`` with the sha256 of its bytes."""
+    import hashlib
+
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_prefix_only_migration_from_a_qdrant_edge_shard_into_another(source_adaptor, tmp_path):
+    from matryoshka_index.migrate.prefix_only_edge import EdgeSourceClient
+
+    client = QdrantClient(":memory:")
+    make_source(client, "docs", 1500)
+    before = dump(client, "docs")
+    make_edge_source(tmp_path / "src", before)
+    assert dump_edge(tmp_path / "src") == before  # the same points as the collection
+    files = tree_digest(tmp_path / "src")
+    source = EdgeSourceClient(tmp_path / "src", "docs")
+    try:
+        report = migrate_collection(
+            source, "docs", vector="emb", coarse_dim=MPREFIX, adaptor=source_adaptor, prefix_only=True,
+            edge_path=tmp_path / "shard", verify="full", recall_queries=60, quiet=True,
+        )  # fmt: skip
+    finally:
+        source.close()
+    assert report.ok, report.describe()
+    assert report.plan.endpoint == f"qdrant-edge shard {tmp_path / 'src'}"
+    after = dump_edge(tmp_path / "shard")
+    assert edge_vector_names(tmp_path / "shard") == {"img", "coarse"}  # no full vector
+    _assert_target_is_prefix_only(before, after, source_adaptor)  # every point, payload and other vector
+    assert abs(report.verification.quality["measured"] - report.plan.prefix_only["quality"]["predicted"]) <= 0.01
+    assert tree_digest(tmp_path / "src") == files  # the source shard's files are untouched (read from a copy)
+    # the same through the CLI
+    source_adaptor.save(tmp_path / "adaptor")
+    res = run(
+        "migrate", "--edge-source", str(tmp_path / "src"), "--collection", "docs", "--vector", "emb",
+        "--prefix-only", "--dim", str(MPREFIX), "--edge-path", str(tmp_path / "cli"),
+        "--adaptor", str(tmp_path / "adaptor"), "--quiet", "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert dump_edge(tmp_path / "cli") == after
+    refused = run("migrate", "--edge-source", str(tmp_path / "src"), "--collection", "docs", "--prefix-only")
+    assert refused.exit_code == 2 and "--edge-path" in refused.output
+    both = run("migrate", "--edge-source", str(tmp_path / "src"), "--qdrant-path", str(tmp_path), "--collection", "d")
+    assert both.exit_code == 2 and both.stderr.strip().splitlines() == [
+        "Error: --edge-source: the source is that shard; give no --qdrant-url or --qdrant-path with it"
+    ]
+
+
+def test_prefix_only_migration_into_qdrant_edge_refusals_are_one_line(source_adaptor, tmp_path):
+    client = QdrantClient(":memory:")
+    make_source(client, "docs", 300)
+    kw = dict(vector="emb", coarse_dim=MPREFIX, adaptor=source_adaptor, quiet=True)
+    with pytest.raises(InputError, match="--prefix-only"):
+        migrate_collection(client, "docs", edge_path=tmp_path / "a", **kw)
+    with pytest.raises(InputError, match="alias: belongs to a target collection"):
+        migrate_collection(client, "docs", prefix_only=True, edge_path=tmp_path / "a", alias="live", **kw)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "mine.txt").write_text("x")
+    with pytest.raises(InputError, match="not empty"):
+        migrate_collection(client, "docs", prefix_only=True, edge_path=tmp_path / "b", **kw)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["mine.txt"]
+    res = run("migrate", "--qdrant-path", str(tmp_path / "none"), "--collection", "docs", "--edge-path", "x")
+    assert res.exit_code == 2 and "--prefix-only" in res.output and len(res.output.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------------------------ the advisor

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +44,23 @@ def _os_error_line(exc: OSError) -> str:
     return f"{where}{exc.strerror or _one_line(exc)}"
 
 
+def _warning_line(
+    message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A warning as one line on stderr (``CalibrationWarning: ...``): the file, line and source line Python
+    adds would name our own code (or contextlib's), nothing the user can act on."""
+    click.echo(f"{category.__name__}: {_one_line(Warning(str(message)))}", err=True)
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """While a command runs, each warning shown is one line (``MINDEX_DEBUG=1``: Python's own format)."""
+    with warnings.catch_warnings():
+        if not os.environ.get("MINDEX_DEBUG"):
+            warnings.showwarning = _warning_line
+        yield
+
+
 def user_errors(func: F) -> F:
     """Turn every :class:`MatryoshkaError`, a disk error (full, read-only, no permission, a missing file)
     and a truncated file into one line on stderr and exit 2; Ctrl-C into one line and exit 130, SIGTERM
@@ -53,7 +72,7 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            with command_signals(), stage_lines():
+            with command_signals(), stage_lines(), one_line_warnings():
                 return func(*args, **kwargs)
         except MatryoshkaError as exc:
             if os.environ.get("MINDEX_DEBUG"):

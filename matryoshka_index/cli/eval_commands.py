@@ -61,7 +61,7 @@ def _int_list(value: str | None, name: str) -> list[int] | None:
     "--queries-jsonl", type=click.Path(dir_okay=False), help="Labelled: BEIR queries.jsonl with a split field."
 )
 @click.option("--dims", help="Labelled: prefix lengths, e.g. 32,64,128,256.")
-@click.option("--methods", help="Labelled: subset of truncation,pca,adaptor,supervised.")
+@click.option("--methods", help="Labelled: subset of truncation,pca,adaptor,adaptor_queries,supervised.")
 @click.option(
     "--adaptor", "adaptor_dir", type=click.Path(file_okay=False), help="Labelled: use this unsupervised adaptor."
 )

@@ -163,12 +163,26 @@ _STRUCTURE_OF = {"nlist": "ivf", "nprobe": "ivf", "hnsw_m": "hnsw", "ef_construc
 
 
 def _check_flags_apply(
-    backend: str, index_type: str | None, ram_budget: float | None, named: dict, candidates: int | None, rerank: str
+    backend: str,
+    index_type: str | None,
+    ram_budget: float | None,
+    named: dict,
+    candidates: int | None,
+    rerank: str,
+    code: str | None = None,
+    balance: object = None,
 ) -> None:
     """Refuse, in one line, a flag this build would accept and then ignore."""
     flags = {key: flag for flag, key, _m, _t in BACKEND_FLAGS}
     if backend == "faiss" and ram_budget is None:
         structure = {"pq": "flat", None: "flat"}.get(index_type, index_type)
+        # a rotation inside the prefix changes no inner product, so float prefixes rank the same with it
+        resolved_code = code or ("pq4" if index_type == "pq" else "float")
+        if str(balance or "none").lower() == "itq" and resolved_code == "float":
+            raise InputError(
+                "--balance itq: rotates the prefix to spread the bits of a code (binary, rabitq, pq4, sq8/sq4); "
+                "float prefixes rank the same without it; give --code too, or drop --balance"
+            )
         for key, wanted in _STRUCTURE_OF.items():
             if named.get(key) is not None and structure != wanted:
                 raise InputError(f"{flags[key]}: an option of --index {wanted}; this build's --index is {structure}")
@@ -304,7 +318,9 @@ def build_command(
     if sum(bool(v) for v in (adaptor_dir, train, pca)) > 1:
         raise InputError("--adaptor, --train and --pca: choose at most one")
     backend_options = _backend_options(backend, named_options, option_pairs, ram_budget is not None)
-    _check_flags_apply(backend, index_type, ram_budget, named_options, candidates, rerank)
+    _check_flags_apply(
+        backend, index_type, ram_budget, named_options, candidates, rerank, code, backend_options.get("balance")
+    )
     for flag, value, key in (
         ("--url", url, "url"),
         ("--api-key", api_key, "api_key"),
@@ -498,7 +514,8 @@ def info_command(index_path, no_verify, qdrant_query, query_file, k, device):
     on --device ("stages"; the adaptor's training device too), bytes per vector.
 
     With --qdrant-query, the two-stage request of a Qdrant-backed INDEX as Qdrant's REST API takes it
-    (prefetch on "coarse" with the adapted prefix, then the full vector), from the index's own manifest.
+    (prefetch on "coarse" with the adapted prefix, then the full vector), from the index's own manifest;
+    for a prefix-only INDEX (--rerank none) the query on "coarse" alone.
     """
     from ..index import MatryoshkaIndex
 

@@ -21,6 +21,13 @@ from ._common import quiet_option, user_errors
 @click.option(
     "--qdrant-path", metavar="DIR", type=click.Path(file_okay=False), help="qdrant-client local-mode storage directory."
 )
+@click.option(
+    "--edge-source",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="With --prefix-only --edge-path: a qdrant-edge shard as the source (read from a copy; --collection "
+    "names it in the records).",
+)
 @click.option("--api-key", envvar="QDRANT_API_KEY", help="API key of the server (or set QDRANT_API_KEY).")
 @click.option("--timeout", type=int, help="Seconds to wait for each server request.")
 @click.option("--prefer-grpc", is_flag=True, help="Talk gRPC (port 6334) instead of REST.")
@@ -59,6 +66,13 @@ from ._common import quiet_option, user_errors
     "measures the quality it keeps and the bytes it saves.",
 )
 @click.option("--dim", "prefix_dim", type=int, help="With --prefix-only: the prefix length M it keeps.")
+@click.option(
+    "--edge-path",
+    "edge_path",
+    type=click.Path(file_okay=False),
+    help="With --prefix-only: write the target as a qdrant-edge shard in DIR (absent or empty; the migration's "
+    "records and adaptor go in DIR/mindex) instead of a collection.",
+)
 @click.option(
     "--queries",
     "queries_path",
@@ -104,6 +118,7 @@ from ._common import quiet_option, user_errors
 def migrate(
     qdrant_url,
     qdrant_path,
+    edge_source,
     api_key,
     timeout,
     prefer_grpc,
@@ -119,6 +134,7 @@ def migrate(
     rollback,
     prefix_only,
     prefix_dim,
+    edge_path,
     queries_path,
     qrels_path,
     query_ids_path,
@@ -149,11 +165,16 @@ def migrate(
     removes what an in-place migration added. With --prefix-only --dim M the target keeps only the
     M-dim adapted prefix (plus payloads and the other vectors); the plan shows the bytes saved and the
     quality the prefix keeps (nDCG@10 on --queries/--qrels, else recall@10 against exact search), and
-    the verification measures it again on the target. Exit code 1 when verification fails (the alias
-    is then left alone).
+    the verification measures it again on the target; with --edge-path DIR the target is a qdrant-edge
+    shard in DIR instead of a collection. Exit code 1 when verification fails (the alias is then left
+    alone).
     """
-    if (qdrant_url is None) == (qdrant_path is None):
+    if edge_source is None and (qdrant_url is None) == (qdrant_path is None):
         raise InputError("give exactly one of --qdrant-url or --qdrant-path")
+    if edge_source is not None and (qdrant_url is not None or qdrant_path is not None):
+        raise InputError("--edge-source: the source is that shard; give no --qdrant-url or --qdrant-path with it")
+    if edge_source is not None and (edge_path is None or not prefix_only):
+        raise InputError("--edge-source: a qdrant-edge source migrates with --prefix-only into --edge-path")
     if prefix_only:
         if in_place or rollback:
             raise InputError(f"--prefix-only takes no {'--in-place' if in_place else '--rollback'}")
@@ -165,8 +186,8 @@ def migrate(
         if (queries_path is None) != (qrels_path is None):
             raise InputError("--queries and --qrels go together")
     else:
-        given = [f for f, v in (("--dim", prefix_dim), ("--queries", queries_path), ("--qrels", qrels_path),
-                                ("--query-ids", query_ids_path)) if v is not None]  # fmt: skip
+        given = [f for f, v in (("--dim", prefix_dim), ("--edge-path", edge_path), ("--queries", queries_path),
+                                ("--qrels", qrels_path), ("--query-ids", query_ids_path)) if v is not None]  # fmt: skip
         if given:
             raise InputError(f"{given[0]}: only with --prefix-only")
     if rollback:
@@ -185,9 +206,14 @@ def migrate(
             raise InputError(f"--rollback takes no {clash[0]}")
     from .. import migrate as api  # looked up at call time (tests replace migrate_collection)
 
-    client = api.connect_source(
-        url=qdrant_url, path=qdrant_path, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc
-    )
+    if edge_source is not None:
+        from ..migrate.prefix_only_edge import EdgeSourceClient  # needs qdrant-edge-py (one line without it)
+
+        client = EdgeSourceClient(edge_source, collection)
+    else:
+        client = api.connect_source(
+            url=qdrant_url, path=qdrant_path, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc
+        )
     try:
         if rollback:
             undone = api.rollback_in_place(client, collection)
@@ -223,6 +249,7 @@ def migrate(
             queries=queries_path,
             qrels=qrels_path,
             query_ids=query_ids_path,
+            edge_path=edge_path,
         )
     except KeyboardInterrupt:
         # the checkpoint in the target's metadata is written on the way out; --resume also starts

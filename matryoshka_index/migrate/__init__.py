@@ -69,7 +69,8 @@ Copy mode whose target keeps the ``M``-dim adapted prefix ``coarse`` alone: no `
 point with its id, payload and other vectors. The plan measures the quality the prefix keeps (nDCG@10
 on the user's labelled sample, else recall@10 against exact full-dim search) and the bytes it saves;
 verification compares ``coarse`` with the prefix recomputed from the source, checks that no full
-vector is stored, and measures the same quality on the target. See :mod:`.prefix_only`.
+vector is stored, and measures the same quality on the target. See :mod:`.prefix_only`. With
+``edge_path=DIR`` the target is a qdrant-edge shard in ``DIR`` instead (:mod:`.prefix_only_edge`).
 
 Both modes
 ----------

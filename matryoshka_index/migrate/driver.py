@@ -7,6 +7,7 @@ What differs between copy mode and in place lives in :mod:`matryoshka_index.migr
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -114,6 +115,7 @@ def migrate_collection(
     queries: Any = None,
     qrels: Any = None,
     query_ids: Any = None,
+    edge_path: str | os.PathLike[str] | None = None,
 ) -> MigrationReport:
     """Turn Qdrant collection ``collection`` into a matryoshka collection ``target``; see the package docstring.
 
@@ -144,6 +146,9 @@ def migrate_collection(
     (a BEIR qrels TSV or ``{query_id: {point_id: relevance}}``; ``query_ids`` default to the row
     numbers), else recall@10 against exact full-dim search on ``recall_queries`` sampled points; the
     verification measures the same on the target. Default ``target``: ``<collection>_prefix<M>``.
+    ``edge_path`` (prefix only): write the target as a qdrant-edge shard in that directory (absent, empty,
+    or the one a migration of this kind left, to resume) instead of a collection; see
+    :mod:`.prefix_only_edge`.
 
     Returns a :class:`MigrationReport`; ``report.ok`` is False when verification failed (then the
     alias was not switched). Raises :class:`~matryoshka_index.errors.InputError` /
@@ -167,6 +172,11 @@ def migrate_collection(
             labelled = LabelledSample.load(queries, qrels, query_ids)  # one line for a bad file, before any read
     elif qrels is not None or queries is not None or query_ids is not None:
         raise InputError("qrels: a labelled sample (queries, qrels, query_ids) is measured only with --prefix-only")
+    if edge_path is not None:
+        _check_edge_options(
+            prefix_only, target=target, alias=alias, shard_number=shard_number,
+            replication_factor=replication_factor, on_disk=on_disk, coarse_quantization=coarse_quantization,
+        )  # fmt: skip
     if verify_seed is not None:
         verify_seed = check_positive_int(verify_seed, "verify_seed", minimum=0)
     opts = Options(
@@ -194,7 +204,11 @@ def migrate_collection(
     )
     quantization_config(coarse_quantization, True)  # one line for an unknown kind, before anything is read
     mode: CopyMode | InPlaceMode
-    if prefix_only:
+    if edge_path is not None:
+        from .prefix_only_edge import EdgePrefixOnlyMode  # needs qdrant-edge-py (one line without it)
+
+        mode = EdgePrefixOnlyMode(edge_path)
+    elif prefix_only:
         mode = PrefixOnlyMode(target, alias, shard_number, replication_factor, on_disk)
     elif in_place:
         copy_only = {
@@ -213,9 +227,28 @@ def migrate_collection(
         mode = InPlaceMode()
     else:
         mode = CopyMode(target, alias, shard_number, replication_factor, on_disk)
-    run = Run(client=client, endpoint=describe_client(client), opts=opts, mode=mode)
-    with collected_warnings(run.warnings):
-        return _drive(run, collection)
+    describe_source = getattr(client, "describe_source", None)  # a qdrant-edge source (EdgeSourceClient)
+    endpoint = describe_source() if describe_source is not None else describe_client(client)
+    run = Run(client=client, endpoint=endpoint, opts=opts, mode=mode)
+    try:
+        with collected_warnings(run.warnings):
+            return _drive(run, collection)
+    finally:
+        close = getattr(mode, "close", None)  # a qdrant-edge target: the shard and its lock
+        if close is not None:
+            close()
+
+
+def _check_edge_options(prefix_only: bool, **copy_mode: Any) -> None:
+    """One line for what a qdrant-edge target cannot take."""
+    if not prefix_only:
+        raise InputError("edge_path: a qdrant-edge target is written by a prefix-only migration; add --prefix-only")
+    given = [name for name, value in copy_mode.items() if value is not None]
+    if given:
+        raise InputError(
+            f"{given[0]}: belongs to a target collection; a qdrant-edge target is the shard in --edge-path "
+            "(no target name, alias, shards, replicas, on-disk or quantization settings)"
+        )
 
 
 def _drive(run: Run, collection: str) -> MigrationReport:
@@ -260,7 +293,7 @@ def _drive(run: Run, collection: str) -> MigrationReport:
     ids_info = finish_verification(
         run.client, src, mode.target, run.endpoint, model, run.coarse_dim, verification, sampled,  # type: ignore[arg-type]
         recall_queries=0 if mode.prefix_only else opts.recall_queries,  # prefix only: measured by mode.verify
-        candidates=opts.candidates, full_vector=mode.recall_vector,
+        candidates=opts.candidates, full_vector=mode.recall_vector, scan=getattr(mode, "scan_target_ids", None),
     )  # fmt: skip
     report.verification = verification
     _record_point_ids(run, verification.target_count, ids_info)

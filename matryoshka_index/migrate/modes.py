@@ -178,7 +178,12 @@ class CopyMode:
                 f"target: collection {target!r} already exists at {endpoint} and was not created by mindex migrate; "
                 "choose another --target"
             )
-        cp = Checkpoint.from_dict(record)  # type: ignore[arg-type]
+        return store, self.resumable(run, record)  # type: ignore[arg-type]
+
+    def resumable(self, run: Run, record: dict[str, Any]) -> Checkpoint:
+        """The existing target's migration record, when this run may resume it (one line otherwise)."""
+        src, target = run.src, self.target
+        cp = Checkpoint.from_dict(record)
         if cp.source != src.name or cp.vector != src.vector:
             raise InputError(
                 f"target: {target!r} holds a migration of {cp.source!r} (vector {cp.vector!r}), "
@@ -200,7 +205,7 @@ class CopyMode:
                 f"target: {target!r} already holds {what} of {src.name!r}; rerun with --resume to continue "
                 "(or to re-verify), or delete the target or choose another --target"
             )
-        return store, cp
+        return cp
 
     def default_target(self, collection: str, run: Run) -> str:
         return f"{collection}_matryoshka"

@@ -22,7 +22,7 @@ own search for the plan's queries, beside the prediction.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,7 +45,7 @@ from .modes import CopyMode
 from .plan import value_bytes
 from .reports import VerificationResult
 from .source import random_points, retrieve, scroll, vector_of
-from .verify import verify_prefix_only
+from .verify import PrefixTarget, verify_prefix_only
 
 K = 10
 _PAGE = 2048
@@ -234,9 +234,17 @@ def plan_quality(run: Run, adaptor: Any) -> tuple[QualityQueries, dict[str, Any]
     return qq, record
 
 
-def measure_target(run: Run, qq: QualityQueries, adaptor: Any, target: str, candidates: int) -> float | None:
+def measure_target(
+    run: Run,
+    qq: QualityQueries,
+    adaptor: Any,
+    target: str,
+    candidates: int,
+    search: Callable[[np.ndarray, int, int], list[list[str]]] | None = None,
+) -> float | None:
     """The same metric on the target's own search of its ``coarse`` vectors (truth re-read from the whole
-    source when the plan's corpus was a sample)."""
+    source when the plan's corpus was a sample). ``search(coarse queries, k, candidates)``: the target's
+    top ``k`` point ids as text (default: collection ``target``'s search through the run's client)."""
     if not len(qq.queries):
         return None
     if qq.metric == "recall@10" and not qq.exhaustive:
@@ -256,7 +264,10 @@ def measure_target(run: Run, qq: QualityQueries, adaptor: Any, target: str, cand
         qq.exhaustive = True
     cq = coarse_vectors(adaptor, qq.queries, run.coarse_dim, run.src.metric, queries=qq.qrels is not None)
     depth = K + (qq.metric == "recall@10")
-    found = _search_coarse(run.client, target, run.endpoint, cq, depth, candidates)
+    if search is None:
+        found = _search_coarse(run.client, target, run.endpoint, cq, depth, candidates)
+    else:
+        found = search(cq, depth, candidates)
     return _score_metric(qq, _drop_self(qq, found))
 
 
@@ -335,15 +346,25 @@ class PrefixOnlyMode(CopyMode):
         )
         return fields
 
+    def target_reader(self, run: Run) -> PrefixTarget | None:
+        """How the verification reads the target (None: the collection, through the run's client)."""
+        return None
+
+    def target_search(self, run: Run) -> Callable[[np.ndarray, int, int], list[list[str]]] | None:
+        """How the verification searches the target's ``coarse`` (None: the collection's own search)."""
+        return None
+
     def verify(self, run: Run, cp: Checkpoint) -> tuple[VerificationResult, list[Any]]:
         model, opts = run.ensure_model(), run.opts
         result, sampled = verify_prefix_only(
             run.client, run.src, self.target, run.endpoint, model, run.coarse_dim,  # type: ignore[arg-type]
             mode=opts.verify, sample=opts.verify_sample, seed=opts.verify_seed, quiet=opts.quiet,
+            reader=self.target_reader(run),
         )  # fmt: skip
         qq = self.quality_queries
         if qq is not None and self.predicted is not None and self.predicted.get("predicted") is not None:
-            measured = measure_target(run, qq, model, self.target, run.opts.candidates)  # type: ignore[arg-type]
+            search = self.target_search(run)
+            measured = measure_target(run, qq, model, self.target, run.opts.candidates, search)  # type: ignore[arg-type]
             predicted = float(self.predicted["predicted"])
             result.quality = {
                 "metric": qq.metric,

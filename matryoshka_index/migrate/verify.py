@@ -12,8 +12,8 @@ from the source's vector, and no point or config may hold a ``full`` vector.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 from qdrant_client import QdrantClient
@@ -245,6 +245,34 @@ def _compare_prefix_only(
             _example(result, f"point {p.id!r}: vector(s) {', '.join(bad)} differ")
 
 
+class PrefixTarget(Protocol):
+    """What :func:`verify_prefix_only` reads of a target: a collection (:class:`CollectionTarget`) or a
+    qdrant-edge shard (:mod:`.prefix_only_edge`)."""
+
+    def count(self) -> int: ...
+
+    def dense_vector_names(self) -> set[str]: ...
+
+    def retrieve(self, ids: list[Any]) -> dict[Any, Any]: ...
+
+
+class CollectionTarget:
+    """A target collection read through qdrant-client."""
+
+    def __init__(self, client: QdrantClient, collection: str, endpoint: str) -> None:
+        self.client, self.collection, self.endpoint = client, collection, endpoint
+
+    def count(self) -> int:
+        return _count(self.client, self.collection, self.endpoint)
+
+    def dense_vector_names(self) -> set[str]:
+        info = call(lambda: self.client.get_collection(self.collection), self.endpoint, "reading the target", retries=3)
+        return set(vector_params(info))
+
+    def retrieve(self, ids: list[Any]) -> dict[Any, Any]:
+        return retrieve(self.client, self.collection, ids, self.endpoint)
+
+
 def verify_prefix_only(
     client: QdrantClient,
     src: Source,
@@ -257,16 +285,18 @@ def verify_prefix_only(
     sample: int,
     seed: int | None,
     quiet: bool,
+    reader: PrefixTarget | None = None,
 ) -> tuple[VerificationResult, list[Any]]:
     """A prefix-only copy: counts, no vector in the target's config but ``coarse`` and the carried ones,
-    then sampled (or every) points compared; returns the result and the sampled points."""
-    before, now = _count(client, src.name, endpoint), _count(client, target, endpoint)
+    then sampled (or every) points compared; returns the result and the sampled points. ``reader``:
+    how the target is read (default: collection ``target`` through ``client``)."""
+    reader = reader if reader is not None else CollectionTarget(client, target, endpoint)
+    before, now = _count(client, src.name, endpoint), reader.count()
     result = _result(mode, before, now, 0, PREFIX_TOLERANCE)
     result.full_vector_absent = True
     if not result.counts_equal:
         result.examples.append(f"source has {before:,} points, target {now:,}")
-    config = vector_params(call(lambda: client.get_collection(target), endpoint, "reading the target", retries=3))
-    extra = {name for name in config if name not in src.others and name != COARSE}
+    extra = {name for name in reader.dense_vector_names() if name not in src.others and name != COARSE}
     if extra:
         result.full_vector_absent = False
         result.examples.append(f"the target's config has vector(s) {', '.join(sorted(extra))} beside coarse")
@@ -274,11 +304,11 @@ def verify_prefix_only(
     if mode == "full":
         with progress(total=before, desc="verifying", unit="pt", quiet=quiet) as bar:
             for records, _ in scroll(client, src.name, endpoint, limit=256):
-                got = retrieve(client, target, [r.id for r in records], endpoint)
+                got = reader.retrieve([r.id for r in records])
                 _compare_prefix_only(records, got, src, adaptor, coarse_dim, result)
                 bar.update(len(records))
     else:
-        got = retrieve(client, target, [p.id for p in sampled], endpoint)
+        got = reader.retrieve([p.id for p in sampled])
         _compare_prefix_only(sampled, got, src, adaptor, coarse_dim, result)
     return result, sampled
 
@@ -296,10 +326,12 @@ def finish_verification(
     recall_queries: int,
     candidates: int,
     full_vector: str | None,
+    scan: Callable[[], tuple[int, dict[str, int]]] | None = None,
 ) -> dict[str, int]:
-    """What both modes measure last: int64 handles shared by two ids, and recall@10; returns the id counts."""
+    """What both modes measure last: int64 handles shared by two ids, and recall@10; returns the id counts.
+    ``scan``: how the target's ids are listed (default :func:`~.source.scan_handles` of ``collection``)."""
     result.candidates = candidates
-    result.id_handle_collisions, ids_info = scan_handles(client, collection, endpoint)
+    result.id_handle_collisions, ids_info = scan() if scan is not None else scan_handles(client, collection, endpoint)
     _measure_recall(
         client, src, collection, adaptor, coarse_dim, sampled, result, recall_queries, candidates, full_vector
     )
@@ -388,6 +420,8 @@ def _numpy_two_stage(
 __all__ = [
     "FULL_VECTOR_TOLERANCE",
     "PREFIX_TOLERANCE",
+    "CollectionTarget",
+    "PrefixTarget",
     "finish_verification",
     "same_vector",
     "verify_copy",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..exact import exact_topk
 from ..metrics import ann_recall
 from ..validation import best_time, check_embeddings, check_positive_int
@@ -48,6 +49,8 @@ def evaluate_recall(
     queries = check_embeddings(queries, "queries", dim=index.input_dim, allow_zero_rows=index.metric == "ip")
     k = check_positive_int(k, "k")
     repeats = check_positive_int(repeats, "repeats")
+    if index.rerank is None:
+        return _evaluate_prefix_only(index, queries, k, candidates, repeats)
     used = index.resolve_candidates(k, candidates)
 
     t_two, (_, found) = best_time(lambda: index.search(queries, k=k, candidates=used), repeats)
@@ -68,5 +71,35 @@ def evaluate_recall(
             "ram_bytes_per_vector": info["memory"]["ram_bytes_per_vector"],
             "disk_bytes_per_vector": info["memory"]["disk_bytes_per_vector"],
             "exact_search_ram_bytes_per_vector": index.full_dim * 4,
+        },
+    }
+
+
+def _evaluate_prefix_only(
+    index: MatryoshkaIndex, queries: np.ndarray, k: int, candidates: int | None, repeats: int
+) -> dict[str, Any]:
+    """What a prefix-only index (``rerank=None``) can be measured on: queries/s and memory. It keeps no
+    full vectors, so there is no exact search to measure recall against here; the recall@10 the build
+    measured against exact full-dim search (on held-out corpus rows, before they were added) is shown."""
+    if candidates is not None:
+        raise InputError("candidates: a prefix-only index (rerank=None) has no rerank candidates; drop --candidates")
+    t, _ = best_time(lambda: index.search(queries, k=k), repeats)
+    info, record = index.info(), index.calibration or {}
+    return {
+        "queries": len(queries),
+        "k": k,
+        "candidates": None,
+        f"recall@{k}": None,
+        "prefix_only": True,
+        "recall_note": "not measured here: a prefix-only index keeps no full vectors to search exactly; "
+        "build_recall@10 is the prefix's recall@10 against exact full-dim search measured at build time",
+        "build_recall@10": record.get("recall"),
+        "build_recall_queries": record.get("queries"),
+        "queries_per_second": round(len(queries) / max(t, 1e-9), 1),
+        "device": info["device"],
+        "memory": {
+            "ram_bytes_per_vector": info["memory"]["ram_bytes_per_vector"],
+            "disk_bytes_per_vector": info["memory"]["disk_bytes_per_vector"],
+            "bytes_saved_per_vector": info["memory"].get("bytes_saved_per_vector"),
         },
     }

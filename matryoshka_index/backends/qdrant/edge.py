@@ -261,6 +261,11 @@ def _copy_shard(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK_FILE), copy_function=_copy_sparse)
 
 
+def copy_shard(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy a shard directory keeping its holes (what a migration opens instead of a source shard)."""
+    _copy_shard(Path(src), Path(dst))
+
+
 # ------------------------------------------------------------------------------------------ config
 
 
@@ -848,4 +853,4 @@ def _check_saved_shard(saved: Path, params: dict[str, Any]) -> None:
         )
 
 
-__all__ = ["QdrantEdgeBackend", "edge_version"]
+__all__ = ["QdrantEdgeBackend", "copy_shard", "edge_version"]

@@ -86,6 +86,10 @@ def query_request(
     is unnamed, which then sends no ``using``). ``ef_search``: the coarse search breadth (Qdrant's
     ``hnsw_ef``, at least the candidates; ``hnsw_ef=``, its former name here, works until 0.2). With ``coarse`` or
     ``full`` left out the body is a template (a placeholder string where the floats go).
+
+    A prefix-only index (``full_dim`` 0, ``rerank=None``) has no second stage: the body is the query on
+    ``coarse`` itself (``limit=k``, searched as broadly as the candidates), as the backend sends it;
+    ``full`` is then ignored.
     """
     ef_search = renamed_option("ef_search", ef_search, hnsw_ef)
     section = _section(manifest)
@@ -118,6 +122,13 @@ def query_request(
         "limit": cands,
         "params": coarse_params,
     }
+    if not full_dim:  # prefix only: the coarse query is the whole request
+        single = {key: value for key, value in prefetch.items() if key != "limit"}
+        single["limit"] = k
+        if query_filter is not None:
+            single["filter"] = query_filter
+        single["with_payload"] = with_payload
+        return single
     body: dict[str, Any] = {"prefetch": prefetch, "query": _vector(full, full_dim, "full (the query vector)")}
     name = section.get("full_vector", FULL) if full_vector is None else full_vector
     if name:
