@@ -134,3 +134,12 @@ def test_mindex_build_passes_ef_search_to_a_qdrant_edge_index(tmp_path):
     assert result.exit_code == 0, result.output
     section = json.loads((out / "manifest.json").read_text())["backend"]
     assert section["kind"] == "qdrant-edge" and section["hnsw_ef"] == 64
+
+
+def test_a_migrations_own_coarse_quantization_option_does_not_warn():
+    """``migrate_collection(coarse_quantization=...)`` is the migration's option, not an alias of ``code``."""
+    from matryoshka_index.backends.qdrant.collection import quantization_config
+
+    config = _no_deprecation(lambda: quantization_config("int8", True))
+    assert config is not None and config.scalar is not None
+    assert _no_deprecation(lambda: quantization_config(None, True)) is None

@@ -17,7 +17,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from ...errors import InputError
-from .common import BINARY_BITS, COARSE, CODES, FULL, TURBO_BITS, TURBO_MIN_SERVER, resolve_code
+from .common import BINARY_BITS, COARSE, CODES, FULL, LEGACY_CODES, TURBO_BITS, TURBO_MIN_SERVER, resolve_code
 from .errors import call
 from .metadata import META_KEY, MetadataStore, require_collection, vector_params
 
@@ -75,7 +75,13 @@ def code_config(code: str, always_ram: bool) -> qm.QuantizationConfig | None:
 
 
 def quantization_config(kind: str | None, always_ram: bool) -> qm.QuantizationConfig | None:
-    """Qdrant's quantization config of a ``coarse_quantization`` (None, ``"int8"``, ``"binary"``) or a code."""
+    """Qdrant's quantization config of a ``coarse_quantization`` (None, ``"int8"``, ``"binary"``) or a code.
+
+    The migration's own ``coarse_quantization`` option comes here: it is no alias there (a migration
+    takes no ``code``), so it maps without the backends' deprecation warning.
+    """
+    if kind in LEGACY_CODES:
+        return code_config(LEGACY_CODES[kind], always_ram)
     code = kind if kind in CODES else resolve_code(None, kind, "Qdrant")
     return code_config(str(code), always_ram)
 
