@@ -262,12 +262,12 @@ def prepare(work: Path, threads: int, selected: set[str]) -> dict:
         info["truth_s"] = round(time.perf_counter() - t0, 1)
     truth = np.load(truth_path)
     adaptor_dir = work / "adaptor"
-    if not (adaptor_dir / "adaptor.json").exists():
+    if not (adaptor_dir / "adaptor.json").exists() and any(n in selected for n in OURS):
         t0 = time.perf_counter()
         rows = np.sort(np.random.default_rng(0).choice(N_ROWS, size=min(N_ROWS // 4, 30_000), replace=False))
         MatryoshkaAdaptor(quiet=True, max_samples=len(rows)).fit(np.asarray(corpus[rows])).save(adaptor_dir)
         info["adaptor_fit_s"] = round(time.perf_counter() - t0, 1)
-    adaptor = MatryoshkaAdaptor.load(adaptor_dir)
+    adaptor = MatryoshkaAdaptor.load(adaptor_dir) if (adaptor_dir / "adaptor.json").exists() else None
     for name, opts in OURS.items():
         path = work / (name.replace(" ", "-") + ".mindex")
         if path.exists() or name not in selected:
