@@ -53,8 +53,8 @@ DISKANN_CACHES = {"DiskANN R32 L64 PQ16 beam 4, no cache": 0, "DiskANN R32 L64 P
 DISKANN_LADDER = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
 QDRANT_DIR = "qdrant-binary-m16"  # out_of_ram_qdrant.py build --code binary (HNSW m16 ef_construct 100)
 QDRANT = "Qdrant-edge HNSW m16 + binary codes pinned, originals on disk, rescore"
-QDRANT_OVERSAMPLING = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0]
-QDRANT_EF = [64, 128, 256, 512]
+QDRANT_OVERSAMPLING = [1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 100.0]
+QDRANT_EF = [64, 128, 256, 512]  # the engine searches max(hnsw_ef, limit x oversampling)
 ALL_METHODS = [*OURS, BASELINE, *DISKANN_CACHES, QDRANT]
 N_TUNE = 500  # the peers' oracle tuning queries (the first 500 of the 1,000)
 
@@ -403,9 +403,10 @@ def tune_diskann(work: Path, info: dict, threads: int) -> None:
 def qdrant_resident(index: Path) -> dict:
     """Bytes a vector of what Qdrant keeps in RAM: the quantized codes (pinned) and the HNSW graph's links."""
     files = [p for p in (index / "shard").rglob("*") if p.is_file()]
-    quant = sum(allocated(p) for p in files if "quantized" in str(p) or "quantization" in str(p))
-    graph = sum(allocated(p) for p in files if "links" in p.name or "graph" in p.name)
-    return {"codes": round(quant / N_ROWS, 2), "graph": round(graph / N_ROWS, 2)}
+    quant = sum(allocated(p) for p in files if p.name.startswith("quantized"))
+    graph = sum(allocated(p) for p in files if "links" in p.name)
+    ids = sum(allocated(p) for p in files if p.name.startswith("id_tracker"))  # point id <-> offset maps
+    return {"codes": round(quant / N_ROWS, 2), "graph": round(graph / N_ROWS, 2), "ids": round(ids / N_ROWS, 2)}
 
 
 def allocated(p: Path) -> int:
@@ -432,7 +433,7 @@ def tune_qdrant(work: Path, info: dict, threads: int) -> None:
         "path": str(index),
         "files": [str(index)],
         "build": json.loads((index / "build.json").read_text()),
-        "resident_bytes_per_vector": round(res["codes"] + res["graph"], 2),
+        "resident_bytes_per_vector": round(res["codes"] + res["graph"] + res["ids"], 2),
         "resident_parts": res,
         "grid": grid,
         "chosen": chosen,
