@@ -442,6 +442,15 @@ def tune_qdrant(work: Path, info: dict, threads: int) -> None:
     }
 
 
+def qdrant_edge_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qdrant-edge-py")
+    except PackageNotFoundError:
+        return None
+
+
 def versions() -> dict:
     import faiss
     import numpy as np
@@ -456,6 +465,7 @@ def versions() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "faiss": faiss.__version__,
+        "qdrant_edge": qdrant_edge_version(),
         "matryoshka_index": getattr(matryoshka_index, "__version__", "?"),
         "kernel": platform.release(),
         "cores": os.cpu_count(),
@@ -478,6 +488,7 @@ def main() -> None:
         "--max-seconds", type=float, default=45.0, help="stop a single-query pass after this (>= 30 queries)"
     )
     ap.add_argument("--only", default="", help="';'-separated method names (default all)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the whole interleaved plan this many times")
     ap.add_argument("--prepare-only", action="store_true", help="build and tune the selected methods, no passes")
     ap.add_argument("--prefetch", default="on,off", help="ours: the rerank prefetch settings to run (on,off)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -506,7 +517,7 @@ def main() -> None:
         return
     prefetches = [p.strip() for p in ns.prefetch.split(",")]
     plan = []
-    for t in TARGETS:  # interleaved: every method at one target, then the next target
+    for t, repeat in ((t, i) for i in range(ns.repeat) for t in TARGETS):  # interleaved: all methods at a target
         for name in methods:
             st = info["settings"][name]
             if name == BASELINE:
@@ -542,7 +553,7 @@ def main() -> None:
                 # DiskANN reads with O_DIRECT: no page cache to warm, so only its capped pass is run
                 modes = (True,) if extra["kind"] == "diskann" else (False, True)
                 for cold in modes:
-                    plan.append((name, t, prefetch, env, extra, cold, setting))
+                    plan.append((name, t, prefetch, env, {**extra, "repeat": repeat}, cold, setting))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "out_of_ram.json"
     old_rows = []
@@ -578,6 +589,7 @@ def main() -> None:
             "candidates": extra["candidates"],
             "nprobe": extra.get("nprobe"),
             "setting": setting,
+            "repeat": extra["repeat"],
             "resident_bytes_per_vector": st["resident_bytes_per_vector"],
             **r,
             "load": [l0[0], load_avg()[0]],
@@ -609,40 +621,62 @@ def main() -> None:
     write_report(json.loads(out.read_text()))
 
 
+def table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| method | target | prefetch | mode | candidates | setting | B/vector resident | single q/s (queries) | p50 ms "
+        "| p99 ms | read KB/query | major faults/query | recall@10 | batch q/s (queries) | batch read KB/query "
+        "| cgroup peak MiB | cache dropped | load | commit |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        setting = r.get("setting") or (f"nprobe {r['nprobe']}" if r.get("nprobe") else "")
+        head = f"| {r['method']} | {r['target']} | {r['prefetch']} | {r['mode']} | {r['candidates']} | {setting} | "
+        if r["rc"] != 0:
+            lines.append(head + f"| failed rc={r['rc']}: {' '.join(r.get('stderr_tail', []))} |||||||||||")
+            continue
+        s, b = r["single"], r["batch"]
+        dropped = "yes" if r.get("cache_drop") else "no"
+        lines.append(
+            head
+            + f"{r['resident_bytes_per_vector']} | {s['qps']:,} ({s['queries']}) | {s['p50_ms']} | {s['p99_ms']} | "
+            f"{s['read_bytes_per_query'] / 1024:,.0f} | {s['major_faults_per_query']} | {s['recall@10']} | "
+            f"{b['qps']:,} ({b['queries']}) | {b['read_bytes_per_query'] / 1024:,.0f} | {r['cgroup_peak_mib']} | "
+            f"{dropped} | {r['load'][0]}-{r['load'][1]} | {str(r.get('commit', ''))[:7]} |"
+        )
+    return lines
+
+
 def write_report(report: dict) -> None:
     m = report["machine"]
+    now = [r for r in report["rows"] if not str(r.get("session", "")).startswith("previous")]
+    before = [r for r in report["rows"] if str(r.get("session", "")).startswith("previous")]
     lines = [
         "# Search with the full vectors on a cold disk, under a memory cap (issue 22, measurement)",
         "",
-        f"Synthetic {report.get('corpus_rows', 1_000_000):,} x 384 float32 (1.5 GB of full vectors at 1M), 1,000 held-out queries, k=10, recall@10 against "
-        f"exact search. Cold: the search process in a {report['cap_mib']} MiB memory cgroup ({report['cgroup']}; "
-        "page cache charged to it), the page cache dropped before each pass. Warm: no cap, every page read once "
-        f"before the pass. {report['threads']} threads for every method. Single queries one after another "
-        "(queries/s = queries / their summed latency; p50, p99), then one batch. Bytes read from disk per query: "
-        "`/proc/self/io` read_bytes over the pass.",
+        f"Synthetic {report.get('corpus_rows', 1_000_000):,} x 384 float32 (1.5 GB of full vectors at 1M), 1,000 "
+        "held-out queries, k=10, recall@10 against exact search. Cold: the search process in a "
+        f"{report['cap_mib']} MiB memory cgroup ({report['cgroup']}; page cache charged to it), the page cache "
+        "dropped before each pass. Warm: no cap, every page read once before the pass. "
+        f"{report['threads']} threads for every method. Single queries one after another (queries/s = queries / "
+        "their summed latency; p50, p99), then one batch. Bytes read from disk per query: `/proc/self/io` "
+        "read_bytes over the pass.",
         "",
-        f"Commit `{m['commit']}`; `{report['command']}`; Python {m['python']}, numpy {m['numpy']}, faiss "
-        f"{m['faiss']}, kernel {m['kernel']}, {m['cores']} cores, {m['ram_gib']} GiB. {report['date']}. "
-        "A shared machine: the load average (1 min, `os.getloadavg`) is in every row (other developers' jobs "
-        "alongside), so times are noisy; bytes read and faults are the robust figures.",
+        f"This run: commit `{m['commit']}`; `{report['command']}`; Python {m['python']}, numpy {m['numpy']}, faiss "
+        f"{m['faiss']}, qdrant-edge-py {m.get('qdrant_edge', '?')}, kernel {m['kernel']}, {m['cores']} cores, "
+        f"{m['ram_gib']} GiB. {report['date']}. A shared machine: the load average (1 min, `os.getloadavg`) is in "
+        "every row (other developers' jobs alongside), so times are noisy; bytes read and faults are the robust "
+        "figures.",
         "",
-        "| method | target | prefetch | mode | candidates | nprobe | B/vector resident | single q/s (queries) | p50 ms | p99 ms "
-        "| read KB/query | major faults/query | recall@10 | batch q/s (queries) | batch read KB/query | cgroup peak MiB | load |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *table(now),
     ]
-    for r in report["rows"]:
-        if r["rc"] != 0:
-            lines.append(f"| {r['method']} | {r['target']} | {r['prefetch']} | {r['mode']} | {r['candidates']} | "
-                         f"{r['nprobe'] or ''} | | failed rc={r['rc']}: {' '.join(r.get('stderr_tail', []))} |||||||||")  # fmt: skip
-            continue
-        s, b = r["single"], r["batch"]
-        lines.append(
-            f"| {r['method']} | {r['target']} | {r['prefetch']} | {r['mode']} | {r['candidates']} | "
-            f"{r['nprobe'] or ''} | {r['resident_bytes_per_vector']} | {s['qps']:,} ({s['queries']}) | {s['p50_ms']} | {s['p99_ms']} | "
-            f"{s['read_bytes_per_query'] / 1024:,.0f} | {s['major_faults_per_query']} | {s['recall@10']} | "
-            f"{b['qps']:,} ({b['queries']}) | {b['read_bytes_per_query'] / 1024:,.0f} | {r['cgroup_peak_mib']} | "
-            f"{r['load'][0]}-{r['load'][1]} |"
-        )
+    if before:
+        lines += [
+            "",
+            "Rows of the previous session (2026-12-04 19:53 UTC, the same generator's corpus in /work/data-ooram, "
+            "load 1.2-4.2), kept for the methods this run did not repeat:",
+            "",
+            *table(before),
+        ]
     if report.get("findings"):
         lines += ["", "## Findings", ""] + [f"- {f}" for f in report["findings"]]
     (RESULTS / "out_of_ram.md").write_text("\n".join(lines) + "\n")
@@ -664,7 +698,9 @@ def plot(report: dict, path: Path) -> None:
                 continue
             s = r["single"]
             label = r["method"] + ("" if r["prefetch"] == "-" else f", prefetch {r['prefetch']}")
-            marker = "s" if r["method"] == BASELINE else ("o" if r["prefetch"] == "on" else "x")
+            if str(r.get("session", "")).startswith("previous"):
+                continue  # this run's rows only: the previous session ran at another load
+            marker = "s" if r["method"] == BASELINE else "^" if r["method"] == QDRANT else "o"
             ax.scatter(s["read_bytes_per_query"] / 1024, s["qps"], marker=marker, s=50, label=label)
         ax.set_xlabel("KB read from disk per query")
         ax.set_ylabel("queries/s (single queries, cold)")
