@@ -646,6 +646,33 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def medians(rows: list[dict]) -> list[str]:
+    """One line per method, target, prefetch and mode: the median of its repeats (the robust summary)."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["rc"] == 0:
+            groups.setdefault((r["method"], r["target"], r["prefetch"], r["mode"]), []).append(r)
+    lines = [
+        "| method | target | prefetch | mode | repeats | B/vector resident | single q/s | p50 ms | p99 ms | read KB/query "
+        "| recall@10 | batch q/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (method, target, prefetch, mode), rs in sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][3], kv[0][0])):
+
+        def med(f, rs=rs):
+            return statistics.median(f(r) for r in rs)
+
+        lines.append(
+            f"| {method} | {target} | {prefetch} | {mode} | {len(rs)} | {rs[0]['resident_bytes_per_vector']} | "
+            f"{med(lambda r: r['single']['qps']):,.1f} | {med(lambda r: r['single']['p50_ms']):.2f} | "
+            f"{med(lambda r: r['single']['p99_ms']):.2f} | {med(lambda r: r['single']['read_bytes_per_query']) / 1024:,.0f} | "
+            f"{rs[0]['single']['recall@10']} | {med(lambda r: r['batch']['qps']):,.1f} |"
+        )
+    return lines
+
+
 def write_report(report: dict) -> None:
     m = report["machine"]
     now = [r for r in report["rows"] if not str(r.get("session", "")).startswith("previous")]
@@ -667,6 +694,12 @@ def write_report(report: dict) -> None:
         "every row (other developers' jobs alongside), so times are noisy; bytes read and faults are the robust "
         "figures.",
         "",
+        "Median of the repeats (each repeat interleaved with the other methods; every pass is a row further down):",
+        "",
+        *medians(now),
+        "",
+        "Every pass:",
+        "",
         *table(now),
     ]
     if before:
@@ -685,28 +718,34 @@ def write_report(report: dict) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Cold single-query queries/s against KB read per query, one point per method, target and prefetch."""
+    """Cold single-query queries/s against KB read per query: every repeat a point, one colour per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, target in zip(axes, TARGETS, strict=True):
+        colours: dict[str, str] = {}
         for r in report["rows"]:
             if r["rc"] != 0 or r["target"] != target or r["cap_mib"] is None:
                 continue
-            s = r["single"]
-            label = r["method"] + ("" if r["prefetch"] == "-" else f", prefetch {r['prefetch']}")
             if str(r.get("session", "")).startswith("previous"):
                 continue  # this run's rows only: the previous session ran at another load
+            s = r["single"]
+            label = r["method"] + ("" if r["prefetch"] == "-" else f", prefetch {r['prefetch']}")
+            label += f" ({r['resident_bytes_per_vector']} B/vector resident)"
+            first = label not in colours
+            colours.setdefault(label, f"C{len(colours)}")
             marker = "s" if r["method"] == BASELINE else "^" if r["method"] == QDRANT else "o"
-            ax.scatter(s["read_bytes_per_query"] / 1024, s["qps"], marker=marker, s=50, label=label)
+            ax.scatter(s["read_bytes_per_query"] / 1024, s["qps"], marker=marker, s=50, color=colours[label],
+                       label=label if first else None)  # fmt: skip
         ax.set_xlabel("KB read from disk per query")
         ax.set_ylabel("queries/s (single queries, cold)")
-        ax.set_title(f"recall@10 target {target}, {report['cap_mib']} MiB cap")
+        ax.set_title(f"recall@10 target {target}, {report['cap_mib']} MiB cap, each repeat a point", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the points
+        ax.legend(fontsize=6.5, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
