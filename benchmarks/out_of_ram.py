@@ -42,6 +42,8 @@ LADDER = [10, 14, 20, 28, 40, 57, 80, 113, 160, 226, 320, 453, 640, 905, 1280, 1
 OURS = {  # name -> build options
     "ours 64 flat pq4x32 itq": {"index": "flat", "backend_options": {"code": "pq4", "pq_m": 32, "balance": "itq"}},
     "ours 64 ivf pq4x32": {"index": "ivf", "backend_options": {"code": "pq4", "pq_m": 32}},
+    # 64 B a vector: half of what Qdrant's set-up keeps, to see whether more bytes for the coarse codes pay back
+    "ours 64 flat sq8": {"index": "flat", "backend_options": {"code": "sq8"}},
 }
 BASELINE = "FAISS IVF1024,PQ32x4fs + refine from mmap"
 TARGETS = (0.99, 0.95)
