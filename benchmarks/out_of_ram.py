@@ -42,9 +42,23 @@ LADDER = [10, 14, 20, 28, 40, 57, 80, 113, 160, 226, 320, 453, 640, 905, 1280, 1
 OURS = {  # name -> build options
     "ours 64 flat pq4x32 itq": {"index": "flat", "backend_options": {"code": "pq4", "pq_m": 32, "balance": "itq"}},
     "ours 64 ivf pq4x32": {"index": "ivf", "backend_options": {"code": "pq4", "pq_m": 32}},
+    # 64 B a vector: half of what Qdrant's set-up keeps, to see whether more bytes for the coarse codes pay back
+    "ours 64 flat sq8": {"index": "flat", "backend_options": {"code": "sq8"}},
 }
 BASELINE = "FAISS IVF1024,PQ32x4fs + refine from mmap"
 TARGETS = (0.99, 0.95)
+# the peers: built beforehand by their own scripts into --work (outside the cap), tuned here as oracles
+DISKANN_PYTHON = os.environ.get("OORAM_DISKANN_PYTHON", "/work/venvs/peers-np1/bin/python")  # numpy<2 venv
+DISKANN_DIR = "diskann-R32-L64-pq16"  # out_of_ram_diskann.py build --R 32 --L 64 --pq-bytes 16
+DISKANN_BEAM = 4
+DISKANN_CACHES = {"DiskANN R32 L64 PQ16 beam 4, no cache": 0, "DiskANN R32 L64 PQ16 beam 4, cache 50k nodes": 50_000}
+DISKANN_LADDER = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
+QDRANT_DIR = "qdrant-binary-m16"  # out_of_ram_qdrant.py build --code binary (HNSW m16 ef_construct 100)
+QDRANT = "Qdrant-edge HNSW m16 + binary codes pinned, originals on disk, rescore"
+QDRANT_OVERSAMPLING = [1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 100.0]
+QDRANT_EF = [64, 128, 256, 512]  # the engine searches max(hnsw_ef, limit x oversampling)
+ALL_METHODS = [*OURS, BASELINE, *DISKANN_CACHES, QDRANT]
+N_TUNE = 500  # the peers' oracle tuning queries (the first 500 of the 1,000)
 
 
 def load_avg() -> list[float]:
@@ -177,14 +191,26 @@ def child(spec: dict) -> dict:
     return res
 
 
+def child_argv(kind: str, flag: str = "--child") -> list[str]:
+    """The interpreter and script of a method's child: ours and FAISS here, the peers their own files."""
+    if kind == "diskann":
+        return [DISKANN_PYTHON, str(HERE / "out_of_ram_diskann.py"), flag]
+    if kind == "qdrant":
+        return [sys.executable, str(HERE / "out_of_ram_qdrant.py"), flag]
+    return [sys.executable, str(Path(__file__).resolve()), flag]
+
+
 def spawn(spec: dict, cap_mib: int | None, env_extra: dict[str, str], timeout: float) -> dict:
     from memory_limit import Cgroup
 
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(spec["threads"]), MINDEX_QUIET="1", **env_extra)
     cg = Cgroup(f"mindex-ooram-{os.getpid()}", cap_mib * 2**20 if cap_mib else None)
+    dropped = None
+    if spec["cold"] and spec["kind"] == "diskann":  # its reads are O_DIRECT: the drop is for its load only
+        dropped = drop_cache([Path(p) for p in spec["files"]])
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+        [*child_argv(spec["kind"]), json.dumps(spec)],
         env=env,
         capture_output=True,
         text=True,
@@ -198,13 +224,16 @@ def spawn(spec: dict, cap_mib: int | None, env_extra: dict[str, str], timeout: f
     out["cgroup_peak_mib"] = round(peak / 2**20, 1) if peak else None
     if proc.returncode == 0:
         out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        if dropped:
+            out["cache_drop"] = dropped + " (before the process started)"
     else:
         out["stderr_tail"] = proc.stderr.strip().splitlines()[-3:]
     return out
 
 
 # ---------------------------------------------------------------------- preparing (unlimited, once)
-def prepare(work: Path, threads: int) -> dict:
+def prepare(work: Path, threads: int, selected: set[str]) -> dict:
+    """Corpus, truth, adaptor, the selected methods' indexes and their settings; what exists is kept."""
     import faiss
     import numpy as np
     from _machine import SYNTHETIC
@@ -235,15 +264,15 @@ def prepare(work: Path, threads: int) -> dict:
         info["truth_s"] = round(time.perf_counter() - t0, 1)
     truth = np.load(truth_path)
     adaptor_dir = work / "adaptor"
-    if not (adaptor_dir / "adaptor.json").exists():
+    if not (adaptor_dir / "adaptor.json").exists() and any(n in selected for n in OURS):
         t0 = time.perf_counter()
         rows = np.sort(np.random.default_rng(0).choice(N_ROWS, size=min(N_ROWS // 4, 30_000), replace=False))
         MatryoshkaAdaptor(quiet=True, max_samples=len(rows)).fit(np.asarray(corpus[rows])).save(adaptor_dir)
         info["adaptor_fit_s"] = round(time.perf_counter() - t0, 1)
-    adaptor = MatryoshkaAdaptor.load(adaptor_dir)
+    adaptor = MatryoshkaAdaptor.load(adaptor_dir) if (adaptor_dir / "adaptor.json").exists() else None
     for name, opts in OURS.items():
         path = work / (name.replace(" ", "-") + ".mindex")
-        if path.exists():
+        if path.exists() or name not in selected:
             continue
         t0 = time.perf_counter()
         idx = MatryoshkaIndex.build(
@@ -258,7 +287,7 @@ def prepare(work: Path, threads: int) -> dict:
         idx.save(path)
         del idx
     base_path = work / "ivf1024-pq32x4fs.faiss"
-    if not base_path.exists():
+    if not base_path.exists() and BASELINE in selected:
         t0 = time.perf_counter()
         nlist = min(1024, N_ROWS // 40)  # 1024 at 1M; fewer only in a small trial
         base = faiss.index_factory(384, f"IVF{nlist},PQ32x4fs", faiss.METRIC_INNER_PRODUCT)
@@ -269,11 +298,14 @@ def prepare(work: Path, threads: int) -> dict:
         faiss.write_index(base, str(base_path))
         info.setdefault("build_s", {})[BASELINE] = round(time.perf_counter() - t0, 1)
         del base
-    if "settings" in info:  # tuned by an earlier run on these same files: kept (delete prepared.json to retune)
-        return info
-    # the settings per target, tuned warm in this process on all 1,000 queries
-    settings: dict[str, dict] = {}
+    # the settings per target, tuned warm in this process on all 1,000 queries; a method tuned by an earlier run
+    # on these same files keeps its settings (delete its entry in prepared.json to retune)
+    settings: dict[str, dict] = info.setdefault("settings", {})
+    info["corpus"] = str(corpus_path)
+    info["truth"] = str(truth_path)
     for name in OURS:
+        if name in settings or name not in selected:
+            continue
         path = work / (name.replace(" ", "-") + ".mindex")
         idx = MatryoshkaIndex.load(path, verify=False)
         mem = idx.backend.memory()
@@ -294,6 +326,15 @@ def prepare(work: Path, threads: int) -> dict:
             },
         }
         del idx
+        info_path.write_text(json.dumps(info, indent=2) + "\n")
+    if any(n in selected for n in DISKANN_CACHES):
+        tune_diskann(work, info, threads)
+        info_path.write_text(json.dumps(info, indent=2) + "\n")
+    if QDRANT in selected:
+        tune_qdrant(work, info, threads)
+        info_path.write_text(json.dumps(info, indent=2) + "\n")
+    if BASELINE in settings or BASELINE not in selected:
+        return info
     base = faiss.read_index(str(base_path))
     full = corpus
     grid = {}
@@ -318,11 +359,98 @@ def prepare(work: Path, threads: int) -> dict:
         "grid": {f"{n}/{c}": round(r, 4) for (n, c), r in grid.items()},
         "chosen": chosen,
     }
-    info["settings"] = settings
-    info["corpus"] = str(corpus_path)
-    info["truth"] = str(truth_path)
     info_path.write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def run_tuner(kind: str, spec: dict) -> dict:
+    """A peer's oracle tuning, in its own child process (no cap, warm where the peer uses the page cache)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(spec["threads"]))
+    proc = subprocess.run([*child_argv(kind, "--tune"), json.dumps(spec)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{kind} tuning failed: {proc.stderr.strip().splitlines()[-3:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def tune_diskann(work: Path, info: dict, threads: int) -> None:
+    """DiskANN's search L per target: the least L on the ladder whose recall@10 reaches it (beam width 4)."""
+    index = work / DISKANN_DIR
+    if all(n in info["settings"] for n in DISKANN_CACHES):
+        return
+    if not (index / "build.json").exists():
+        sys.exit(f"{index}: no DiskANN index; build it first with out_of_ram_diskann.py build")
+    build = json.loads((index / "build.json").read_text())
+    spec = {"index": str(index), "threads": threads, "cache_nodes": 0, "corpus": info["corpus"], "truth": info["truth"],
+            "rows": N_ROWS, "n_tune": N_TUNE, "ladder": DISKANN_LADDER, "beam_width": DISKANN_BEAM, "stop_at": 0.995}  # fmt: skip
+    t0 = time.perf_counter()
+    grid = run_tuner("diskann", spec)
+    chosen = {str(t): min((int(c) for c, g in grid.items() if g["recall@10"] >= t), default=None) for t in TARGETS}
+    for name, cache in DISKANN_CACHES.items():
+        node = 4 * (384 + 1 + build["R"])  # a cached node: its full vector, its degree, its R neighbours
+        info["settings"][name] = {
+            "path": str(index),
+            "files": [str(index)],
+            "build": build,
+            "cache_nodes": cache,
+            "beam_width": DISKANN_BEAM,
+            # in RAM: the PQ codes (pq_bytes a vector), the cache; pivots and the medoid are fixed (about 0.4 MB)
+            "resident_bytes_per_vector": round(build["pq_bytes"] + cache * node / N_ROWS, 2),
+            "grid": grid,
+            "chosen": chosen,
+            "tune_queries": N_TUNE,
+            "tune_s": round(time.perf_counter() - t0, 1),
+        }
+
+
+def qdrant_resident(index: Path) -> dict:
+    """Bytes a vector of what Qdrant keeps in RAM: the quantized codes (pinned) and the HNSW graph's links."""
+    files = [p for p in (index / "shard").rglob("*") if p.is_file()]
+    quant = sum(allocated(p) for p in files if p.name.startswith("quantized"))
+    graph = sum(allocated(p) for p in files if "links" in p.name)
+    ids = sum(allocated(p) for p in files if p.name.startswith("id_tracker"))  # point id <-> offset maps
+    return {"codes": round(quant / N_ROWS, 2), "graph": round(graph / N_ROWS, 2), "ids": round(ids / N_ROWS, 2)}
+
+
+def allocated(p: Path) -> int:
+    return p.stat().st_blocks * 512  # the engine preallocates: count what the file holds, not its length
+
+
+def tune_qdrant(work: Path, info: dict, threads: int) -> None:
+    """Qdrant's oversampling and hnsw_ef per target: fewest rescored candidates (oversampling x k), then least ef."""
+    if QDRANT in info["settings"]:
+        return
+    index = work / QDRANT_DIR
+    if not (index / "build.json").exists():
+        sys.exit(f"{index}: no Qdrant shard; build it first with out_of_ram_qdrant.py build")
+    spec = {"index": str(index), "threads": threads, "corpus": info["corpus"], "truth": info["truth"], "rows": N_ROWS,
+            "n_tune": N_TUNE, "oversampling": QDRANT_OVERSAMPLING, "hnsw_ef": QDRANT_EF}  # fmt: skip
+    t0 = time.perf_counter()
+    grid = run_tuner("qdrant", spec)
+    chosen = {}
+    for t in TARGETS:
+        ok = sorted((float(k.split("/")[0]), int(k.split("/")[1])) for k, g in grid.items() if g["recall@10"] >= t)
+        chosen[str(t)] = {"oversampling": ok[0][0], "hnsw_ef": ok[0][1]} if ok else None
+    res = qdrant_resident(index)
+    info["settings"][QDRANT] = {
+        "path": str(index),
+        "files": [str(index)],
+        "build": json.loads((index / "build.json").read_text()),
+        "resident_bytes_per_vector": round(res["codes"] + res["graph"] + res["ids"], 2),
+        "resident_parts": res,
+        "grid": grid,
+        "chosen": chosen,
+        "tune_queries": N_TUNE,
+        "tune_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def qdrant_edge_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qdrant-edge-py")
+    except PackageNotFoundError:
+        return None
 
 
 def versions() -> dict:
@@ -339,6 +467,7 @@ def versions() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "faiss": faiss.__version__,
+        "qdrant_edge": qdrant_edge_version(),
         "matryoshka_index": getattr(matryoshka_index, "__version__", "?"),
         "kernel": platform.release(),
         "cores": os.cpu_count(),
@@ -348,7 +477,7 @@ def versions() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=Path("/work/data-ooram"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/o22m-data"))
     ap.add_argument(
         "--rows", type=int, default=1_000_000, help="corpus rows (a small number: a quick trial of this script)"
     )
@@ -361,6 +490,9 @@ def main() -> None:
         "--max-seconds", type=float, default=45.0, help="stop a single-query pass after this (>= 30 queries)"
     )
     ap.add_argument("--only", default="", help="';'-separated method names (default all)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the whole interleaved plan this many times")
+    ap.add_argument("--prepare-only", action="store_true", help="build and tune the selected methods, no passes")
+    ap.add_argument("--prefetch", default="on,off", help="ours: the rerank prefetch settings to run (on,off)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json")
     ns = ap.parse_args()
@@ -376,32 +508,64 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("needs root (a memory cgroup and drop_caches)")
     started = time.time()
-    load0 = load_avg()
-    info = prepare(ns.work, ns.threads)
-    load1 = load_avg()
-    rows = []
+    machine = versions()
+    command = " ".join([sys.executable, *sys.argv])
     only = {s.strip() for s in ns.only.split(";") if s.strip()}  # not ",": the baseline's name has one
+    methods = [n for n in ALL_METHODS if not only or n in only]
+    load0 = load_avg()
+    info = prepare(ns.work, ns.threads, set(methods))
+    load1 = load_avg()
+    if ns.prepare_only:
+        return
+    prefetches = [p.strip() for p in ns.prefetch.split(",")]
     plan = []
-    for name in [*OURS, BASELINE]:
-        if only and name not in only:
-            continue
-        st = info["settings"][name]
-        for t in TARGETS:
+    for t, repeat in ((t, i) for i in range(ns.repeat) for t in TARGETS):  # interleaved: all methods at a target
+        for name in methods:
+            st = info["settings"][name]
             if name == BASELINE:
                 ch = st["chosen"][str(t)]
                 if ch["candidates"] is None:
                     continue
                 variants = [("-", {}, {"kind": "faiss", "nprobe": ch["nprobe"], "candidates": ch["candidates"]})]
+                setting = f"nprobe {ch['nprobe']}"
+            elif name in DISKANN_CACHES:
+                c = st["chosen"][str(t)]
+                if c is None:
+                    continue
+                extra = {"kind": "diskann", "index": st["path"], "complexity": c, "beam_width": st["beam_width"],
+                         "cache_nodes": st["cache_nodes"], "candidates": c}  # fmt: skip
+                variants = [("-", {}, extra)]
+                setting = f"search L {c}, beam {st['beam_width']}, cache {st['cache_nodes']:,} nodes"
+            elif name == QDRANT:
+                ch = st["chosen"][str(t)]
+                if ch is None:
+                    continue
+                c = round(ch["oversampling"] * K)
+                extra = {"kind": "qdrant", "index": st["path"], **ch, "candidates": c}
+                variants = [("-", {}, extra)]
+                setting = f"oversampling {ch['oversampling']:g}, hnsw_ef {ch['hnsw_ef']}"
             else:
                 c = st["candidates"][str(t)]
                 variants = [
                     (p, {"MINDEX_RERANK_PREFETCH": "1" if p == "on" else "0"}, {"kind": "ours", "candidates": c})
-                    for p in ("off", "on")
+                    for p in prefetches
                 ]
+                setting = ""
             for prefetch, env, extra in variants:
-                for cold in (False, True):
-                    plan.append((name, t, prefetch, env, extra, cold))
-    for name, t, prefetch, env, extra, cold in plan:
+                # DiskANN reads with O_DIRECT: no page cache to warm, so only its capped pass is run
+                modes = (True,) if extra["kind"] == "diskann" else (False, True)
+                for cold in modes:
+                    plan.append((name, t, prefetch, env, {**extra, "repeat": repeat}, cold, setting))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "out_of_ram.json"
+    old_rows = []
+    if out.exists():  # a run replaces its own methods' rows only; the others stay, with their own commit
+        old_rows = [r for r in json.loads(out.read_text())["rows"] if r["method"] not in methods]
+        for r in old_rows:
+            r.setdefault("session", "previous session (2026-12-04 19:53 UTC, /work/data-ooram)")
+    rows: list[dict] = []
+    session = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
+    for name, t, prefetch, env, extra, cold, setting in plan:
         st = info["settings"][name]
         spec = {
             **extra,
@@ -426,73 +590,128 @@ def main() -> None:
             "cap_mib": ns.cap_mib if cold else None,
             "candidates": extra["candidates"],
             "nprobe": extra.get("nprobe"),
+            "setting": setting,
+            "repeat": extra["repeat"],
             "resident_bytes_per_vector": st["resident_bytes_per_vector"],
             **r,
             "load": [l0[0], load_avg()[0]],
+            "commit": machine["commit"],
+            "command": command,
+            "session": session,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    report = {
-        "machine": versions(),
-        "command": " ".join([sys.executable, *sys.argv]),
-        "threads": ns.threads,
-        "corpus_rows": N_ROWS,
-        "cap_mib": ns.cap_mib,
-        "cgroup": "v1 (/sys/fs/cgroup/memory)"
-        if Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
-        else "v2",
-        "prepared": {k: v for k, v in info.items() if k != "settings"},
-        "settings": info["settings"],
-        "load_prepare": [load0, load1],
-        "rows": rows,
-        "seconds": round(time.time() - started, 1),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "out_of_ram.json"
-    if only and out.exists():  # a partial run replaces its own methods' rows only
-        old = json.loads(out.read_text())
-        report["rows"] = [r for r in old["rows"] if r["method"] not in only] + rows
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
-    write_report(report)
+        report = {
+            "machine": machine,
+            "command": command,
+            "threads": ns.threads,
+            "corpus_rows": N_ROWS,
+            "cap_mib": ns.cap_mib,
+            "cgroup": "v1 (/sys/fs/cgroup/memory)"
+            if Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+            else "v2",
+            "prepared": {k: v for k, v in info.items() if k != "settings"},
+            "settings": info["settings"],
+            "load_prepare": [load0, load1],
+            "rows": rows + old_rows,
+            "seconds": round(time.time() - started, 1),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+        tmp = out.with_suffix(".json.tmp")  # written after every row: a run stopped by the clock keeps its rows
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, out)
+    write_report(json.loads(out.read_text()))
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| method | target | prefetch | mode | candidates | setting | B/vector resident | single q/s (queries) | p50 ms "
+        "| p99 ms | read KB/query | major faults/query | recall@10 | batch q/s (queries) | batch read KB/query "
+        "| cgroup peak MiB | cache dropped | load | commit |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        setting = r.get("setting") or (f"nprobe {r['nprobe']}" if r.get("nprobe") else "")
+        head = f"| {r['method']} | {r['target']} | {r['prefetch']} | {r['mode']} | {r['candidates']} | {setting} | "
+        if r["rc"] != 0:
+            lines.append(head + f"| failed rc={r['rc']}: {' '.join(r.get('stderr_tail', []))} |||||||||||")
+            continue
+        s, b = r["single"], r["batch"]
+        dropped = "yes" if r.get("cache_drop") else "no"
+        lines.append(
+            head
+            + f"{r['resident_bytes_per_vector']} | {s['qps']:,} ({s['queries']}) | {s['p50_ms']} | {s['p99_ms']} | "
+            f"{s['read_bytes_per_query'] / 1024:,.0f} | {s['major_faults_per_query']} | {s['recall@10']} | "
+            f"{b['qps']:,} ({b['queries']}) | {b['read_bytes_per_query'] / 1024:,.0f} | {r['cgroup_peak_mib']} | "
+            f"{dropped} | {r['load'][0]}-{r['load'][1]} | {str(r.get('commit', ''))[:7]} |"
+        )
+    return lines
+
+
+def medians(rows: list[dict]) -> list[str]:
+    """One line per method, target, prefetch and mode: the median of its repeats (the robust summary)."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["rc"] == 0:
+            groups.setdefault((r["method"], r["target"], r["prefetch"], r["mode"]), []).append(r)
+    lines = [
+        "| method | target | prefetch | mode | repeats | B/vector resident | single q/s | p50 ms | p99 ms | read KB/query "
+        "| recall@10 | batch q/s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (method, target, prefetch, mode), rs in sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][3], kv[0][0])):
+
+        def med(f, rs=rs):
+            return statistics.median(f(r) for r in rs)
+
+        lines.append(
+            f"| {method} | {target} | {prefetch} | {mode} | {len(rs)} | {rs[0]['resident_bytes_per_vector']} | "
+            f"{med(lambda r: r['single']['qps']):,.1f} | {med(lambda r: r['single']['p50_ms']):.2f} | "
+            f"{med(lambda r: r['single']['p99_ms']):.2f} | {med(lambda r: r['single']['read_bytes_per_query']) / 1024:,.0f} | "
+            f"{rs[0]['single']['recall@10']} | {med(lambda r: r['batch']['qps']):,.1f} |"
+        )
+    return lines
 
 
 def write_report(report: dict) -> None:
     m = report["machine"]
+    now = [r for r in report["rows"] if not str(r.get("session", "")).startswith("previous")]
+    before = [r for r in report["rows"] if str(r.get("session", "")).startswith("previous")]
     lines = [
         "# Search with the full vectors on a cold disk, under a memory cap (issue 22, measurement)",
         "",
-        f"Synthetic {report.get('corpus_rows', 1_000_000):,} x 384 float32 (1.5 GB of full vectors at 1M), 1,000 held-out queries, k=10, recall@10 against "
-        f"exact search. Cold: the search process in a {report['cap_mib']} MiB memory cgroup ({report['cgroup']}; "
-        "page cache charged to it), the page cache dropped before each pass. Warm: no cap, every page read once "
-        f"before the pass. {report['threads']} threads for every method. Single queries one after another "
-        "(queries/s = queries / their summed latency; p50, p99), then one batch. Bytes read from disk per query: "
-        "`/proc/self/io` read_bytes over the pass.",
+        f"Synthetic {report.get('corpus_rows', 1_000_000):,} x 384 float32 (1.5 GB of full vectors at 1M), 1,000 "
+        "held-out queries, k=10, recall@10 against exact search. Cold: the search process in a "
+        f"{report['cap_mib']} MiB memory cgroup ({report['cgroup']}; page cache charged to it), the page cache "
+        "dropped before each pass. Warm: no cap, every page read once before the pass. "
+        f"{report['threads']} threads for every method. Single queries one after another (queries/s = queries / "
+        "their summed latency; p50, p99), then one batch. Bytes read from disk per query: `/proc/self/io` "
+        "read_bytes over the pass.",
         "",
-        f"Commit `{m['commit']}`; `{report['command']}`; Python {m['python']}, numpy {m['numpy']}, faiss "
-        f"{m['faiss']}, kernel {m['kernel']}, {m['cores']} cores, {m['ram_gib']} GiB. {report['date']}. "
-        "A shared machine: the load average (1 min, `os.getloadavg`) is in every row (other developers' jobs "
-        "alongside), so times are noisy; bytes read and faults are the robust figures.",
+        f"This run: commit `{m['commit']}`; `{report['command']}`; Python {m['python']}, numpy {m['numpy']}, faiss "
+        f"{m['faiss']}, qdrant-edge-py {m.get('qdrant_edge', '?')}, kernel {m['kernel']}, {m['cores']} cores, "
+        f"{m['ram_gib']} GiB. {report['date']}. A shared machine: the load average (1 min, `os.getloadavg`) is in "
+        "every row (other developers' jobs alongside), so times are noisy; bytes read and faults are the robust "
+        "figures.",
         "",
-        "| method | target | prefetch | mode | candidates | nprobe | B/vector resident | single q/s (queries) | p50 ms | p99 ms "
-        "| read KB/query | major faults/query | recall@10 | batch q/s (queries) | batch read KB/query | cgroup peak MiB | load |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "Median of the repeats (each repeat interleaved with the other methods; every pass is a row further down):",
+        "",
+        *medians(now),
+        "",
+        "Every pass:",
+        "",
+        *table(now),
     ]
-    for r in report["rows"]:
-        if r["rc"] != 0:
-            lines.append(f"| {r['method']} | {r['target']} | {r['prefetch']} | {r['mode']} | {r['candidates']} | "
-                         f"{r['nprobe'] or ''} | | failed rc={r['rc']}: {' '.join(r.get('stderr_tail', []))} |||||||||")  # fmt: skip
-            continue
-        s, b = r["single"], r["batch"]
-        lines.append(
-            f"| {r['method']} | {r['target']} | {r['prefetch']} | {r['mode']} | {r['candidates']} | "
-            f"{r['nprobe'] or ''} | {r['resident_bytes_per_vector']} | {s['qps']:,} ({s['queries']}) | {s['p50_ms']} | {s['p99_ms']} | "
-            f"{s['read_bytes_per_query'] / 1024:,.0f} | {s['major_faults_per_query']} | {s['recall@10']} | "
-            f"{b['qps']:,} ({b['queries']}) | {b['read_bytes_per_query'] / 1024:,.0f} | {r['cgroup_peak_mib']} | "
-            f"{r['load'][0]}-{r['load'][1]} |"
-        )
+    if before:
+        lines += [
+            "",
+            "Rows of the previous session (2026-12-04 19:53 UTC, the same generator's corpus in /work/data-ooram, "
+            "load 1.2-4.2), kept for the methods this run did not repeat:",
+            "",
+            *table(before),
+        ]
     if report.get("findings"):
         lines += ["", "## Findings", ""] + [f"- {f}" for f in report["findings"]]
     (RESULTS / "out_of_ram.md").write_text("\n".join(lines) + "\n")
@@ -501,26 +720,34 @@ def write_report(report: dict) -> None:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Cold single-query queries/s against KB read per query, one point per method, target and prefetch."""
+    """Cold single-query queries/s against KB read per query: every repeat a point, one colour per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, target in zip(axes, TARGETS, strict=True):
+        colours: dict[str, str] = {}
         for r in report["rows"]:
             if r["rc"] != 0 or r["target"] != target or r["cap_mib"] is None:
                 continue
+            if str(r.get("session", "")).startswith("previous"):
+                continue  # this run's rows only: the previous session ran at another load
             s = r["single"]
             label = r["method"] + ("" if r["prefetch"] == "-" else f", prefetch {r['prefetch']}")
-            marker = "s" if r["method"] == BASELINE else ("o" if r["prefetch"] == "on" else "x")
-            ax.scatter(s["read_bytes_per_query"] / 1024, s["qps"], marker=marker, s=50, label=label)
+            label += f" ({r['resident_bytes_per_vector']} B/vector resident)"
+            first = label not in colours
+            colours.setdefault(label, f"C{len(colours)}")
+            marker = "s" if r["method"] == BASELINE else "^" if r["method"] == QDRANT else "o"
+            ax.scatter(s["read_bytes_per_query"] / 1024, s["qps"], marker=marker, s=50, color=colours[label],
+                       label=label if first else None)  # fmt: skip
         ax.set_xlabel("KB read from disk per query")
         ax.set_ylabel("queries/s (single queries, cold)")
-        ax.set_title(f"recall@10 target {target}, {report['cap_mib']} MiB cap")
+        ax.set_title(f"recall@10 target {target}, {report['cap_mib']} MiB cap, each repeat a point", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the points
+        ax.legend(fontsize=6.5, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
