@@ -109,9 +109,12 @@ class MatryoshkaAdaptor:
         Weights of the loss terms (0 switches a term off). ``ranking_weight`` (default 10) is used
         only when ``fit`` gets queries and positives; on our labelled dev set 10 beat the paper's
         unit weight at every prefix length (benchmarks/results/supervised_ablation.md).
-        ``query_weight`` (default 3) weighs the query-to-document listwise term, used whenever ``fit``
-        gets queries, labelled or not (:func:`~matryoshka_index.adaptor.losses.query_listwise_loss`:
-        each query's full-dim nearest corpus rows, no label needed).
+        ``query_weight`` (default 3) weighs the query-to-document listwise term
+        (:func:`~matryoshka_index.adaptor.losses.query_listwise_loss`: each query's full-dim nearest
+        corpus rows, no label needed), used with unlabelled queries and, in a supervised fit, by the
+        unsupervised fit the guard compares against; not by a supervised fit itself (where the queries'
+        full-dim neighbours are not their positives it pulls against the labels: a labelled set whose
+        queries are distorted documents lost 0.21 of its hit rate with it, tests/test_adaptor.py).
     k:
         Neighbours per item in the top-k loss (and the pool neighbours are drawn from). Default 10.
     temperature:
@@ -359,8 +362,10 @@ class MatryoshkaAdaptor:
         centres = {}
         if self.query_head and fit_queries is not None:
             centres = {"centre": train_rows.mean(dim=0), "query_centre": fit_queries.mean(dim=0)}
-        if train_pairs is not None:  # labelled queries serve the query-to-document term too (labels unused there)
-            train_queries, val_queries = train_pairs[0], val_pairs[0] if val_pairs is not None else None
+        # labelled queries feed the query-to-document term of the unsupervised candidate only (see query_weight)
+        unlabelled = (train_queries, val_queries)
+        if train_pairs is not None:
+            unlabelled = (train_pairs[0], val_pairs[0] if val_pairs is not None else None)
 
         def train_one(candidate: TrainConfig, supervised: bool) -> tuple[Any, TrainHistory]:
             with torch.random.fork_rng(devices=[]):
@@ -382,8 +387,8 @@ class MatryoshkaAdaptor:
                     train_pairs=train_pairs if supervised else None,
                     val_pairs=val_pairs if supervised else None,
                     neighbour_space=neighbour_space,
-                    train_queries=train_queries,
-                    val_queries=val_queries,
+                    train_queries=None if supervised else unlabelled[0],
+                    val_queries=None if supervised else unlabelled[1],
                     quiet=self.quiet,
                 )
             return model, history
