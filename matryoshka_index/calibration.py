@@ -349,8 +349,8 @@ class Calibrator:
 # ---------------------------------------------------------------------- the rerank's per-query stop (issue 22)
 STOP_FACTORS = (1.0, 1.25, 1.5, 2.0)
 """Candidate caps tried for the per-query stop, as multiples of the calibrated candidates."""
-STOP_MARGINS = tuple(i / 4 for i in range(0, 33))
-"""Margins tried (in residual standard deviations of the full-vs-coarse score model), 0 to 8."""
+STOP_MARGINS = tuple(i / 8 for i in range(0, 65))
+"""Margins tried (in residual standard deviations of the full-vs-coarse score model), 0 to 8 by 1/8."""
 
 
 @dataclass
