@@ -799,7 +799,7 @@ class FaissBackend:
             reranked = int((rows >= 0).sum()) if timings is not None else 0
             scores, rows = self.rerank_rows(full_queries, rows, k)
         else:  # the per-query stop: up to the stop's cap, each query until the rest cannot enter its top k
-            hit_scores, rows = self._coarse_hits(coarse_queries, stop.cap(max(candidates, k)))
+            hit_scores, rows = self._coarse_hits(coarse_queries, stop.cap(max(candidates, k), k))
             t1 = time.perf_counter()
             scores, rows, counts = self._rerank_stopped(full_queries, hit_scores, rows, k, stop)
             reranked = int(counts.sum())
