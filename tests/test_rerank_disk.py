@@ -233,7 +233,7 @@ def test_calibrate_rerank_stop_picks_the_fewest_candidates_reaching_the_target()
     # a made-up monotone world: recall grows with z, more so with a larger cap; reranked grows with both
     def measure(f, z):
         recall = min(1.0, 0.9 + 0.02 * z * f)
-        return recall, recall - 0.001, 100 * f * (1 + z)
+        return recall, recall, 100 * f * (1 + z)
 
     choice = calibrate_rerank_stop(measure, 0.95, factors=(1.0, 2.0), margins=[i / 4 for i in range(41)])
     # factor 1 needs z 2.5 (reranked 350), factor 2 needs z 1.25 (reranked 450): factor 1 wins

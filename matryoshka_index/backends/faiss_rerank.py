@@ -56,7 +56,8 @@ def check_rerank_dtype(value: Any) -> str:
 @dataclass(frozen=True)
 class RerankStop:
     """A calibrated per-query stop: a candidate's full score is taken as at most
-    ``slope * coarse + intercept + z * sigma``; the rerank reads up to ``ceil(factor * candidates)`` rows."""
+    ``slope * coarse + intercept + z * sigma``; the rerank reads up to ``ceil(factor * candidates)`` rows
+    (relative to the index's default candidates: below 1 where fewer reach the target on the calibration queries)."""
 
     slope: float
     intercept: float
@@ -73,14 +74,14 @@ class RerankStop:
                 raise InputError(f"rerank_stop: {name} must be finite, got {value!r}")
         if self.sigma < 0 or self.z < 0:
             raise InputError(f"rerank_stop: sigma and z must be >= 0, got sigma={self.sigma!r}, z={self.z!r}")
-        if self.factor < 1:
+        if self.factor <= 0:
             raise InputError(
-                f"rerank_stop: factor must be >= 1 (a cap below the candidates asked), got {self.factor!r}"
+                f"rerank_stop: factor must be > 0 (the cap's multiple of the candidates), got {self.factor!r}"
             )
 
-    def cap(self, candidates: int) -> int:
-        """The most candidates a query reranks when ``candidates`` were asked for."""
-        return max(int(candidates), math.ceil(self.factor * candidates - 1e-9))
+    def cap(self, candidates: int, k: int = 1) -> int:
+        """The most candidates a query reranks when ``candidates`` were asked for (at least ``k``)."""
+        return max(int(k), math.ceil(self.factor * candidates - 1e-9))
 
     def to_params(self) -> dict[str, float]:
         return {
