@@ -103,7 +103,7 @@ def child(spec: dict) -> dict:
     index = MatryoshkaIndex.load(spec["path"], verify=False)
 
     def search(q: np.ndarray, timings: dict) -> np.ndarray:
-        return index.search(q, k=K, timings=timings)[1]
+        return index.search(q, k=K, candidates=spec["candidates"], timings=timings)[1]
 
     files = [Path(spec["path"])]
     res: dict[str, Any] = {"stop": index.info()["backend"].get("rerank_stop")}
@@ -195,10 +195,10 @@ def write_report(report: dict, results: Path) -> None:
         "average (1 min) in every row: a shared machine, so times are noisy; bytes read and reranked counts are "
         "the robust figures.",
         "",
-        "| rerank copy | per-query stop | mode | reranked/query (single) | single q/s (queries) | p50 ms | p99 ms | "
+        "| rerank copy | per-query stop | candidates (cap) | mode | reranked/query (single) | single q/s (queries) | p50 ms | p99 ms | "
         "read KB/query | major faults/query | recall@10 single | batch q/s (queries) | batch read KB/query | "
         "batch reranked/query | held-out recall@10 (500) | held-out reranked/query | cgroup peak MiB | load |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["rows"]:
         r = row["result"]
@@ -207,7 +207,9 @@ def write_report(report: dict, results: Path) -> None:
             continue
         s, b, h = r["single"], r["batch"], r["held_out"]
         lines.append(
-            f"| {row['dtype']} | {'on' if row['stop'] else 'off'} | {row['mode']} | {s['reranked_per_query']} | "
+            f"| {row['dtype']} | {'on' if row['stop'] else 'off'} | {row['candidates']}"
+            f"{' (' + str(round(r['stop']['factor'] * row['candidates'])) + ')' if r.get('stop') else ''} | "
+            f"{row['mode']} | {s['reranked_per_query']} | "
             f"{s['qps']:,} ({s['queries']}) | {s['p50_ms']} | {s['p99_ms']} | {s['read_bytes_per_query'] / 1000:,.0f} | "
             f"{s['major_faults_per_query']} | {s['recall@10']} | {b['qps']:,} ({b['queries']}) | "
             f"{b['read_bytes_per_query'] / 1000:,.0f} | {b['reranked_per_query']} | {h['recall@10']} | "
@@ -243,9 +245,13 @@ def main() -> None:
         "rows": [],
     }
     for dtype in DTYPES:
-        for stop in (False, True):
+        # plain at the build's calibrated default, plain at the fewest candidates reaching the target on the stop's
+        # calibration queries (the stop's baseline: the same recall), then the stop
+        baseline = info["stop_calibration"][dtype]["plain"]["candidates"]
+        for stop, candidates in ((False, None), (False, baseline), (True, None)):
             for mode, cap in (("warm, no cap", None), (f"cold, {args.cap_mib} MiB cap", args.cap_mib)):
                 spec = {
+                    "candidates": candidates,
                     "path": str(index_path(args.work, dtype, stop)),
                     "corpus": info["corpus"],
                     "truth": info["truth"],
@@ -257,6 +263,7 @@ def main() -> None:
                 load = load_avg()
                 result = spawn(spec, cap, timeout=900)
                 row = {"dtype": dtype, "stop": stop, "mode": mode, "load": load, "load_after": load_avg()}
+                row["candidates"] = candidates or info["candidates"][dtype]
                 row["result"] = result
                 report["rows"].append(row)
                 print(json.dumps(row), flush=True)
