@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -208,7 +209,7 @@ def write_report(report: dict, results: Path) -> None:
         s, b, h = r["single"], r["batch"], r["held_out"]
         lines.append(
             f"| {row['dtype']} | {'on' if row['stop'] else 'off'} | {row['candidates']}"
-            f"{' (' + str(round(r['stop']['factor'] * row['candidates'])) + ')' if r.get('stop') else ''} | "
+            f"{' (' + str(math.ceil(r['stop']['factor'] * row['candidates'] - 1e-9)) + ')' if r.get('stop') else ''} | "
             f"{row['mode']} | {s['reranked_per_query']} | "
             f"{s['qps']:,} ({s['queries']}) | {s['p50_ms']} | {s['p99_ms']} | {s['read_bytes_per_query'] / 1000:,.0f} | "
             f"{s['major_faults_per_query']} | {s['recall@10']} | {b['qps']:,} ({b['queries']}) | "
