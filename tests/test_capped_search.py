@@ -3,8 +3,9 @@
 The fast version of ``benchmarks/out_of_ram.py``: a small corpus (full.npy about 1.6x the cap), the page cache of
 the index dropped, the search in a child process inside a memory cgroup (v1 at /sys/fs/cgroup/memory, else v2)
 whose limit charges the page cache too: the plain rerank (prefetch on, the default), with the prefetch off, and
-with a per-query stop. The cap must have bound (the cgroup's peak reached its limit, or its fail count rose), so
-a regression that reads the vectors into RAM or evicts them before their gather is caught, not skipped. Skips,
+with a per-query stop. The child first streams all of full.npy (an exact search), so the cgroup is at its limit
+when the search starts and every page it reads costs a reclaim; the cap must have bound (the cgroup's peak
+reached its limit, or its fail count rose). A regression that holds the vectors in RAM is killed by the cap. Skips,
 saying why, where no memory cgroup can be made (not root, no memory controller, a read-only /sys).
 """
 
@@ -39,6 +40,7 @@ index = MatryoshkaIndex.load(spec["path"], verify=False)
 queries = np.load(spec["queries"])
 if spec["stop"] is not None:
     index.backend.set_rerank_stop(RerankStop(**spec["stop"]))
+index.exact_search(queries[:2], k=10)  # streams all of full.npy: the cgroup is at its limit before the search
 scores, ids = index.search(queries, k=10, candidates=spec["candidates"])
 single = [index.search(q[None], k=10, candidates=spec["candidates"])[1] for q in queries[:20]]
 np.savez(spec["out"], scores=scores, ids=ids, single=np.concatenate(single))
