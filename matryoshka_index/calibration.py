@@ -595,10 +595,75 @@ def calibrate_search(
     return record
 
 
+# ---------------------------------------------------------------------- the rerank's per-query stop (issue 22)
+STOP_FACTORS = (1.0, 1.25, 1.5, 2.0)
+"""Candidate caps tried for the per-query stop, as multiples of the calibrated candidates."""
+STOP_MARGINS = tuple(i / 8 for i in range(0, 65))
+"""Margins tried (in residual standard deviations of the full-vs-coarse score model), 0 to 8 by 1/8."""
+
+
+@dataclass
+class StopChoice:
+    """What :func:`calibrate_rerank_stop` chose: the cap factor and margin ``z`` (None: no stop reaches the
+    target), the measured recall, its lower bound and the mean candidates reranked there, every step measured."""
+
+    factor: float | None
+    z: float | None
+    recall: float
+    lower_bound: float
+    mean_candidates: float
+    steps: list[list[float]]
+
+
+def calibrate_rerank_stop(
+    measure: Callable[[float, float], tuple[float, float, float]],
+    target: float,
+    *,
+    factors: Sequence[float] = STOP_FACTORS,
+    margins: Sequence[float] = STOP_MARGINS,
+) -> StopChoice:
+    """The per-query stop reranking the fewest candidates on average whose recall's lower bound reaches ``target``.
+
+    ``measure(factor, z) -> (recall, lower_bound, mean candidates reranked)`` searches the calibration queries
+    with the stop at that cap factor and margin. For each factor the smallest margin reaching the target is
+    found by bisection (a larger margin stops later, so reranks a superset of the candidates: recall is
+    monotone in it), then the factor whose point reranks the fewest candidates wins (ties: the smaller factor).
+    Self-contained: the backend's stop and score model are in ``backends/faiss_rerank.py``.
+    """
+    if not 0 < target < 1:
+        raise InputError(f"target_recall: must be between 0 and 1 (exclusive), got {target!r}")
+    if not factors or not margins or min(factors) < 1 or min(margins) < 0:
+        raise InputError("calibrate_rerank_stop: factors must be >= 1 and margins >= 0, neither empty")
+    margins = sorted(margins)
+    seen: dict[tuple[float, float], tuple[float, float, float]] = {}
+    steps: list[list[float]] = []
+
+    def point(factor: float, z: float) -> tuple[float, float, float]:
+        if (factor, z) not in seen:
+            seen[(factor, z)] = measure(factor, z)
+            steps.append([factor, z, *(round(float(v), 5) for v in seen[(factor, z)])])
+        return seen[(factor, z)]
+
+    best: tuple[float, float, float] | None = None  # (mean candidates, factor, z)
+    for factor in sorted(factors):
+        i = smallest(list(range(len(margins))), lambda i, f=factor: point(f, margins[i])[1] >= target - 1e-12)
+        if i is None:
+            continue
+        mean = point(factor, margins[i])[2]
+        if best is None or mean < best[0]:
+            best = (mean, factor, margins[i])
+    if best is None:
+        return StopChoice(None, None, math.nan, math.nan, math.nan, steps)
+    recall, lower, mean = point(best[1], best[2])
+    return StopChoice(best[1], best[2], float(recall), float(lower), float(mean), steps)
+
+
 __all__ = [
     "CALIBRATION_K",
     "CONFIDENCE_Z",
     "MAX_CANDIDATES",
+    "STOP_FACTORS",
+    "STOP_MARGINS",
     "SWEEP_CANDIDATES",
     "UNCALIBRATED_CANDIDATES",
     "CalibratedSearch",
@@ -608,6 +673,8 @@ __all__ = [
     "OperatingPoint",
     "OperatingPoints",
     "SearchKnobControl",
+    "StopChoice",
+    "calibrate_rerank_stop",
     "calibrate_search",
     "candidate_ladder",
     "check_calibration_queries",

@@ -61,6 +61,16 @@ from .base import EMPTY_ID, METRICS, Payloads, add_timings, empty_results, rejec
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
 from .faiss_codes import default_pq_m as _default_pq_m
 from .faiss_codes import nprobe_ladder as _nprobe_ladder
+from .faiss_rerank import (
+    GATHER_ROWS,
+    RERANK_FILES,
+    RerankStop,
+    candidate_scores,
+    check_rerank_dtype,
+    fit_score_model,
+    gather_best_lowp,
+    rerank_with_stop,
+)
 from .faiss_store import CHUNK_ROWS as _CHUNK_ROWS  # noqa: F401  (kept importable)
 from .faiss_store import FullStore as _FullStore
 from .faiss_store import SpillFile as _SpillFile  # noqa: F401  (kept importable)
@@ -107,6 +117,7 @@ class FaissBackend:
         coarse_file_bytes: int | None = None,
         balance: str = "none",
         balance_matrix: np.ndarray | None = None,
+        rerank_copy: _FullStore | None = None,
     ) -> None:
         self.coarse_dim = coarse_dim
         self.full_dim = full_dim
@@ -137,6 +148,13 @@ class FaissBackend:
         self._version = 0  # bumped by every mutation: the measured coarse size is re-measured after one
         self.balance = balance  # "itq": prefixes rotated (and stored ones centred) inside the prefix, see faiss_codes
         self._balance = balance_matrix
+        # rerank_dtype float16: the rows again at half precision, what the rerank reads (see faiss_rerank)
+        self.rerank_dtype = str(self._params.get("rerank_dtype", "float32"))
+        if self.rerank_dtype != "float32" and rerank_copy is None:
+            rerank_copy = _FullStore(full_dim, None, None, full.spill_dir, np.dtype(self.rerank_dtype))
+        self._rerank_copy = rerank_copy
+        stop = self._params.get("rerank_stop")
+        self._stop: RerankStop | None = None if stop is None else RerankStop.from_params(stop, "rerank_stop")
 
     @property
     def mirrorable(self) -> bool:  # what a device engine can mirror: float prefixes in IndexIDMap(IndexFlatIP)
@@ -170,6 +188,7 @@ class FaissBackend:
         balance: str = "none",
         device: str = "auto",
         spill_dir: str | None = None,
+        rerank_dtype: str = "float32",
     ) -> FaissBackend:
         """An empty backend: ``index`` (structure) x ``code``, pairs and options in :mod:`.faiss_codes`.
 
@@ -180,7 +199,9 @@ class FaissBackend:
         ITQ rotation inside the prefix learned at :meth:`train`. ``device``: ``"auto"`` (GPU when FAISS
         has one; float flat / IVF only), ``"cpu"`` or ``"gpu"`` (falls back to the CPU when no GPU
         works). ``spill_dir``: where a build's temporary full-vector file goes (default: system temp).
-        ``full_dim=0``: keep no full vectors (prefix only; see the module docstring).
+        ``full_dim=0``: keep no full vectors (prefix only; see the module docstring). ``rerank_dtype="float16"``:
+        keep a half-precision copy of the full vectors that the rerank reads instead (half the bytes a candidate;
+        :mod:`.faiss_rerank`); default ``"float32"``, the exact rerank from ``full.npy``.
         """
         if index not in INDEX_TYPES:
             raise InputError(f"index: unknown coarse index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
@@ -211,7 +232,14 @@ class FaissBackend:
         if not isinstance(code, str):
             raise InputError(f"code: expected one of {', '.join(CODES)}, got {code!r}")
         codes.check_pair(structure, code, int(coarse_dim))
+        check_rerank_dtype(rerank_dtype)
+        if rerank_dtype != "float32" and not full_dim:
+            raise InputError(
+                f"rerank_dtype={rerank_dtype!r} needs full vectors to rerank with; this index is prefix only"
+            )
         params: dict[str, Any] = {}
+        if rerank_dtype != "float32":  # only then: a default index's section stays byte for byte what it was
+            params["rerank_dtype"] = rerank_dtype
         if structure == "hnsw":
             params.update(hnsw_m=int(hnsw_m), ef_construction=int(ef_construction), ef_search=int(ef_search))
         if structure == "ivf":
@@ -314,6 +342,7 @@ class FaissBackend:
             )
         if structure == "hnsw":
             coarse.hnsw.efConstruction = int(params.get("ef_construction", coarse.hnsw.efConstruction))
+        rerank_copy = cls._open_rerank_copy(directory, params, rows, full_dim, mmap, spill_dir)
         return cls(
             coarse_dim=coarse_dim,
             full_dim=full_dim,
@@ -331,7 +360,33 @@ class FaissBackend:
             coarse_file_bytes=(directory / COARSE_FILE).stat().st_size,
             balance=balance,
             balance_matrix=matrix,
+            rerank_copy=rerank_copy,
         )
+
+    @staticmethod
+    def _open_rerank_copy(
+        directory: Path, params: dict[str, Any], rows: int, full_dim: int, mmap: bool, spill_dir: str | None
+    ) -> _FullStore | None:
+        """The reduced-precision rerank copy a section names (``params["rerank_dtype"]``), checked; None for float32."""
+        dtype = params.get("rerank_dtype", "float32")
+        if dtype == "float32":
+            return None
+        if dtype not in RERANK_FILES or not full_dim:
+            raise FormatError(f"{directory}: unknown rerank_dtype {dtype!r} in the backend section")
+        path = directory / RERANK_FILES[dtype]
+        if not path.is_file():
+            raise FormatError(f"{path}: missing; the index directory is incomplete")
+        try:
+            copy = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except EOFError:
+            raise FormatError(f"{path}: empty or truncated; rebuild the index or restore the file") from None
+        except (ValueError, OSError) as exc:
+            raise FormatError(f"{path}: cannot read it ({exc})") from None
+        if copy.dtype != np.dtype(dtype) or copy.shape != (rows, full_dim):
+            raise FormatError(f"{path}: expected {dtype} ({rows}, {full_dim}), found {copy.dtype} {copy.shape}")
+        if mmap:
+            advise_random(copy)
+        return _FullStore(full_dim, copy, path.absolute() if mmap else None, spill_dir, np.dtype(dtype))
 
     # ------------------------------------------------------------------ ids
     def __len__(self) -> int:
@@ -424,6 +479,8 @@ class FaissBackend:
         else:
             self._coarse.add_with_ids(encoded, rows)
         self._full.append(full)
+        if self._rerank_copy is not None:
+            self._rerank_copy.append(full)
         self._ids = np.concatenate([self._ids, ids])
         if self._alive is not None:
             self._alive = np.concatenate([self._alive, np.ones(len(ids), dtype=bool)])
@@ -585,20 +642,83 @@ class FaissBackend:
         vectors = self._coarse.index.reconstruct_n(0, self._coarse.index.ntotal)
         return rows, vectors, self._full.segments(), self._ids
 
-    def rerank_rows(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``k`` of the candidate ``rows`` (``-1`` = none) by full inner product: ``(scores, rows)``."""
-        step = self._full.prefetch_queries(rows.shape[1]) if _prefetch_enabled() else 0
-        if not step or self._full.resident(rows):  # warm pages: the prefetch would cost only its system calls
+    @property
+    def _rerank_store(self) -> _FullStore:  # what the rerank reads: the reduced-precision copy, else full.npy
+        return self._rerank_copy if self._rerank_copy is not None else self._full
+
+    def _best_of(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._rerank_copy is None:
             return self._gather_best(full_queries, rows, k)
+        return gather_best_lowp(self._rerank_copy.segments(), self.full_dim, full_queries, rows, k)
+
+    def rerank_rows(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` of the candidate ``rows`` (``-1`` = none) by full inner product: ``(scores, rows)``
+        (from the reduced-precision copy with ``rerank_dtype="float16"``)."""
+        store = self._rerank_store
+        step = store.prefetch_queries(rows.shape[1]) if _prefetch_enabled() else 0
+        if not step or store.resident(rows):  # warm pages: the prefetch would cost only its system calls
+            return self._best_of(full_queries, rows, k)
         # a loaded index: each chunk's reads issued at once (not fault by fault), the next chunk's while this
         # one is gathered; chunks small enough that prefetched pages are not evicted before their gather
         parts = []
-        self._full.prefetch(rows[:step])
+        store.prefetch(rows[:step])
         for s in range(0, len(rows), step):
             if s + step < len(rows):
-                self._full.prefetch(rows[s + step : s + 2 * step])
-            parts.append(self._gather_best(full_queries[s : s + step], rows[s : s + step], k))
+                store.prefetch(rows[s + step : s + 2 * step])
+            parts.append(self._best_of(full_queries[s : s + step], rows[s : s + step], k))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _rerank_stopped(
+        self, full_queries: np.ndarray, coarse_scores: np.ndarray, rows: np.ndarray, k: int, stop: RerankStop
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`.faiss_rerank.rerank_with_stop` in chunks of queries whose pages fit a prefetch (as
+        :meth:`rerank_rows`); ``(scores, rows, candidates reranked a query)``."""
+        store = self._rerank_store
+        step = store.prefetch_queries(rows.shape[1]) if _prefetch_enabled() else 0
+        prefetch = store.prefetch if step and not store.resident(rows) else None
+        step = step or len(rows)
+        parts = []
+        for s in range(0, len(rows), step):
+            q = full_queries[s : s + step]
+            best_of = lambda idx, r, q=q: self._best_of(np.ascontiguousarray(q[idx]), r, k)  # noqa: E731
+            parts.append(rerank_with_stop(best_of, coarse_scores[s : s + step], rows[s : s + step], k, stop, prefetch))
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ the per-query stop (see faiss_rerank)
+    @property
+    def rerank_stop(self) -> RerankStop | None:
+        """The calibrated per-query stop of the rerank, or None (every candidate reranked)."""
+        return self._stop
+
+    def set_rerank_stop(self, stop: RerankStop | None) -> None:
+        """Turn the per-query stop on (a :class:`.faiss_rerank.RerankStop`, saved with the index) or off (None)."""
+        if stop is not None and not isinstance(stop, RerankStop):
+            raise InputError(f"rerank_stop: expected a RerankStop or None, got {type(stop).__name__}")
+        if stop is not None and self.prefix_only:
+            raise InputError("rerank_stop: this index keeps no full vectors (prefix only): there is no rerank to stop")
+        self._stop = stop
+        if stop is None:
+            self._params.pop("rerank_stop", None)
+        else:
+            self._params["rerank_stop"] = stop.to_params()
+
+    def score_model(
+        self, coarse_queries: np.ndarray, full_queries: np.ndarray, k: int, candidates: int
+    ) -> tuple[float, float, float]:
+        """``(slope, intercept, sigma)`` of the rerank's full scores against the coarse scores of these queries'
+        top ``candidates`` (:func:`.faiss_rerank.fit_score_model`): what a :class:`RerankStop` bounds with."""
+        coarse_queries = np.ascontiguousarray(coarse_queries, dtype=np.float32)
+        full_queries = np.ascontiguousarray(full_queries, dtype=np.float32)
+        if self.prefix_only or not self._n_alive or not len(coarse_queries):
+            raise InputError("score_model: needs stored full vectors and at least one query")
+        hit_scores, hit_rows = self._coarse_hits(coarse_queries, max(candidates, k))
+        full = np.concatenate([
+            candidate_scores(self._rerank_store.segments(), self.full_dim, full_queries[s : s + step], hit_rows[s : s + step])
+            for step in [max(1, GATHER_ROWS // max(1, hit_rows.shape[1]))]
+            for s in range(0, len(hit_rows), step)
+        ])  # fmt: skip
+        coarse = np.where(hit_rows >= 0, hit_scores, np.nan)
+        return fit_score_model(coarse, np.where(np.isfinite(full), full, np.nan), k)
 
     def _gather_best(self, full_queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         nq = len(full_queries)
@@ -672,11 +792,21 @@ class FaissBackend:
             scores[:, :n], rows[:, :n] = hit_scores[:, :n], hit_rows[:, :n]
             add_timings(timings, coarse=time.perf_counter() - t0, rerank=0.0)
             return self._to_ids(scores, rows)
-        rows = self._coarse_rows(coarse_queries, max(candidates, k))
-        t1 = time.perf_counter()
-        scores, rows = self.rerank_rows(full_queries, rows, k)
+        stop = self._stop
+        if stop is None:
+            rows = self._coarse_rows(coarse_queries, max(candidates, k))
+            t1 = time.perf_counter()
+            reranked = int((rows >= 0).sum()) if timings is not None else 0
+            scores, rows = self.rerank_rows(full_queries, rows, k)
+        else:  # the per-query stop: up to the stop's cap, each query until the rest cannot enter its top k
+            hit_scores, rows = self._coarse_hits(coarse_queries, stop.cap(max(candidates, k), k))
+            t1 = time.perf_counter()
+            scores, rows, counts = self._rerank_stopped(full_queries, hit_scores, rows, k, stop)
+            reranked = int(counts.sum())
         t2 = time.perf_counter()
         add_timings(timings, coarse=t1 - t0, rerank=t2 - t1)
+        if timings is not None:  # a count, not seconds: the candidates whose full vectors were read
+            timings["reranked"] = timings.get("reranked", 0.0) + float(reranked)
         return self._to_ids(scores, rows)
 
     @codes.with_flat_search_blas
@@ -727,6 +857,9 @@ class FaissBackend:
         if not self.prefix_only:
             self._write_full(directory / FULL_FILE)
             files.insert(1, FULL_FILE)
+        if self._rerank_copy is not None:
+            self._write_rerank_copy(directory / RERANK_FILES[self.rerank_dtype])
+            files.append(RERANK_FILES[self.rerank_dtype])
         save_npy(directory / IDS_FILE, np.asarray(self._ids))
         if self._balance is not None:
             np.save(directory / codes.BALANCE_FILE, self._balance, allow_pickle=False)
@@ -761,6 +894,16 @@ class FaissBackend:
         # ordinary writes into reserved space, not a writable memory map: a full disk is ENOSPC, not SIGBUS
         write_npy(path, (len(self._full), self.full_dim), np.float32, (c for _, c in self._full.iter_chunks()))
 
+    def _write_rerank_copy(self, path: Path) -> None:
+        copy = self._rerank_copy
+        assert copy is not None
+        segments = copy.segments()
+        if len(segments) == 1 and segments[0][1] is copy.base and copy.base_path is not None:
+            with contextlib.suppress(OSError):  # unchanged since load: a hard link, as full.npy
+                os.link(copy.base_path, path)
+                return
+        write_npy(path, (len(copy), self.full_dim), copy.dtype, (c for _, c in copy.iter_chunks()))
+
     # ------------------------------------------------------------------ facts
     def _coarse_bytes(self) -> int:
         """Bytes of the coarse index, measured: its FAISS serialisation (the saved file's size after a
@@ -792,6 +935,12 @@ class FaissBackend:
         full_ram = self._full.ram_bytes
         resident = coarse + arrays + full_ram
         mapped = (0 if full_ram else self.full_dim * 4) + (8 if ids_mapped else 0)
+        if self._rerank_copy is not None:  # a search reads the copy, not full.npy (exact search and saves do)
+            copy_ram = self._rerank_copy.ram_bytes
+            resident += copy_ram
+            mapped += (0 if copy_ram else self.full_dim * self._rerank_copy.dtype.itemsize) - (
+                0 if full_ram else self.full_dim * 4
+            )
         fixed = int(self._params.get("fixed_coarse_bytes", 0)) + (
             self._balance.nbytes if self._balance is not None else 0
         )
@@ -814,7 +963,8 @@ class FaissBackend:
     def info(self) -> dict[str, Any]:
         rows = max(1, len(self._ids))
         mem = self.memory()
-        disk = rows * (self.full_dim * 4 + 8) + self._coarse_bytes()
+        copy_bytes = self._rerank_copy.dtype.itemsize if self._rerank_copy is not None else 0
+        disk = rows * (self.full_dim * (4 + copy_bytes) + 8) + self._coarse_bytes()
         gpu_count = gpu_faiss.gpu_count()
         out: dict[str, Any] = {
             "backend": self.kind,
@@ -831,6 +981,8 @@ class FaissBackend:
             "disk_bytes_per_vector": round(disk / rows, 1),
             "memory": mem,
             "full_vectors": "none (prefix only: rerank=None)" if self.prefix_only else self._full.location,
+            "rerank_dtype": self.rerank_dtype,
+            "rerank_stop": None if self._stop is None else self._stop.to_params(),
             "params": dict(self._params),
         }
         if self.device == "cpu" and self.structure == "hnsw" and gpu_count:

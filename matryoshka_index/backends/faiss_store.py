@@ -110,7 +110,8 @@ def page_runs(offset: int, row_bytes: int, rows: np.ndarray) -> tuple[np.ndarray
 
 
 class SpillFile:
-    """An append-only float32 matrix in a raw temporary file; capacity doubles as it grows.
+    """An append-only matrix (float32, or float16 for a reduced-precision rerank copy) in a raw temporary file;
+    capacity doubles as it grows.
 
     The directory is owned (:func:`~matryoshka_index.storage.owned_temp_dir`: a later run sweeps it if
     this process is killed) and lives in ``directory``, else ``$MINDEX_TMPDIR``, else the system temp
@@ -121,10 +122,11 @@ class SpillFile:
     (``MADV_RANDOM``): nothing is ever written through a map.
     """
 
-    def __init__(self, dim: int, directory: str | None) -> None:
+    def __init__(self, dim: int, directory: str | None, dtype: np.dtype | type = np.float32) -> None:
         self.dim = dim
+        self.dtype = np.dtype(dtype)
         self.dir = str(owned_temp_dir("mindex-spill-", directory))
-        self.path = os.path.join(self.dir, "full.f32")
+        self.path = os.path.join(self.dir, "full.f32" if self.dtype == np.float32 else f"full.{self.dtype.str[1:]}")
         self.n = 0
         self._cap = 0
         self._mm: np.ndarray | None = None
@@ -133,14 +135,14 @@ class SpillFile:
         self._finalizer = weakref.finalize(self, _close_and_remove, self._fd, self.dir)
 
     def append(self, x: np.ndarray) -> None:
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=self.dtype)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"SpillFile.append: rows of shape (n, {self.dim}) expected, got {x.shape}")
         need = self.n + len(x)
         if need > self._cap:
             self._grow(need)
         try:
-            write_all(self._fd, memoryview(x).cast("B"), self.n * self.dim * 4)
+            write_all(self._fd, memoryview(x).cast("B"), self.n * self.dim * self.dtype.itemsize)
         except OSError as exc:
             raise (disk_error(exc, self.path) or exc) from None
         self.n = need
@@ -148,16 +150,18 @@ class SpillFile:
     def _grow(self, need: int) -> None:
         cap = max(need, 2 * self._cap, 1024)
         try:
-            preallocate(self._fd, cap * self.dim * 4, self.path)
+            preallocate(self._fd, cap * self.dim * self.dtype.itemsize, self.path)
         except StorageError:  # the doubling does not fit: the rows themselves may still
             cap = need
-            preallocate(self._fd, cap * self.dim * 4, self.path)
+            preallocate(self._fd, cap * self.dim * self.dtype.itemsize, self.path)
         try:
-            os.ftruncate(self._fd, cap * self.dim * 4)  # no-op where fallocate worked; sizes it where not
+            os.ftruncate(
+                self._fd, cap * self.dim * self.dtype.itemsize
+            )  # no-op where fallocate worked; sizes it where not
         except OSError as exc:
             raise (disk_error(exc, self.path) or exc) from None
         # Read-only: the file only grows, so views of an earlier, shorter map stay valid.
-        self._mm = np.memmap(self.path, dtype=np.float32, mode="r", shape=(cap, self.dim))
+        self._mm = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(cap, self.dim))
         # Read back at random rows (the rerank's gathers, the calibration's): no read-ahead, so a
         # spill file larger than the memory left does not thrash (benchmarks/results/memory_limit.md).
         advise_random(self._mm)
@@ -167,7 +171,7 @@ class SpillFile:
     def array(self) -> np.ndarray:
         """The rows written so far, read-only (a view of the map)."""
         if self._mm is None:
-            return np.empty((0, self.dim), dtype=np.float32)
+            return np.empty((0, self.dim), dtype=self.dtype)
         return self._mm[: self.n]
 
     def close(self) -> None:
@@ -184,11 +188,21 @@ def _close_and_remove(fd: int, directory: str) -> None:
 
 
 class FullStore:
-    """Full vectors by row: a read-only base (a loaded index's ``full.npy``) then a spill file for later rows."""
+    """Full vectors by row: a read-only base (a loaded index's ``full.npy``) then a spill file for later rows.
 
-    def __init__(self, dim: int, base: np.ndarray | None, base_path: Path | None, spill_dir: str | None) -> None:
+    ``dtype`` float16: the same rows at half precision (the reduced-precision rerank copy, ``rerank_f16.npy``)."""
+
+    def __init__(
+        self,
+        dim: int,
+        base: np.ndarray | None,
+        base_path: Path | None,
+        spill_dir: str | None,
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
         self.dim = dim
-        self.base = base if base is not None else np.empty((0, dim), dtype=np.float32)
+        self.dtype = np.dtype(dtype)
+        self.base = base if base is not None else np.empty((0, dim), dtype=self.dtype)
         self.base_path = base_path
         self.spill_dir = spill_dir
         self.spill: SpillFile | None = None
@@ -201,10 +215,10 @@ class FullStore:
 
     def append(self, x: np.ndarray) -> None:
         if self.dim == 0:  # prefix only: rows without vectors, no file (an (n, 0) array holds no bytes)
-            self.base = np.empty((len(self) + len(x), 0), dtype=np.float32)
+            self.base = np.empty((len(self) + len(x), 0), dtype=self.dtype)
             return
         if self.spill is None:
-            self.spill = SpillFile(self.dim, self.spill_dir)
+            self.spill = SpillFile(self.dim, self.spill_dir, self.dtype)
         self.spill.append(x)
 
     @property

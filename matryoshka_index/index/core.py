@@ -78,6 +78,7 @@ from .locking import ReadWriteLock
 from .parts import Adaptor, IndexParts, adaptor_kind
 from .persistence import load_index, save_index
 from .points import Hit, PayloadStore, index_keeps_payloads, store_vectors, to_hits
+from .rerank_stop import calibrate_stop
 
 _SEARCH_CHUNK_ROWS = 4096
 
@@ -554,6 +555,31 @@ class MatryoshkaIndex:
             self._modified_since_load = True
             self._attach_metadata()
         return record.to_dict()
+
+    def calibrate_rerank_stop(
+        self, queries: np.ndarray, *, target_recall: float | None = None, candidates: int | None = None
+    ) -> dict[str, Any]:
+        """Calibrate the rerank's per-query stop (FAISS backend; issue 22) on ``queries``: each query stops
+        reranking once its remaining candidates cannot enter its top 10 at the calibrated margin, so easy
+        queries read fewer full vectors. Kept (and saved with the index) only where its recall@10's lower bound
+        reaches ``target_recall`` (default: the build's target) at ``candidates`` (default: the calibrated
+        ones) while reranking fewer candidates on average than without it; returns the record
+        (:mod:`.rerank_stop`). :class:`~matryoshka_index.errors.CalibrationError` when no stop reaches it."""
+        if self.rerank is PREFIX_ONLY:
+            raise InputError("calibrate_rerank_stop: this index keeps only the prefix (rerank=None): nothing to rerank")
+        q = self._check_vectors(queries, "queries")
+        target = check_fraction(
+            (self._calibration.target_recall or 0.99) if target_recall is None else target_recall, "target_recall"
+        )
+        k = max(1, min(CALIBRATION_K, len(self._backend)))
+        check_calibration_queries(len(q), target, k)
+        c = self.resolve_candidates(k, candidates)
+        with self._lock.write(), limited_threads():
+            coarse_q, full_q = self._prepare(q, queries=True)
+            _, truth = self._backend.exact_search(full_q, k)
+            record = calibrate_stop(self._backend, coarse_q, full_q, truth, k=k, target=target, candidates=c)
+            self._modified_since_load = True
+        return record
 
     # ------------------------------------------------------------------ persistence
     def _manifest(self, backend_section: dict[str, Any] | None = None, files: dict[str, str] | None = None) -> dict:
