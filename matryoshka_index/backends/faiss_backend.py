@@ -56,7 +56,7 @@ import numpy as np
 from ..errors import BackendError, FormatError, InputError
 from ..storage import advise_random, save_npy, write_npy
 from . import faiss_codes as codes
-from . import gpu_faiss
+from . import gpu_faiss, ivf_lists
 from .base import EMPTY_ID, METRICS, Payloads, add_timings, empty_results, reject_query_filter
 from .faiss_codes import CODES, PAIRS, STRUCTURES, default_nlist  # noqa: F401  (re-exported)
 from .faiss_codes import default_pq_m as _default_pq_m
@@ -155,6 +155,10 @@ class FaissBackend:
         self._rerank_copy = rerank_copy
         stop = self._params.get("rerank_stop")
         self._stop: RerankStop | None = None if stop is None else RerankStop.from_params(stop, "rerank_stop")
+        # implicit_ids: where each list's entries are rows (see ivf_lists); set once the IVF index exists
+        self._lists: ivf_lists.ImplicitLists | None = None
+        if params.get("implicit_ids") and coarse is not None:
+            self._lists = ivf_lists.ImplicitLists(coarse)
 
     @property
     def mirrorable(self) -> bool:  # what a device engine can mirror: float prefixes in IndexIDMap(IndexFlatIP)
@@ -189,6 +193,7 @@ class FaissBackend:
         device: str = "auto",
         spill_dir: str | None = None,
         rerank_dtype: str = "float32",
+        implicit_ids: bool = False,
     ) -> FaissBackend:
         """An empty backend: ``index`` (structure) x ``code``, pairs and options in :mod:`.faiss_codes`.
 
@@ -199,6 +204,9 @@ class FaissBackend:
         ITQ rotation inside the prefix learned at :meth:`train`. ``device``: ``"auto"`` (GPU when FAISS
         has one; float flat / IVF only), ``"cpu"`` or ``"gpu"`` (falls back to the CPU when no GPU
         works). ``spill_dir``: where a build's temporary full-vector file goes (default: system temp).
+        ``implicit_ids=True`` (``ivf`` with float, sq8, sq4 or pq4): no id a vector in memory; a save writes
+        the rows in list order and a loaded index finds a hit's row from its place in its list
+        (:mod:`.ivf_lists`; pq4 is then FAISS's ordinary 4-bit PQ layout, not fast-scan).
         ``full_dim=0``: keep no full vectors (prefix only; see the module docstring). ``rerank_dtype="float16"``:
         keep a half-precision copy of the full vectors that the rerank reads instead (half the bytes a candidate;
         :mod:`.faiss_rerank`); default ``"float32"``, the exact rerank from ``full.npy``.
@@ -237,9 +245,14 @@ class FaissBackend:
             raise InputError(
                 f"rerank_dtype={rerank_dtype!r} needs full vectors to rerank with; this index is prefix only"
             )
+        if not isinstance(implicit_ids, (bool, np.bool_)):
+            raise InputError(f"implicit_ids: must be true or false, got {implicit_ids!r}")
         params: dict[str, Any] = {}
         if rerank_dtype != "float32":  # only then: a default index's section stays byte for byte what it was
             params["rerank_dtype"] = rerank_dtype
+        if implicit_ids:
+            ivf_lists.check_implicit(structure, code)
+            params["implicit_ids"] = True
         if structure == "hnsw":
             params.update(hnsw_m=int(hnsw_m), ef_construction=int(ef_construction), ef_search=int(ef_search))
         if structure == "ivf":
@@ -267,6 +280,7 @@ class FaissBackend:
             device=device,
             code=code,
             balance=balance,
+            labels="rows" if implicit_ids else None,  # ids are FAISS's own numbering: a vector's row
         )
 
     @classmethod
@@ -328,8 +342,11 @@ class FaissBackend:
             raise FormatError(
                 f"{directory / FULL_FILE}: expected float32 ({rows}, {full_dim}), found {full.dtype} {full.shape}"
             )
+        implicit = bool(params.get("implicit_ids"))
         try:
-            coarse = codes.read(directory / COARSE_FILE, code)
+            coarse = (
+                ivf_lists.read(directory / COARSE_FILE, mmap) if implicit else codes.read(directory / COARSE_FILE, code)
+            )
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
             raise FormatError(f"{directory / COARSE_FILE}: not a readable FAISS index ({first})") from None
@@ -343,7 +360,7 @@ class FaissBackend:
         if structure == "hnsw":
             coarse.hnsw.efConstruction = int(params.get("ef_construction", coarse.hnsw.efConstruction))
         rerank_copy = cls._open_rerank_copy(directory, params, rows, full_dim, mmap, spill_dir)
-        return cls(
+        backend = cls(
             coarse_dim=coarse_dim,
             full_dim=full_dim,
             metric=metric,
@@ -362,6 +379,9 @@ class FaissBackend:
             balance_matrix=matrix,
             rerank_copy=rerank_copy,
         )
+        if implicit:  # saved in list order: every entry's row is its list's first row + its place
+            backend._lists = ivf_lists.ImplicitLists.opened(coarse, mapped=mmap)
+        return backend
 
     @staticmethod
     def _open_rerank_copy(
@@ -443,7 +463,10 @@ class FaissBackend:
             # sample caps nlist at 2,564 (4 sqrt(n) passes that at n = 410k; pass a larger sample_size
             # to the index build for more lists on larger corpora).
             nlist = int(max(1, min(nlist, len(sample) // 39 or 1)))
-        index = codes.make_index(self.structure, self.code, self.coarse_dim, self._params, nlist)
+        if self._params.get("implicit_ids"):
+            index = ivf_lists.make_index(self.code, self.coarse_dim, nlist, int(self._params.get("pq_m") or 1))
+        else:
+            index = codes.make_index(self.structure, self.code, self.coarse_dim, self._params, nlist)
         codes.train(index, self.code, sample, self.structure)
         self._params["fixed_coarse_bytes"] = codes.serialized_bytes(index)  # trained, still empty: header + parameters
         if self.structure == "ivf":
@@ -451,6 +474,8 @@ class FaissBackend:
             if self._params.get("nprobe") is None:
                 self._params["nprobe"] = min(nlist, max(1, nlist // 32))
         self._coarse = index
+        if self._params.get("implicit_ids"):
+            self._lists = ivf_lists.ImplicitLists(index)
         self._version += 1
 
     def add(self, ids: np.ndarray, coarse: np.ndarray, full: np.ndarray, payloads: Payloads = None) -> None:
@@ -472,6 +497,9 @@ class FaissBackend:
         start = len(self._full)
         rows = np.arange(start, start + len(ids), dtype=np.int64)
         encoded = np.ascontiguousarray(codes.encode(self.code, codes.balance_stored(self._balance, coarse)))
+        if self._lists is not None:  # a memory-mapped saved index: its lists copied into memory first
+            self._coarse = self._lists.writable()
+            self._lists.changed()
         if self.labels == "rows":
             if self._coarse.ntotal != start:  # labels are insertion positions, which must equal rows
                 raise BackendError(f"coarse index holds {self._coarse.ntotal} vectors but the store {start} rows")
@@ -602,7 +630,10 @@ class FaissBackend:
         want = min(n + dead, self._coarse.ntotal) if overfetch else n
         q = np.ascontiguousarray(codes.encode(self.code, coarse_queries))
         params = self._search_params(want)
-        dist, rows = self._coarse.search(q, want) if params is None else self._coarse.search(q, want, params=params)
+        if self._lists is not None:  # implicit ids: (list, place) pairs, no id read
+            dist, rows = self._lists.hits(q, want, nprobe)
+        else:
+            dist, rows = self._coarse.search(q, want) if params is None else self._coarse.search(q, want, params=params)
         scores = codes.scores_from(self.code, dist, self.coarse_dim)
         if overfetch:
             gone = (rows < 0) | ~self._alive_mask()[np.maximum(rows, 0)]
@@ -851,16 +882,19 @@ class FaissBackend:
             raise InputError(
                 "save: this index holds no vectors yet and its coarse index is untrained; add vectors first"
             )
-        codes.write(self._coarse, directory / COARSE_FILE)
+        # implicit ids: rows written in list order (None: they already are), so a place in a list is a row
+        layout = self._lists.layout() if self._lists is not None else None
+        coarse = self._coarse if layout is None else self._lists.relabelled(layout)
+        codes.write(coarse, directory / COARSE_FILE)
         self._measured = (self._version, (directory / COARSE_FILE).stat().st_size)
         files = [COARSE_FILE, IDS_FILE]
         if not self.prefix_only:
-            self._write_full(directory / FULL_FILE)
+            self._write_full(directory / FULL_FILE, layout)
             files.insert(1, FULL_FILE)
         if self._rerank_copy is not None:
-            self._write_rerank_copy(directory / RERANK_FILES[self.rerank_dtype])
+            self._write_rerank_copy(directory / RERANK_FILES[self.rerank_dtype], layout)
             files.append(RERANK_FILES[self.rerank_dtype])
-        save_npy(directory / IDS_FILE, np.asarray(self._ids))
+        save_npy(directory / IDS_FILE, np.asarray(self._ids if layout is None else self._ids[layout]))
         if self._balance is not None:
             np.save(directory / codes.BALANCE_FILE, self._balance, allow_pickle=False)
             files.append(codes.BALANCE_FILE)
@@ -882,8 +916,12 @@ class FaissBackend:
             "files": files,
         }
 
-    def _write_full(self, path: Path) -> None:
+    def _write_full(self, path: Path, layout: np.ndarray | None = None) -> None:
         segments = self._full.segments()
+        if layout is not None:  # saved row i is row layout[i]
+            chunks = ivf_lists.gather_in_order(segments, layout)
+            write_npy(path, (len(layout), self.full_dim), np.float32, chunks)
+            return
         base = self._full.base
         if len(segments) == 1 and segments[0][1] is base and self._full.base_path is not None:
             # Unchanged since load: the saved file is immutable (opened read-only), so a hard link
@@ -894,10 +932,13 @@ class FaissBackend:
         # ordinary writes into reserved space, not a writable memory map: a full disk is ENOSPC, not SIGBUS
         write_npy(path, (len(self._full), self.full_dim), np.float32, (c for _, c in self._full.iter_chunks()))
 
-    def _write_rerank_copy(self, path: Path) -> None:
+    def _write_rerank_copy(self, path: Path, layout: np.ndarray | None = None) -> None:
         copy = self._rerank_copy
         assert copy is not None
         segments = copy.segments()
+        if layout is not None:  # in the same list order as full.npy (implicit ids)
+            write_npy(path, (len(layout), self.full_dim), copy.dtype, ivf_lists.gather_in_order(segments, layout))
+            return
         if len(segments) == 1 and segments[0][1] is copy.base and copy.base_path is not None:
             with contextlib.suppress(OSError):  # unchanged since load: a hard link, as full.npy
                 os.link(copy.base_path, path)
@@ -925,6 +966,11 @@ class FaissBackend:
         n = max(1, self._n_alive)
         coarse = self._coarse_bytes()
         arrays = 0
+        ids_in_file = 0  # implicit ids, memory-mapped: the lists' id arrays stay in coarse.faiss, never read
+        if self._lists is not None:
+            ids_in_file = self._lists.untouched_id_bytes()
+            coarse -= ids_in_file
+            arrays += self._lists.start.nbytes + self._lists.ordered.nbytes + self._lists.tail_bytes()
         ids_mapped = isinstance(self._ids, np.memmap)
         if not ids_mapped:
             arrays += int(self._ids.nbytes)
@@ -934,7 +980,9 @@ class FaissBackend:
             arrays += int(self._lookup[0].nbytes + self._lookup[1].nbytes)
         full_ram = self._full.ram_bytes
         resident = coarse + arrays + full_ram
-        mapped = (0 if full_ram else self.full_dim * 4) + (8 if ids_mapped else 0)
+        mapped = (
+            (0 if full_ram else self.full_dim * 4) + (8 if ids_mapped else 0) + ids_in_file / max(1, len(self._ids))
+        )
         if self._rerank_copy is not None:  # a search reads the copy, not full.npy (exact search and saves do)
             copy_ram = self._rerank_copy.ram_bytes
             resident += copy_ram
