@@ -117,7 +117,33 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
     if not truth.exists():
         x = np.load(src, mmap_mode="r")
         write_dataset(folder, x[:-N_QUERIES], np.asarray(x[-N_QUERIES:]))
-    return dataset(folder, source, tag)
+    ds = dataset(folder, source, tag)
+    if not args.synthetic:
+        ds["train_queries"] = write_train_queries(folder, np.load(ds["queries"]))
+    return ds
+
+
+def write_train_queries(folder: Path, test_queries: np.ndarray) -> Path | None:
+    """LoRANN's training queries for the real set: rows of the same model and kind that are not test queries.
+
+    The 49k set has no rows apart from its index and its 1,000 test queries, so these are the other MiniLM
+    docstring rows of dev-docstring-qa (its 12,000 documents and its 1,000 train-split queries), less any row
+    equal to a test query (cosine > 0.9999). None when that set is absent.
+    """
+    out = folder / "train_queries.npy"
+    if out.exists():
+        return out
+    qa = real_path().parent / "dev-docstring-qa"
+    if not (qa / "corpus.npy").is_file():
+        return None
+    split = [json.loads(line)["split"] for line in (qa / "queries.jsonl").read_text().splitlines() if line.strip()]
+    order = {qid: i for i, qid in enumerate(json.loads((qa / "ids.json").read_text())["query_ids"])}
+    rows = [line for line in (qa / "queries.jsonl").read_text().splitlines() if line.strip()]
+    train = sorted(order[json.loads(r)["_id"]] for r, s in zip(rows, split, strict=True) if s == "train")
+    cand = np.concatenate([np.load(qa / "corpus.npy"), np.load(qa / "queries.npy")[train]]).astype(np.float32)
+    keep = (cand @ test_queries.T).max(axis=1) < 0.9999
+    np.save(out, np.ascontiguousarray(cand[keep]))
+    return out
 
 
 def write_dataset(folder: Path, corpus: np.ndarray, queries: np.ndarray) -> None:
@@ -170,7 +196,10 @@ def jobs(peers: list[str], ds: dict[str, Any], adaptor_dir: Path | None, only: l
     per: list[list[tuple[str, dict]]] = []
     for name in peers:
         peer = make_peer(name)
-        grid = peer.build_grid(ds["n"], ds["d"])
+        if name == "lorann" and ds.get("train_queries"):
+            grid = peer.build_grid(ds["n"], ds["d"], str(ds["train_queries"]))
+        else:
+            grid = peer.build_grid(ds["n"], ds["d"])
         if name == "ours":
             grid = [{**g, "adaptor_dir": str(adaptor_dir)} for g in grid]
         grid = [g for g in grid if not only or any(s in g["name"] for s in only)]
