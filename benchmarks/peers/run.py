@@ -338,12 +338,6 @@ def main(argv: list[str] | None = None) -> None:
     planned = [f"{name}: {b['name']}" for name, b in order]
     order = order[shard::shards]
     print(f"{len(order)} jobs on {ds['n']:,} x {ds['d']}", flush=True)
-    partial = ds["folder"] / f"rows.partial.{shard}of{shards}.json"
-    for i, (name, build) in enumerate(order):
-        row = run_job(name, build, ds, args, i * shards + shard)
-        rows.append(row)
-        partial.write_text(json.dumps(rows))
-        print(summary_line(row), flush=True)
     key = args.key or ds["tag"]
     from report import write_results
 
@@ -363,13 +357,32 @@ def main(argv: list[str] | None = None) -> None:
         "planned_jobs": planned,
         "shard": args.shard,
         "adaptor_fit_s": fit_s,
+        "train_queries": train_queries_note(ds),
         "skipped": skipped,
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        "minutes": round((time.time() - started) / 60, 1),
         "machine": machine(),
         "rows": rows,
     }
-    write_results(args.results, key, entry)
+    # the results file is rewritten after every job (jobs_done of jobs_this_runner), so a run stopped at a
+    # deadline leaves every row it measured, and says how far it got
+    for i, (name, build) in enumerate(order):
+        row = run_job(name, build, ds, args, i * shards + shard)
+        rows.append(row)
+        print(summary_line(row), flush=True)
+        entry.update(jobs_done=i + 1, jobs_this_runner=len(order), minutes=round((time.time() - started) / 60, 1))
+        write_results(args.results, key, entry)
+    if not order:
+        entry.update(jobs_done=0, jobs_this_runner=0, minutes=round((time.time() - started) / 60, 1))
+        write_results(args.results, key, entry)
+
+
+def train_queries_note(ds: dict[str, Any]) -> str | None:
+    tq = ds.get("train_queries")
+    if not tq:
+        return None
+    rows = len(np.load(tq, mmap_mode="r"))
+    return (f"LoRANN '+ train queries' rows: {rows:,} MiniLM rows of dev-docstring-qa (its documents and "
+            "train-split queries), none equal to a test query")  # fmt: skip
 
 
 def summary_line(row: dict[str, Any]) -> str:
