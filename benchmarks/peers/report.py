@@ -258,8 +258,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
         for o in f:
             ax.annotate(o["setting"].replace("ours ", ""), (o["bytes_all"], o["qps"]), fontsize=6,
                         xytext=(4, 4), textcoords="offset points", color="tab:red")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        if not peers and not ok:  # nothing measured at this target yet (a runner's first rows): no log axes
+            ax.text(0.5, 0.5, "no point reached this target", ha="center", transform=ax.transAxes)
+        else:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
         ax.set_xlabel("resident bytes / vector, all (RSS delta of the serve process / n; log)")
         ax.set_ylabel("queries per CPU-second, 1,000-query batch, 1 thread (log)")
         ax.set_title(f"{entry['name']}: recall@10 >= {target}", fontsize=10)
