@@ -56,9 +56,10 @@ PYTHON: dict[str, Path] = {
     "usearch": VENVS / "peers-np2" / "bin" / "python",
     "hnswlib": VENVS / "peers-np2" / "bin" / "python",
     "diskann": VENVS / "peers-np1" / "bin" / "python",
+    "svs": VENVS / "peers-np2" / "bin" / "python",
 }
 IMPORT = {"ours": "matryoshka_index", "faiss": "faiss", "scann": "scann", "lorann": "lorann",
-          "usearch": "usearch.index", "hnswlib": "hnswlib", "diskann": "diskannpy"}  # fmt: skip
+          "usearch": "usearch.index", "hnswlib": "hnswlib", "diskann": "diskannpy", "svs": "svs"}  # fmt: skip
 
 
 def python_for(peer: str) -> Path:
@@ -196,7 +197,7 @@ def jobs(peers: list[str], ds: dict[str, Any], adaptor_dir: Path | None, only: l
     per: list[list[tuple[str, dict]]] = []
     for name in peers:
         peer = make_peer(name)
-        if name == "lorann" and ds.get("train_queries"):
+        if name in ("lorann", "svs") and ds.get("train_queries"):
             grid = peer.build_grid(ds["n"], ds["d"], str(ds["train_queries"]))
         else:
             grid = peer.build_grid(ds["n"], ds["d"])

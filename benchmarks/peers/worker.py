@@ -30,6 +30,7 @@ PEERS: dict[str, tuple[str, str, bool]] = {
     "diskann": ("diskann_peer", "DiskannPeer", False),
     "usearch": ("usearch_peer", "UsearchPeer", True),
     "hnswlib": ("hnswlib_peer", "HnswlibPeer", False),
+    "svs": ("svs_peer", "SvsPeer", False),
 }
 
 
