@@ -3,8 +3,11 @@ reduced-rank regression in a globally reduced space, the top candidates rescored
 
 Tuning as its docstrings give it: ``n_clusters`` about sqrt(n), ``global_dim`` 128 for
 200 <= d <= 1000, ``rank`` 16/32/64 at ``quantization_bits`` 4 and 8, and at query time
-``clusters_to_search`` x ``points_to_rerank`` swept. Built with its default training queries (the
-index points themselves): this corpus has no query set apart from the test queries to give it.
+``clusters_to_search`` x ``points_to_rerank`` swept. Each setting is built twice where the run has
+training queries apart from the test queries (``run.py`` writes ``train_queries.npy`` for the real set:
+the other MiniLM docstring rows of dev-docstring-qa, corpus and train-split queries, none equal to a
+test query): with its default training queries (the index points) and with those (``build(...,
+training_queries=)``, its query-aware mode).
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ class LorannPeer(Peer):
     def prepare(self) -> None:
         import lorann  # noqa: F401
 
-    def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
+    def build_grid(self, n: int, d: int, train_queries: str | None = None) -> list[dict[str, Any]]:
         clusters = max(2, round(math.sqrt(n)))
-        return [
+        grid = [
             {"name": f"LoRANN c{clusters} s128 r{r} {b}-bit", "clusters": clusters, "global_dim": 128, "rank": r,
              "bits": b}
             for b in (8, 4)
             for r in (32, 64, 16)
         ]  # fmt: skip
+        if train_queries:
+            grid += [{**g, "name": g["name"] + " + train queries", "train_queries": train_queries} for g in grid]
+        return grid
 
     def search_lines(self, n: int, build: dict[str, Any]) -> list[list[dict[str, Any]]]:
         clusters = [c for c in CLUSTERS if c < build["clusters"]] + [build["clusters"]]  # up to every cluster
@@ -51,7 +57,11 @@ class LorannPeer(Peer):
             data, n_clusters=build["clusters"], global_dim=min(build["global_dim"], data.shape[1] // 32 * 32),
             quantization_bits=build["bits"], rank=build["rank"], distance=lorann.IP,
         )  # fmt: skip
-        index.build(n_threads=1)
+        if build.get("train_queries"):
+            tq = np.ascontiguousarray(np.load(build["train_queries"]), dtype=np.float32)
+            index.build(n_threads=1, training_queries=tq)
+        else:
+            index.build(n_threads=1)
         index.save(str(workdir / "index.lorann"))
         return {}
 

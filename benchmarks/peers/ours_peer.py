@@ -63,7 +63,8 @@ class OursPeer(Peer):
         from matryoshka_index import MatryoshkaIndex  # noqa: F401  (pulls in the index, backend, adaptor)
 
     def build_grid(self, n: int, d: int) -> list[dict[str, Any]]:
-        return [{**c, "target_recall": t, "name": f"{c['name']} @{t}"} for t in self.targets for c in CONFIGS]
+        # each configuration's targets one after the other: a run stopped at a deadline has both or neither
+        return [{**c, "target_recall": t, "name": f"{c['name']} @{t}"} for c in CONFIGS for t in self.targets]
 
     def search_lines(self, n: int, build: dict[str, Any]) -> list[list[dict[str, Any]]]:
         return [[{"candidates": "calibrated default"}]]

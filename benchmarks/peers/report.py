@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 NOT_MEASURED = [
-    "Intel's LeanVec / LVQ (`scalable-vs`, SVS) is the same design again (query-aware linear reduction, LVQ "
-    "codes, full-dimension rerank), but its package refuses LVQ and LeanVec on non-Intel processors and this "
-    "machine's is not usable for it: not measured here; see its published figures (not comparable numbers)."
+    "Intel's SVS (`scalable-vs` 0.5.0: LeanVec, a query-aware linear reduction, LVQ codes, full-dimension LVQ "
+    "re-rank): its LVQ and LeanVec run on this machine's Intel Xeon (a 5,000-row smoke test built and searched "
+    "both); the adapter with its documented grid is `benchmarks/peers/svs_peer.py`, not run on these sets (time)."
 ]
 
 
@@ -34,6 +34,7 @@ def points(entry: dict[str, Any], target: float) -> tuple[list[dict], list[dict]
             "bytes_all": s["resident_bytes_per_vector_all"],
             "bytes": s["resident_bytes_per_vector"],
             "fixed_kb": round(s["fixed_bytes"] / 1e3, 1),
+            "warmup_kb": round(s["warmup_bytes"] / 1e3, 1) if "warmup_bytes" in s else None,
             "library_bytes": s["library_bytes_per_vector"],
             "page_cache": s["page_cache_bytes_per_vector"],
             "build_s": r["build"]["build_s"],
@@ -125,7 +126,7 @@ def markdown(report: dict[str, Any]) -> str:
         "across libraries. The machine has 2 cores shared with other developers: one pinned thread each is the "
         "fair default there, and the load average (1-minute, start and end of each serve process) is in every row. "
         "**Speed is queries per CPU-second** (1,000 queries over the CPU time the batch cost the process, best of "
-        "3): at the load averages of this run (10-18 on 2 cores) the wall clock measures the scheduler as much as "
+        "3): at the load averages of these runs (given per dataset, on 2 cores) the wall clock measures the scheduler as much as "
         "the method, the CPU time a batch costs does not; wall-clock queries/s are beside it (DiskANN's reads from "
         "disk are waits, counted only there).",
         "",
@@ -142,7 +143,9 @@ def markdown(report: dict[str, Any]) -> str:
         "codebooks, centroids; DiskANN's PQ pivots; ScaNN's and LoRANN's centroids and codebooks, computed from "
         "their settings); *per-vector B* = (all - fixed) / n; *page cache B/vector* = RssFile growth over the "
         "load and the whole sweep (memory-mapped files the search read: evictable, apart); *library's B/vector* "
-        "= the library's own figure where it reports one. The dominance verdicts use *RSS B/vector (all)*, the "
+        "= the library's own figure where it reports one; *of which warm-up KB* = the growth over the 100-query warm-up "
+        "after the load (query-time workspaces: numpy's OpenBLAS buffer at the first matrix product, search "
+        "buffers a library keeps; included in *all*, not in *fixed*). The dominance verdicts use *RSS B/vector (all)*, the "
         "strictest: our adaptor's weights count against us.",
         "",
     ]
@@ -183,15 +186,15 @@ def markdown(report: dict[str, Any]) -> str:
                 f"### recall@10 >= {target}",
                 "",
                 "| method | setting (oracle for peers; calibrated for ours) | recall@10 | queries / CPU-s | wall q/s "
-                "| RSS B/vector (all) | per-vector B | fixed KB | library's B/vector | page cache B/vector | build s "
-                "| load |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "| RSS B/vector (all) | per-vector B | fixed KB | of which warm-up KB | library's B/vector "
+                "| page cache B/vector | build s | load |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for p in best_per_library(peers) + sorted(ours, key=lambda o: o["bytes_all"]):
                 mark = "" if p["ok"] else " (below target)"
                 out.append(
                     f"| {p['setting']}{mark} | {params_str(p)} | {p['recall']:.4f} | {fmt(p['qps'])} | "
-                    f"{fmt(p.get('wall_qps'))} | {fmt(p['bytes_all'])} | {fmt(p['bytes'])} | {fmt(p['fixed_kb'])} | {fmt(p['library_bytes'])} | "
+                    f"{fmt(p.get('wall_qps'))} | {fmt(p['bytes_all'])} | {fmt(p['bytes'])} | {fmt(p['fixed_kb'])} | {fmt(p.get('warmup_kb'))} | {fmt(p['library_bytes'])} | "
                     f"{fmt(p['page_cache'])} | {fmt(p['build_s'])} | {p['load'][0]:.1f}-{p['load'][1]:.1f} |"
                 )
             out += ["", "Every peer operating point (each build setting at its oracle search setting) against ours, "
@@ -255,8 +258,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
         for o in f:
             ax.annotate(o["setting"].replace("ours ", ""), (o["bytes_all"], o["qps"]), fontsize=6,
                         xytext=(4, 4), textcoords="offset points", color="tab:red")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        if not peers and not ok:  # nothing measured at this target yet (a runner's first rows): no log axes
+            ax.text(0.5, 0.5, "no point reached this target", ha="center", transform=ax.transAxes)
+        else:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
         ax.set_xlabel("resident bytes / vector, all (RSS delta of the serve process / n; log)")
         ax.set_ylabel("queries per CPU-second, 1,000-query batch, 1 thread (log)")
         ax.set_title(f"{entry['name']}: recall@10 >= {target}", fontsize=10)

@@ -56,9 +56,10 @@ PYTHON: dict[str, Path] = {
     "usearch": VENVS / "peers-np2" / "bin" / "python",
     "hnswlib": VENVS / "peers-np2" / "bin" / "python",
     "diskann": VENVS / "peers-np1" / "bin" / "python",
+    "svs": VENVS / "peers-np2" / "bin" / "python",
 }
 IMPORT = {"ours": "matryoshka_index", "faiss": "faiss", "scann": "scann", "lorann": "lorann",
-          "usearch": "usearch.index", "hnswlib": "hnswlib", "diskann": "diskannpy"}  # fmt: skip
+          "usearch": "usearch.index", "hnswlib": "hnswlib", "diskann": "diskannpy", "svs": "svs"}  # fmt: skip
 
 
 def python_for(peer: str) -> Path:
@@ -117,7 +118,33 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Any]:
     if not truth.exists():
         x = np.load(src, mmap_mode="r")
         write_dataset(folder, x[:-N_QUERIES], np.asarray(x[-N_QUERIES:]))
-    return dataset(folder, source, tag)
+    ds = dataset(folder, source, tag)
+    if not args.synthetic:
+        ds["train_queries"] = write_train_queries(folder, np.load(ds["queries"]))
+    return ds
+
+
+def write_train_queries(folder: Path, test_queries: np.ndarray) -> Path | None:
+    """LoRANN's training queries for the real set: rows of the same model and kind that are not test queries.
+
+    The 49k set has no rows apart from its index and its 1,000 test queries, so these are the other MiniLM
+    docstring rows of dev-docstring-qa (its 12,000 documents and its 1,000 train-split queries), less any row
+    equal to a test query (cosine > 0.9999). None when that set is absent.
+    """
+    out = folder / "train_queries.npy"
+    if out.exists():
+        return out
+    qa = real_path().parent / "dev-docstring-qa"
+    if not (qa / "corpus.npy").is_file():
+        return None
+    split = [json.loads(line)["split"] for line in (qa / "queries.jsonl").read_text().splitlines() if line.strip()]
+    order = {qid: i for i, qid in enumerate(json.loads((qa / "ids.json").read_text())["query_ids"])}
+    rows = [line for line in (qa / "queries.jsonl").read_text().splitlines() if line.strip()]
+    train = sorted(order[json.loads(r)["_id"]] for r, s in zip(rows, split, strict=True) if s == "train")
+    cand = np.concatenate([np.load(qa / "corpus.npy"), np.load(qa / "queries.npy")[train]]).astype(np.float32)
+    keep = (cand @ test_queries.T).max(axis=1) < 0.9999
+    np.save(out, np.ascontiguousarray(cand[keep]))
+    return out
 
 
 def write_dataset(folder: Path, corpus: np.ndarray, queries: np.ndarray) -> None:
@@ -170,7 +197,10 @@ def jobs(peers: list[str], ds: dict[str, Any], adaptor_dir: Path | None, only: l
     per: list[list[tuple[str, dict]]] = []
     for name in peers:
         peer = make_peer(name)
-        grid = peer.build_grid(ds["n"], ds["d"])
+        if name in ("lorann", "svs") and ds.get("train_queries"):
+            grid = peer.build_grid(ds["n"], ds["d"], str(ds["train_queries"]))
+        else:
+            grid = peer.build_grid(ds["n"], ds["d"])
         if name == "ours":
             grid = [{**g, "adaptor_dir": str(adaptor_dir)} for g in grid]
         grid = [g for g in grid if not only or any(s in g["name"] for s in only)]
@@ -309,12 +339,6 @@ def main(argv: list[str] | None = None) -> None:
     planned = [f"{name}: {b['name']}" for name, b in order]
     order = order[shard::shards]
     print(f"{len(order)} jobs on {ds['n']:,} x {ds['d']}", flush=True)
-    partial = ds["folder"] / f"rows.partial.{shard}of{shards}.json"
-    for i, (name, build) in enumerate(order):
-        row = run_job(name, build, ds, args, i * shards + shard)
-        rows.append(row)
-        partial.write_text(json.dumps(rows))
-        print(summary_line(row), flush=True)
     key = args.key or ds["tag"]
     from report import write_results
 
@@ -334,13 +358,32 @@ def main(argv: list[str] | None = None) -> None:
         "planned_jobs": planned,
         "shard": args.shard,
         "adaptor_fit_s": fit_s,
+        "train_queries": train_queries_note(ds),
         "skipped": skipped,
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        "minutes": round((time.time() - started) / 60, 1),
         "machine": machine(),
         "rows": rows,
     }
-    write_results(args.results, key, entry)
+    # the results file is rewritten after every job (jobs_done of jobs_this_runner), so a run stopped at a
+    # deadline leaves every row it measured, and says how far it got
+    for i, (name, build) in enumerate(order):
+        row = run_job(name, build, ds, args, i * shards + shard)
+        rows.append(row)
+        print(summary_line(row), flush=True)
+        entry.update(jobs_done=i + 1, jobs_this_runner=len(order), minutes=round((time.time() - started) / 60, 1))
+        write_results(args.results, key, entry)
+    if not order:
+        entry.update(jobs_done=0, jobs_this_runner=0, minutes=round((time.time() - started) / 60, 1))
+        write_results(args.results, key, entry)
+
+
+def train_queries_note(ds: dict[str, Any]) -> str | None:
+    tq = ds.get("train_queries")
+    if not tq:
+        return None
+    rows = len(np.load(tq, mmap_mode="r"))
+    return (f"LoRANN '+ train queries' rows: {rows:,} MiniLM rows of dev-docstring-qa (its documents and "
+            "train-split queries), none equal to a test query")  # fmt: skip
 
 
 def summary_line(row: dict[str, Any]) -> str:

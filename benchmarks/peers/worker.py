@@ -30,6 +30,7 @@ PEERS: dict[str, tuple[str, str, bool]] = {
     "diskann": ("diskann_peer", "DiskannPeer", False),
     "usearch": ("usearch_peer", "UsearchPeer", True),
     "hnswlib": ("hnswlib_peer", "HnswlibPeer", False),
+    "svs": ("svs_peer", "SvsPeer", False),
 }
 
 
@@ -81,6 +82,8 @@ def run_serve(args: argparse.Namespace, peer: Peer, build: dict[str, Any]) -> di
     t0 = time.perf_counter()
     peer.load(args.workdir, build, args.data)
     load_s = time.perf_counter() - t0
+    trim_heap()
+    loaded = proc_status()  # apart: what the load holds vs what the first batch adds (query-time workspaces)
     peer.search(queries[:100], k, lines[0][0])  # warm-up
     trim_heap()
     after = proc_status()
@@ -120,7 +123,9 @@ def run_serve(args: argparse.Namespace, peer: Peer, build: dict[str, Any]) -> di
     return {
         "load_s": round(load_s, 3),
         "rss_before": before,
+        "rss_after_load": loaded,
         "rss_after_load_warmup": after,
+        "warmup_bytes": after["RssAnon"] - loaded["RssAnon"],
         "rss_after_sweep": swept,
         "resident_bytes": anon,
         "fixed_bytes": fixed,
