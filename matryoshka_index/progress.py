@@ -66,6 +66,8 @@ def _say(text: str) -> None:
 class _StageBar(tqdm):
     """A disabled tqdm that prints a line a minute while its stage runs and one when it ends."""
 
+    monitor_interval = 0  # disabled: no monitor thread (see _QuietBar)
+
     def __init__(self, iterable: Iterable[Any] | None, *, total: int | None, desc: str | None, unit: str) -> None:
         super().__init__(iterable, total=total, disable=True)
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -120,6 +122,13 @@ class _StageBar(tqdm):
         super().close()
 
 
+class _QuietBar(tqdm):
+    """A disabled tqdm that starts no ``tqdm_monitor`` thread (tqdm's ``__new__`` starts one for any bar,
+    disabled or not: a library that prints nothing should leave no thread behind either)."""
+
+    monitor_interval = 0
+
+
 def progress(
     iterable: Iterable[Any] | None = None,
     *,
@@ -132,12 +141,13 @@ def progress(
     """A tqdm bar, disabled when :func:`progress_enabled` says so (then stage lines, when turned on)."""
     if _lines_wanted(quiet):
         return _StageBar(iterable, total=total, desc=desc, unit=unit)
-    return tqdm(
+    enabled = progress_enabled(quiet)
+    return (tqdm if enabled else _QuietBar)(
         iterable,
         total=total,
         desc=desc,
         unit=unit,
-        disable=not progress_enabled(quiet),
+        disable=not enabled,
         dynamic_ncols=True,
         leave=False,
         **kwargs,
