@@ -67,6 +67,15 @@ def _sides(transform: Transform | Sides) -> Sides:
     return transform if isinstance(transform, tuple) else (transform, transform)
 
 
+def _pooled(
+    queries: np.ndarray, positives: np.ndarray, rows: np.ndarray, transform: Transform | Sides
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(transformed queries, transformed pool)``: the pool both pair measures search is ``rows`` then the
+    positives, so query i's positive is pool row ``len(rows) + i``."""
+    for_queries, for_rows = _sides(transform)
+    return for_queries(queries), for_rows(np.concatenate([rows, positives]))
+
+
 def positive_hit_rate(
     queries: np.ndarray,
     positives: np.ndarray,
@@ -77,11 +86,9 @@ def positive_hit_rate(
 ) -> dict[int, float]:
     """Share of held-out (query, positive) pairs whose positive is among the top k of prefix-m search
     over ``rows`` plus the positives (the supervised guard: labels, not neighbours, are the target)."""
-    pool = np.concatenate([rows, positives])
+    tq, tx = _pooled(queries, positives, rows, transform)
     label = len(rows) + np.arange(len(queries))
-    for_queries, for_rows = _sides(transform)
-    tq, tx = for_queries(queries), for_rows(pool)
-    k = min(k, len(pool))
+    k = min(k, len(rows) + len(positives))
     return {int(m): float(np.mean(np.any(_top_k(tq[:, :m], tx[:, :m], k) == label[:, None], axis=1))) for m in dims}
 
 
@@ -96,9 +103,7 @@ def positive_ndcg(
     """Mean nDCG@k of held-out (query, positive) pairs at each prefix length: ``1 / log2(rank + 1)`` of the
     positive's rank among ``rows`` plus the positives when it is in the top k, else 0 (one relevant
     document per query). Finer than :func:`positive_hit_rate` for telling two fits apart."""
-    pool = np.concatenate([rows, positives])
-    for_queries, for_rows = _sides(transform)
-    tq, tx = for_queries(queries), for_rows(pool)
+    tq, tx = _pooled(queries, positives, rows, transform)
     out = {}
     for m in dims:
         q = l2_normalize(np.asarray(tq[:, :m], dtype=np.float32))

@@ -111,6 +111,16 @@ def choice_option(flag: str, choices: list[str], default: str, help: str) -> Cal
     return click.option(flag, type=click.Choice(choices), default=default, show_default=True, help=help)
 
 
+def file_option(*decls: str, help: str, **attrs: Any) -> Callable[[F], F]:
+    """An option naming a file: click refuses a directory there before the command runs."""
+    return click.option(*decls, type=click.Path(dir_okay=False), help=help, **attrs)
+
+
+def dir_option(*decls: str, help: str, **attrs: Any) -> Callable[[F], F]:
+    """An option naming a directory: click refuses a file there before the command runs."""
+    return click.option(*decls, type=click.Path(file_okay=False), help=help, **attrs)
+
+
 def quiet_option(func: F) -> F:
     return click.option(
         "--quiet", "-q", is_flag=True, help="No progress bars (they are off anyway when not on a terminal)."

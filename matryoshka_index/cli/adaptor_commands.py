@@ -9,7 +9,7 @@ import click
 
 from ..adaptor import MatryoshkaAdaptor
 from ..errors import InputError
-from ._common import choice_option, output_location, quiet_option, read_vectors, user_errors
+from ._common import choice_option, dir_option, file_option, output_location, quiet_option, read_vectors, user_errors
 
 _DEFAULTS = MatryoshkaAdaptor().get_params()  # the library defaults, shown in --help
 
@@ -30,15 +30,13 @@ def _parse_dims(value: str | None) -> tuple[int, ...] | None:
 
 @click.command("train")
 @click.argument("corpus", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Adaptor directory to write.")
-@click.option(
+@dir_option("-o", "--output", required=True, help="Adaptor directory to write.")
+@file_option(
     "--queries",
-    type=click.Path(dir_okay=False),
     help="Query embeddings (.npy/.fvecs): unlabelled alone (a query log), supervised with --positives.",
 )
-@click.option(
+@file_option(
     "--positives",
-    type=click.Path(dir_okay=False),
     help="positives[i]: a relevant document for queries[i] (needs --queries).",
 )
 @click.option(

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ._common import quiet_option, read_vectors, user_errors
+from ._common import dir_option, file_option, quiet_option, read_vectors, user_errors
 
 
 def _int_list(value: str | None, name: str) -> list[int] | None:
@@ -41,30 +41,18 @@ def _int_list(value: str | None, name: str) -> list[int] | None:
     "--repeats", type=int, default=1, show_default=True, help="Time each search this many times; keep the best."
 )
 @click.option("--no-verify", is_flag=True, help="ANN view: skip the sha256 check of the index files.")
-@click.option(
-    "--labelled", "labelled_dir", type=click.Path(file_okay=False), help="A labelled set in BEIR-embedding layout."
-)
-@click.option(
-    "--corpus", "corpus_file", type=click.Path(dir_okay=False), help="Labelled: corpus embeddings (.npy/.fvecs)."
-)
-@click.option("--queries", "queries_file", type=click.Path(dir_okay=False), help="Labelled: query embeddings.")
-@click.option("--qrels", type=click.Path(dir_okay=False), help="Labelled: test qrels TSV (query-id corpus-id score).")
-@click.option(
-    "--train-qrels", type=click.Path(dir_okay=False), help="Labelled: train qrels; enables the supervised adaptor."
-)
-@click.option(
-    "--ids", "ids_json", type=click.Path(dir_okay=False), help="Labelled: ids.json with corpus_ids and query_ids."
-)
-@click.option("--corpus-ids", type=click.Path(dir_okay=False), help="Labelled: corpus ids (JSON list or one per line).")
-@click.option("--query-ids", type=click.Path(dir_okay=False), help="Labelled: query ids (JSON list or one per line).")
-@click.option(
-    "--queries-jsonl", type=click.Path(dir_okay=False), help="Labelled: BEIR queries.jsonl with a split field."
-)
+@dir_option("--labelled", "labelled_dir", help="A labelled set in BEIR-embedding layout.")
+@file_option("--corpus", "corpus_file", help="Labelled: corpus embeddings (.npy/.fvecs).")
+@file_option("--queries", "queries_file", help="Labelled: query embeddings.")
+@file_option("--qrels", help="Labelled: test qrels TSV (query-id corpus-id score).")
+@file_option("--train-qrels", help="Labelled: train qrels; enables the supervised adaptor.")
+@file_option("--ids", "ids_json", help="Labelled: ids.json with corpus_ids and query_ids.")
+@file_option("--corpus-ids", help="Labelled: corpus ids (JSON list or one per line).")
+@file_option("--query-ids", help="Labelled: query ids (JSON list or one per line).")
+@file_option("--queries-jsonl", help="Labelled: BEIR queries.jsonl with a split field.")
 @click.option("--dims", help="Labelled: prefix lengths, e.g. 32,64,128,256.")
 @click.option("--methods", help="Labelled: subset of truncation,pca,adaptor,adaptor_queries,supervised.")
-@click.option(
-    "--adaptor", "adaptor_dir", type=click.Path(file_okay=False), help="Labelled: use this unsupervised adaptor."
-)
+@dir_option("--adaptor", "adaptor_dir", help="Labelled: use this unsupervised adaptor.")
 @click.option(
     "--codes",
     help="Labelled: coarse codes to measure side by side, e.g. float,sq8,pq4,pq4x16,binary+itq "
@@ -78,11 +66,9 @@ def _int_list(value: str | None, name: str) -> list[int] | None:
 @click.option(
     "--advise", "budgets", multiple=True, help="Dimension advisor budget: 'ndcg-loss=1%' or 'recall=0.99' (repeatable)."
 )
-@click.option("--report", "report_md", type=click.Path(dir_okay=False), help="Write the tables as markdown.")
-@click.option(
-    "--plot", "plot_png", type=click.Path(dir_okay=False), help="Write nDCG-vs-dim and recall-vs-q/s plots (PNG)."
-)
-@click.option("--json", "report_json", type=click.Path(dir_okay=False), help="Write every number as JSON.")
+@file_option("--report", "report_md", help="Write the tables as markdown.")
+@file_option("--plot", "plot_png", help="Write nDCG-vs-dim and recall-vs-q/s plots (PNG).")
+@file_option("--json", "report_json", help="Write every number as JSON.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @quiet_option
 @user_errors

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import FormatError, InputError
-from ._common import user_errors
+from ._common import file_option, user_errors
 
 
 def _source(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -47,7 +47,7 @@ def _source(path: Path) -> tuple[Any, dict[str, Any]]:
 
 @click.command("export")
 @click.argument("source", metavar="ADAPTOR", type=click.Path(file_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@file_option("-o", "--output", required=True, help="The .onnx file to write.")
 @click.option(
     "--dim", type=int, help="Prefix length of the output [default: an index's coarse dim, else the full dim]."
 )

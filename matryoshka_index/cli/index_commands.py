@@ -25,6 +25,7 @@ from ..storage import (
 )
 from ._common import (
     choice_option,
+    file_option,
     output_location,
     parse_key_values,
     parse_value,
@@ -208,9 +209,7 @@ def _read_ids(path: str, n: int) -> np.ndarray:
 @click.argument("corpus", type=click.Path(dir_okay=False))
 @click.option("--coarse-dim", type=int, default=64, show_default=True, help="Length of the searched prefix.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Index directory to write (e.g. corpus.mindex).")
-@click.option(
-    "--ids", "ids_path", type=click.Path(dir_okay=False), help="int64 ids, one per row (.npy); default 0..n-1."
-)
+@file_option("--ids", "ids_path", help="int64 ids, one per row (.npy); default 0..n-1.")
 @click.option("--adaptor", "adaptor_dir", type=click.Path(), help="A trained adaptor directory (from mindex train).")
 @click.option("--train", is_flag=True, help="Train an adaptor on a sample of the corpus (library defaults).")
 @click.option("--pca", is_flag=True, help="Use a PCA rotation instead of an adaptor (a training-free baseline).")
@@ -446,10 +445,9 @@ def _jsonl_hits(hits: list, with_payload: bool) -> str:
 @click.argument("queries", type=click.Path(dir_okay=False))
 @click.option("-k", type=int, default=10, show_default=True, help="Results per query.")
 @click.option("--candidates", type=int, help="Coarse hits to rerank (default: the calibrated value).")
-@click.option(
+@file_option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
     help="results.npy (ids; scores go to results.scores.npy) or results.jsonl; default: JSON lines on stdout.",
 )
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the index files (faster on large indexes).")
@@ -500,10 +498,9 @@ def search_command(index_path, queries, k, candidates, output, no_verify, with_p
     is_flag=True,
     help="Print the raw Qdrant request (method, path, JSON body) a client in any language sends for one query.",
 )
-@click.option(
+@file_option(
     "--query",
     "query_file",
-    type=click.Path(dir_okay=False),
     help="With --qdrant-query: fill the request with the first row of this .npy (else placeholders).",
 )
 @click.option("-k", type=int, default=10, show_default=True, help="With --qdrant-query: results per query.")

@@ -13,18 +13,15 @@ import sys
 import click
 
 from ..errors import InputError
-from ._common import quiet_option, user_errors
+from ._common import dir_option, file_option, quiet_option, user_errors
 
 
 @click.command("migrate")
 @click.option("--qdrant-url", metavar="URL", help="Qdrant server, e.g. http://localhost:6333.")
-@click.option(
-    "--qdrant-path", metavar="DIR", type=click.Path(file_okay=False), help="qdrant-client local-mode storage directory."
-)
-@click.option(
+@dir_option("--qdrant-path", metavar="DIR", help="qdrant-client local-mode storage directory.")
+@dir_option(
     "--edge-source",
     metavar="DIR",
-    type=click.Path(file_okay=False),
     help="With --prefix-only --edge-path: a qdrant-edge shard as the source (read from a copy; --collection "
     "names it in the records).",
 )
@@ -41,9 +38,7 @@ from ._common import quiet_option, user_errors
     "--coarse-dim", type=int, help="Length of the coarse prefix [default: 64; a resumed target keeps its own]."
 )
 @click.option("--sample", type=int, default=100_000, show_default=True, help="Vectors to train the adaptor on.")
-@click.option(
-    "--adaptor", type=click.Path(file_okay=False), help="A trained adaptor directory instead of training one."
-)
+@dir_option("--adaptor", help="A trained adaptor directory instead of training one.")
 @click.option("--epochs", type=int, help="Training epochs of the adaptor (default: the adaptor's default).")
 @click.option("--target", help="Target collection [default: <collection>_matryoshka].")
 @click.option("--alias", help="Alias switched atomically to the target once verification passed.")
@@ -66,30 +61,26 @@ from ._common import quiet_option, user_errors
     "measures the quality it keeps and the bytes it saves.",
 )
 @click.option("--dim", "prefix_dim", type=int, help="With --prefix-only: the prefix length M it keeps.")
-@click.option(
+@dir_option(
     "--edge-path",
     "edge_path",
-    type=click.Path(file_okay=False),
     help="With --prefix-only: write the target as a qdrant-edge shard in DIR (absent or empty; the migration's "
     "records and adaptor go in DIR/mindex) instead of a collection.",
 )
-@click.option(
+@file_option(
     "--queries",
     "queries_path",
-    type=click.Path(dir_okay=False),
     help="With --prefix-only and --qrels: labelled query embeddings (.npy/.fvecs) to measure nDCG@10 on.",
 )
-@click.option(
+@file_option(
     "--qrels",
     "qrels_path",
-    type=click.Path(dir_okay=False),
     help="With --queries: BEIR qrels TSV (query-id, corpus-id = the point id, score) [default: recall@10 "
     "against exact full-dim search on sampled points].",
 )
-@click.option(
+@file_option(
     "--query-ids",
     "query_ids_path",
-    type=click.Path(dir_okay=False),
     help="Ids of the --queries rows (JSON list or one a line) [default: the row numbers 0, 1, ...].",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted migration from its checkpoint.")
