@@ -162,8 +162,13 @@ def encode(code: str, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def make_index(structure: str, code: str, dim: int, params: dict[str, Any], nlist: int = 0) -> Any:
-    """An empty (untrained) FAISS index for the pair; ``params`` holds hnsw_m, ef_construction, pq_m, rabitq_bits."""
+def make_index(
+    structure: str, code: str, dim: int, params: dict[str, Any], nlist: int = 0, *, fast_scan: bool = True
+) -> Any:
+    """An empty (untrained) FAISS index for the pair; ``params`` holds hnsw_m, ef_construction, pq_m, rabitq_bits.
+
+    ``fast_scan=False`` (IVF with pq4 only): FAISS's ordinary 4-bit ``IndexIVFPQ`` layout, whose scanner takes
+    ``store_pairs`` (implicit ids, :mod:`.ivf_lists`), instead of the fast-scan one that refuses it."""
     m_links = int(params.get("hnsw_m", 32))
     pq_m = int(params.get("pq_m") or dim)
     bits = int(params.get("rabitq_bits", 1))
@@ -176,8 +181,10 @@ def make_index(structure: str, code: str, dim: int, params: dict[str, Any], nlis
                 index = faiss.IndexIVFFlat(quantizer, dim, nlist, _IP)
             elif code in _SQ:
                 index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, _SQ[code], _IP)
-            elif code == "pq4":
+            elif code == "pq4" and fast_scan:
                 index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, pq_m, 4, _IP)
+            elif code == "pq4":
+                index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 4, _IP)
             else:
                 index = faiss.IndexIVFRaBitQFastScan(quantizer, dim, nlist, _IP, 32, True, bits)
             index.own_fields = True

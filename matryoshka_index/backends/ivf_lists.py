@@ -33,12 +33,11 @@ import faiss
 import numpy as np
 
 from ..errors import InputError
+from . import faiss_codes
 
 __all__ = ["IMPLICIT_CODES", "ImplicitLists", "check_implicit", "make_index", "read"]
 
 IMPLICIT_CODES = ("float", "sq8", "sq4", "pq4")  # FAISS IVF scanners that take store_pairs
-_SQ = {"sq8": faiss.ScalarQuantizer.QT_8bit, "sq4": faiss.ScalarQuantizer.QT_4bit}
-_IP = faiss.METRIC_INNER_PRODUCT
 _POSITION_BITS = 32  # store_pairs labels: list number << 32 | position in the list
 _POSITION_MASK = (1 << _POSITION_BITS) - 1
 GATHER_ROWS = 65536  # full vectors put in list order this many rows at a time when saving
@@ -58,20 +57,9 @@ def check_implicit(structure: str, code: str) -> None:
 def make_index(code: str, dim: int, nlist: int, pq_m: int) -> Any:
     """An empty IVF index over ``nlist`` lists whose scanner takes ``store_pairs``: ``pq4`` is 4-bit PQ with
     ``pq_m`` sub-quantizers in FAISS's ordinary layout (``IndexIVFPQ``, ``pq_m / 2`` bytes a vector)."""
-    quantizer = faiss.IndexFlatIP(dim)
-    if code == "float":
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, _IP)
-    elif code in _SQ:
-        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, _SQ[code], _IP)
-    elif code == "pq4":
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 4, _IP)
-    else:
+    if code not in IMPLICIT_CODES:
         raise InputError(f"implicit_ids: no store_pairs IVF index for code={code!r}")
-    index.own_fields = True
-    quantizer.this.disown()  # the IVF index owns (and frees) its quantizer
-    index.cp.seed = 1234
-    index.cp.max_points_per_centroid = 64  # as faiss_codes.make_index: time, not quality, limits k-means
-    return index
+    return faiss_codes.make_index("ivf", code, dim, {"pq_m": pq_m}, nlist, fast_scan=False)
 
 
 def read(path: Path, mmap: bool) -> Any:
